@@ -1,0 +1,34 @@
+# onnxship: `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch is pinned here: an unpinned torch pulls a multi-GB CUDA build.
+TORCH_PIN := torch==2.13.0
+STAMP := $(VENV)/.onnxship-installed
+
+.PHONY: demo test lint bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install -q --upgrade pip >/dev/null 2>&1 || true
+	$(PIP) install -q --disable-pip-version-check "$(TORCH_PIN)" -e ".[torch,data,optimize,dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/onnxship demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
+
+bench: $(STAMP)
+	$(PY) benchmarks/export_time.py --out benchmarks/results/export_time.json
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info src/*.egg-info out releases

@@ -1,0 +1,83 @@
+"""onnxship: take a trained PyTorch model to a verified, versioned, deployable ONNX artifact.
+
+The public verbs are imported lazily so that ``import onnxship`` stays fast and never imports torch or
+onnxruntime (a test pins this).
+
+Example:
+    >>> import onnxship
+    >>> result = onnxship.export(model, {"x": x}, dynamic={"x": {0: "batch"}}, out="out")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from onnxship._errors import (
+    CheckError,
+    ConfigError,
+    ExportError,
+    InputSpecError,
+    MissingDependencyError,
+    ModelLoadError,
+    OnnxshipError,
+    OptimizeError,
+    PackagingError,
+    PublishError,
+    ServeError,
+    VerificationError,
+)
+from onnxship._version import __version__
+
+if TYPE_CHECKING:
+    from onnxship.export import ExportConfig, ExportResult, export
+    from onnxship.spec import ModelSpec, TensorSpec, parse_input_spec, parse_model_spec
+
+__all__ = [
+    "CheckError",
+    "ConfigError",
+    "ExportConfig",
+    "ExportError",
+    "ExportResult",
+    "InputSpecError",
+    "MissingDependencyError",
+    "ModelLoadError",
+    "ModelSpec",
+    "OnnxshipError",
+    "OptimizeError",
+    "PackagingError",
+    "PublishError",
+    "ServeError",
+    "TensorSpec",
+    "VerificationError",
+    "__version__",
+    "export",
+    "inspect_model",
+    "parse_input_spec",
+    "parse_model_spec",
+]
+
+# name -> module that defines it; resolved on first attribute access.
+_LAZY = {
+    "export": "onnxship.export",
+    "ExportConfig": "onnxship.export",
+    "ExportResult": "onnxship.export",
+    "ModelSpec": "onnxship.spec",
+    "TensorSpec": "onnxship.spec",
+    "parse_input_spec": "onnxship.spec",
+    "parse_model_spec": "onnxship.spec",
+    "inspect_model": "onnxship.inspect",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'onnxship' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,127 @@
+"""One exception tree for everything onnxship raises on purpose.
+
+::
+
+    OnnxshipError
+     ├── ConfigError (ValueError)         bad flags, specs, config files
+     │    └── InputSpecError               an --input spec that does not parse (CLI: usage error, exit 2)
+     ├── ModelLoadError                    factory/checkpoint problems
+     ├── ExportError                       no candidate could be exported and verified
+     ├── CheckError                        the ONNX file is malformed or unsafe
+     ├── VerificationError                 the parity gate failed (carries the report)
+     ├── OptimizeError
+     ├── PackagingError
+     ├── PublishError
+     ├── ServeError
+     └── MissingDependencyError (ImportError)   an optional extra is not installed
+
+Internal bugs stay outside the tree: they keep their traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CheckError",
+    "ConfigError",
+    "ExportError",
+    "InputSpecError",
+    "MissingDependencyError",
+    "ModelLoadError",
+    "OnnxshipError",
+    "OnnxshipWarning",
+    "OptimizeError",
+    "PackagingError",
+    "PublishError",
+    "ServeError",
+    "VerificationError",
+    "require",
+]
+
+
+class OnnxshipError(Exception):
+    """Base class for errors a user can act on: a message plus an optional hint."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class ConfigError(OnnxshipError, ValueError):
+    """A flag, spec or config value is wrong."""
+
+
+class InputSpecError(ConfigError):
+    """An input spec string does not follow the grammar."""
+
+
+class ModelLoadError(OnnxshipError):
+    """The model factory or checkpoint could not produce an nn.Module."""
+
+
+class ExportError(OnnxshipError):
+    """No export candidate produced a verified ONNX model."""
+
+    def __init__(self, message: str, *, hint: str | None = None, candidates: list[Any] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.candidates = candidates or []
+
+
+class CheckError(OnnxshipError):
+    """An ONNX file is malformed, truncated or unsafe to open."""
+
+
+class VerificationError(OnnxshipError):
+    """The Torch/ONNX parity gate failed."""
+
+    def __init__(self, message: str, *, hint: str | None = None, report: Any = None) -> None:
+        super().__init__(message, hint=hint)
+        self.report = report
+
+
+class OptimizeError(OnnxshipError):
+    """An optimization pass failed or its variant failed its gate."""
+
+
+class PackagingError(OnnxshipError):
+    """A release bundle or deployment repository could not be written or read."""
+
+
+class PublishError(OnnxshipError):
+    """Publishing to a tracking server, registry or notifier failed."""
+
+
+class ServeError(OnnxshipError):
+    """The model server could not load or serve a model."""
+
+
+class MissingDependencyError(OnnxshipError, ImportError):
+    """An optional dependency is not installed."""
+
+
+class OnnxshipWarning(UserWarning):
+    """Warnings onnxship itself emits (turned into errors in the test suite)."""
+
+
+def require(module: str, extra: str) -> Any:
+    """Import an optional dependency or raise MissingDependencyError naming the extra to install.
+
+    Example:
+        >>> torch = require("torch", "torch")  # doctest: +SKIP
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{module} is not installed (needed for this command)",
+            hint=f"pip install 'onnxship[{extra}]'",
+        ) from exc

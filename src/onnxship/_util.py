@@ -1,0 +1,58 @@
+"""Small shared helpers: git sha, UTC time, atomic file writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write_json", "atomic_write_text", "git_sha", "public_mode", "utc_now"]
+
+
+def public_mode(path: str | Path, mode: int = 0o644) -> None:
+    """Give a temp file (mkstemp makes 0600) the permissions a normal file would get under the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
+
+
+def git_sha(cwd: str | Path | None = None, length: int = 7) -> str:
+    """Short sha of HEAD of the git project at ``cwd`` (the user's project), or "nogit"."""
+    if shutil.which("git") is None:
+        return "nogit"
+    try:
+        out = subprocess.run(["git", "rev-parse", f"--short={length}", "HEAD"], cwd=cwd or os.getcwd(),
+                             capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "nogit"
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and sha else "nogit"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write a file through a temp file in the same folder and a rename: readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        public_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

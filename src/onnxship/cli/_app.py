@@ -1,0 +1,39 @@
+"""The typer application: commands register here; each lives in its own module and holds no logic."""
+
+from __future__ import annotations
+
+import typer
+
+from onnxship._version import __version__
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="onnxship",
+    help="Take a trained PyTorch model to a verified, versioned, deployable ONNX artifact.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"onnxship {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """onnxship: export, verify, ship."""
+
+
+def _register() -> None:
+    # Command modules import only typer/rich at module level; heavy work happens inside the commands.
+    from onnxship.cli import _export_cmd  # noqa: F401
+
+
+_register()

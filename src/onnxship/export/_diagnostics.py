@@ -1,0 +1,293 @@
+"""Export diagnostics: every warning and log line captured during export, classified into a code with advice.
+
+One classifier serves the exporter (live capture) and ``onnxship doctor export-log`` (saved logs).
+The rules reflect what was measured on torch 2.13 (see EXPORTER-NOTES.md): most exporter warnings are noise or
+"verify at other shapes" signals; the dangerous behaviours are silent and are caught by the shape sweep instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "RULES",
+    "Diagnostic",
+    "DiagnosticRule",
+    "capture_diagnostics",
+    "classify",
+    "classify_log",
+    "merge_diagnostics",
+]
+
+SEVERITIES = ("error", "warning", "info", "noise")
+
+
+@dataclass(frozen=True)
+class DiagnosticRule:
+    """A pattern over a warning/log message and what it means for the user."""
+
+    code: str  # stable identifier, e.g. ONX101
+    title: str  # short name
+    pattern: str  # regex searched in the message (case-insensitive)
+    severity: str  # error | warning | info | noise
+    advice: str  # what to do about it
+    category: str | None = None  # warning class name to require (e.g. TracerWarning)
+
+
+RULES: tuple[DiagnosticRule, ...] = (
+    DiagnosticRule(
+        "ONX101", "python value from a tensor frozen by tracing",
+        r"Converting a tensor to a Python (boolean|number|integer|float|index)", "warning",
+        "TorchScript tracing turned a tensor into a Python value (bool(x), int(x), float(x.shape[..]), `if tensor:`);"
+        " the value is baked in at the traced shape. It is harmless when it does not depend on input values or "
+        "dynamic dims; onnxship's shape sweep decides. If the sweep fails, keep shapes as tensors "
+        "(x.size(1) without float()/int()) or use torch.where instead of Python branches.",
+        "TracerWarning"),
+    DiagnosticRule(
+        "ONX102", "torch.tensor() constant baked into the trace",
+        r"torch\.tensor results are registered as constants", "info",
+        "torch.tensor(...) inside forward() becomes a constant in the trace. torch.tensor(x.shape[1]) alone stayed "
+        "dynamic in measurements, so this is often a false alarm; the shape sweep verifies it. Prefer tensor ops "
+        "(x.new_tensor, torch.full_like) for values that depend on inputs."),
+    DiagnosticRule(
+        "ONX103", "shape value frozen by tracing",
+        r"(Iterating over a tensor|trace might not generalize|Converting a tensor to a NumPy array|"
+        r"is treated as a constant|will be treated as a constant)", "warning",
+        "Tracing recorded a concrete shape or value. Run-time inputs of other shapes may give wrong results; the "
+        "shape sweep checks it. Avoid Python loops over tensors and numpy conversions inside forward()."),
+    DiagnosticRule(
+        "ONX104", "legacy TorchScript exporter deprecation",
+        r"(legacy TorchScript-based ONNX export|TorchScript-based ONNX export.*deprecated|"
+        r"torch\.onnx\.dynamo_export is deprecated|The feature will be removed)", "noise",
+        "The TorchScript exporter is deprecated but still the most robust fallback. onnxship tries the dynamo "
+        "exporter first and records why it fell back; nothing to do unless you want dynamo to win."),
+    DiagnosticRule(
+        "ONX105", "RNN batch-size warning",
+        r"batch_size other than 1.*(LSTM|GRU|RNN)|with LSTM can cause an error", "info",
+        "The TorchScript exporter warns about LSTM/GRU with batch > 1 and variable length. Measured: a false alarm "
+        "every time it was checked; the shape sweep runs the model at other batch sizes to prove it."),
+    DiagnosticRule(
+        "ONX106", "Slice constant folding",
+        r"(Constant folding.*Slice|Slice.*constant folding|only steps=1 can be constant folded)", "info",
+        "Constant folding skipped a Slice with steps > 1. The op stays in the graph; only a tiny speed cost."),
+    DiagnosticRule(
+        "ONX107", "operator has no ONNX implementation (dynamo)",
+        r"(No ONNX function found|Unsupported FX nodes|is not supported in opset|UnsupportedOperatorError|"
+        r"Exporting the operator .* is not supported|has no ONNX function)", "error",
+        "The exporter has no ONNX translation for an operator at this opset. onnxship retries with the next opset "
+        "and then the other exporter. If all fail, replace the op in forward() or register a custom translation "
+        "(torch.onnx.export(custom_translation_table=...))."),
+    DiagnosticRule(
+        "ONX108", "data-dependent control flow",
+        r"(GuardOnDataDependentSymNode|data[- ]dependent|Could not guard on data-dependent|"
+        r"could not extract specialized integer from data-dependent)", "error",
+        "forward() branches on tensor values (a Python `if` on data). torch.export cannot trace it: rewrite it with "
+        "torch.where, or torch.cond (dynamo only). The TorchScript fallback records only the branch taken at "
+        "export time, which the sweep checks with other data."),
+    DiagnosticRule(
+        "ONX109", "dynamic dim specialized by torch.export",
+        r"(Constraints violated|specialized|Not all values of .* satisfy the generated guard|"
+        r"marked as dynamic but|suggested fixes|0/1 specialization)", "error",
+        "torch.export proved a dim you asked to be dynamic is constant (often a batch-1 example, or the dim used in "
+        "Python arithmetic like float(x.shape[1])). The dynamo ONNX exporter then silently exports it static. "
+        "Use an export value ≥ 2 for dynamic dims and keep shape math in tensor ops; onnxship compares the "
+        "exported input dims with the requested ones and rejects such candidates."),
+    DiagnosticRule(
+        "ONX110", "copy construct from a tensor",
+        r"To copy construct from a tensor, use sourceTensor\.clone\(\)\.detach\(\)", "warning",
+        "forward() calls torch.tensor(t) on a tensor. Under tracing this may bake the value in as a constant. "
+        "Use t.clone().detach() (or t.to(dtype)) instead."),
+    DiagnosticRule(
+        "ONX111", "internal exporter FutureWarning",
+        r"(_check_is_size will be removed|isinstance\(treespec, LeafSpec\)|guard_size_oblivious|"
+        r"torch\._dynamo|pytree|LeafSpec)", "noise",
+        "An internal deprecation inside torch's exporter. Not about your model; nothing to do."),
+    DiagnosticRule(
+        "ONX112", "opset raised by the dynamo exporter",
+        r"(Setting ONNX exporter to use operator set version|version conversion is not supported|"
+        r"Automatic version conversion)", "info",
+        "The dynamo exporter implements opset ≥ 18 and converts down to the requested opset. If your runtime "
+        "supports opset 18 (onnxruntime ≥ 1.14 does), ask for --opset 18 to skip the conversion."),
+    DiagnosticRule(
+        "ONX113", "tensor attributes assigned during export",
+        r"were assigned during export\. Such attributes must be registered as buffers", "noise",
+        "torch.export noticed module attributes set in forward() (nn.LSTM's flat weights do this). Harmless for "
+        "built-in RNNs; for your own modules, register such tensors with register_buffer()."),
+    DiagnosticRule(
+        "ONX114", "dim name not used",
+        r"axis name .* will not be used|dynamic_axes.*will not be used", "info",
+        "One named dim is shared across inputs; torch.export names it after the first input. The shapes still "
+        "agree; nothing to do."),
+    DiagnosticRule(
+        "ONX115", "optional dependency skipped by the exporter",
+        r"torchvision is not installed\. Skipping", "noise",
+        "The exporter skips translations for torchvision ops because torchvision is not installed. Only matters "
+        "for models that call torchvision.ops (nms, roi_align)."),
+    DiagnosticRule(
+        "ONX116", "model too large for one protobuf",
+        r"(exceeds.*2 ?GB|larger than 2GB|ByteSize|external data)", "info",
+        "The model is above protobuf's 2 GB limit; onnxship stores weights as external data beside the .onnx "
+        "(<name>.onnx.data). Ship both files together."),
+    DiagnosticRule(
+        "ONX117", "keyword inputs turned into graph inputs",
+        r"(multiple values for argument|got an unexpected keyword argument)", "error",
+        "The exporter mixed positional and keyword inputs. onnxship binds named inputs to forward()'s parameters "
+        "by name; pass only the inputs the graph needs and give other forward() arguments defaults."),
+)
+
+_COMPILED = [(r, re.compile(r.pattern, re.IGNORECASE | re.DOTALL)) for r in RULES]
+
+
+@dataclass
+class Diagnostic:
+    """One classified message (repeats are counted, not duplicated)."""
+
+    code: str
+    severity: str
+    title: str
+    message: str
+    advice: str
+    source: str = "warning"  # warning | log | exception | onnxship
+    count: int = 1
+    stage: str | None = None  # e.g. "dynamo/opset17"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code, "severity": self.severity, "title": self.title, "message": self.message,
+            "advice": self.advice, "source": self.source, "count": self.count, "stage": self.stage,
+        }
+
+
+def classify(message: str, category: str | None = None, *, source: str = "warning",
+             stage: str | None = None) -> Diagnostic:
+    """Classify one message; unknown messages become ONX199 (info) with the raw text kept."""
+    for rule, rx in _COMPILED:
+        if rule.category and category and rule.category != category:
+            continue
+        if rx.search(message):
+            return Diagnostic(rule.code, rule.severity, rule.title, _first_line(message), rule.advice, source,
+                              stage=stage)
+    severity = "warning" if category and "Warning" in category and category not in (
+        "FutureWarning", "DeprecationWarning") else "info"
+    return Diagnostic("ONX199", severity, "unclassified message", _first_line(message),
+                      "Not a known exporter pattern. If the shape sweep passes, the export is verified anyway.",
+                      source, stage=stage)
+
+
+def _first_line(message: str, limit: int = 300) -> str:
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    return line[:limit]
+
+
+def merge_diagnostics(items: list[Diagnostic]) -> list[Diagnostic]:
+    """Collapse repeats (same code + message + stage) into one entry with a count."""
+    merged: dict[tuple[str, str, str | None], Diagnostic] = {}
+    for d in items:
+        key = (d.code, d.message, d.stage)
+        if key in merged:
+            merged[key].count += d.count
+        else:
+            merged[key] = Diagnostic(**{**d.__dict__})
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    return sorted(merged.values(), key=lambda d: (order.get(d.severity, 9), d.code))
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, sink: list[tuple[str, str]]) -> None:
+        super().__init__(level=logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.sink.append((record.getMessage(), record.levelname))
+        except Exception:  # never raise from logging
+            pass
+
+
+@dataclass
+class Capture:
+    """What one capture_diagnostics() block saw."""
+
+    stage: str | None = None
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (message, category)
+    logs: list[tuple[str, str]] = field(default_factory=list)  # (message, level)
+    printed: str = ""  # what the exporter printed (progress lines), kept for the export log
+
+    def diagnostics(self) -> list[Diagnostic]:
+        out = [classify(m, c, source="warning", stage=self.stage) for m, c in self.warnings]
+        out += [classify(m, None, source="log", stage=self.stage) for m, _ in self.logs]
+        return merge_diagnostics(out)
+
+    def text(self) -> str:
+        lines = [f"[{c}] {m}" for m, c in self.warnings] + [f"[{lvl}] {m}" for m, lvl in self.logs]
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def capture_diagnostics(stage: str | None = None,
+                        loggers: tuple[str, ...] = ("", "torch", "onnxscript", "torch.onnx",
+                                                    "torch.onnx._internal.exporter._compat",
+                                                    "torch.onnx._internal.exporter._registration",
+                                                    "onnxscript.version_converter")) -> Iterator[Capture]:
+    """Record every warning, WARNING+ log line and Python-level print inside the block; none reaches the console.
+
+    The loggers' own handlers (torch installs some) are detached for the duration and restored afterwards.
+    """
+    import io
+
+    cap = Capture(stage=stage)
+    handler = _ListHandler(cap.logs)
+    saved: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
+    for name in loggers:
+        lg = logging.getLogger(name)
+        saved.append((lg, list(lg.handlers), lg.propagate))
+        for h in list(lg.handlers):
+            lg.removeHandler(h)
+        lg.addHandler(handler)
+        if name:
+            lg.propagate = False
+    out, err = io.StringIO(), io.StringIO()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                yield cap
+        finally:
+            for w in caught:
+                cap.warnings.append((str(w.message), w.category.__name__))
+            for lg, handlers, prop in saved:
+                lg.removeHandler(handler)
+                for h in handlers:
+                    lg.addHandler(h)
+                lg.propagate = prop
+            for stream, level in ((out, "stdout"), (err, "stderr")):
+                for line in stream.getvalue().splitlines():
+                    if line.strip() and level == "stderr":
+                        cap.logs.append((line.strip(), level))
+            cap.printed = out.getvalue() + err.getvalue()
+
+
+_LOG_LINE = re.compile(
+    r"^(?:(?P<file>[^\s:]+\.py):\d+:\s*)?(?P<cat>[A-Z][A-Za-z]*(?:Warning|Error))?:?\s*(?P<msg>.*)$")
+
+
+def classify_log(text: str, *, stage: str | None = None) -> list[Diagnostic]:
+    """Classify a saved export log (stderr of torch.onnx.export or onnxship's own log)."""
+    items: list[Diagnostic] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("warnings.warn", "Traceback", "File ")):
+            continue
+        m = _LOG_LINE.match(line)
+        cat = m["cat"] if m and m["cat"] else None
+        d = classify(line, cat, source="log", stage=stage)
+        if d.code == "ONX199" and not (cat or re.search(r"\b(warn|warning|error|W\d{4})\b", line, re.IGNORECASE)):
+            continue  # plain progress output, not a diagnostic
+        items.append(d)
+    return merge_diagnostics(items)

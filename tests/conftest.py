@@ -1,0 +1,67 @@
+"""Shared fixtures: exported models are made once per session (exports are the slow part of the suite)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_component(available: bool, reason: str) -> None:
+    """Skip when a real component is missing on a user's machine; under CI=true a missing component fails."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"required component missing under CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def venv_python() -> str:
+    return sys.executable
+
+
+@pytest.fixture(scope="session")
+def deeplog_export(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny DeepLog LSTM exported once with the TorchScript exporter (dynamic batch and seq)."""
+    import torch
+
+    import onnxship
+    from onnxship.testing import DeepLogLSTM
+
+    torch.manual_seed(0)
+    model = DeepLogLSTM()
+    out = tmp_path_factory.mktemp("deeplog")
+    result = onnxship.export(
+        model,
+        inputs=["input_sequence:batch=2..16 x seq=10..32:int64"],
+        out=out,
+        name="deeplog",
+        strategy="torchscript",
+        metadata={"vocab_size": 30, "seq_len": 10},
+    )
+    return model, result
+
+
+@pytest.fixture(scope="session")
+def deeplog_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state_dict checkpoint of examples/deeplog/model.py:build_model."""
+    import torch
+
+    from onnxship.spec import parse_model_spec
+
+    spec = parse_model_spec(str(ROOT / "examples/deeplog/model.py") + ":build_model")
+    model = spec.load().model
+    path = tmp_path_factory.mktemp("ckpt") / "deeplog.pt"
+    torch.save(model.state_dict(), path)
+    return path
