@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/onnxship demo
 
 test: $(STAMP)
+	@VENV=$(VENV) bash scripts/components.sh
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)

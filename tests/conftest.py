@@ -12,13 +12,19 @@ ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def require_component(available: bool, reason: str) -> None:
-    """Skip when a real component is missing on a user's machine; under CI=true a missing component fails."""
+def _require_component(available: bool, reason: str) -> None:
     if available:
         return
     if IN_CI:
         pytest.fail(f"required component missing under CI: {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def require_component():
+    """``require_component(available, reason)``: skip when a real component is missing on a user's machine;
+    under CI=true a missing component fails the run instead."""
+    return _require_component
 
 
 @pytest.fixture(scope="session")

@@ -204,10 +204,8 @@ class _ListHandler(logging.Handler):
         self.sink = sink
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
+        with contextlib.suppress(Exception):  # never raise from logging
             self.sink.append((record.getMessage(), record.levelname))
-        except Exception:  # never raise from logging
-            pass
 
 
 @dataclass
