@@ -15,7 +15,7 @@ from onnxship._errors import InputSpecError, OnnxshipError
 __all__ = ["console", "err_console", "handle_errors", "parse_kv"]
 
 console = Console(highlight=False, soft_wrap=False)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # one error = one line, never wrapped
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -282,7 +282,8 @@ def _try_strategy(strategy: str, dynamic: bool, module: torch.nn.Module, specs: 
             d = classify(f"{type(error).__name__}: {error}", type(error).__name__, source="exception",
                          stage=rec.label)
             rec.diagnostics = merge_diagnostics(rec.diagnostics + [d])
-            rec.reason = f"export failed: {type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}"
+            rec.reason = (f"export failed: {d.message}" if d.code != "ONX199"
+                          else f"export failed: {type(error).__name__}: {d.message}")
             unsupported = d.code == "ONX107"
             if unsupported:
                 continue  # an operator missing at this opset: try the next one

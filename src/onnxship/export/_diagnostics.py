@@ -142,6 +142,11 @@ RULES: tuple[DiagnosticRule, ...] = (
 )
 
 _COMPILED = [(r, re.compile(r.pattern, re.IGNORECASE | re.DOTALL)) for r in RULES]
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
 
 
 @dataclass
@@ -166,13 +171,20 @@ class Diagnostic:
 
 def classify(message: str, category: str | None = None, *, source: str = "warning",
              stage: str | None = None) -> Diagnostic:
-    """Classify one message; unknown messages become ONX199 (info) with the raw text kept."""
+    """Classify one message; unknown messages become ONX199 (info) with the raw text kept.
+
+    For a multi-line message (an exception with a traceback-like body) the line that matched is reported.
+    """
+    message = strip_ansi(message)
     for rule, rx in _COMPILED:
         if rule.category and category and rule.category != category:
             continue
-        if rx.search(message):
-            return Diagnostic(rule.code, rule.severity, rule.title, _first_line(message), rule.advice, source,
-                              stage=stage)
+        m = rx.search(message)
+        if m:
+            start = message.rfind("\n", 0, m.start()) + 1
+            line = message[start:].split("\n", 1)[0]
+            return Diagnostic(rule.code, rule.severity, rule.title, _first_line(line or message), rule.advice,
+                              source, stage=stage)
     severity = "warning" if category and "Warning" in category and category not in (
         "FutureWarning", "DeprecationWarning") else "info"
     return Diagnostic("ONX199", severity, "unclassified message", _first_line(message),
@@ -216,10 +228,12 @@ class Capture:
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (message, category)
     logs: list[tuple[str, str]] = field(default_factory=list)  # (message, level)
     printed: str = ""  # what the exporter printed (progress lines), kept for the export log
+    stderr: str = ""  # what went to stderr; classified line by line like a saved log
 
     def diagnostics(self) -> list[Diagnostic]:
         out = [classify(m, c, source="warning", stage=self.stage) for m, c in self.warnings]
         out += [classify(m, None, source="log", stage=self.stage) for m, _ in self.logs]
+        out += classify_log(self.stderr, stage=self.stage)
         return merge_diagnostics(out)
 
     def text(self) -> str:
@@ -242,7 +256,10 @@ def capture_diagnostics(stage: str | None = None,
     cap = Capture(stage=stage)
     handler = _ListHandler(cap.logs)
     saved: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
-    for name in loggers:
+    known = logging.root.manager.loggerDict
+    extra = [n for n, lg in list(known.items()) if isinstance(lg, logging.Logger) and lg.handlers
+             and n.startswith(("torch", "onnxscript", "onnx_ir"))]
+    for name in dict.fromkeys([*loggers, *extra]):
         lg = logging.getLogger(name)
         saved.append((lg, list(lg.handlers), lg.propagate))
         for h in list(lg.handlers):
@@ -264,11 +281,8 @@ def capture_diagnostics(stage: str | None = None,
                 for h in handlers:
                     lg.addHandler(h)
                 lg.propagate = prop
-            for stream, level in ((out, "stdout"), (err, "stderr")):
-                for line in stream.getvalue().splitlines():
-                    if line.strip() and level == "stderr":
-                        cap.logs.append((line.strip(), level))
-            cap.printed = out.getvalue() + err.getvalue()
+            cap.stderr = err.getvalue()
+            cap.printed = out.getvalue() + cap.stderr
 
 
 _LOG_LINE = re.compile(
