@@ -6,12 +6,35 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import types
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_json", "atomic_write_text", "git_sha", "public_mode", "utc_now"]
+__all__ = ["atomic_write_json", "atomic_write_text", "git_sha", "public_mode", "utc_now", "verb_module"]
+
+
+class _VerbModule(types.ModuleType):
+    """A stage package that can be called like its verb.
+
+    ``onnxship.export`` is both the package ``onnxship/export/`` and the verb ``export()``: once any submodule of the
+    package is imported, Python binds the package object to ``onnxship.export``, hiding the function. Making the
+    package callable keeps ``onnxship.export(...)`` working either way.
+    """
+
+    __verb__: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self, self.__verb__)(*args, **kwargs)
+
+
+def verb_module(module_name: str, verb: str) -> None:
+    """Make the package ``module_name`` callable as its function ``verb`` (see _VerbModule)."""
+    module = sys.modules[module_name]
+    module.__class__ = _VerbModule
+    module.__verb__ = verb  # type: ignore[attr-defined]
 
 
 def public_mode(path: str | Path, mode: int = 0o644) -> None:
