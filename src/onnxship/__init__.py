@@ -31,7 +31,17 @@ from onnxship._version import __version__
 
 if TYPE_CHECKING:
     from onnxship.export import ExportConfig, ExportResult, export
-    from onnxship.spec import ModelSpec, TensorSpec, parse_input_spec, parse_model_spec
+    from onnxship.optimize import OptimizeConfig, OptimizeResult, optimize
+    from onnxship.ship import ShipResult
+    from onnxship.spec import (
+        ModelSpec,
+        ShipConfig,
+        TensorSpec,
+        load_ship_config,
+        parse_input_spec,
+        parse_model_spec,
+    )
+    from onnxship.verify import VerifyConfig, VerifyReport
 
 __all__ = [
     "CheckError",
@@ -44,15 +54,25 @@ __all__ = [
     "ModelLoadError",
     "ModelSpec",
     "OnnxshipError",
+    "OptimizeConfig",
     "OptimizeError",
+    "OptimizeResult",
     "PackagingError",
     "PublishError",
     "ServeError",
+    "ShipConfig",
+    "ShipResult",
     "TensorSpec",
     "VerificationError",
+    "VerifyConfig",
+    "VerifyReport",
     "__version__",
     "export",
     "inspect_model",
+    "load_ship_config",
+    "optimize",
+    "ship",
+    "verify",
     "parse_input_spec",
     "parse_model_spec",
 ]
@@ -67,6 +87,16 @@ _LAZY = {
     "parse_input_spec": "onnxship.spec",
     "parse_model_spec": "onnxship.spec",
     "inspect_model": "onnxship.inspect",
+    "VerifyConfig": "onnxship.verify",
+    "VerifyReport": "onnxship.verify",
+    "ShipConfig": "onnxship.spec",
+    "ShipResult": "onnxship.ship",
+    "load_ship_config": "onnxship.spec",
+    "optimize": "onnxship.optimize",
+    "verify": "onnxship.verify",
+    "ship": "onnxship.ship",
+    "OptimizeConfig": "onnxship.optimize",
+    "OptimizeResult": "onnxship.optimize",
 }
 
 

@@ -13,6 +13,7 @@
      ├── PackagingError
      ├── PublishError
      ├── ServeError
+ ├── DoctorError                       a training or export log could not be read
      └── MissingDependencyError (ImportError)   an optional extra is not installed
 
 Internal bugs stay outside the tree: they keep their traceback.
@@ -25,6 +26,7 @@ from typing import Any
 __all__ = [
     "CheckError",
     "ConfigError",
+    "DoctorError",
     "ExportError",
     "InputSpecError",
     "MissingDependencyError",
@@ -100,6 +102,10 @@ class PublishError(OnnxshipError):
 
 class ServeError(OnnxshipError):
     """The model server could not load or serve a model."""
+
+
+class DoctorError(OnnxshipError):
+    """A training log or export log is missing, empty, truncated or in no known format."""
 
 
 class MissingDependencyError(OnnxshipError, ImportError):

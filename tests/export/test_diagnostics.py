@@ -32,6 +32,13 @@ MESSAGES = [
      "as buffers", "UserWarning", "ONX113"),
     ("torchvision is not installed. Skipping torchvision::nms", None, "ONX115"),
     ("forward() got multiple values for argument 'use_cache'", "TypeError", "ONX117"),
+    # dynamo's per-step failure summaries (rules added for `doctor export-log`; see tests/doctor/data/)
+    ("torch.onnx._internal.exporter._errors.TorchExportError: Failed to export the model with torch.export. "
+     "This is step 1/3 of exporting the model to ONNX. Next steps:", None, "ONX118"),
+    ("Failed to decompose the FX graph for ONNX compatibility. This is step 2/3 of exporting the model to ONNX.",
+     None, "ONX119"),
+    ("Failed to convert the exported program to an ONNX model. This is step 3/3 of exporting the model to ONNX.",
+     None, "ONX120"),
 ]
 
 

@@ -24,7 +24,7 @@ def test_gru_tagger_declared_output_dim_is_fixed(tmp_path):
     fix = next(f for f in result.dim_fixes if f["output"] == "output_0" and f["axis"] == 1)
     assert fix["declared"] == 10 and fix["fixed"] == "seq"
     assert onnxship.inspect_model(result.path).outputs[0]["shape"] == ["batch", "seq", 5]
-    assert any(d.code == "ONX122" for d in result.diagnostics)
+    assert any(d.code == "ONX142" for d in result.diagnostics)
     x = np.random.default_rng(0).integers(0, 20, size=(3, 17)).astype(np.int64)
     got = OnnxRuntimeRunner(result.path).infer({"tokens": x})["output_0"]
     with torch.no_grad():

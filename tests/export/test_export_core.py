@@ -102,7 +102,7 @@ def test_batch1_dummy_is_bumped_and_batch1_still_verified(tmp_path):
     result = onnxship.export(DeepLogLSTM(), inputs=["input_sequence:batch=1 x 10:int64"], out=tmp_path,
                              name="b1", strategy="torchscript")
     assert any("instead of 1" in n for n in result.notes)
-    assert any(d.code == "ONX120" for d in result.diagnostics)
+    assert any(d.code == "ONX140" for d in result.diagnostics)
     dims = [c.dims for c in result.accepted.parity.checks if c.status == "passed"]
     assert {"batch": 1} in dims and {"batch": 2} in dims
 
@@ -125,7 +125,7 @@ def test_allow_static_records_loudly(tmp_path):
                              strategy="torchscript", allow_static=True)
     assert result.static
     assert [c.outcome for c in result.candidates] == ["rejected", "accepted"]
-    assert any(d.code == "ONX130" and d.severity == "error" for d in result.diagnostics)
+    assert any(d.code == "ONX150" and d.severity == "error" for d in result.diagnostics)
     assert json.loads(result.meta_path.read_text())["static"] is True
     assert onnxship.inspect_model(result.path).inputs[0]["shape"] == [2, 8]
 

@@ -216,7 +216,7 @@ def _run(module: torch.nn.Module, loaded: LoadedModel, specs: list[TensorSpec], 
             "candidates": [c.to_dict() | {"parity": None} for c in candidates],
             "dim_fixes": [f.to_dict() for f in fixes],
             "diagnostics": [d.to_dict() for d in diagnostics],
-            "notes": notes,
+            "export_notes": notes,  # onnxship's notes; "notes" stays the user's (seed 000's sidecar field)
         }
         meta_path = out / f"{name}.onnx.meta.json"
         atomic_write_json(meta_path, sidecar)
@@ -239,18 +239,18 @@ def _note_diags(notes: list[str], static: bool, specs: list[TensorSpec]) -> list
     out = []
     for n in notes:
         if "export dummy uses" in n:
-            out.append(_diag("ONX120", "info", "dummy size bumped", n,
+            out.append(_diag("ONX140", "info", "dummy size bumped", n,
                              "Nothing to do: onnxship exports with size 2 and still verifies size 1."))
         elif "bound by position" in n:
-            out.append(_diag("ONX121", "info", "inputs bound by position", n,
+            out.append(_diag("ONX141", "info", "inputs bound by position", n,
                              "Name inputs after forward()'s parameters to bind them by name."))
         elif n.startswith("declared output dims corrected"):
-            out.append(_diag("ONX122", "warning", "declared output dims were wrong", n,
+            out.append(_diag("ONX142", "warning", "declared output dims were wrong", n,
                              "The exporter declared static output dims that vary; onnxship fixed the declaration. "
                              "Tools that read declared shapes (Triton, MLflow signatures) now see the right dims."))
     if static:
         dyn = sorted({d.name for s in specs for d in s.dims if d.name})
-        out.append(_diag("ONX130", "error", "STATIC export", f"no dynamic candidate verified; dims {dyn} are fixed "
+        out.append(_diag("ONX150", "error", "STATIC export", f"no dynamic candidate verified; dims {dyn} are fixed "
                          "at their export values", "The model only accepts the export shape. Fix the model "
                          "(see the rejected candidates) to get dynamic dims back."))
     return out
@@ -319,13 +319,35 @@ def _try_strategy(strategy: str, dynamic: bool, module: torch.nn.Module, specs: 
         else:
             parity = ParityResult(passed=True, checks=[], reason="verification disabled")
         rec.parity = parity
-        rec.verify_seconds = time.perf_counter() - t1
         if not parity:
+            rec.verify_seconds = time.perf_counter() - t1
             rec.reason = f"parity check failed: {parity.reason}"
             return None
+        if config.verify and dynamic and dim_table(specs):  # a static graph takes only its export batch
+            gate = _precision_gate(path, module, specs, config)
+            rec.gate = gate.to_dict()
+            if not gate.passed:
+                rec.verify_seconds = time.perf_counter() - t1
+                rec.reason = f"verification gate failed: {gate.failure_reason}"
+                return None
+        rec.verify_seconds = time.perf_counter() - t1
         rec.outcome, rec.reason = "accepted", None
         return rec, path
     return None
+
+
+def _precision_gate(path: Path, module: torch.nn.Module, specs: list[TensorSpec], config: ExportConfig) -> Any:
+    """The verification engine's precision-aware gate (MSE, cosine, task agreement) on random samples.
+
+    The shape sweep above proves the dims; this proves the numbers under the same policy `onnxship verify` uses.
+    """
+    from onnxship.verify import VerifyConfig, verify
+
+    vconfig = VerifyConfig(precision="fp16" if config.fp16 else "fp32", task=config.task, sweep=False,
+                           sample_count=config.gate_samples, synthetic_count=config.gate_samples,
+                           batch_size=max(1, config.gate_samples), seed=config.seed + 1000,
+                           tolerance=config.tolerance)
+    return verify(path, model=module, inputs=specs, config=vconfig)
 
 
 def _no_candidate_error(candidates: list[CandidateRecord], has_dynamic: bool, config: ExportConfig) -> ExportError:

@@ -34,6 +34,8 @@ class ExportConfig:
     seed: int = 0  # seed of generated inputs
     keep_candidates: bool = False  # keep rejected candidate files under <out>/candidates/
     verify: bool = True  # run the shape-sweep parity gate on each candidate (False only for benchmarks)
+    task: str | None = None  # classification | detection | sequence: adds task agreement to the candidate gate
+    gate_samples: int = 16  # random samples the precision-aware gate compares at the export shape
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_CHOICES:
@@ -66,6 +68,7 @@ class CandidateRecord:
     specialized: list[str] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     parity: ParityResult | None = None
+    gate: dict[str, Any] | None = None  # the precision-aware verification report (onnxship.verify) of the candidate
 
     @property
     def label(self) -> str:
@@ -78,6 +81,8 @@ class CandidateRecord:
             "verify_seconds": round(self.verify_seconds, 3), "specialized": self.specialized,
             "diagnostics": [d.to_dict() for d in self.diagnostics],
             "parity": self.parity.to_dict() if self.parity else None,
+            "gate": None if self.gate is None else {k: self.gate.get(k) for k in
+                                                    ("passed", "failure_reason", "precision", "task", "outputs")},
         }
 
 

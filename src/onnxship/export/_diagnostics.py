@@ -40,6 +40,7 @@ class DiagnosticRule:
     category: str | None = None  # warning class name to require (e.g. TracerWarning)
 
 
+# Codes ONX101-ONX139 classify exporter messages; ONX140-ONX159 are onnxship's own export notes (export/_api.py).
 RULES: tuple[DiagnosticRule, ...] = (
     DiagnosticRule(
         "ONX101", "python value from a tensor frozen by tracing",
@@ -139,6 +140,26 @@ RULES: tuple[DiagnosticRule, ...] = (
         r"(multiple values for argument|got an unexpected keyword argument)", "error",
         "The exporter mixed positional and keyword inputs. onnxship binds named inputs to forward()'s parameters "
         "by name; pass only the inputs the graph needs and give other forward() arguments defaults."),
+    # The dynamo exporter's own summary line for each of its three steps (torch/onnx/_internal/exporter/_core.py).
+    # Seen in saved logs (`doctor export-log`): "TorchExportError: Failed to export ..." has no "error" word
+    # boundary, so without these rules the one line naming the failed step was dropped as progress output.
+    DiagnosticRule(
+        "ONX118", "dynamo step 1/3 failed: torch.export could not capture the model",
+        r"Failed to export the model with torch\.export", "error",
+        "torch.export could not trace forward(); the cause is the exception summary that follows it in the log "
+        "(often a data-dependent branch, ONX108). onnxship falls back to the TorchScript exporter; to let dynamo "
+        "win, rewrite the construct the cause names (see the torch.export exportdb)."),
+    DiagnosticRule(
+        "ONX119", "dynamo step 2/3 failed: decomposition",
+        r"Failed to decompose the FX graph for ONNX compatibility", "error",
+        "torch.export captured the model but decomposing it to core ATen ops failed (e.g. a view of an "
+        "incompatible shape). onnxship falls back to the TorchScript exporter; try another opset or simplify the "
+        "op named in the log."),
+    DiagnosticRule(
+        "ONX120", "dynamo step 3/3 failed: ONNX translation",
+        r"Failed to convert the exported program to an ONNX model", "error",
+        "The graph was captured but an op has no ONNX translation at this opset (see ONX107). onnxship retries "
+        "with the next opset, then the TorchScript exporter; or register a custom translation."),
 )
 
 _COMPILED = [(r, re.compile(r.pattern, re.IGNORECASE | re.DOTALL)) for r in RULES]

@@ -1,5 +1,6 @@
 """What to export: model specs and input specs."""
 
+from onnxship.spec._config import ShipConfig, load_ship_config
 from onnxship.spec._inputs import (
     DTYPES,
     GRAMMAR,
@@ -17,8 +18,10 @@ __all__ = [
     "GRAMMAR",
     "DimSpec",
     "ModelSpec",
+    "ShipConfig",
     "TensorSpec",
     "dim_table",
+    "load_ship_config",
     "parse_input_spec",
     "parse_model_spec",
     "sample_feeds",

@@ -134,6 +134,19 @@ class TensorSpec:
             "spec": str(self),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
+        """Rebuild a spec from :meth:`to_dict` (e.g. the ``inputs`` metadata an export embeds in the ONNX file)."""
+        try:
+            dims = tuple(DimSpec(value=int(d["value"]), name=d.get("name"), max=d.get("max"),
+                                 min=int(d.get("min", 1))) for d in data["dims"])
+            rng = data.get("range")
+            low, high = (float(rng[0]), float(rng[1])) if rng else (None, None)
+            return cls(name=str(data["name"]), dims=dims, dtype=str(data.get("dtype", "float32")), low=low, high=high)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise InputSpecError(f"input spec record {data!r} is not a TensorSpec.to_dict() record ({exc})",
+                                 hint="re-export the model, or pass the input specs explicitly") from None
+
 
 def _fmt_num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
