@@ -75,6 +75,7 @@ __all__ = [
     "verify",
     "parse_input_spec",
     "parse_model_spec",
+    "publish",
 ]
 
 # name -> module that defines it; resolved on first attribute access.
@@ -95,6 +96,7 @@ _LAZY = {
     "optimize": "onnxship.optimize",
     "verify": "onnxship.verify",
     "ship": "onnxship.ship",
+    "publish": "onnxship.publish",
     "OptimizeConfig": "onnxship.optimize",
     "OptimizeResult": "onnxship.optimize",
 }

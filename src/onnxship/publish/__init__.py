@@ -1,0 +1,33 @@
+"""Publish: MLflow runs and registry (S3/MinIO artifacts), ``@trace_pytorch``, ``log_onnx_model``, notifications.
+
+Importing this package imports neither mlflow, torch nor pika.
+"""
+
+from onnxship.publish._api import publish
+from onnxship.publish._config import (
+    NotifyConfig,
+    NotifyResult,
+    PublishConfig,
+    PublishResult,
+    TrackingTarget,
+    resolve_tracking,
+)
+from onnxship.publish._notify import notify
+from onnxship.publish._trace import log_onnx_model, trace_pytorch
+
+__all__ = [
+    "NotifyConfig",
+    "NotifyResult",
+    "PublishConfig",
+    "PublishResult",
+    "TrackingTarget",
+    "log_onnx_model",
+    "notify",
+    "publish",
+    "resolve_tracking",
+    "trace_pytorch",
+]
+
+from onnxship._util import verb_module  # noqa: E402
+
+verb_module(__name__, "publish")
