@@ -1,0 +1,397 @@
+"""Data sources for verification: synthetic (from input specs), .npz arrays, image folders, parquet/CSV sequences,
+golden files. Each yields batches of model feeds (plus labels when known) and streams: a source never holds more
+than one batch of inputs, except ``.npz`` whose arrays numpy loads whole (use parquet for very large sets).
+
+DO NOT import pandas/pyarrow/PIL at module level (the ``data`` and ``vision`` extras).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from onnxship._errors import ConfigError, require
+from onnxship.spec._inputs import DTYPES, TensorSpec, sample_feeds
+from onnxship.verify._golden import Golden
+from onnxship.verify._preprocess import IMAGE_SUFFIXES, PreprocessConfig, preprocess_images
+
+__all__ = [
+    "LABEL_KEYS",
+    "Batch",
+    "DataSource",
+    "GoldenSource",
+    "ImageFolderSource",
+    "NpzSource",
+    "SyntheticSource",
+    "TableSource",
+    "open_source",
+]
+
+LABEL_KEYS = ("label", "labels", "next_event", "next_events", "target", "targets")
+
+
+@dataclass
+class Batch:
+    """Feeds for both engines, with where the samples came from."""
+
+    feeds: dict[str, np.ndarray]
+    indices: np.ndarray  # sample indices in the source
+    labels: np.ndarray | None = None
+    ids: list[str] | None = None  # human-readable sample ids (file names, row numbers)
+    reference: dict[str, np.ndarray] | None = None  # stored reference outputs (golden)
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+
+class DataSource(Protocol):
+    """A dataset the engine can sample from and stream."""
+
+    kind: str
+    description: str
+
+    def __len__(self) -> int: ...
+
+    def labels(self) -> np.ndarray | None:
+        """Every sample's label (cheap: read without the inputs), or None when unlabelled."""
+
+    def batches(self, indices: np.ndarray | None, batch_size: int) -> Iterator[Batch]:
+        """Stream the given samples (None: all of them, in order) in batches."""
+
+
+def _chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(indices), size):
+        yield indices[start:start + size]
+
+
+def _check_array(name: str, arr: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
+    """Match a data array to an input spec: same dtype kind (a safe cast within the kind), same static dims."""
+    want = np.dtype(DTYPES[spec.dtype])
+    kind_ok = (arr.dtype.kind == want.kind) or (arr.dtype.kind in "iu" and want.kind in "iu") or (
+        arr.dtype.kind == "b" and want.kind == "b")
+    if not kind_ok:
+        raise ConfigError(f"{where}: input {name!r} is {arr.dtype} but the model expects {spec.dtype}",
+                          hint=f"convert it (e.g. arr.astype('{want}')) or check that the data belongs to this model")
+    if arr.ndim != len(spec.dims):
+        raise ConfigError(f"{where}: input {name!r} has shape {list(arr.shape)} (rank {arr.ndim}); the model "
+                          f"expects rank {len(spec.dims)} ({spec})", hint="the first axis holds the samples")
+    for axis, d in enumerate(spec.dims):
+        if axis and d.name is None and arr.shape[axis] != d.value:
+            raise ConfigError(f"{where}: input {name!r} has shape {list(arr.shape)}; axis {axis} must be {d.value} "
+                              f"({spec})", hint="the data was made for another model or preprocessing")
+    return arr.astype(want, copy=False)
+
+
+class SyntheticSource:
+    """Random inputs drawn from the specs (integer ids within their declared range, masks 0/1, floats)."""
+
+    kind = "synthetic"
+
+    def __init__(self, specs: list[TensorSpec], count: int, *, seed: int = 0, dims: dict[str, int] | None = None):
+        if count < 1:
+            raise ConfigError(f"synthetic sample count {count} must be >= 1")
+        self.specs, self.count, self.seed, self.dims = list(specs), count, seed, dict(dims or {})
+        first = [s.dims[0] for s in self.specs if s.dims]
+        self.batch_dim = first[0].name if first and all(d.name == first[0].name for d in first) else None
+        self.description = f"{count} random samples from {', '.join(str(s) for s in self.specs)}"
+
+    def __len__(self) -> int:
+        return self.count
+
+    def labels(self) -> np.ndarray | None:
+        return None
+
+    def batches(self, indices: np.ndarray | None, batch_size: int) -> Iterator[Batch]:
+        idx = np.arange(self.count) if indices is None else np.asarray(indices)
+        if self.batch_dim is None:
+            batch_size = 1  # a static first axis: one generated sample per batch
+        for k, chunk in enumerate(_chunks(idx, batch_size)):
+            values = dict(self.dims)
+            if self.batch_dim:
+                values[self.batch_dim] = len(chunk)
+            seed = self.seed * 1_000_003 + int(chunk[0]) + k
+            yield Batch(sample_feeds(self.specs, values, seed=seed), chunk,
+                        ids=[f"synthetic#{i}" for i in chunk.tolist()])
+
+
+class NpzSource:
+    """``.npz`` with one array per input (axis 0 = samples) and optionally ``label``/``next_event``."""
+
+    kind = "npz"
+
+    def __init__(self, path: Path, specs: list[TensorSpec]):
+        self.path = path
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError) as exc:
+            raise ConfigError(f"{str(path)!r} is not a readable .npz file ({type(exc).__name__})",
+                              hint="write it with numpy.savez(path, **{input_name: array})") from None
+        names = [s.name for s in specs]
+        label_key = next((k for k in LABEL_KEYS if k in arrays), None)
+        unknown = sorted(set(arrays) - set(names) - {label_key})
+        missing = [n for n in names if n not in arrays]
+        if missing or unknown:
+            raise ConfigError(f"{path.name}: arrays {sorted(arrays)} do not match the model inputs {names}",
+                              hint=f"missing: {missing}, unknown: {unknown}; labels go in one of {list(LABEL_KEYS)}")
+        self.arrays = {s.name: _check_array(s.name, arrays[s.name], s, path.name) for s in specs}
+        lengths = {k: v.shape[0] for k, v in self.arrays.items()}
+        self._labels = arrays[label_key].reshape(-1) if label_key else None
+        if self._labels is not None:
+            lengths[label_key] = self._labels.shape[0]  # type: ignore[index]
+        if len(set(lengths.values())) != 1:
+            raise ConfigError(f"{path.name}: arrays hold different sample counts {lengths}",
+                              hint="axis 0 of every array is the sample axis")
+        self.count = next(iter(lengths.values()))
+        self.description = f"{path} ({self.count} samples{', labelled' if label_key else ''})"
+
+    def __len__(self) -> int:
+        return self.count
+
+    def labels(self) -> np.ndarray | None:
+        return self._labels
+
+    def batches(self, indices: np.ndarray | None, batch_size: int) -> Iterator[Batch]:
+        idx = np.arange(self.count) if indices is None else np.asarray(indices)
+        for chunk in _chunks(idx, batch_size):
+            yield Batch({k: np.ascontiguousarray(v[chunk]) for k, v in self.arrays.items()}, chunk,
+                        labels=None if self._labels is None else self._labels[chunk],
+                        ids=[f"{self.path.name}[{i}]" for i in chunk.tolist()])
+
+
+class ImageFolderSource:
+    """``root/<class>/<image>``: classes are the sorted sub-folder names; images go through the shared preprocess."""
+
+    kind = "image_folder"
+
+    def __init__(self, root: Path, spec: TensorSpec, preprocess: PreprocessConfig | None = None):
+        self.root = root
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        items: list[tuple[Path, int]] = []
+        for ci, c in enumerate(classes):
+            items += [(f, ci) for f in sorted((root / c).rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
+        if not classes or not items:
+            found = "no class sub-folders" if not classes else f"class folders {classes[:5]} but no images"
+            raise ConfigError(f"data folder {str(root)!r} has {found}",
+                              hint=f"lay it out as {root}/<class name>/<image> ({', '.join(IMAGE_SUFFIXES[:4])}, ...)")
+        if len(spec.dims) != 4:
+            raise ConfigError(f"an image folder needs a 4-d image input; the model's input is {spec}")
+        if preprocess is None:
+            h = spec.dims[2].value if spec.dims[1].value == 3 else spec.dims[1].value
+            layout = "NCHW" if spec.dims[1].value == 3 else "NHWC"
+            preprocess = PreprocessConfig(size=h, layout=layout, dtype=DTYPES[spec.dtype])
+        self.spec, self.preprocess, self.classes, self.items = spec, preprocess, classes, items
+        self._labels = np.asarray([c for _, c in items], dtype=np.int64)
+        self.description = f"{root} ({len(items)} images in {len(classes)} classes)"
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def labels(self) -> np.ndarray | None:
+        return self._labels
+
+    def batches(self, indices: np.ndarray | None, batch_size: int) -> Iterator[Batch]:
+        idx = np.arange(len(self.items)) if indices is None else np.asarray(indices)
+        for chunk in _chunks(idx, batch_size):
+            paths = [self.items[i][0] for i in chunk.tolist()]
+            x = preprocess_images(paths, self.preprocess)
+            yield Batch({self.spec.name: x}, chunk, labels=self._labels[chunk],
+                        ids=[str(p.relative_to(self.root)) for p in paths])
+
+
+def _parse_cell(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return list(json.loads(text))
+        return [float(t) if any(ch in t for ch in ".eE") else int(t) for t in text.replace(",", " ").split()]
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return list(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return [value]
+    raise TypeError(f"cell {value!r} is not a sequence of numbers")
+
+
+class TableSource:
+    """Sequences from parquet or CSV: one column per input (a list, or space/comma-separated ids in CSV), and an
+    optional ``next_event``/``label`` column. Streams through the file; the selected rows are picked on the way."""
+
+    kind = "table"
+
+    def __init__(self, path: Path, specs: list[TensorSpec]):
+        self.path, self.specs = path, list(specs)
+        self.is_parquet = path.suffix.lower() in (".parquet", ".pq")
+        columns = self._columns()
+        names = [s.name for s in specs]
+        missing = [n for n in names if n not in columns]
+        if missing:
+            raise ConfigError(f"{path.name}: columns {columns} lack the model inputs {missing}",
+                              hint=f"name one column per input ({names}); labels go in one of {list(LABEL_KEYS)}")
+        self.label_key = next((k for k in LABEL_KEYS if k in columns), None)
+        self._labels = self._read_labels()
+        self.description = f"{path} ({len(self)} rows{', labelled' if self.label_key else ''})"
+
+    def _columns(self) -> list[str]:
+        try:
+            if self.is_parquet:
+                pq = require("pyarrow.parquet", "data")
+                return list(pq.ParquetFile(self.path).schema_arrow.names)
+            pd = require("pandas", "data")
+            return list(pd.read_csv(self.path, nrows=0).columns)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{str(self.path)!r} is not a readable {'parquet' if self.is_parquet else 'CSV'} "
+                              f"file ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+    def _read_labels(self) -> np.ndarray | None:
+        if self.label_key is None:
+            if self.is_parquet:
+                pq = require("pyarrow.parquet", "data")
+                self._count = int(pq.ParquetFile(self.path).metadata.num_rows)
+            else:
+                self._count = sum(len(c[self.specs[0].name]) for c in self._chunks_raw([self.specs[0].name], 65536))
+            return None
+        parts = [c[self.label_key] for c in self._chunks_raw([self.label_key], 65536)]
+        col = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        self._count = int(col.shape[0])
+        try:
+            return col.astype(np.int64)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{self.path.name}: label column {self.label_key!r} does not hold integers",
+                              hint="labels are class ids / next-event ids") from None
+
+    def _chunks_raw(self, columns: list[str], size: int) -> Iterator[dict[str, np.ndarray]]:
+        """Column chunks as numpy: [rows, L] for equal-length list columns, [rows] (object or scalar) otherwise."""
+        if self.is_parquet:
+            pq = require("pyarrow.parquet", "data")
+            for rb in pq.ParquetFile(self.path).iter_batches(batch_size=size, columns=columns):
+                yield {c: self._arrow_column(rb.column(c)) for c in columns}
+        else:
+            pd = require("pandas", "data")
+            for df in pd.read_csv(self.path, usecols=columns, chunksize=size):
+                yield {c: df[c].to_numpy() for c in columns}
+
+    @staticmethod
+    def _arrow_column(col: Any) -> np.ndarray:
+        pa = require("pyarrow", "data")
+        if pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type):
+            offsets = col.offsets.to_numpy() if not pa.types.is_fixed_size_list(col.type) else None
+            values = col.flatten().to_numpy(zero_copy_only=False)
+            lengths = np.diff(offsets) if offsets is not None else None
+            if col.null_count == 0 and len(col) and (lengths is None or (lengths == lengths[0]).all()):
+                return values.reshape(len(col), -1)
+            return np.asarray(col.to_pylist(), dtype=object)
+        return col.to_numpy(zero_copy_only=False)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def labels(self) -> np.ndarray | None:
+        return self._labels
+
+    def _to_batch(self, rows: dict[str, np.ndarray], chunk: np.ndarray) -> Batch:
+        feeds = {}
+        for s in self.specs:
+            col = rows[s.name]
+            try:
+                arr = col if col.dtype != object else np.asarray([_parse_cell(v) for v in col])
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{self.path.name}: column {s.name!r} does not hold sequences of numbers ({exc})",
+                                  hint="use lists, or space/comma-separated ids") from None
+            if arr.dtype == object:
+                raise ConfigError(f"{self.path.name}: column {s.name!r} holds sequences of different lengths "
+                                  "within a batch", hint="pad the windows to one length (or use --batch-size 1)")
+            if len(s.dims) == 1:
+                arr = arr.reshape(-1)
+            elif arr.ndim == 1:
+                arr = arr.reshape(-1, 1)
+            feeds[s.name] = _check_array(s.name, arr, s, self.path.name)
+        labels = None if self._labels is None else self._labels[chunk]
+        return Batch(feeds, chunk, labels=labels, ids=[f"{self.path.name}:row{i}" for i in chunk.tolist()])
+
+    def batches(self, indices: np.ndarray | None, batch_size: int) -> Iterator[Batch]:
+        cols = [s.name for s in self.specs]
+        wanted = None if indices is None else np.sort(np.asarray(indices))
+        start = 0
+        pending: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+        held = 0
+        for raw in self._chunks_raw(cols, max(batch_size, 1024)):
+            n = len(raw[cols[0]])
+            rows = np.arange(start, start + n)
+            start += n
+            local = np.arange(n) if wanted is None else np.flatnonzero(np.isin(rows, wanted))
+            if local.size:
+                pending.append((rows[local], {c: raw[c][local] for c in cols}))
+                held += local.size
+            while held >= batch_size:
+                idx = np.concatenate([p[0] for p in pending])
+                merged = {c: _concat([p[1][c] for p in pending]) for c in cols}
+                yield self._to_batch({c: v[:batch_size] for c, v in merged.items()}, idx[:batch_size])
+                pending = [(idx[batch_size:], {c: v[batch_size:] for c, v in merged.items()})]
+                held -= batch_size
+        if held:
+            idx = np.concatenate([p[0] for p in pending])
+            yield self._to_batch({c: _concat([p[1][c] for p in pending]) for c in cols}, idx)
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    if len(parts) == 1:
+        return parts[0]
+    if any(p.dtype == object for p in parts) or len({p.shape[1:] for p in parts}) > 1:
+        out = np.empty(sum(len(p) for p in parts), dtype=object)
+        k = 0
+        for p in parts:
+            for row in p:
+                out[k] = row
+                k += 1
+        return out
+    return np.concatenate(parts)
+
+
+class GoldenSource:
+    """The golden inputs, with the stored reference outputs attached (one batch)."""
+
+    kind = "golden"
+
+    def __init__(self, golden: Golden):
+        self.golden = golden
+        first = next(iter(golden.inputs.values()))
+        self.count = int(first.shape[0]) if first.ndim else 1
+        self.description = f"golden file ({self.count} samples)"
+
+    def __len__(self) -> int:
+        return self.count
+
+    def labels(self) -> np.ndarray | None:
+        return None
+
+    def batches(self, indices: np.ndarray | None, batch_size: int) -> Iterator[Batch]:
+        # Golden outputs are answers for exactly the stored batch: always one batch, all samples.
+        yield Batch(dict(self.golden.inputs), np.arange(self.count), reference=dict(self.golden.outputs),
+                    ids=[f"golden#{i}" for i in range(self.count)])
+
+
+def open_source(data: str | Path, specs: list[TensorSpec], *,
+                preprocess: PreprocessConfig | None = None) -> DataSource:
+    """Pick the source for ``--data``: a folder of class folders, ``.npz``, ``.parquet``/``.csv``."""
+    path = Path(data)
+    if not path.exists():
+        raise ConfigError(f"data path {str(path)!r} does not exist",
+                          hint="give an image folder (class = sub-folder), a .npz, a .parquet or a .csv file")
+    if path.is_dir():
+        image_specs = [s for s in specs if s.is_float and len(s.dims) == 4]
+        if len(specs) != 1 or not image_specs:
+            raise ConfigError(f"an image folder feeds one 4-d float input; the model has {[str(s) for s in specs]}",
+                              hint="use a .npz or parquet file for models with other inputs")
+        return ImageFolderSource(path, image_specs[0], preprocess)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return NpzSource(path, specs)
+    if suffix in (".parquet", ".pq", ".csv"):
+        return TableSource(path, specs)
+    raise ConfigError(f"unsupported data file {path.name!r}",
+                      hint="give an image folder, a .npz, a .parquet or a .csv file")

@@ -1,0 +1,115 @@
+"""report.html: self-contained, verdict first, every section present; rendered in headless Debian chromium."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from onnxship.verify._html import render_html
+
+
+def sample_report(passed: bool = False) -> dict:
+    """A report dict shaped like VerifyReport.to_dict(): two outputs, a sweep, task metrics, candidates."""
+    edges = [float(x) for x in np.arange(-12.0, 2.01, 0.5)]
+    counts = [0] * (len(edges) + 1)
+    counts[10:16] = [3, 40, 900, 2500, 300, 12]
+    return {
+        "schema": "onnxship.verify-report/1", "passed": passed,
+        "failure_reason": None if passed else "output 'logits': 12 of 4000 elements outside atol=1e-4 rtol=1e-3",
+        "hint": None if passed else "would pass with atol=3.2e-4; likely causes: op conversion differences",
+        "worst_output": "logits", "model_name": "deeplog <script>alert(1)</script>", "onnx_path": "/tmp/deeplog.onnx",
+        "precision": "fp32", "task": "sequence", "reference": "torch", "opset": 17, "dynamic_axes": True,
+        "input_shape": [2, 10], "providers": ["CPUExecutionProvider"], "exported_at_utc": "2026-11-23T12:00:00Z",
+        "git_sha": "abc1234", "params_million": 0.05, "data": "synthetic: 32 samples from the input specs",
+        "compare": {"mode": "smoke", "sample_policy": "random", "sample_count": 32, "failed": not passed},
+        "outputs": [
+            {"name": "logits", "passed": passed, "samples": 32, "max_abs": 3.2e-4, "max_rel": 2e-3, "mse_mean": 1e-9,
+             "mse_p99": 4e-9, "cosine_min": 0.99999, "failures": [] if passed else ["12 elements outside"],
+             "tolerance": {"atol": 1e-4, "rtol": 1e-3}, "smallest_passing": {"atol": 3.2e-4, "rtol": 1e-3},
+             "histogram": {"log10_edges": edges, "counts": counts, "zeros": 5}},
+            {"name": "hidden", "passed": True, "samples": 32, "max_abs": 0.0, "max_rel": 0.0, "mse_mean": 0.0,
+             "mse_p99": 0.0, "cosine_min": 1.0, "failures": [], "tolerance": {"atol": 1e-4, "rtol": 1e-3},
+             "histogram": {"log10_edges": edges, "counts": [0] * len(counts), "zeros": 640}},
+        ],
+        "shapes": [
+            {"group": "batch=2, seq=10", "kind": "sweep", "dims": {"batch": 2, "seq": 10}, "status": "passed",
+             "input_shapes": {"input_sequence": [2, 10]}, "outputs": {"logits": {"max_abs": 2e-7}, "hidden": {
+                 "max_abs": 0.0}}},
+            {"group": "batch=1, seq=1", "kind": "sweep", "dims": {"batch": 1, "seq": 1}, "status": "passed",
+             "input_shapes": {"input_sequence": [1, 1]}, "outputs": {"logits": {"max_abs": 1e-7}}},
+            {"group": "batch=16, seq=32", "kind": "sweep", "dims": {"batch": 16, "seq": 32}, "status": "failed",
+             "input_shapes": {"input_sequence": [16, 32]}, "error": "logits: 12 elements outside",
+             "outputs": {"logits": {"max_abs": 3.2e-4}}},
+        ],
+        "task_metrics": {"task": "sequence", "samples": 32, "top_g": 9, "decision_agreement": 1.0, "passed": True,
+                         "gate": {"decision_disagreement": 0.01}},
+        "worst_samples": [{"output": "logits", "index": 7, "id": "row 7", "group": "data", "max_abs": 3.2e-4,
+                           "mse": 1e-8}],
+        "shape_issues": {"static_axes": [], "output_dims": ["output 'logits' declares dim 1 = 10, observed 32"]},
+        "candidates": [{"strategy": "dynamo", "opset": 17, "dynamic": True, "outcome": "rejected",
+                        "reason": "requested dynamic dims were made static"},
+                       {"strategy": "torchscript", "opset": 17, "dynamic": True, "outcome": "accepted"}],
+        "diagnostics": [{"code": "ONX101", "severity": "warning", "title": "python value frozen by tracing",
+                         "message": "Converting a tensor to a Python number", "advice": "verify at other shapes"}],
+        "environment": {"onnxship": "0.1.0", "onnxruntime": "1.32", "torch": "2.13.0"},
+        "timing": {"seconds": 1.5, "samples_per_second": 21.3},
+    }
+
+
+def test_render_puts_the_verdict_first_and_has_every_section():
+    page = render_html(sample_report(passed=False))
+    assert page.startswith("<!DOCTYPE html>")
+    first = page.index('class="verdict fail"')
+    for section in ("Summary", "Task agreement", "Export candidates", "Outputs", "Error histograms", "Shapes",
+                    "Worst samples", "Diagnostics and advice"):
+        assert page.index(f"{section}") > first, section
+    assert "worst output <b>logits</b>" in page and "smallest passing: atol=3.200e-04" in page
+    assert page.count("<svg") == 2  # the histogram of 'logits' and the shape plot ('hidden' has no errors)
+    assert "all compared elements are identical" in page
+    assert "output &#x27;logits&#x27; declares dim 1 = 10" in page
+
+
+def test_render_is_self_contained_and_escapes():
+    page = render_html(sample_report(passed=True))
+    assert "<script" not in page  # the model name's script tag is escaped
+    assert "&lt;script&gt;" in page
+    # no resource is fetched: the only URL is the SVG namespace
+    assert not re.search(r"\b(src|href)\s*=", page) and "url(" not in page and "@import" not in page
+    assert set(re.findall(r"https?://[^\"' ]+", page)) == {"http://www.w3.org/2000/svg"}
+    assert 'class="verdict pass"' in page
+
+
+def test_render_survives_a_minimal_report():
+    page = render_html({"passed": False, "failure_reason": "onnxruntime cannot load it"})
+    assert "FAIL" in page and "onnxruntime cannot load it" in page and "no outputs were compared" in page
+
+
+@pytest.mark.component
+def test_chromium_detects_console_errors(tmp_path, chromium_screenshot):
+    """Negative control: the console check below does catch a broken page."""
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!DOCTYPE html><html><body><script>undefinedFunction()</script></body></html>")
+    console = chromium_screenshot(bad, tmp_path / "bad.png")
+    assert any("undefinedFunction" in line for line in console)
+
+
+@pytest.mark.component
+def test_report_renders_in_headless_chromium(tmp_path, chromium_screenshot):
+    from PIL import Image
+
+    page = tmp_path / "report.html"
+    page.write_text(render_html(sample_report(passed=False)), encoding="utf-8")
+    png = tmp_path / "report.png"
+    console = chromium_screenshot(page, png)
+    assert console == []
+    img = np.asarray(Image.open(png).convert("RGB"))
+    assert img.shape[0] == 2400 and img.shape[1] == 1200
+    # the red FAIL banner is rendered near the top (#c0392b)
+    top = img[:250]
+    red = (np.abs(top[..., 0].astype(int) - 0xC0) < 8) & (np.abs(top[..., 1].astype(int) - 0x39) < 8)
+    assert red.sum() > 5000
+    # histogram bars (#2f6fb3) are drawn somewhere below
+    blue = (np.abs(img[..., 0].astype(int) - 0x2F) < 8) & (np.abs(img[..., 2].astype(int) - 0xB3) < 8)
+    assert blue.sum() > 200
