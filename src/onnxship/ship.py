@@ -105,9 +105,10 @@ def _load_model(model: Any, spec: ModelSpec | None, inputs: list[str] | None,
 
         module = to_cpu_eval(ensure_module(model, "the model argument"))
         return module, cfg.model.name or type(module).__name__.lower(), inputs, metadata, output_names
-    inputs = inputs or list(spec.module_attr("ONNXSHIP_INPUTS", None) or [])
-    metadata = {**(spec.module_attr("ONNXSHIP_METADATA", None) or {}), **metadata}
-    output_names = output_names or spec.module_attr("ONNXSHIP_OUTPUT_NAMES", None)
+    default_inputs, default_names, default_meta = spec.export_defaults()
+    inputs = inputs or default_inputs
+    metadata = {**default_meta, **metadata}
+    output_names = output_names or default_names
     loaded = spec.load()  # loaded once: the exported module is the reference (factories may not be seeded)
     metadata.setdefault("weights_sha256", loaded.weights_sha256)
     if spec.checkpoint:

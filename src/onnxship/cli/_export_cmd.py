@@ -58,17 +58,15 @@ def export_command(
                               fp16=fp16, metadata=user_meta, keep_candidates=keep_candidates)
     except ConfigError as exc:
         raise fail(exc, USAGE_EXIT) from None
+    default_inputs, default_names, default_meta = spec.export_defaults()
+    inputs = inputs or default_inputs
     if not inputs:
-        inputs = list(spec.module_attr("ONNXSHIP_INPUTS", None) or [])
-        if not inputs:
-            raise fail(ConfigError("no --input given and the model module defines no ONNXSHIP_INPUTS",
-                                   hint="add --input NAME:DIMS:DTYPE, e.g. --input 'x:batch=2 x 10:float32'"),
-                       USAGE_EXIT)
-    module_meta = spec.module_attr("ONNXSHIP_METADATA", None) or {}
-    if module_meta:
-        config.metadata = {**module_meta, **config.metadata}
-    if not output_names and spec.module_attr("ONNXSHIP_OUTPUT_NAMES", None):
-        config.output_names = tuple(spec.module_attr("ONNXSHIP_OUTPUT_NAMES"))
+        raise fail(ConfigError("no --input given and the model module defines no ONNXSHIP_INPUTS",
+                               hint="add --input NAME:DIMS:DTYPE, e.g. --input 'x:batch=2 x 10:float32'"),
+                   USAGE_EXIT)
+    config.metadata = {**default_meta, **config.metadata}
+    if not output_names and default_names:
+        config.output_names = default_names
     if not as_json:
         err_console.print(f"exporting [bold]{model}[/] ({config.strategy}, opsets {list(config.opsets)}) ...")
     try:

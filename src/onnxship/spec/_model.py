@@ -108,6 +108,12 @@ class ModelSpec:
         """An attribute of the factory's module (e.g. ONNXSHIP_INPUTS defaults)."""
         return getattr(self.import_module(), name, default)
 
+    def export_defaults(self) -> tuple[list[str], tuple[str, ...] | None, dict[str, Any]]:
+        """The model module's own export defaults: ONNXSHIP_INPUTS, ONNXSHIP_OUTPUT_NAMES, ONNXSHIP_METADATA."""
+        inputs = list(self.module_attr("ONNXSHIP_INPUTS", None) or [])
+        names = self.module_attr("ONNXSHIP_OUTPUT_NAMES", None)
+        return inputs, tuple(names) if names else None, dict(self.module_attr("ONNXSHIP_METADATA", None) or {})
+
     def load(self) -> LoadedModel:
         """Build the model, load the checkpoint, move it to CPU in eval mode.
 
