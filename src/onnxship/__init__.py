@@ -59,7 +59,9 @@ __all__ = [
     "OptimizeResult",
     "PackagingError",
     "PublishError",
+    "ServeConfig",
     "ServeError",
+    "ServeResult",
     "ShipConfig",
     "ShipResult",
     "TensorSpec",
@@ -76,6 +78,7 @@ __all__ = [
     "parse_input_spec",
     "parse_model_spec",
     "publish",
+    "serve",
 ]
 
 # name -> module that defines it; resolved on first attribute access.
@@ -99,6 +102,9 @@ _LAZY = {
     "publish": "onnxship.publish",
     "OptimizeConfig": "onnxship.optimize",
     "OptimizeResult": "onnxship.optimize",
+    "serve": "onnxship.serve",
+    "ServeConfig": "onnxship.serve",
+    "ServeResult": "onnxship.serve",
 }
 
 
