@@ -79,13 +79,14 @@ class OnnxRuntimeRunner:
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, config: SessionConfig | None = None) -> None:
-        from onnxship.runtime._session import create_session
+        from onnxship.runtime._session import open_session
 
         self.path = Path(path)
-        self.session = create_session(self.path, config)
+        self.info = open_session(self.path, config)  # providers in use + every fallback with its reason
+        self.session = self.info.session
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.providers = list(self.session.get_providers())
+        self.providers = list(self.info.providers)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         unknown = sorted(set(feeds) - set(self.input_names))

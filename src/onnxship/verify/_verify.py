@@ -646,6 +646,7 @@ def _verify(onnx_path: str | Path, model: Any, golden: str | Path | Golden | Non
         "dynamic_axes_detail": meta.get("dynamic_axes") if isinstance(meta.get("dynamic_axes"), dict) else {},
         "params_million": round(params / 1e6, 4),
         "providers": list(candidate.providers),
+        "provider_fallbacks": [f.to_dict() for f in candidate.info.fallbacks],
         "postprocess": {"nms": config.nms.to_dict() if config.task == "detection" else None,
                         "applied_in": "python_common" if config.task == "detection" else None},
     }
