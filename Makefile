@@ -14,11 +14,14 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip >/dev/null 2>&1 || true
-	$(PIP) install -q --disable-pip-version-check "$(TORCH_PIN)" -e ".[torch,data,optimize,dev]"
+	$(PIP) install -q --disable-pip-version-check "$(TORCH_PIN)" -e ".[torch,data,optimize,vision,mlflow,notify,triton,logs,serve,dev]"
 	@touch $(STAMP)
 
+# Ship the bundled DeepLog example: export (auto, gated) -> verify -> int8 variant (re-verified) -> release bundle
+# (releases/deeplog/) -> Triton repository (out/triton_repo/); settings in examples/deeplog/onnxship.yaml.
 demo: $(STAMP)
-	$(VENV)/bin/onnxship demo
+	$(VENV)/bin/onnxship ship --config examples/deeplog/onnxship.yaml
+	$(VENV)/bin/onnxship list releases/deeplog
 
 test: $(STAMP)
 	@VENV=$(VENV) bash scripts/components.sh

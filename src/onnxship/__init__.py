@@ -32,6 +32,7 @@ from onnxship._version import __version__
 if TYPE_CHECKING:
     from onnxship.export import ExportConfig, ExportResult, export
     from onnxship.optimize import OptimizeConfig, OptimizeResult, optimize
+    from onnxship.serve import ServeConfig, ServeResult, serve
     from onnxship.ship import ShipResult
     from onnxship.spec import (
         ModelSpec,

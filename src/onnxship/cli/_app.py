@@ -33,7 +33,17 @@ def _root(
 
 def _register() -> None:
     # Command modules import only typer/rich at module level; heavy work happens inside the commands.
-    from onnxship.cli import _export_cmd  # noqa: F401
+    from onnxship.cli import (
+        _doctor_cmd,  # noqa: F401
+        _export_cmd,  # noqa: F401
+        _optimize_cmd,  # noqa: F401
+        _package_cmd,  # noqa: F401
+        _publish_cmd,  # noqa: F401
+        _recipes_cmd,  # noqa: F401
+        _runtime_cmd,  # noqa: F401
+        _serve_cmd,  # noqa: F401
+        _verify_cmd,  # noqa: F401
+    )
 
 
 _register()

@@ -1,0 +1,330 @@
+"""The ASGI application: KServe v2 / Open Inference Protocol REST plus /reload, /version and /metrics.
+
+A plain ASGI callable rather than a framework app: the infer path is the product, and on a 2-core machine the
+per-request cost of routing, dependency injection and response models is a large share of the budget (the issue's
+goal is the JSON/HTTP path). Every refusal is a JSON ``{"error": ...}`` with 400/401/403/404/405/413/422; an
+unexpected exception is logged with its traceback and answered 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from onnxship._errors import OnnxshipError
+from onnxship._version import __version__
+from onnxship.serve._manager import ModelManager
+from onnxship.serve._model import ServedModel
+from onnxship.serve._protocol import encode_error, encode_infer_response, parse_infer_request
+from onnxship.serve._signature import RequestError
+
+__all__ = ["ServeApp", "create_app"]
+
+log = logging.getLogger("onnxship.serve")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_JSON = b"application/json"
+_OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")  # probes stay reachable without the token
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+class ServeApp:
+    """ASGI callable serving the ModelManager's current model."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+        self.metrics = manager.metrics
+        token = manager.config.token
+        self._token = token.encode("utf-8") if token else None
+        self._limit = manager.config.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        start = time.perf_counter()
+        label = ["other", ""]  # endpoint, model: filled in by _dispatch as soon as it knows them
+        try:
+            status = await self._dispatch(scope, receive, send, label)
+        except _Disconnected:
+            status = 499
+        except RequestError as exc:
+            status = exc.status
+            await self._reply(send, status, encode_error(exc.message), extra=self._extra(status))
+        except Exception:  # a bug: keep the traceback in the log, answer something
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            status = 500
+            await self._reply(send, 500, encode_error("internal server error (see the server log)"))
+        current = self.manager.current
+        # only the served name becomes a label: names from URLs would make the metric's cardinality unbounded
+        model_label = label[1] if current is not None and label[1] == current[0].name else ""
+        self.metrics.request(model_label, label[0], status, time.perf_counter() - start)
+
+    @staticmethod
+    def _extra(status: int) -> list[tuple[bytes, bytes]]:
+        if status == 401:
+            return [(b"www-authenticate", b'Bearer realm="onnxship"')]
+        if status == 413:
+            return [(b"connection", b"close")]
+        return []
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                self.manager.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    @staticmethod
+    async def _reply(send: Send, status: int, body: bytes, content_type: bytes = _JSON,
+                     extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        if extra:
+            headers += extra
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        length = _header(scope, b"content-length")
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                raise RequestError(400, f"Content-Length {length.decode('latin-1')!r} is not a number") from None
+            if n > self._limit:
+                raise RequestError(413, f"request body of {n} bytes exceeds the limit of {self._limit} bytes "
+                                        f"(--max-body-bytes)")
+        encoding = _header(scope, b"content-encoding")
+        if encoding not in (None, b"identity"):
+            raise RequestError(400, f"Content-Encoding {encoding.decode('latin-1')!r} is not supported; send the "
+                                    f"body uncompressed")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > self._limit:
+                raise RequestError(413, f"request body exceeds the limit of {self._limit} bytes (--max-body-bytes)")
+            chunks.append(chunk)
+            if not msg.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _authorized(self, scope: Scope) -> bool:
+        if self._token is None:
+            return True
+        value = _header(scope, b"authorization") or b""
+        scheme, _, given = value.partition(b" ")
+        # compare_digest on every path: the time taken does not depend on how much of the token matched
+        return hmac.compare_digest(given.strip(), self._token) and scheme.lower() == b"bearer"
+
+    def _model(self, name: str, version: str | None) -> ServedModel:
+        current = self.manager.current
+        if current is None:
+            raise RequestError(503, "no model is loaded yet")
+        model = current[0]
+        if name != model.name:
+            raise RequestError(404, f"unknown model {name!r}; this server serves {model.name!r}")
+        if version is not None and version != str(model.version):
+            raise RequestError(404, f"model {name!r} has no version {version!r}; the serving version is "
+                                    f"{model.version}")
+        return model
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, label: list[str]) -> int:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if len(path) > 1 and path.endswith("/"):
+            path = path.rstrip("/")
+        if path not in _OPEN_PATHS and not self._authorized(scope):
+            raise RequestError(401, "missing or wrong bearer token (send 'Authorization: Bearer <token>')")
+        if path.startswith("/v2/models/"):
+            parts = path[len("/v2/models/"):].split("/")
+            name, rest = parts[0], parts[1:]
+            version = None
+            if len(rest) >= 2 and rest[0] == "versions":
+                version, rest = rest[1], rest[2:]
+            action = rest[0] if len(rest) == 1 else ("" if not rest else None)
+            label[1] = name
+            if action == "infer":
+                label[0] = "infer"
+                _allow(method, "POST")
+                return await self._infer(scope, receive, send, name, version)
+            if action == "ready":
+                label[0] = "model_ready"
+                _allow(method, "GET")
+                self._model(name, version)
+                await self._reply(send, 200, orjson.dumps({"name": name, "ready": True}))
+                return 200
+            if action == "":
+                label[0] = "model_metadata"
+                _allow(method, "GET")
+                await self._reply(send, 200, orjson.dumps(self._metadata(self._model(name, version))))
+                return 200
+            raise RequestError(404, f"no route {path!r}")
+        handler = self._ROUTES.get(path)
+        if handler is None:
+            raise RequestError(404, f"no route {path!r}; see /v2, /v2/models/<name>, /v2/models/<name>/infer, "
+                                    f"/reload, /version, /metrics")
+        want, fn = handler
+        label[0] = path.strip("/").replace("/", "_")
+        _allow(method, want)
+        return await fn(self, scope, receive, send)
+
+    # -- infer -----------------------------------------------------------------------------------------------
+    async def _infer(self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None) -> int:
+        manager = self.manager
+        self._model(name, version)  # 404 before reading a body for a model that is not here
+        manager.parsing += 1
+        self.metrics.inflight += 1
+        try:
+            try:
+                body = await self._body(scope, receive)
+                header = _header(scope, b"inference-header-content-length")
+                header_len = None
+                if header is not None:
+                    try:
+                        header_len = int(header)
+                    except ValueError:
+                        raise RequestError(400, f"Inference-Header-Content-Length {header!r} is not a number") \
+                            from None
+                request = parse_infer_request(body, header_len)
+                model = self._model(name, version)  # the model that answers (a reload may have happened)
+                model.signature.check(request.feeds, request.declared)
+                if request.outputs is not None:
+                    have = model.signature.output_names
+                    unknown = [n for n, _ in request.outputs if n not in have]
+                    if unknown:
+                        raise RequestError(400, f"requested output(s) {unknown} do not exist; the model's outputs "
+                                                f"are {have}")
+                assert manager.current is not None and manager.current[0] is model
+                future = manager.current[1].submit(request.feeds, request.rows)
+            finally:
+                manager.parsing -= 1
+            outputs = await future
+            payload, json_len = encode_infer_response(model.name, str(model.version), request, outputs)
+        finally:
+            self.metrics.inflight -= 1
+        if json_len is None:
+            await self._reply(send, 200, payload)
+        else:
+            await self._reply(send, 200, payload, b"application/octet-stream",
+                              [(b"inference-header-content-length", str(json_len).encode())])
+        return 200
+
+    @staticmethod
+    def _metadata(model: ServedModel) -> dict[str, Any]:
+        sig = model.signature
+        return {"name": model.name, "versions": [str(model.version)],
+                "platform": "onnxruntime_onnx" if model.engine == "onnxruntime" else "pytorch_libtorch",
+                "inputs": [t.to_v2() for t in sig.inputs], "outputs": [t.to_v2() for t in sig.outputs],
+                "parameters": {"release": model.release, "engine": model.engine,
+                               "golden": model.golden.get("status"),
+                               "verified_dims": {t.name: [d.to_dict() for d in t.dims] for t in sig.inputs},
+                               "max_batch": sig.batch_max, "dynamic_batching": sig.batchable}}
+
+    # -- other routes ----------------------------------------------------------------------------------------
+    async def _live(self, scope: Scope, receive: Receive, send: Send) -> int:
+        await self._reply(send, 200, b'{"live":true}')
+        return 200
+
+    async def _ready(self, scope: Scope, receive: Receive, send: Send) -> int:
+        ready = self.manager.ready
+        await self._reply(send, 200 if ready else 503, orjson.dumps({"ready": ready}))
+        return 200 if ready else 503
+
+    async def _server(self, scope: Scope, receive: Receive, send: Send) -> int:
+        await self._reply(send, 200, orjson.dumps({"name": "onnxship", "version": __version__,
+                                                   "extensions": ["binary_tensor_data"]}))
+        return 200
+
+    async def _version(self, scope: Scope, receive: Receive, send: Send) -> int:
+        current = self.manager.current
+        doc: dict[str, Any] = {"onnxship": __version__, "selection": self.manager.selection,
+                               "last_reload": self.manager.last_reload,
+                               "model_root": str(self.manager.root) if self.manager.root else None,
+                               "config_notes": list(self.manager.config.notes)}
+        if current is not None:
+            doc.update(current[0].describe())
+        await self._reply(send, 200, orjson.dumps(doc))
+        return 200
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> int:
+        current = self.manager.current
+        text = self.metrics.render(current[0].name if current else None, self.manager.version, self.manager.ready)
+        await self._reply(send, 200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8")
+        return 200
+
+    async def _reload(self, scope: Scope, receive: Receive, send: Send) -> int:
+        body = await self._body(scope, receive)
+        model_path = None
+        if body.strip():
+            try:
+                doc = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise RequestError(400, 'the reload body is not JSON; send {"model_path": "<path>"}') from None
+            if not isinstance(doc, dict) or not set(doc) <= {"model_path"}:
+                raise RequestError(400, 'the reload body must be {"model_path": "<path below the model root>"}')
+            model_path = doc.get("model_path")
+            if model_path is not None and not isinstance(model_path, str):
+                raise RequestError(400, f"model_path must be a string, got {type(model_path).__name__}")
+        try:
+            result = await self.manager.reload(model_path)
+        except OnnxshipError as exc:
+            status = int(getattr(exc, "status", 422))
+            detail = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+            await self._reply(send, status, orjson.dumps({"error": detail, "serving": self._serving()}))
+            return status
+        await self._reply(send, 200, orjson.dumps(result))
+        return 200
+
+    def _serving(self) -> dict[str, Any] | None:
+        current = self.manager.current
+        if current is None:
+            return None
+        return {"model_name": current[0].name, "model_version": str(current[0].version),
+                "release": current[0].release}
+
+    _ROUTES: dict[str, tuple[str, Callable[..., Awaitable[int]]]] = {
+        "/v2/health/live": ("GET", _live),
+        "/v2/health/ready": ("GET", _ready),
+        "/v2": ("GET", _server),
+        "/version": ("GET", _version),
+        "/metrics": ("GET", _metrics),
+        "/reload": ("POST", _reload),
+    }
+
+
+def _allow(method: str, want: str) -> None:
+    if method != want and not (want == "GET" and method == "HEAD"):
+        raise RequestError(405, f"method {method} is not allowed here; use {want}")
+
+
+def create_app(manager: ModelManager) -> ServeApp:
+    """The ASGI app for a started ModelManager (see :func:`onnxship.serve.serve` to run it)."""
+    return ServeApp(manager)

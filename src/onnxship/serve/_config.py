@@ -1,0 +1,119 @@
+"""ServeConfig: how ``onnxship serve`` selects, checks and serves a model.
+
+This is the one module of the server that reads the environment: ``MODEL_PATH`` (seed 004 E-5, also from a
+``.env`` file) and ``ONNXSHIP_TOKEN``. A variable set in the process environment wins over the ``.env`` file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from onnxship._errors import ConfigError
+
+__all__ = ["LOOPBACK_HOSTS", "ServeConfig", "read_env_file"]
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_ENV_KEYS = ("MODEL_PATH", "ONNXSHIP_TOKEN")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Model selection, batching, limits and auth of the server."""
+
+    model_path: str | None = None  # pinned model: a release folder, a `latest` link or an .onnx file (MODEL_PATH)
+    releases: str | None = None  # releases root; its <name>/latest is the second choice
+    model_root: str | None = None  # /reload may only load below this folder (default: --releases, else the
+    #                                 folder holding the pinned release's versions)
+    model_spec: str | None = None  # PyTorch fallback: file.py:factory or package.module:factory
+    checkpoint: str | None = None  # PyTorch fallback: state_dict loaded into model_spec's model
+    inputs: tuple[str, ...] = ()  # PyTorch fallback: input specs (default: the module's ONNXSHIP_INPUTS)
+    host: str = "127.0.0.1"  # bind address (loopback unless asked otherwise)
+    port: int = 8000  # 0: pick a free port
+    max_batch: int = 32  # largest merged batch (capped by the verified max of the batch dim)
+    batch_timeout_ms: float = 2.0  # how long a batch waits for requests still being read
+    max_body_bytes: int = 16 * 1024 * 1024  # larger request bodies get 413
+    token: str | None = None  # bearer token; None: no auth
+    require_golden: bool = True  # refuse models without a golden file (readiness = golden check passed)
+    intra_op_threads: int = 1  # onnxruntime threads per session (1: leave a core to the HTTP loop)
+    inline_below_ms: float = 1.0  # model runs averaging below this run on the event loop (no thread hop); 0: never
+    log_level: str = "warning"  # uvicorn log level
+    notes: tuple[str, ...] = field(default=(), compare=False)  # where settings came from (env, .env)
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}", hint="--max-batch 1 turns batching off")
+        if self.batch_timeout_ms < 0:
+            raise ConfigError(f"batch_timeout_ms must be >= 0, got {self.batch_timeout_ms}")
+        if self.max_body_bytes < 1024:
+            raise ConfigError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is not a TCP port", hint="use 0..65535 (0 picks a free port)")
+        if self.inline_below_ms < 0:
+            raise ConfigError(f"inline_below_ms must be >= 0, got {self.inline_below_ms}")
+        if self.intra_op_threads < 0:
+            raise ConfigError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
+        if self.token is not None and not self.token.strip():
+            raise ConfigError("the bearer token is empty", hint="pass a non-empty --token or unset ONNXSHIP_TOKEN")
+        if self.checkpoint and not self.model_spec:
+            raise ConfigError(f"checkpoint {self.checkpoint!r} given without a model factory",
+                              hint="pass --model file.py:factory with --checkpoint")
+        if isinstance(self.inputs, (list, str)):
+            object.__setattr__(self, "inputs", (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs))
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+    def root(self) -> Path | None:
+        """The folder /reload is confined to (resolved), or None when nothing defines one."""
+        if self.model_root:
+            return Path(os.path.realpath(self.model_root))
+        if self.releases:
+            return Path(os.path.realpath(self.releases))
+        if self.model_path:
+            real = Path(os.path.realpath(self.model_path))
+            # releases/<name>/<version>[/<name>.onnx]: the root is releases/<name>, so other versions may load
+            bundle = real.parent if real.is_file() else real
+            return bundle.parent
+        return None
+
+    def with_env(self, env: dict[str, str] | None = None, env_file: str | Path | None = ".env") -> ServeConfig:
+        """Fill ``model_path`` and ``token`` from ``MODEL_PATH`` / ``ONNXSHIP_TOKEN`` (process env, then .env)."""
+        values = read_env_file(env_file) if env_file else {}
+        source = dict(os.environ if env is None else env)
+        notes = list(self.notes)
+        picked: dict[str, str] = {}
+        for key in _ENV_KEYS:
+            if source.get(key):
+                picked[key] = source[key]
+                notes.append(f"{key} from the environment")
+            elif values.get(key):
+                picked[key] = values[key]
+                notes.append(f"{key} from {env_file}")
+        changes: dict[str, object] = {"notes": tuple(notes)}
+        if self.model_path is None and "MODEL_PATH" in picked:
+            changes["model_path"] = picked["MODEL_PATH"]
+        if self.token is None and "ONNXSHIP_TOKEN" in picked:
+            changes["token"] = picked["ONNXSHIP_TOKEN"]
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def read_env_file(path: str | Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines of a .env file (python-dotenv when installed, else a plain parser); {} when absent."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        from dotenv import dotenv_values
+    except ImportError:
+        out: dict[str, str] = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            key, value = line.removeprefix("export ").split("=", 1)
+            out[key.strip()] = value.strip().strip("'\"")
+        return out
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}

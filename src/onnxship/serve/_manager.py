@@ -1,0 +1,184 @@
+"""ModelManager: which model serves (seed 004 E-5), and golden-checked atomic reloads.
+
+Selection order: ``MODEL_PATH`` (must exist and be readable) -> ``latest`` under ``--releases`` -> the PyTorch
+checkpoint fallback. A reload loads and checks the new model on a worker thread while the old one keeps serving, then
+swaps one attribute (model + its batcher) on the event loop and bumps the version; requests already queued finish on
+the old model's batcher. A reload that fails changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from onnxship._errors import MissingDependencyError, OnnxshipError, ServeError
+from onnxship.serve._batcher import Batcher
+from onnxship.serve._config import ServeConfig
+from onnxship.serve._metrics import Metrics
+from onnxship.serve._model import ServedModel, _error, load_model, load_torch_model, locate
+
+__all__ = ["ModelManager", "find_latest"]
+
+log = logging.getLogger("onnxship.serve")
+
+
+def find_latest(releases: str | Path) -> Path:
+    """The release ``latest`` points to: ``releases`` may be a release, ``releases/<name>`` or a root holding one
+    model's folder.
+
+    Raises:
+        ServeError: nothing to serve there, or several models (the error names them).
+    """
+    from onnxship.package._release import MANIFEST, current_latest
+
+    root = Path(releases)
+    if not root.is_dir():
+        raise _error(f"releases folder {str(root)!r} does not exist", 404,
+                     hint="pass --releases DIR holding <name>/latest (written by `onnxship ship`)")
+    if (root / MANIFEST).is_file() or current_latest(root):
+        return root
+    named = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and current_latest(p))
+    if not named:
+        raise _error(f"no <name>/latest under {str(root)!r}", 404,
+                     hint="ship a release first (onnxship ship) or point MODEL_PATH at a release folder")
+    if len(named) > 1:
+        raise _error(f"{str(root)!r} holds several models ({', '.join(p.name for p in named)}); which one to serve "
+                     f"is ambiguous", 422, hint=f"pass --releases {root / named[0].name} (one model per server)")
+    return named[0]
+
+
+class ModelManager:
+    """Holds the serving model and its batcher; ``current`` is one tuple swapped atomically by reloads."""
+
+    def __init__(self, config: ServeConfig, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.root = config.root()
+        self.metrics = metrics or Metrics()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxship-infer")
+        self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxship-load")
+        self.parsing = 0  # infer requests being read/validated (the batcher waits for them)
+        self.version = 0
+        self.selection: list[dict[str, Any]] = []  # how the first model was chosen
+        self.last_reload: dict[str, Any] | None = None
+        self.current: tuple[ServedModel, Batcher] | None = None
+        self._lock: asyncio.Lock | None = None
+
+    # -- selection -------------------------------------------------------------------------------------------
+    def start(self) -> ServedModel:
+        """Select and load the first model (MODEL_PATH -> latest -> PyTorch checkpoint).
+
+        Raises:
+            ServeError: no source produced a checked model; the message lists each source and why.
+        """
+        cfg = self.config
+        attempts: list[tuple[str, Any]] = []
+        if cfg.model_path:
+            attempts.append(("MODEL_PATH", cfg.model_path))
+        if cfg.releases:
+            attempts.append(("latest", cfg.releases))
+        if cfg.model_spec and cfg.checkpoint:
+            attempts.append(("checkpoint", None))
+        if not attempts:
+            raise ServeError("no model to serve: MODEL_PATH is unset and neither --releases nor --checkpoint is given",
+                             hint="onnxship serve --releases releases/  (or MODEL_PATH=releases/<name>/<version>, "
+                                  "or --model file.py:factory --checkpoint best.pt)")
+        for source, value in attempts:
+            try:
+                if source == "checkpoint":
+                    model = load_torch_model(cfg)
+                else:
+                    path = value if source == "MODEL_PATH" else find_latest(value)
+                    if source == "MODEL_PATH" and not os.access(path, os.R_OK):
+                        why = "does not exist" if not os.path.exists(path) else "is not readable"
+                        raise ServeError(f"MODEL_PATH {str(path)!r} {why}")
+                    model = load_model(locate(path), cfg)
+            except MissingDependencyError as exc:
+                self.selection.append({"source": source, "ok": False, "reason": str(exc)})
+                log.warning("model source %s skipped: %s", source, exc)
+                continue
+            except OnnxshipError as exc:
+                self.selection.append({"source": source, "ok": False, "reason": exc.message})
+                log.warning("model source %s skipped: %s", source, exc.message)
+                continue
+            self.selection.append({"source": source, "ok": True, "path": model.source})
+            self._install(model)
+            return model
+        tried = "; ".join(f"{s['source']}: {s['reason']}" for s in self.selection)
+        raise ServeError(f"no model could be served ({tried})",
+                         hint="fix the first source listed, or point MODEL_PATH at a release folder")
+
+    # -- serving ---------------------------------------------------------------------------------------------
+    def _install(self, model: ServedModel) -> None:
+        cfg = self.config
+        sig = model.signature
+        max_rows = min(cfg.max_batch, sig.batch_max) if sig.batch_max else cfg.max_batch
+        batcher = Batcher(model.run, mergeable=sig.batchable, max_rows=max_rows,
+                          timeout_s=cfg.batch_timeout_ms / 1000.0, executor=self.executor,
+                          busy=lambda: self.parsing, on_batch=self.metrics.batch,
+                          inline_below_s=cfg.inline_below_ms / 1000.0)
+        self.version += 1
+        model.version = self.version
+        old = self.current
+        self.current = (model, batcher)  # the swap: one assignment on the event loop thread
+        if old is not None:
+            old[1].close()  # finishes what is queued, on the old model
+        log.info("serving %s version %d from %s", model.name, model.version, model.source)
+
+    @property
+    def ready(self) -> bool:
+        return self.current is not None
+
+    async def reload(self, model_path: str | None) -> dict[str, Any]:
+        """Load ``model_path`` (or ``latest`` under --releases when None), check it, swap, bump the version.
+
+        Raises:
+            ServeError: with ``status`` 403 (outside the model root), 404 (missing), 422 (fails to load or fails its
+                golden check), 400 (nothing to reload from). The old model keeps serving.
+        """
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            previous = self.current[0] if self.current else None
+            try:
+                model = await asyncio.get_running_loop().run_in_executor(self.loader, self._load, model_path)
+            except OnnxshipError as exc:
+                self.metrics.reloads["failed"] += 1
+                self.last_reload = {"ok": False, "model_path": model_path, "error": exc.message}
+                log.warning("reload of %s refused: %s", model_path, exc.message)
+                raise
+            except Exception as exc:  # an unexpected failure while loading must still leave the old model serving
+                log.exception("reload of %s failed", model_path)
+                self.metrics.reloads["failed"] += 1
+                self.last_reload = {"ok": False, "model_path": model_path, "error": repr(exc)}
+                raise _error(f"reload of {model_path!r} failed: {type(exc).__name__}: {exc}", 422) from exc
+            self._install(model)
+            self.metrics.reloads["ok"] += 1
+            result = {"model_name": model.name, "model_version": str(model.version),
+                      "previous_version": str(previous.version) if previous else None,
+                      "previous_release": previous.release if previous else None,
+                      **{k: v for k, v in model.describe().items() if k not in ("model_name", "model_version")}}
+            self.last_reload = {"ok": True, "model_path": model_path, "model_version": str(model.version)}
+            return result
+
+    def _load(self, model_path: str | None) -> ServedModel:
+        if model_path is None:
+            if not self.config.releases:
+                raise _error("reload without model_path needs --releases (it loads <name>/latest)", 400,
+                             hint='POST /reload {"model_path": "<name>/<version>"}')
+            return load_model(locate(find_latest(self.config.releases), self.root), self.config)
+        if not isinstance(model_path, str) or not model_path.strip():
+            raise _error(f"model_path must be a non-empty string, got {model_path!r}", 400)
+        if self.root is None:  # never load arbitrary paths: a reload needs a root to be confined to
+            raise _error(f"cannot reload {model_path!r}: this server has no model root", 403,
+                         hint="start it with --releases DIR or --model-root DIR")
+        return load_model(locate(model_path, self.root), self.config)
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current[1].close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.loader.shutdown(wait=False, cancel_futures=True)
