@@ -9,11 +9,12 @@ import subprocess
 import sys
 import tempfile
 import types
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_json", "atomic_write_text", "git_sha", "public_mode", "utc_now", "verb_module"]
+__all__ = ["atomic_write", "atomic_write_json", "atomic_write_text", "git_sha", "public_mode", "utc_now", "verb_module"]
 
 
 class _VerbModule(types.ModuleType):
@@ -61,20 +62,27 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write a file through a temp file in the same folder and a rename: readers never see half a file."""
+def atomic_write(path: str | Path, write: Callable[[str], Any], *, suffix: str = ".tmp") -> Path:
+    """Write ``path`` through ``write(temp_path)`` on a temp file in the same folder and a rename.
+
+    Readers never see half a file, and a failed or killed write leaves the previous file as it was.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        write(tmp)
         public_mode(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
     return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write a text file atomically (see atomic_write)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:

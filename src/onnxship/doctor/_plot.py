@@ -5,15 +5,13 @@ DO NOT import matplotlib at module level: it is the optional ``logs`` extra, loa
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from onnxship._errors import DoctorError, require
-from onnxship._util import public_mode
+from onnxship._util import atomic_write
 from onnxship.doctor._findings import TrainLogResult
 
 __all__ = ["plot_train_log"]
@@ -55,18 +53,12 @@ def plot_train_log(result: TrainLogResult, out: str | Path) -> Path:
     title += f"{len(result.alarms)} alarm(s)" if result.alarms else "no alarms"
     fig.suptitle(title, fontsize=11)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
-    os.close(fd)
-    try:
+    def save(tmp: str) -> None:
         with warnings.catch_warnings(), np.errstate(over="ignore", under="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
             fig.savefig(tmp, format="png")
-        public_mode(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(out, save, suffix=".png")
     return out
 
 

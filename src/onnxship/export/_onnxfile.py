@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import onnx
 
 from onnxship._errors import CheckError
-from onnxship._util import public_mode
+from onnxship._util import atomic_write
 from onnxship.spec._inputs import TensorSpec
 
 __all__ = [
@@ -188,27 +187,22 @@ def finalize_model(candidate: Path, dest: Path, *, metadata: dict[str, Any],
         except Exception as exc:
             notes.append(f"onnx shape inference: {str(exc).splitlines()[0][:300]}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     data_name = dest.name + ".data"
-    try:
+
+    def write(tmp: str) -> None:
         if large:
-            onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_name, size_threshold=1024)
         else:
-            onnx.save_model(model, str(tmp))
+            onnx.save_model(model, tmp)
         try:
-            onnx.checker.check_model(str(tmp), full_check=True)
+            onnx.checker.check_model(tmp, full_check=True)
         except Exception as exc:
             raise CheckError(f"onnx.checker rejected the exported model: {str(exc).splitlines()[0][:300]}",
                              hint="this is an exporter bug; try --strategy torchscript or another --opset") from exc
-        public_mode(tmp)
-        os.replace(tmp, dest)
-        stale = dest.parent / data_name
-        if not large and stale.exists():
-            stale.unlink()  # a previous export's data file would be misleading
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(dest, write)
+    stale = dest.parent / data_name
+    if not large and stale.exists():
+        stale.unlink()  # a previous export's data file would be misleading
     return fixes, notes

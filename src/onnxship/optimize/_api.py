@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxship._errors import ConfigError, OptimizeError
-from onnxship._util import atomic_write_json, public_mode
+from onnxship._util import atomic_write, atomic_write_json
 from onnxship.optimize._gate import GateConfig, GateResult, run_gate
 from onnxship.optimize._passes import (
     Fp16Pass,
@@ -164,16 +164,7 @@ def _save(model: onnx.ModelProto, dest: Path) -> None:
     """Write through a temp file in the same folder and a rename: a reader never sees half a model."""
     import onnx
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        onnx.save_model(model, tmp)
-        public_mode(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(dest, lambda tmp: onnx.save_model(model, tmp))
 
 
 class _Builder:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxship._errors import PackagingError
-from onnxship._util import atomic_write_json, git_sha, public_mode, utc_now
+from onnxship._util import atomic_write, atomic_write_json, git_sha, utc_now
 from onnxship._version import __version__
 from onnxship.package._release import (
     MANIFEST,
@@ -89,15 +89,7 @@ def embed_metadata(model_path: Path, extra: dict[str, Any]) -> str:
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    fd, tmp = tempfile.mkstemp(prefix=f".{model_path.name}.", suffix=".tmp", dir=model_path.parent)
-    os.close(fd)
-    try:
-        onnx.save_model(model, tmp)
-        public_mode(tmp)
-        os.replace(tmp, model_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(model_path, lambda tmp: onnx.save_model(model, tmp))
     sha = file_sha256(model_path)
     meta_path = model_path.with_name(model_path.name + ".meta.json")
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
@@ -131,6 +123,8 @@ class ReleaseWriter:
         self.final = self.name_dir / self.version
         self.committed: Release | None = None
         self.moved_latest = False
+        # Folders this writer creates are removed again when it commits nothing: a failed ship leaves no trace.
+        self._created = [p for p in (self.name_dir, *self.name_dir.parents) if not p.exists()]
         try:
             self.name_dir.mkdir(parents=True, exist_ok=True)
             self.cleaned = _clean_stale(self.name_dir)
@@ -155,8 +149,14 @@ class ReleaseWriter:
             self.discard()
 
     def discard(self) -> None:
-        """Remove the staging folder (nothing else was touched)."""
+        """Remove the staging folder (nothing else was touched) and the folders this writer created, if empty."""
         _force_rmtree(self.path)
+        if self.committed is None:
+            for folder in self._created:  # deepest first; rmdir refuses a folder another writer is using
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
     def write_bytes(self, rel: str, data: bytes) -> Path:
         dest = self._dest(rel)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from onnxship._errors import CheckError
-from onnxship._util import public_mode
+from onnxship._util import atomic_write
 
 __all__ = ["GOLDEN_SCHEMA", "Golden", "GoldenRunner", "read_golden", "write_golden"]
 
@@ -46,16 +44,7 @@ def write_golden(path: str | Path, inputs: dict[str, np.ndarray], outputs: dict[
     arrays["__meta__"] = np.array(json.dumps({"schema": GOLDEN_SCHEMA, **(meta or {})}, default=str))
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        public_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
     return path
 
 
