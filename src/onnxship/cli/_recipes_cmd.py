@@ -1,4 +1,4 @@
-"""``onnxship recipes deeplog parse|build|train|ship|detect``: the DeepLog worked system (issue 8)."""
+"""``onnxship recipes deeplog|mscred|two-stage ...``: the worked systems of issue 8."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from onnxship._errors import ConfigError
 from onnxship.cli._app import app
 from onnxship.cli._common import USAGE_EXIT, console, err_console, fail, handle_errors
 
-__all__ = ["build_command", "detect_command", "parse_command", "ship_command", "train_command"]
+__all__ = ["build_command", "detect_command", "parse_command", "ship_command", "train_command",
+           "mscred_ship_command", "mscred_train_command", "two_stage_build_command"]
 
 recipes_app = typer.Typer(help="Complete worked systems built on onnxship's verbs.", no_args_is_help=True)
 deeplog_app = typer.Typer(help="DeepLog log anomaly detection: parse -> build -> train -> ship -> detect.",
@@ -218,3 +219,118 @@ def detect_command(
         if path:
             console.print(f"  {label}: {path}")
     _notes(r.notes)
+
+
+# ------------------------------------------------------------------------------------------ two-stage (seed 004)
+two_stage_app = typer.Typer(help="Two-stage detect -> NMS -> crop -> classify -> edi_code pipeline.",
+                            no_args_is_help=True)
+recipes_app.add_typer(two_stage_app, name="two-stage")
+
+
+@two_stage_app.command("build")
+@handle_errors
+def two_stage_build_command(
+    out: Path = typer.Option(Path("releases/two_stage"), "--out", help="bundles go to <out>/two_stage-<UTC>-<sha>/ (+ <out>/latest)"),
+    image_size: int = typer.Option(64, "--image-size", help="detector input H = W"),
+    crop_size: int = typer.Option(32, "--crop-size", help="classifier input H = W"),
+    detector_steps: int = typer.Option(150, "--detector-steps", help="detector training steps"),
+    classifier_steps: int = typer.Option(120, "--classifier-steps", help="classifier training steps"),
+    conf: float = typer.Option(0.3, "--conf", help="NMS confidence threshold"),
+    iou: float = typer.Option(0.5, "--iou", help="NMS IoU threshold"),
+    strategy: str = typer.Option("auto", "--strategy", help="exporter chain: auto | dynamo | torchscript"),
+    threads: int = typer.Option(None, "--threads", help="torch intra-op threads (default: torch's)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Train both stages briefly, export + verify each, bundle them with pipeline.json and the end-to-end check."""
+    from onnxship.recipes.two_stage import TwoStageBuildConfig, build_two_stage
+    from onnxship.verify._tasks import NmsConfig
+
+    nms = _config(NmsConfig, conf_threshold=conf, iou_threshold=iou)
+    cfg = _config(TwoStageBuildConfig, out=out, image_size=image_size, crop_size=crop_size,
+                  detector_steps=detector_steps, classifier_steps=classifier_steps, nms=nms, strategy=strategy)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    err_console.print(f"building the two-stage pipeline into {out} ...")
+    r = build_two_stage(cfg)
+    if _emit(r, as_json):
+        return
+    m = r.manifest
+    for stage in ("detector", "classifier"):
+        tm = m[stage]["task_metrics"] or {}
+        extra = (f"mAP@0.5 Δ {tm.get('map_0_5_delta')}, mAP@0.5:0.95 Δ {tm.get('map_0_5_0_95_delta')}"
+                 if stage == "detector" else
+                 f"top-1 mismatch {tm.get('top1_mismatch_rate')}, prob MSE mean {tm.get('prob_mse_mean'):.3g}")
+        console.print(f"[green]✓[/] {stage}: {m[stage]['strategy']}, opset {m[stage]['opset']}; "
+                      f"{m[stage]['verdict']}; {extra}", soft_wrap=True)
+    a = m["agreement"]
+    console.print(f"[green]✓[/] pipeline torch vs onnx on {a['images']} images: {a['matched']}/"
+                  f"{a['detections_reference']} detections matched, edi_code agreement {a['edi_code_agreement']}, "
+                  f"mAP@0.5 vs truth {a.get('map_0_5_reference'):.3f} / {a.get('map_0_5_candidate'):.3f}",
+                  soft_wrap=True)
+    console.print(f"[green]✓[/] {r.path}  (manifest: {r.path / 'pipeline.json'}, {r.seconds:.1f} s)")
+
+
+# ------------------------------------------------------------------------------------------------------ MSCRED
+mscred_app = typer.Typer(help="MSCRED beside DeepLog: signature matrices -> conv/ConvLSTM/deconv -> residual score.",
+                         no_args_is_help=True)
+recipes_app.add_typer(mscred_app, name="mscred")
+
+
+@mscred_app.command("train")
+@handle_errors
+def mscred_train_command(
+    parsed: Path = typer.Option(..., "--parsed", help="parsed.parquet from `recipes deeplog parse`"),
+    out_dir: Path = typer.Option(Path("work"), "--out-dir", help="folder for mscred.pt and mscred_windows.npz"),
+    features: int = typer.Option(8, "--features", help="channels: top templates + 'other' (even)"),
+    bin_lines: int = typer.Option(10, "--bin-lines", help="log lines per step"),
+    window: int = typer.Option(5, "--window", help="steps per input (static in the export)"),
+    steps: int = typer.Option(200, "--steps", help="optimizer steps"),
+    threads: int = typer.Option(None, "--threads", help="torch intra-op threads (default: torch's)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Train MSCRED on the alert-free windows of a parsed log and calibrate the residual threshold (p99)."""
+    from onnxship.recipes.mscred import MscredTrainConfig, SignatureConfig, train_mscred
+
+    sig = _config(SignatureConfig, features=features, bin_lines=bin_lines, window=window)
+    cfg = _config(MscredTrainConfig, parsed=parsed, out_dir=out_dir, signatures=sig, steps=steps)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    r = train_mscred(cfg)
+    if _emit(r, as_json):
+        return
+    alert = "n/a" if r.score_mean_alert is None else f"{r.score_mean_alert:.3g}"
+    console.print(f"[green]✓[/] {r.checkpoint}: {r.samples} alert-free windows, loss {r.loss_first:.3g} -> "
+                  f"{r.loss_last:.3g}  ({r.seconds:.1f} s)", soft_wrap=True)
+    console.print(f"  residual score: normal mean {r.score_mean_normal:.3g}, alert mean {alert}, threshold (p99) "
+                  f"{r.score_threshold:.3g}; {r.flagged_alert_windows}/{r.alert_windows} alert windows flagged",
+                  soft_wrap=True)
+
+
+@mscred_app.command("ship")
+@handle_errors
+def mscred_ship_command(
+    model: Path = typer.Option(..., "--model", help="mscred.pt from train"),
+    windows: Path = typer.Option(None, "--windows", help="real windows (default: mscred_windows.npz beside --model)"),
+    releases: Path = typer.Option(Path("releases"), "--releases", help="releases root"),
+    name: str = typer.Option("mscred", "--name", help="release name"),
+    strategy: str = typer.Option("auto", "--strategy", help="exporter chain: auto | dynamo | torchscript"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Export, verify (golden, batch sweep, real windows) and bundle MSCRED through `onnxship ship`."""
+    from onnxship.recipes.mscred import MscredShipConfig, ship_mscred
+
+    cfg = _config(MscredShipConfig, checkpoint=model, windows=windows, releases=releases, name=name,
+                  strategy=strategy)
+    err_console.print(f"shipping {model} ({strategy}) ...")
+    r = ship_mscred(cfg)
+    if _emit(r, as_json):
+        return
+    console.print(f"[green]✓[/] {r.path}  ({r.export.strategy}, opset {r.export.opset}; window static, batch "
+                  f"dynamic)", soft_wrap=True)
+    console.print(f"  {r.report.summary()}", soft_wrap=True)
+    if r.latest:
+        console.print(f"  latest -> {r.version}")

@@ -77,12 +77,18 @@ def infer_command(
     top_k: int = typer.Option(5, "--top-k", help="classes shown per sample for score outputs"),
     providers: list[str] = typer.Option(None, "--provider", help=_PROVIDER_HELP),
     out: Path = typer.Option(None, "--out", "-o", help="write the predictions as JSON here"),
+    pipeline: Path = typer.Option(None, "--pipeline", help="a two-stage pipeline.json (detect -> NMS -> crop -> "
+                                                           "classify -> label map) to run instead of one model"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Run PyTorch or ONNX Runtime over data (the same preprocessing as verification) and show predictions."""
     from onnxship._util import atomic_write_json
     from onnxship.runtime import InferConfig, infer
     from onnxship.spec import parse_input_spec
+
+    if pipeline is not None:
+        _infer_pipeline(pipeline, engine, inputs, batch, samples, limit, out, as_json)
+        return
 
     if onnx_path is None and model and model.endswith(".onnx"):
         onnx_path, model = Path(model), None
@@ -124,6 +130,39 @@ def infer_command(
     console.print(f"{len(result.predictions)} samples in {result.seconds:.3f} s on {', '.join(result.providers)}"
                   + (f"  ({more} more not shown; use --out or --json)" if more > 0 else "")
                   + (f"  → {out}" if out else ""))
+
+
+def _infer_pipeline(manifest: Path, engine: str, inputs: str | None, batch: int, samples: int, limit: int | None,
+                    out: Path | None, as_json: bool) -> None:
+    from onnxship._util import atomic_write_json
+    from onnxship.runtime import InferConfig
+    from onnxship.runtime._infer import infer_pipeline
+
+    try:
+        config = InferConfig(engine=engine, inputs=inputs, batch=batch, samples=samples, limit=limit)
+    except ConfigError as exc:
+        raise fail(exc, USAGE_EXIT) from None
+    if out and not out.parent.is_dir():
+        raise ConfigError(f"folder {str(out.parent)!r} for --out does not exist", hint="create it first")
+    result = infer_pipeline(manifest, config)
+    if out:
+        atomic_write_json(out, result.to_dict())
+    if as_json:
+        console.print_json(json.dumps(result.to_dict(), default=str))
+        return
+    table = Table(title=f"pipeline ({result.engine}) on {result.source}", header_style="bold")
+    for col in ("image", "box (xyxy)", "score", "class", "edi_code", "prob"):
+        table.add_column(col)
+    for i, dets in enumerate(result.images[:50]):
+        for d in dets or [None]:
+            if d is None:
+                table.add_row(str(i), "-", "", "", "", "")
+                continue
+            table.add_row(str(i), ", ".join(f"{v:.1f}" for v in d["box"]), f"{d['score']:.3f}",
+                          f"{d['class_id']} {d.get('name', '')}", d.get("edi_code", ""), f"{d['prob']:.3f}")
+    console.print(table)
+    console.print(f"{len(result.images)} images, {sum(len(d) for d in result.images)} detections in "
+                  f"{result.seconds:.3f} s" + (f"  → {out}" if out else ""))
 
 
 @app.command("bench")

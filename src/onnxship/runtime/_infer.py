@@ -21,7 +21,7 @@ from onnxship._errors import ConfigError
 from onnxship.runtime._engines import check_engine
 from onnxship.spec._inputs import DTYPES, TensorSpec
 
-__all__ = ["InferConfig", "InferResult", "infer", "iter_batches"]
+__all__ = ["InferConfig", "InferResult", "infer", "infer_pipeline", "iter_batches"]
 
 _GLOB_CHARS = ("*", "?", "[")
 
@@ -168,3 +168,16 @@ def infer(onnx_path: str | Path | None, config: InferConfig | None = None, *, mo
     return InferResult(engine=config.engine, model=str(onnx_path if config.engine == "onnx" else model),
                        source=description, predictions=preds, output_shapes=shapes, providers=providers,
                        seconds=seconds)
+
+
+def infer_pipeline(manifest: str | Path, config: InferConfig | None = None) -> Any:
+    """Run a two-stage pipeline manifest (detect -> shared NMS -> crop -> classify -> label map) with
+    ``config.engine``; inputs: a .npz, an image glob/folder, or generated scenes. Returns a PipelineResult."""
+    from onnxship.recipes.two_stage._pipeline import pipeline_images, run_pipeline
+
+    config = config or InferConfig()
+    check_engine(config.engine, True)
+    source, images = pipeline_images(manifest, config.inputs, config.samples, config.limit, config.seed)
+    result = run_pipeline(manifest, images, engine=config.engine, batch=config.batch)
+    result.source = source
+    return result

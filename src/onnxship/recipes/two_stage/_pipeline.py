@@ -1,0 +1,354 @@
+"""Two-stage pipeline (seed 004): detect -> shared NMS -> crop -> classify -> label map (edi_code).
+
+``build_two_stage`` trains both stages for a few CPU seconds on synthetic scenes, exports and verifies each one on its
+own through the public verbs (``onnxship.export`` then ``onnxship.verify``: detection = mAP deltas after the shared
+NMS of ``onnxship.verify._tasks``; classification = probability MSE + top-1), then writes a bundle folder with both
+models, their checkpoints and reports, and ``pipeline.json``: the manifest (models, NMS settings in seed E-3's
+``postprocess`` block, crop size, label map) plus the end-to-end torch-vs-ONNX agreement of the whole pipeline.
+
+``run_pipeline`` runs a manifest with either engine; both engines share every numpy step (NMS, crop, label map), so
+the only difference between them is the two models.
+
+DO NOT import torch or onnxruntime at module level.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxship._errors import ConfigError, VerificationError
+from onnxship._util import atomic_write_json, atomic_write_text, git_sha, utc_now
+from onnxship.recipes.two_stage._data import COLOURS, crop_resize, make_scenes
+from onnxship.verify._tasks import Detections, NmsConfig, box_iou, mean_average_precision, nms, softmax
+
+__all__ = [
+    "MANIFEST_FORMAT",
+    "PipelineResult",
+    "TwoStageBuildConfig",
+    "TwoStageBuildResult",
+    "build_two_stage",
+    "compare_pipelines",
+    "load_manifest",
+    "pipeline_images",
+    "run_pipeline",
+]
+
+MANIFEST_FORMAT = "onnxship.pipeline/1"
+_FACTORIES = "onnxship.recipes.two_stage._models"
+DEFAULT_LABELS = {str(i): {"name": name, "edi_code": code} for i, (name, code) in
+                  enumerate((("red", "EDI-640000001"), ("green", "EDI-640000002"), ("blue", "EDI-640000003")))}
+
+
+@dataclass
+class TwoStageBuildConfig:
+    """What to train, export and bundle."""
+
+    out: Path = Path("releases/two_stage")  # bundles: <out>/two_stage-<UTC>-<gitsha7|nogit>/; <out>/latest
+    image_size: int = 64  # detector input H = W (static; the batch dim is dynamic)
+    crop_size: int = 32  # classifier input H = W
+    detector_steps: int = 150  # training steps (a few CPU seconds)
+    classifier_steps: int = 120
+    eval_images: int = 24  # synthetic scenes for verification and the end-to-end agreement
+    nms: NmsConfig = field(default_factory=lambda: NmsConfig(conf_threshold=0.3, iou_threshold=0.5,
+                                                             max_detections=100, class_agnostic=False))
+    label_map: dict[str, dict[str, str]] = field(default_factory=lambda: dict(DEFAULT_LABELS))
+    strategy: str = "auto"  # exporter chain for both models: auto | dynamo | torchscript
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.image_size % 8 or self.image_size < 32:
+            raise ConfigError(f"image_size={self.image_size} must be a multiple of 8, at least 32")
+        if self.crop_size < 8:
+            raise ConfigError(f"crop_size={self.crop_size} must be >= 8")
+        if sorted(int(k) for k in self.label_map) != list(range(len(COLOURS))):
+            raise ConfigError(f"label_map keys {sorted(self.label_map)} must be the class ids 0..{len(COLOURS) - 1}",
+                              hint='e.g. {"0": {"name": "red", "edi_code": "..."}, ...}')
+
+
+@dataclass
+class PipelineResult:
+    """Per-image detections of one engine: ``{"box", "score", "class_id", "name", "edi_code", "prob"}`` each."""
+
+    engine: str
+    manifest: str
+    images: list[list[dict[str, Any]]]
+    seconds: float = 0.0
+    source: str = ""  # where the images came from
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"engine": self.engine, "manifest": self.manifest, "source": self.source, "seconds": round(self.seconds, 4),
+                "images": len(self.images), "detections": sum(len(d) for d in self.images),
+                "predictions": [{"id": i, "detections": d} for i, d in enumerate(self.images)]}
+
+
+@dataclass
+class TwoStageBuildResult:
+    """The bundle and how each stage and the whole pipeline verified."""
+
+    path: Path
+    manifest: dict[str, Any]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "manifest": str(self.path / "pipeline.json"), "seconds": round(self.seconds, 3),
+                **{k: self.manifest[k] for k in ("detector", "classifier", "agreement")}}
+
+
+def load_manifest(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """Read ``pipeline.json`` (or the bundle folder holding it); returns (manifest, bundle folder)."""
+    import json
+
+    p = Path(path)
+    p = p / "pipeline.json" if p.is_dir() else p
+    if not p.is_file():
+        raise ConfigError(f"pipeline manifest {str(p)!r} does not exist",
+                          hint="pass the pipeline.json written by `onnxship recipes two-stage build`")
+    try:
+        manifest = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"pipeline manifest {str(p)!r} is not valid JSON ({exc})") from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ConfigError(f"{str(p)!r} is not a pipeline manifest (format {manifest.get('format')!r})",
+                          hint=f"expected format {MANIFEST_FORMAT!r}")
+    return manifest, p.parent
+
+
+def _runner(stage: dict[str, Any], root: Path, engine: str) -> Any:
+    from onnxship.inspect import load_onnx_checked
+    from onnxship.runtime._engines import onnx_runner, torch_runner
+    from onnxship.runtime._io import model_specs
+    from onnxship.spec import parse_model_spec
+
+    onnx_path = root / stage["onnx"]
+    if engine == "onnx":
+        return onnx_runner(onnx_path)
+    if engine != "torch":
+        raise ConfigError(f"engine {engine!r} is not known", hint="use one of onnx, torch")
+    spec = parse_model_spec(stage["factory"], kwargs=stage["kwargs"], checkpoint=root / stage["checkpoint"])
+    outputs = [o.name for o in load_onnx_checked(onnx_path).graph.output]
+    return torch_runner(spec, model_specs(onnx_path), outputs)
+
+
+def run_pipeline(manifest_path: str | Path, images: np.ndarray, engine: str = "onnx",
+                 batch: int = 16) -> PipelineResult:
+    """Detect -> shared NMS -> crop -> classify -> label map over ``images`` ``[N, 3, H, W]`` float32 in [0, 1].
+
+    Example:
+        >>> res = run_pipeline("releases/two_stage/latest/pipeline.json", images, engine="onnx")  # doctest: +SKIP
+        >>> res.images[0][0]["edi_code"]  # doctest: +SKIP
+        'EDI-640000001'
+    """
+    manifest, root = load_manifest(manifest_path)
+    det, cls = manifest["detector"], manifest["classifier"]
+    size, crop = int(manifest["preprocess"]["image_size"]), int(manifest["crop_size"])
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[1:] != (3, size, size):
+        raise ConfigError(f"images have shape {list(images.shape)}; the detector takes [N, 3, {size}, {size}]",
+                          hint="float32 in [0, 1], channels first")
+    nms_cfg = NmsConfig(**manifest["postprocess"]["nms"])
+    labels = manifest["label_map"]
+    start = time.perf_counter()
+    det_runner, cls_runner = _runner(det, root, engine), _runner(cls, root, engine)
+    results: list[list[dict[str, Any]]] = []
+    for i in range(0, images.shape[0], batch):
+        chunk = images[i:i + batch]
+        out = det_runner.infer({det["input"]: chunk})
+        for img, boxes, scores in zip(chunk, out[det["outputs"][0]], out[det["outputs"][1]], strict=True):
+            d = nms(boxes, scores, nms_cfg)
+            if not d.boxes.shape[0]:
+                results.append([])
+                continue
+            crops = np.stack([crop_resize(img, b, crop) for b in d.boxes])
+            probs = softmax(cls_runner.infer({cls["input"]: crops})[cls["output"]])
+            top = probs.argmax(axis=1)
+            results.append([{"box": [round(float(v), 4) for v in b], "score": float(s), "class_id": int(c),
+                             "prob": float(p[c]), **labels[str(int(c))]}
+                            for b, s, c, p in zip(d.boxes, d.scores, top, probs, strict=True)])
+    return PipelineResult(engine=engine, manifest=str(root / "pipeline.json"), images=results,
+                          seconds=time.perf_counter() - start)
+
+
+def _as_detections(per_image: list[dict[str, Any]]) -> Detections:
+    return Detections(np.asarray([d["box"] for d in per_image], np.float64).reshape(-1, 4),
+                      np.asarray([d["score"] for d in per_image], np.float64),
+                      np.asarray([d["class_id"] for d in per_image], np.int64))
+
+
+def compare_pipelines(ref: PipelineResult, got: PipelineResult,
+                      ground_truth: list[Detections] | None = None) -> dict[str, Any]:
+    """End-to-end agreement of two engines' pipeline outputs (and each one's mAP against ground truth if given)."""
+    matched = same_code = 0
+    iou_deltas: list[float] = []
+    exact_images = 0
+    for r, g in zip(ref.images, got.images, strict=True):
+        rd, gd = _as_detections(r), _as_detections(g)
+        used = np.zeros(len(g), bool)
+        ious = box_iou(rd.boxes, gd.boxes) if len(r) and len(g) else np.zeros((len(r), len(g)))
+        image_same = len(r) == len(g)
+        for i in range(len(r)):
+            cand = np.where(used, -1.0, ious[i]) if len(g) else np.zeros(0)
+            j = int(cand.argmax()) if cand.size else -1
+            if j < 0 or cand[j] < 0.5:
+                image_same = False
+                continue
+            used[j] = True
+            matched += 1
+            iou_deltas.append(1.0 - float(cand[j]))
+            if r[i]["edi_code"] == g[j]["edi_code"]:
+                same_code += 1
+            else:
+                image_same = False
+        exact_images += int(image_same)
+    n_ref, n_got = sum(len(r) for r in ref.images), sum(len(g) for g in got.images)
+    res: dict[str, Any] = {
+        "reference": ref.engine, "candidate": got.engine, "images": len(ref.images),
+        "detections_reference": n_ref, "detections_candidate": n_got, "matched": matched,
+        "edi_code_agreement": same_code / matched if matched else None,
+        "image_agreement": exact_images / len(ref.images) if ref.images else None,
+        "iou_delta_max": max(iou_deltas) if iou_deltas else None,
+    }
+    if ground_truth is not None:
+        for key, run in (("reference", ref), ("candidate", got)):
+            dets = [_as_detections(d) for d in run.images]
+            res[f"map_0_5_{key}"] = mean_average_precision(dets, ground_truth, (0.5,))
+        res["map_0_5_delta"] = res["map_0_5_candidate"] - res["map_0_5_reference"]
+    res["passed"] = bool(n_ref == n_got == matched and same_code == matched)
+    return res
+
+
+def _export_and_verify(module: Any, spec: str, name: str, outputs: tuple[str, ...], out: Path, data: Path,
+                       task: str, cfg: TwoStageBuildConfig) -> dict[str, Any]:
+    """``onnxship.export`` then ``onnxship.verify`` on real samples with the stage's task gate."""
+    from onnxship.export import ExportConfig, export
+    from onnxship.verify import VerifyConfig, verify
+
+    result = export(module, inputs=[spec], out=out, name=name,
+                    config=ExportConfig(strategy=cfg.strategy, output_names=outputs, seed=cfg.seed))
+    report = verify(result.path, model=module,
+                    config=VerifyConfig(mode="full", task=task, data=data, nms=cfg.nms, batch_size=8))
+    report.write_json(out / f"{name}.report.json")
+    if not report.passed:
+        raise VerificationError(f"{name}: {report.failure_reason}", report=report)
+    return {"strategy": result.strategy, "opset": result.opset, "verdict": report.summary(),
+            "task_metrics": report.task_metrics}
+
+
+def _point_latest(root: Path, version: str) -> None:
+    """``latest`` (relative symlink) and ``LATEST`` (text) -> ``version``, each replaced atomically."""
+    tmp = root / f".latest-{os.getpid()}"
+    if tmp.is_symlink():
+        tmp.unlink()
+    os.symlink(version, tmp)
+    os.replace(tmp, root / "latest")
+    atomic_write_text(root / "LATEST", version + "\n")
+
+
+def build_two_stage(config: TwoStageBuildConfig | None = None) -> TwoStageBuildResult:
+    """Train, export, verify and bundle both stages; the bundle appears only when everything passed.
+
+    Raises:
+        ExportError / VerificationError: a stage did not export or verify, or the pipeline's torch and ONNX
+            paths disagree end to end (nothing is left in ``out``).
+    """
+    import torch
+
+    from onnxship.recipes.two_stage._models import build_classifier, build_detector
+    from onnxship.recipes.two_stage._train import crops_of, train_classifier, train_detector
+
+    cfg = config or TwoStageBuildConfig()
+    start = time.perf_counter()
+    det_kwargs = {"num_classes": 1, "image_size": cfg.image_size}
+    cls_kwargs = {"num_classes": len(cfg.label_map)}
+    torch.manual_seed(cfg.seed)
+    detector, classifier = build_detector(**det_kwargs), build_classifier(**cls_kwargs)
+    det_loss = train_detector(detector, steps=cfg.detector_steps, seed=cfg.seed)
+    cls_loss = train_classifier(classifier, crop_size=cfg.crop_size, steps=cfg.classifier_steps, seed=cfg.seed)
+
+    stamp = utc_now().strftime("%Y%m%d-%H%M%S")
+    version = f"two_stage-{stamp}-{git_sha() or 'nogit'}"
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    stage = cfg.out / f".staging-{version}-{os.getpid()}"
+    stage.mkdir()
+    try:
+        scenes = make_scenes(cfg.eval_images, size=cfg.image_size, seed=cfg.seed + 1000)
+        np.savez(stage / "detector.samples.npz", image=scenes.images)
+        xs, ys = crops_of(scenes, cfg.crop_size)
+        np.savez(stage / "classifier.samples.npz", crop=xs, label=ys)
+        torch.save(detector.state_dict(), stage / "detector.pt")
+        torch.save(classifier.state_dict(), stage / "classifier.pt")
+        det_v = _export_and_verify(detector, f"image:batch=2 x 3 x {cfg.image_size} x {cfg.image_size}:float32:0..1",
+                                   "detector", ("boxes", "scores"), stage, stage / "detector.samples.npz",
+                                   "detection", cfg)
+        cls_v = _export_and_verify(classifier, f"crop:batch=2 x 3 x {cfg.crop_size} x {cfg.crop_size}:float32:0..1",
+                                   "classifier", ("logits",), stage, stage / "classifier.samples.npz",
+                                   "classification", cfg)
+        manifest: dict[str, Any] = {
+            "format": MANIFEST_FORMAT, "name": "two_stage", "version": version,
+            "created_utc": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"), "git_sha": git_sha() or "nogit",
+            "preprocess": {"image_size": cfg.image_size, "layout": "NCHW", "scale": "[0, 1] RGB, no normalisation"},
+            "detector": {"onnx": "detector.onnx", "checkpoint": "detector.pt", "factory": f"{_FACTORIES}:build_detector",
+                         "kwargs": det_kwargs, "input": "image", "outputs": ["boxes", "scores"], "box_format": "xyxy",
+                         "dynamic_axes": {"image": {"0": "batch"}}, "train_loss": det_loss, **det_v},
+            "classifier": {"onnx": "classifier.onnx", "checkpoint": "classifier.pt",
+                           "factory": f"{_FACTORIES}:build_classifier", "kwargs": cls_kwargs, "input": "crop",
+                           "output": "logits", "dynamic_axes": {"crop": {"0": "batch"}}, "train_loss": cls_loss,
+                           **cls_v},
+            "postprocess": {"nms": cfg.nms.to_dict(), "applied_in": "python_common"},
+            "crop_size": cfg.crop_size,
+            "crop": "xyxy box clipped to the image, bilinear resize (numpy, shared by both engines)",
+            "label_map": cfg.label_map,
+        }
+        atomic_write_json(stage / "pipeline.json", manifest)
+        gts = [Detections(b, np.ones(len(b)), c) for b, c in zip(scenes.boxes, scenes.classes, strict=True)]
+        ref = run_pipeline(stage, scenes.images, engine="torch")
+        got = run_pipeline(stage, scenes.images, engine="onnx")
+        manifest["agreement"] = compare_pipelines(ref, got, gts)
+        atomic_write_json(stage / "pipeline.json", manifest)
+        if not manifest["agreement"]["passed"]:
+            raise VerificationError(f"the pipeline's torch and ONNX paths disagree end to end: {manifest['agreement']}")
+        final = cfg.out / version
+        if final.exists():
+            raise ConfigError(f"bundle {str(final)!r} already exists", hint="wait a second and build again")
+        stage.rename(final)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _point_latest(cfg.out, version)
+    return TwoStageBuildResult(path=final, manifest=manifest, seconds=time.perf_counter() - start)
+
+
+def pipeline_images(manifest_path: str | Path, inputs: str | None = None, samples: int = 8,
+                    limit: int | None = None, seed: int = 0) -> tuple[str, np.ndarray]:
+    """The images a pipeline run gets: a ``.npz`` (the detector's input array), an image glob/folder (the shared
+    :func:`onnxship.verify._preprocess.preprocess_images`, [0, 1] values, no normalisation), or synthetic scenes."""
+    import glob
+
+    manifest, _ = load_manifest(manifest_path)
+    size, name = int(manifest["preprocess"]["image_size"]), manifest["detector"]["input"]
+    if inputs is None:
+        return f"{samples} synthetic scenes (seed {seed})", make_scenes(samples, size=size, seed=seed).images
+    if inputs.endswith(".npz"):
+        with np.load(inputs) as data:
+            if name not in data:
+                raise ConfigError(f"{inputs!r} has no array {name!r} (found {sorted(data.files)})",
+                                  hint=f"save the images as {name}=[N, 3, {size}, {size}] float32 in [0, 1]")
+            images = np.asarray(data[name], np.float32)
+        images = images[:limit] if limit else images
+        return f"{inputs} ({images.shape[0]} images)", images
+    from onnxship.verify._preprocess import IMAGE_SUFFIXES, PreprocessConfig, preprocess_images
+
+    pattern = str(Path(inputs) / "**" / "*") if Path(inputs).is_dir() else inputs
+    files = sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ConfigError(f"no images in {inputs!r}", hint=f"a .npz, an image folder or a glob ({', '.join(IMAGE_SUFFIXES)})")
+    files = files[:limit] if limit else files
+    pre = PreprocessConfig(size=size, resize=size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    return f"{inputs} ({len(files)} images)", preprocess_images(files, pre)
