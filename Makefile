@@ -26,6 +26,7 @@ OSHIP := $(VENV)/bin/onnxship
 demo: $(STAMP)
 	@set -e; \
 	if [ -f "$(DEMO_LOG)" ]; then \
+	  VENV=$(VENV) bash scripts/components.sh drain3; \
 	  echo "== demo: DeepLog on $(DEMO_LOG)"; \
 	  $(OSHIP) recipes deeplog parse --log "$(DEMO_LOG)" --format bgl --out work/parsed.parquet; \
 	  $(OSHIP) recipes deeplog build --parsed work/parsed.parquet --out-dir work --window 10; \
