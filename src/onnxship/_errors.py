@@ -38,6 +38,7 @@ __all__ = [
     "PublishError",
     "ServeError",
     "VerificationError",
+    "is_disk_full",
     "require",
 ]
 
@@ -131,3 +132,17 @@ def require(module: str, extra: str) -> Any:
             f"{module} is not installed (needed for this command)",
             hint=f"pip install 'onnxship[{extra}]'",
         ) from exc
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ENOSPC/EDQUOT is anywhere in the exception chain (exporters re-raise OSErrors, sometimes as text)."""
+    import errno
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(seen) or "Disk quota exceeded" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

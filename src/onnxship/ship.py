@@ -172,6 +172,9 @@ def ship(model: Any = None, *, inputs: list[str] | None = None, assets: list[Ass
         for v in cfg.optimize.variants:
             normalize_variant(v)  # an unknown variant fails before the export
     module, name, inputs, metadata, output_names = _load_model(model, spec, inputs, cfg)
+    from onnxship.publish._config import check_no_secrets
+
+    check_no_secrets(metadata, "metadata keys")  # the bundle's metadata is public: meta.json, the .onnx, MLflow
     if not inputs:
         raise ConfigError("no input specs given and the model module defines no ONNXSHIP_INPUTS",
                           hint="pass --input NAME:DIMS:DTYPE or set export.inputs in onnxship.yaml")

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from onnxship._errors import InputSpecError, OnnxshipError
 
@@ -24,9 +25,10 @@ ERROR_EXIT = 1
 
 
 def fail(exc: OnnxshipError, code: int = ERROR_EXIT) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+    # escape(): a message is text, not markup ("pip install 'onnxship[torch]'" lost its "[torch]" to rich)
+    err_console.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True, highlight=False)
     if exc.hint:
-        err_console.print(f"[yellow]hint:[/] {exc.hint}", markup=True, highlight=False)
+        err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", markup=True, highlight=False)
     return typer.Exit(code)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
-from onnxship._errors import ConfigError, ExportError, OnnxshipError
+from onnxship._errors import ConfigError, ExportError, OnnxshipError, is_disk_full
 from onnxship._util import atomic_write_json, git_sha, utc_now
 from onnxship._version import __version__
 from onnxship.export._config import CandidateRecord, ExportConfig, ExportResult
@@ -275,6 +275,10 @@ def _try_strategy(strategy: str, dynamic: bool, module: torch.nn.Module, specs: 
                 STRATEGIES[strategy](call)
                 error = None
             except Exception as exc:  # exporter failures are data here: classified and recorded
+                if is_disk_full(exc):  # not the model's fault: no other candidate would fit either
+                    raise ExportError(f"cannot write {path.name} to {str(work)!r}: no space left on device",
+                                      hint="free space there (or ship to a bigger disk with --releases) and run "
+                                           "again") from None
                 error = exc
         rec.export_seconds = time.perf_counter() - t0
         rec.diagnostics = cap.diagnostics()

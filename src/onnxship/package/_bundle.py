@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from onnxship._errors import PackagingError
+from onnxship._errors import PackagingError, is_disk_full
 from onnxship._util import atomic_write, atomic_write_json, git_sha, utc_now
 from onnxship._version import __version__
 from onnxship.package._release import (
@@ -144,9 +144,14 @@ class ReleaseWriter:
     def __enter__(self) -> ReleaseWriter:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if self.committed is None:
             self.discard()
+        if isinstance(exc, OSError) and is_disk_full(exc):  # any write of the bundle: one clear error
+            raise PackagingError(f"cannot write release {self.version} to {str(self.name_dir)!r}: no space left "
+                                 "on device (nothing was released)",
+                                 hint="free space there or pass --releases on a bigger disk, then ship again"
+                                 ) from None
 
     def discard(self) -> None:
         """Remove the staging folder (nothing else was touched) and the folders this writer created, if empty."""

@@ -16,6 +16,7 @@ from onnxship.publish._config import (
     TrackingTarget,
     experiment_name,
     looks_secret,
+    mask_url,
     resolve_tracking,
 )
 
@@ -144,7 +145,7 @@ def _params(view: BundleView, io: dict[str, list[dict[str, Any]]]) -> dict[str, 
             continue
         if looks_secret(key):
             continue  # a secret-looking key is never logged
-        params[f"meta.{key}"] = str(value)[:500]
+        params[f"meta.{key}"] = mask_url(str(value))[:500]  # a bundle from before ship refused such URLs
     from onnxship.publish._mlflow import sanitize_key
 
     return {sanitize_key(k): v for k, v in params.items()}

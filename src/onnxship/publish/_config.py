@@ -63,6 +63,10 @@ def check_no_secrets(values: dict[str, Any], what: str) -> None:
     if bad:
         raise ConfigError(f"{what} {bad} look like secrets; onnxship does not log secrets to MLflow",
                           hint="pass credentials through the environment (AWS_ACCESS_KEY_ID, ...), not as metadata")
+    urls = sorted(str(k) for k, v in values.items() if isinstance(v, str) and "@" in v and mask_url(v) != v)
+    if urls:
+        raise ConfigError(f"{what} {urls} hold URLs with a password; onnxship does not write secrets into "
+                          "metadata or MLflow", hint="drop the password from the URL (user@host) or leave it out")
 
 
 def _project_root() -> Path:

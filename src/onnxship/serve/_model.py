@@ -77,6 +77,8 @@ def confine(path: str | Path, root: Path | None) -> Path:
     Raises:
         ServeError: status 403 when the resolved path leaves the model root (``..``, a symlink, an absolute path).
     """
+    if "\x00" in str(path):  # os.path.realpath would raise ValueError: embedded null byte
+        raise _error(f"model path {str(path)!r} contains a NUL byte", 400, hint=_RELEASE_HINT)
     raw = Path(path)
     if root is None:
         return Path(os.path.realpath(raw))
@@ -183,6 +185,8 @@ def load_model(located: Located, config: ServeConfig) -> ServedModel:
     Raises:
         ServeError: 422 when onnxruntime cannot load it, its signature is unsupported or the golden check fails.
     """
+    from onnxship.export._onnxfile import external_data_files
+    from onnxship.inspect import load_onnx_checked
     from onnxship.runtime._session import SessionConfig, open_session
 
     start = time.perf_counter()
@@ -191,6 +195,8 @@ def load_model(located: Located, config: ServeConfig) -> ServedModel:
         raise _error(f"{located.onnx_path} has no golden.npz beside it, so it cannot be checked before serving",
                      422, hint="serve a release bundle written by `onnxship ship`, or pass --no-golden-check")
     try:
+        # External data outside the model's folder is refused before onnxruntime opens the file (CVE-2024-27318).
+        external_data_files(located.onnx_path, load_onnx_checked(located.onnx_path))
         info = open_session(located.onnx_path,
                             SessionConfig(intra_op_threads=config.intra_op_threads, allow_spinning=False))
     except CheckError as exc:

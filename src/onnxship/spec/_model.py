@@ -9,6 +9,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,15 +228,18 @@ def _read_checkpoint(path: Path, trust: bool) -> tuple[Any, str]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
-        if not trust and "weights_only" in str(exc).lower():
+        # Only a GLOBAL the weights-only unpickler refused means "needs code"; random bytes also fail weights-only
+        # loading ("Unsupported operand ..."), and calling those a full pickle sent users to --trust-checkpoint.
+        needed = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if not trust and needed:
             raise ModelLoadError(
-                f"checkpoint {str(path)!r} is a full pickle that needs code to load "
-                f"({str(exc).splitlines()[0][:160]})",
+                f"checkpoint {str(path)!r} is a full pickle that needs code to load ({needed.group(1)})",
                 hint="save model.state_dict() instead, or pass --trust-checkpoint if you trust this file "
                 "(loading it runs code from it)",
             ) from None
-        raise ModelLoadError(f"checkpoint {str(path)!r} is corrupt: {exc}",
-                             hint="re-save it with torch.save(model.state_dict(), path)") from None
+        raise ModelLoadError(f"checkpoint {str(path)!r} cannot be read: it does not unpickle as a torch checkpoint",
+                             hint="the file is truncated or not a torch checkpoint; re-save it with "
+                             "torch.save(model.state_dict(), path)") from None
     except Exception as exc:  # zip errors, EOF, truncated files
         raise ModelLoadError(
             f"checkpoint {str(path)!r} cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
