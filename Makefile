@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.onnxship-installed
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench venv clean check-extras
 
 venv: $(STAMP)
 
@@ -48,8 +48,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
 
+# Every benchmark writes its JSON into benchmarks/results/ (minutes in total; run on a quiet machine).
 bench: $(STAMP)
-	$(PY) benchmarks/export_time.py --out benchmarks/results/export_time.json
+	@VENV=$(VENV) bash scripts/components.sh drain3 wrk
+	set -e; for b in export_time verify_throughput bench_variants serve_throughput doctor_train_log deeplog_loghub; do \
+	  echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py; done
+
+check-extras:
+	bash scripts/check_extras.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info out releases
