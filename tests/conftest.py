@@ -27,6 +27,12 @@ def require_component():
     return _require_component
 
 
+@pytest.fixture(autouse=True)
+def _private_export_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own export cache: a dynamo failure remembered by one test must not skip it in another."""
+    monkeypatch.setenv("ONNXSHIP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

@@ -52,3 +52,22 @@ def test_auto_data_dependent_branch(tmp_path):
     assert dyn.outcome == "failed" and "data-dependent" in dyn.reason
     assert any(d.code == "ONX108" and d.severity == "error" for d in dyn.diagnostics)
     assert info.value.candidates[1].outcome == "rejected"
+
+
+def test_auto_remembers_a_dynamo_failure_for_the_same_code(tmp_path):
+    spec = ["x:batch=2 x seq=8:float32"]
+    with pytest.raises(ExportError) as first:
+        onnxship.export(ShapeArithmetic(), inputs=spec, out=tmp_path / "a", name="arith", opsets=(18,))
+    assert first.value.candidates[0].outcome == "rejected"
+    result = onnxship.export(ShapeArithmetic(), inputs=spec, out=tmp_path / "b", name="arith", opsets=(18,),
+                             allow_static=True)
+    dyn = result.candidates[0]
+    assert (dyn.strategy, dyn.outcome) == ("dynamo", "skipped")
+    assert dyn.reason.startswith("cached: rejected") and "--no-cache" in dyn.reason
+    assert dyn.export_seconds == 0
+    again = onnxship.export(ShapeArithmetic(), inputs=spec, out=tmp_path / "c", name="arith", opsets=(18,),
+                            allow_static=True, use_cache=False)
+    assert again.candidates[0].outcome == "rejected"  # --no-cache tries dynamo again
+    other = onnxship.export(ShapeArithmetic(), inputs=["x:batch=2 x seq=8:float32:0..1"], out=tmp_path / "d",
+                            name="arith", opsets=(18,), allow_static=True)
+    assert other.candidates[0].outcome == "rejected"  # other specs: another fingerprint

@@ -43,6 +43,8 @@ def export_command(
     meta: list[str] = typer.Option(None, "--meta", help="user metadata key=value (e.g. vocab_size=30)"),
     fp16: bool = typer.Option(False, "--fp16", help="export in float16"),
     keep_candidates: bool = typer.Option(False, "--keep-candidates", help="keep rejected candidates in OUT/candidates"),
+    no_cache: bool = typer.Option(False, "--no-cache",
+                                  help="auto: try dynamo even if it already failed for this model code"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Export a model to ONNX; accepted only if it matches PyTorch at the export shape and at sweep shapes."""
@@ -55,7 +57,8 @@ def export_command(
         user_meta = parse_kv(meta, "--meta")
         config = ExportConfig(strategy=strategy, opsets=tuple(opsets) if opsets else (17, 18),
                               allow_static=allow_static, output_names=tuple(output_names) if output_names else None,
-                              fp16=fp16, metadata=user_meta, keep_candidates=keep_candidates)
+                              fp16=fp16, metadata=user_meta, keep_candidates=keep_candidates,
+                              use_cache=not no_cache)
     except ConfigError as exc:
         raise fail(exc, USAGE_EXIT) from None
     default_inputs, default_names, default_meta = spec.export_defaults()

@@ -17,6 +17,7 @@ import onnx
 from onnxship._errors import ConfigError, ExportError, OnnxshipError, is_disk_full
 from onnxship._util import atomic_write_json, git_sha, utc_now
 from onnxship._version import __version__
+from onnxship.export import _cache
 from onnxship.export._config import CandidateRecord, ExportConfig, ExportResult
 from onnxship.export._diagnostics import Diagnostic, capture_diagnostics, classify, merge_diagnostics
 from onnxship.export._inputs_from_model import (
@@ -176,8 +177,24 @@ def _run(module: torch.nn.Module, loaded: LoadedModel, specs: list[TensorSpec], 
         modes = [True] + ([False] if has_dynamic and config.allow_static else [])
         for dynamic in modes:
             for strategy in strategies:
+                cache_key = None
+                if strategy == "dynamo" and config.strategy == "auto" and config.use_cache:
+                    cache_key = _cache.fingerprint(module, specs, config.opsets, dynamic, loaded.torch_version)
+                    hit = _cache.recall(cache_key)
+                    if hit:
+                        candidates.append(CandidateRecord(
+                            strategy="dynamo", opset=config.opsets[0], outcome="skipped", dynamic=dynamic,
+                            reason=f"cached: {hit['outcome']} for this model code on {hit.get('when')} "
+                                   f"({hit.get('reason')}); --no-cache tries again"))
+                        continue
+                first = len(candidates)
                 winner = _try_strategy(strategy, dynamic, module, specs, values, binding, output_names, config,
                                        work, torch_runner, tolerance, points, candidates)
+                if cache_key and not winner and candidates[first:]:
+                    last = candidates[-1]
+                    if last.outcome in ("failed", "rejected"):
+                        _cache.remember(cache_key, last.outcome, last.reason,
+                                        sum(c.export_seconds + c.verify_seconds for c in candidates[first:]))
                 if winner:
                     break
             if winner:

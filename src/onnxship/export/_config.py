@@ -36,6 +36,7 @@ class ExportConfig:
     verify: bool = True  # run the shape-sweep parity gate on each candidate (False only for benchmarks)
     task: str | None = None  # classification | detection | sequence: adds task agreement to the candidate gate
     gate_samples: int = 16  # random samples the precision-aware gate compares at the export shape
+    use_cache: bool = True  # auto: skip a dynamo attempt that already failed for the same model code (_cache.py)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_CHOICES:
