@@ -5,6 +5,7 @@ DO NOT import torch at module level.
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 import time
@@ -123,15 +124,13 @@ def export(
                          f"({', '.join(f'{k}->{v}' for k, v in binding.params.items())})")
         specs = _order_specs(specs, binding)
         if config.fp16:
-            module = module.half()
+            module = copy.deepcopy(module).half()  # the caller's model keeps its dtype
             specs = [replace(s, dtype="float16") if s.dtype == "float32" else s for s in specs]
         values = dummy_values(specs, samples, config.seed, config.fp16)
         return _run(module, loaded, specs, values, binding, config, Path(out), name, notes, start)
     finally:
         if restore_training:
-            module.train(True)
-        if config.fp16 and isinstance(model, type(module)) and model is module:
-            module.float()
+            loaded.model.train(True)
 
 
 def _model_name(name: str | None, loaded: LoadedModel) -> str:
