@@ -46,14 +46,23 @@ def main() -> None:
     )
 
     torch.set_num_threads(args.threads)
-    result: dict = {"load_avg_start": os.getloadavg(), "platform": platform.platform(),
-                    "torch": torch.__version__, "threads": args.threads, "parse": {}}
+    result: dict = {
+        "load_avg_start": os.getloadavg(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "parse": {},
+    }
     with tempfile.TemporaryDirectory(prefix="deeplog-bench-") as tmp:
         work = Path(tmp)
         for fmt in ("hdfs", "bgl"):
             r = parse_logs(ParseConfig(args.loghub / f"{fmt.upper()}_2k.log", fmt, work / f"{fmt}.parquet"))
-            result["parse"][fmt] = {"grouping_accuracy": r.grouping_accuracy, "templates": r.templates,
-                                    "reference_templates": r.reference_templates, "seconds": r.seconds}
+            result["parse"][fmt] = {
+                "grouping_accuracy": r.grouping_accuracy,
+                "templates": r.templates,
+                "reference_templates": r.reference_templates,
+                "seconds": r.seconds,
+            }
         t0 = time.perf_counter()
         b = build_sequences(BuildConfig(work / "bgl.parquet", work, window=10))
         result["build"] = b.to_dict() | {"seconds": time.perf_counter() - t0}
@@ -61,20 +70,37 @@ def main() -> None:
         result["train"] = {k: v for k, v in t.to_dict().items() if k not in ("checkpoint", "log")}
         t0 = time.perf_counter()
         s = ship_deeplog(DeepLogShipConfig(t.checkpoint, b.vocab, releases=work / "releases", portable=True))
-        result["ship"] = {"seconds": time.perf_counter() - t0, "exporter": s.release.export.strategy,
-                          "opset": s.release.export.opset, "sequence_check": s.sequence_check}
+        result["ship"] = {
+            "seconds": time.perf_counter() - t0,
+            "exporter": s.release.export.strategy,
+            "opset": s.release.export.opset,
+            "sequence_check": s.sequence_check,
+        }
         result["detect"] = {}
         for g in (5, 9, 15):
-            d = detect_anomalies(DetectConfig(work / "releases/deeplog/latest", work / "bgl.parquet", top_g=g))
-            result["detect"][f"g={g}"] = {"onnx": d.metrics, "torch": d.torch["metrics"] if d.torch else None,
-                                          "torch_onnx_decision_agreement":
-                                              d.torch["agreement"]["decision_agreement"] if d.torch else None,
-                                          "anomalies": d.anomalies, "windows": d.windows, "seconds": d.seconds}
+            d = detect_anomalies(
+                DetectConfig(work / "releases/deeplog/latest", work / "bgl.parquet", top_g=g)
+            )
+            result["detect"][f"g={g}"] = {
+                "onnx": d.metrics,
+                "torch": d.torch["metrics"] if d.torch else None,
+                "torch_onnx_decision_agreement": d.torch["agreement"]["decision_agreement"]
+                if d.torch
+                else None,
+                "anomalies": d.anomalies,
+                "windows": d.windows,
+                "seconds": d.seconds,
+            }
     result["load_avg_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(json.dumps({"parse": result["parse"], "detect": {k: v["onnx"] for k, v in result["detect"].items()}},
-                     indent=1, default=str))
+    print(
+        json.dumps(
+            {"parse": result["parse"], "detect": {k: v["onnx"] for k, v in result["detect"].items()}},
+            indent=1,
+            default=str,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,18 @@ def _write_log(path: Path, n: int) -> None:
     lr = 1e-3 * np.minimum(1.0, t / (n / 20)) * (1 - t / n)
     with open(path, "w", encoding="utf-8") as fh:
         for i in range(n):
-            fh.write(json.dumps({"step": i + 1, "epoch": round((i + 1) / (n / 4), 4), "loss": float(loss[i]),
-                                 "grad_norm": float(gn[i]), "learning_rate": float(lr[i])}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "step": i + 1,
+                        "epoch": round((i + 1) / (n / 4), 4),
+                        "loss": float(loss[i]),
+                        "grad_norm": float(gn[i]),
+                        "learning_rate": float(lr[i]),
+                    }
+                )
+                + "\n"
+            )
 
 
 def _best(fn, repeat: int) -> tuple[float, object]:
@@ -61,15 +71,32 @@ def main() -> None:
             analyse_s, result = _best(lambda lg=log: analyze(lg, TrainLogConfig()), args.repeat)
             plot_s, _ = _best(lambda r=result, p=path: plot_train_log(r, p.with_suffix(".png")), 1)
             total_s, _ = _best(lambda p=path: diagnose_train_log(p), 1)
-            points.append({"entries": n, "bytes": path.stat().st_size, "read_s": round(read_s, 4),
-                           "analyse_s": round(analyse_s, 4), "plot_s": round(plot_s, 4),
-                           "read_and_analyse_s": round(total_s, 4),
-                           "alarms": sorted({f.code for f in result.alarms})})
+            points.append(
+                {
+                    "entries": n,
+                    "bytes": path.stat().st_size,
+                    "read_s": round(read_s, 4),
+                    "analyse_s": round(analyse_s, 4),
+                    "plot_s": round(plot_s, 4),
+                    "read_and_analyse_s": round(total_s, 4),
+                    "alarms": sorted({f.code for f in result.alarms}),
+                }
+            )
             print(points[-1])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"benchmark": "doctor_train_log", "python": platform.python_version(),
-                                    "machine": platform.machine(), "repeat": args.repeat, "points": points},
-                                   indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "benchmark": "doctor_train_log",
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+                "repeat": args.repeat,
+                "points": points,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

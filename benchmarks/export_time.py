@@ -29,7 +29,10 @@ from onnxship.export._diagnostics import capture_diagnostics
 from onnxship.testing import DeepLogLSTM, GRUTagger, SmallCNN, SmallTransformer, randomize_constant_init
 
 ARCHS = {
-    "lstm": (lambda: DeepLogLSTM(vocab=30, embed=32, hidden=64), ["input_sequence:batch=2 x seq=10..64:int64:0..30"]),
+    "lstm": (
+        lambda: DeepLogLSTM(vocab=30, embed=32, hidden=64),
+        ["input_sequence:batch=2 x seq=10..64:int64:0..30"],
+    ),
     "gru": (lambda: GRUTagger(), ["tokens:batch=2 x seq=10..64:int64:0..20"]),
     "cnn": (lambda: randomize_constant_init(SmallCNN()), ["image:batch=2 x 3 x 32 x 32:float32"]),
     "transformer": (lambda: SmallTransformer(), ["tokens:batch=2 x seq=16..64:int64:0..100"]),
@@ -59,6 +62,7 @@ def _raw_calls(model, specs, tmp: Path):
         def run():
             with capture_diagnostics():
                 fn(ExportCall(model, values, binding, tspecs, out_names, 18, tmp / path))
+
         return run
 
     return call(export_dynamo, "raw_dyn.onnx"), call(export_torchscript, "raw_ts.onnx"), values, binding
@@ -79,8 +83,17 @@ def _dynamo_breakdown(model, values, binding, repeat: int) -> dict[str, float]:
     def onnx(optimize: bool):
         def run():
             with capture_diagnostics():
-                torch.onnx.export(model, args, None, kwargs=kwargs or None, dynamo=True, opset_version=18,
-                                  dynamic_shapes=ds, optimize=optimize)
+                torch.onnx.export(
+                    model,
+                    args,
+                    None,
+                    kwargs=kwargs or None,
+                    dynamo=True,
+                    opset_version=18,
+                    dynamic_shapes=ds,
+                    optimize=optimize,
+                )
+
         return run
 
     return {
@@ -115,8 +128,15 @@ def main() -> None:
                 cached = label == "auto_cached"
 
                 def run(strategy=strategy, res=res, model=model, specs=specs, arch=arch, cached=cached):
-                    r = onnxship.export(model, inputs=specs, out=tmp / f"{arch}-{strategy}", name=arch,
-                                        strategy=strategy, opsets=(18,), use_cache=cached)
+                    r = onnxship.export(
+                        model,
+                        inputs=specs,
+                        out=tmp / f"{arch}-{strategy}",
+                        name=arch,
+                        strategy=strategy,
+                        opsets=(18,),
+                        use_cache=cached,
+                    )
                     res["winner"] = r.strategy
                     res["verify_s"] = sum(c.verify_seconds for c in r.candidates)
                     res["candidates"] = [c.label + ":" + c.outcome for c in r.candidates]
@@ -139,8 +159,10 @@ def main() -> None:
         "auto_overhead_x": {r["arch"]: r["onnxship_auto"].get("overhead_x") for r in results},
         "auto_cached_overhead_x": {r["arch"]: r["onnxship_auto_cached"].get("overhead_x") for r in results},
         "dynamo_torch_export_share": {
-            r["arch"]: r["dynamo_breakdown"]["torch_export_s"] / r["dynamo_breakdown"]["onnx_total_optimize_s"]
-            for r in results},
+            r["arch"]: r["dynamo_breakdown"]["torch_export_s"]
+            / r["dynamo_breakdown"]["onnx_total_optimize_s"]
+            for r in results
+        },
         "findings": [
             "torch.export (graph capture) is a minority of dynamo time; decomposition + translation + the "
             "onnxscript optimizer dominate, and a silently specialised dim costs a second torch.export run",
@@ -153,7 +175,11 @@ def main() -> None:
     doc = {
         "benchmark": "export_time",
         "summary": summary,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "versions": {"torch": torch.__version__, "onnxship": onnxship.__version__},
         "note": "minimum of --repeat runs; the machine is shared (2 cores), so absolute numbers are noisy",
         "results": results,

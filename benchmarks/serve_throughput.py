@@ -41,9 +41,13 @@ def _ship(work: Path) -> Path:
     import onnxship.ship as ship_mod
     from onnxship.spec._config import ShipConfig
 
-    cfg = ShipConfig.from_dict({"model": {"spec": str(ROOT / "examples/deeplog/model.py") + ":build_model"},
-                                "paths": {"releases": str(work / "releases")},
-                                "export": {"strategy": "torchscript"}})
+    cfg = ShipConfig.from_dict(
+        {
+            "model": {"spec": str(ROOT / "examples/deeplog/model.py") + ":build_model"},
+            "paths": {"releases": str(work / "releases")},
+            "export": {"strategy": "torchscript"},
+        }
+    )
     result = ship_mod.ship(config=cfg)
     return result.path
 
@@ -87,17 +91,26 @@ def _ms(text: str) -> float:
 def _wrk(url: str, body: str, connections: int, seconds: int, work: Path) -> dict:
     script = work / "post.lua"
     script.write_text(LUA.format(body=body))
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    ).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
     total = re.search(r"(\d+) requests in", out)
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
-    return {"concurrency": connections, "req_per_s": float(rps.group(1)) if rps else None,
-            "p50_ms": _ms(lat.get("50", "")), "p99_ms": _ms(lat.get("99", "")),
-            "requests": int(total.group(1)) if total else None, "non_2xx": int(bad.group(1)) if bad else 0,
-            "socket_errors": errors.group(0) if errors else None}
+    return {
+        "concurrency": connections,
+        "req_per_s": float(rps.group(1)) if rps else None,
+        "p50_ms": _ms(lat.get("50", "")),
+        "p99_ms": _ms(lat.get("99", "")),
+        "requests": int(total.group(1)) if total else None,
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(0) if errors else None,
+    }
 
 
 def _in_process(model: Path, seconds: float) -> list[dict]:
@@ -116,31 +129,60 @@ def _in_process(model: Path, seconds: float) -> list[dict]:
             sess.run(None, {"input_sequence": x})
             times.append(time.perf_counter() - t)
         arr = np.asarray(times)
-        rows.append({"batch": batch, "calls_per_s": len(arr) / arr.sum(), "samples_per_s": batch * len(arr) / arr.sum(),
-                     "p50_ms": float(np.percentile(arr, 50) * 1e3), "p99_ms": float(np.percentile(arr, 99) * 1e3)})
+        rows.append(
+            {
+                "batch": batch,
+                "calls_per_s": len(arr) / arr.sum(),
+                "samples_per_s": batch * len(arr) / arr.sum(),
+                "p50_ms": float(np.percentile(arr, 50) * 1e3),
+                "p99_ms": float(np.percentile(arr, 99) * 1e3),
+            }
+        )
     return rows
 
 
-def _onnxship(release: Path, seconds: int, work: Path, max_batch: int, levels: list[int],
-              extra: tuple[str, ...] = ()) -> list[dict]:
+def _onnxship(
+    release: Path, seconds: int, work: Path, max_batch: int, levels: list[int], extra: tuple[str, ...] = ()
+) -> list[dict]:
     port = _free_port()
     exe = str(Path(sys.executable).with_name("onnxship"))
     env = {k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "ONNXSHIP_TOKEN")}
-    proc = subprocess.Popen([exe, "serve", "--model-path", str(release), "--port", str(port), "--max-batch",
-                             str(max_batch), *extra], cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            exe,
+            "serve",
+            "--model-path",
+            str(release),
+            "--port",
+            str(port),
+            "--max-batch",
+            str(max_batch),
+            *extra,
+        ],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         _wait(base + "/v2/health/ready", proc)
-        body = json.dumps({"inputs": [{"name": "input_sequence", "shape": [1, 10], "datatype": "INT64",
-                                       "data": SAMPLE[0]}]})
-        rows = [_wrk(base + "/v2/models/deeplog/infer", body, c, seconds, work)
-                | {"max_batch": max_batch, "flags": list(extra)} for c in levels]
+        body = json.dumps(
+            {"inputs": [{"name": "input_sequence", "shape": [1, 10], "datatype": "INT64", "data": SAMPLE[0]}]}
+        )
+        rows = [
+            _wrk(base + "/v2/models/deeplog/infer", body, c, seconds, work)
+            | {"max_batch": max_batch, "flags": list(extra)}
+            for c in levels
+        ]
         with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
             text = r.read().decode()
         runs = re.search(r"^onnxship_batch_requests_count (\d+)", text, re.M)
         reqs = re.search(r"^onnxship_batch_requests_sum (\S+)", text, re.M)
         if runs and reqs and int(runs.group(1)):
-            rows[-1]["mean_requests_per_model_run_over_all_points"] = float(reqs.group(1)) / int(runs.group(1))
+            rows[-1]["mean_requests_per_model_run_over_all_points"] = float(reqs.group(1)) / int(
+                runs.group(1)
+            )
         return rows
     finally:
         _stop(proc)
@@ -153,17 +195,42 @@ def _mlflow(release: Path, seconds: int, work: Path, levels: list[int]) -> list[
     except ImportError:
         return {"skipped": "mlflow is not installed"}
     model_dir = work / "mlflow_model"
-    mlflow.onnx.save_model(onnx.load(str(release / "deeplog.onnx")), str(model_dir),
-                           pip_requirements=["onnx", "onnxruntime"],
-                           onnx_execution_providers=["CPUExecutionProvider"])
+    mlflow.onnx.save_model(
+        onnx.load(str(release / "deeplog.onnx")),
+        str(model_dir),
+        pip_requirements=["onnx", "onnxruntime"],
+        onnx_execution_providers=["CPUExecutionProvider"],
+    )
     port = _free_port()
     # mlflow starts `uvicorn` by name: the venv's bin must come first on PATH
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     exe = str(Path(sys.executable).with_name("mlflow"))
-    proc = subprocess.Popen([exe, "models", "serve", "-m", str(model_dir), "-h", "127.0.0.1", "-p", str(port),
-                             "--env-manager", "local", "-w", "1"], cwd=work, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            exe,
+            "models",
+            "serve",
+            "-m",
+            str(model_dir),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--env-manager",
+            "local",
+            "-w",
+            "1",
+        ],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         _wait(base + "/ping", proc)
@@ -192,16 +259,23 @@ def main() -> None:
         release = _ship(work)
         results = {
             "measured_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                        "note": "shared with other jobs: load varies between runs; compare points of one run"},
-            "seconds_per_point": args.seconds, "model": "examples/deeplog/model.py (2-layer LSTM, hidden 64)",
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "note": "shared with other jobs: load varies between runs; compare points of one run",
+            },
+            "seconds_per_point": args.seconds,
+            "model": "examples/deeplog/model.py (2-layer LSTM, hidden 64)",
             "request": "one [1,10] int64 sample, JSON (binary_data=False), wrk -t1 -cN keep-alive",
             "in_process_onnxruntime": _in_process(release / "deeplog.onnx", args.seconds),
             "onnxship_serve": _onnxship(release, args.seconds, work, 32, levels),
             "onnxship_serve_no_batching": _onnxship(release, args.seconds, work, 1, [32]),
-            "onnxship_serve_always_executor_thread": _onnxship(release, args.seconds, work, 32, levels,
-                                                               ("--inline-below-ms", "0")),
-            "mlflow_models_serve": {"skipped": "--no-mlflow"} if args.no_mlflow
+            "onnxship_serve_always_executor_thread": _onnxship(
+                release, args.seconds, work, 32, levels, ("--inline-below-ms", "0")
+            ),
+            "mlflow_models_serve": {"skipped": "--no-mlflow"}
+            if args.no_mlflow
             else _mlflow(release, args.seconds, work, levels),
         }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -78,19 +78,24 @@ def throughput(onnx_path: Path, tmp: Path, n: int, batch: int, repeat: int) -> d
     model = spec.load().model
     ort = OnnxRuntimeRunner(onnx_path)
     torch_runner = TorchRunner(model, bind_inputs(model, ["input_sequence"]), output_names=ort.output_names)
-    batches = [{"input_sequence": x[i:i + batch]} for i in range(0, n, batch)]
+    batches = [{"input_sequence": x[i : i + batch]} for i in range(0, n, batch)]
 
     def run_all(runner, feeds_list):
         for feeds in feeds_list:
             runner.infer(feeds)
 
     def run_verify(data: Path, expect: int) -> None:
-        rep = verify(onnx_path, model=model, config=VerifyConfig(mode="full", data=data, batch_size=batch,
-                                                                 sweep=False, task="sequence"))
+        rep = verify(
+            onnx_path,
+            model=model,
+            config=VerifyConfig(mode="full", data=data, batch_size=batch, sweep=False, task="sequence"),
+        )
         assert rep.passed, rep.failure_reason
         assert rep.compare["sample_count"] == expect, rep.compare
 
-    times: dict[str, list[float]] = {k: [] for k in ("torch", "ort", "npz", "parquet", "one_verify", "one_both")}
+    times: dict[str, list[float]] = {
+        k: [] for k in ("torch", "ort", "npz", "parquet", "one_verify", "one_both")
+    }
     load_before = os.getloadavg()
     for _ in range(repeat):
         times["torch"].append(_timed(lambda: run_all(torch_runner, batches)))
@@ -98,18 +103,29 @@ def throughput(onnx_path: Path, tmp: Path, n: int, batch: int, repeat: int) -> d
         times["npz"].append(_timed(lambda: run_verify(npz, n)))
         times["parquet"].append(_timed(lambda: run_verify(parquet, n)))
         times["one_verify"].append(_timed(lambda: run_verify(one, batch)))
-        times["one_both"].append(_timed(lambda: (run_all(torch_runner, batches[:1]), run_all(ort, batches[:1]))))
+        times["one_both"].append(
+            _timed(lambda: (run_all(torch_runner, batches[:1]), run_all(ort, batches[:1])))
+        )
     best = {k: min(v) for k, v in times.items()}
     both = best["torch"] + best["ort"]
     return {
-        "samples": n, "batch_size": batch, "rounds": repeat, "torch_alone_s": best["torch"],
-        "ort_alone_s": best["ort"], "both_alone_s": both,
-        "verify_npz_s": best["npz"], "verify_parquet_s": best["parquet"],
-        "verify_npz_samples_per_s": n / best["npz"], "verify_parquet_samples_per_s": n / best["parquet"],
-        "ratio_npz": both / best["npz"], "ratio_parquet": both / best["parquet"],
+        "samples": n,
+        "batch_size": batch,
+        "rounds": repeat,
+        "torch_alone_s": best["torch"],
+        "ort_alone_s": best["ort"],
+        "both_alone_s": both,
+        "verify_npz_s": best["npz"],
+        "verify_parquet_s": best["parquet"],
+        "verify_npz_samples_per_s": n / best["npz"],
+        "verify_parquet_samples_per_s": n / best["parquet"],
+        "ratio_npz": both / best["npz"],
+        "ratio_parquet": both / best["parquet"],
         "verify_fixed_overhead_s": best["one_verify"] - best["one_both"],
-        "goal_ratio": 0.8, "all_times_s": times,
-        "load_average_before": list(load_before), "load_average_after": list(os.getloadavg()),
+        "goal_ratio": 0.8,
+        "all_times_s": times,
+        "load_average_before": list(load_before),
+        "load_average_after": list(os.getloadavg()),
     }
 
 
@@ -125,10 +141,14 @@ def child_memory(onnx_path: str, parquet: str, batch: int) -> dict:
     seconds = time.perf_counter() - t0
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return {"samples": rep.compare["sample_count"], "passed": rep.passed, "seconds": seconds,
-            "tracemalloc_peak_mb": peak / 2**20,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rss_before_verify_mb": rss_before / 1024}
+    return {
+        "samples": rep.compare["sample_count"],
+        "passed": rep.passed,
+        "seconds": seconds,
+        "tracemalloc_peak_mb": peak / 2**20,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_verify_mb": rss_before / 1024,
+    }
 
 
 def memory(onnx_path: Path, tmp: Path, base: int, batch: int, scales: tuple[int, ...]) -> list[dict]:
@@ -139,15 +159,23 @@ def memory(onnx_path: Path, tmp: Path, base: int, batch: int, scales: tuple[int,
         path = tmp / f"data-{scale}x.parquet"
         _write_parquet(path, x, y)
         del x, y
-        out = subprocess.run([sys.executable, __file__, "--child-memory", str(onnx_path), str(path), str(batch)],
-                             capture_output=True, text=True, timeout=1800, check=False)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child-memory", str(onnx_path), str(path), str(batch)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"memory child failed at {scale}x: {out.stderr[-2000:]}")
         row = json.loads(out.stdout.strip().splitlines()[-1])
         row.update({"scale": scale, "rows": n})
         rows.append(row)
-        print(f"  {scale:>4}x {n:>7} rows: peak RSS {row['peak_rss_mb']:.0f} MB, tracemalloc peak "
-              f"{row['tracemalloc_peak_mb']:.1f} MB, {row['seconds']:.1f} s", flush=True)
+        print(
+            f"  {scale:>4}x {n:>7} rows: peak RSS {row['peak_rss_mb']:.0f} MB, tracemalloc peak "
+            f"{row['tracemalloc_peak_mb']:.1f} MB, {row['seconds']:.1f} s",
+            flush=True,
+        )
     return rows
 
 
@@ -159,7 +187,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-memory", action="store_true", help="throughput only")
-    parser.add_argument("--child-memory", nargs=3, metavar=("ONNX", "PARQUET", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child-memory", nargs=3, metavar=("ONNX", "PARQUET", "BATCH"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child_memory:
         onnx_path, parquet, batch = args.child_memory
@@ -174,24 +204,38 @@ def main() -> None:
         onnx_path = _export(tmp)
         print("throughput ...", flush=True)
         thr = throughput(onnx_path, tmp, args.base * args.scale_throughput, args.batch, args.repeat)
-        print(f"  torch {thr['torch_alone_s']:.3f} s + ort {thr['ort_alone_s']:.3f} s; verify npz "
-              f"{thr['verify_npz_s']:.3f} s (ratio {thr['ratio_npz']:.2f}), parquet {thr['verify_parquet_s']:.3f} s "
-              f"(ratio {thr['ratio_parquet']:.2f}); fixed overhead {thr['verify_fixed_overhead_s']:.3f} s; "
-              f"load {thr['load_average_before'][0]:.1f}", flush=True)
+        print(
+            f"  torch {thr['torch_alone_s']:.3f} s + ort {thr['ort_alone_s']:.3f} s; verify npz "
+            f"{thr['verify_npz_s']:.3f} s (ratio {thr['ratio_npz']:.2f}), parquet {thr['verify_parquet_s']:.3f} s "
+            f"(ratio {thr['ratio_parquet']:.2f}); fixed overhead {thr['verify_fixed_overhead_s']:.3f} s; "
+            f"load {thr['load_average_before'][0]:.1f}",
+            flush=True,
+        )
         mem = []
         if not args.skip_memory:
             print("memory ...", flush=True)
             mem = memory(onnx_path, tmp, args.base, args.batch, (1, 10, 100))
     result = {
-        "benchmark": "verify_throughput", "model": "examples/deeplog (LSTM 2x64, vocab 30, seq 10), TorchScript export",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
-        "throughput": thr, "memory": mem,
-        "memory_growth_100x_vs_1x": None if not mem else {
+        "benchmark": "verify_throughput",
+        "model": "examples/deeplog (LSTM 2x64, vocab 30, seq 10), TorchScript export",
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+        "throughput": thr,
+        "memory": mem,
+        "memory_growth_100x_vs_1x": None
+        if not mem
+        else {
             "peak_rss": mem[-1]["peak_rss_mb"] / mem[0]["peak_rss_mb"],
-            "tracemalloc_peak": mem[-1]["tracemalloc_peak_mb"] / mem[0]["tracemalloc_peak_mb"]},
+            "tracemalloc_peak": mem[-1]["tracemalloc_peak_mb"] / mem[0]["tracemalloc_peak_mb"],
+        },
         "notes": "ratio = (torch alone + ORT alone) / verify on the same batches; memory rows are fresh interpreters "
-                 "streaming parquet in full mode (per-sample statistics are the only state that grows with N).",
+        "streaming parquet in full mode (per-sample statistics are the only state that grows with N).",
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,12 @@ def test_console_script_help():
 def test_public_surface_is_pinned():
     import onnxship
 
-    assert set(onnxship.__all__) >= {"export", "ExportConfig", "ExportResult", "inspect_model", "OnnxshipError"}
+    assert set(onnxship.__all__) >= {
+        "export",
+        "ExportConfig",
+        "ExportResult",
+        "inspect_model",
+        "OnnxshipError",
+    }
     for name in onnxship.__all__:
         assert getattr(onnxship, name) is not None

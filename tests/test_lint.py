@@ -11,6 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_ruff_check():
     ruff = Path(sys.executable).with_name("ruff")
-    out = subprocess.run([str(ruff), "check", "src", "tests", "examples", "benchmarks"], cwd=ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [str(ruff), "check", "src", "tests", "examples", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout + out.stderr

@@ -26,7 +26,9 @@ ONNXSHIP_METADATA = {
 class DeepLog(nn.Module):
     """Predicts the next log template id from the previous ``seq_len`` ids."""
 
-    def __init__(self, vocab_size: int = VOCAB_SIZE, embed_dim: int = 32, hidden: int = 64, layers: int = 2) -> None:
+    def __init__(
+        self, vocab_size: int = VOCAB_SIZE, embed_dim: int = 32, hidden: int = 64, layers: int = 2
+    ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim)
         self.lstm = nn.LSTM(embed_dim, hidden, num_layers=layers, batch_first=True)
@@ -37,6 +39,8 @@ class DeepLog(nn.Module):
         return self.fc(h[:, -1, :])
 
 
-def build_model(vocab_size: int = VOCAB_SIZE, embed_dim: int = 32, hidden: int = 64, layers: int = 2) -> DeepLog:
+def build_model(
+    vocab_size: int = VOCAB_SIZE, embed_dim: int = 32, hidden: int = 64, layers: int = 2
+) -> DeepLog:
     torch.manual_seed(0)
     return DeepLog(vocab_size, embed_dim, hidden, layers)

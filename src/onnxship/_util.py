@@ -14,7 +14,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_json", "atomic_write_text", "git_sha", "public_mode", "utc_now", "verb_module"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_text",
+    "git_sha",
+    "public_mode",
+    "utc_now",
+    "verb_module",
+]
 
 
 class _VerbModule(types.ModuleType):
@@ -50,8 +58,14 @@ def git_sha(cwd: str | Path | None = None, length: int = 7) -> str:
     if shutil.which("git") is None:
         return "nogit"
     try:
-        out = subprocess.run(["git", "rev-parse", f"--short={length}", "HEAD"], cwd=cwd or os.getcwd(),
-                             capture_output=True, text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", f"--short={length}", "HEAD"],
+            cwd=cwd or os.getcwd(),
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return "nogit"
     sha = out.stdout.strip()

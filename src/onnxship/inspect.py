@@ -36,8 +36,10 @@ class InspectResult:
         return value if isinstance(value, str) else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()},
-                "exporter": self.exporter}
+        return {
+            **{k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()},
+            "exporter": self.exporter,
+        }
 
 
 def _decode(value: str) -> Any:
@@ -60,10 +62,14 @@ def load_onnx_checked(path: str | Path) -> Any:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        raise CheckError(f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__})",
-                         hint="the file is truncated or not ONNX; re-export it") from None
+        raise CheckError(
+            f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__})",
+            hint="the file is truncated or not ONNX; re-export it",
+        ) from None
     except Exception as exc:
-        raise CheckError(f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+        raise CheckError(
+            f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__}: {exc})"
+        ) from None
     if not model.graph.node and not model.graph.output:
         raise CheckError(f"{str(path)!r} holds no graph", hint="the file is empty, truncated or not ONNX")
     return model
@@ -86,19 +92,27 @@ def inspect_model(path: str | Path) -> InspectResult:
     ext = external_data_files(path, model)
     missing = [p.name for p in ext if not p.exists()]
     if missing:
-        raise CheckError(f"{path.name} references external data {missing} that is missing",
-                         hint="copy the .data file(s) next to the .onnx")
+        raise CheckError(
+            f"{path.name} references external data {missing} that is missing",
+            hint="copy the .data file(s) next to the .onnx",
+        )
     io = declared_io(model)
     params = 0
     for init in model.graph.initializer:
         params += int(np.prod(init.dims)) if len(init.dims) else 1
     sidecar = path.with_name(path.name + ".meta.json")
     return InspectResult(
-        path=path, inputs=io["inputs"], outputs=io["outputs"],
+        path=path,
+        inputs=io["inputs"],
+        outputs=io["outputs"],
         opsets={(o.domain or "ai.onnx"): o.version for o in model.opset_import},
-        producer=f"{model.producer_name} {model.producer_version}".strip(), ir_version=model.ir_version,
+        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        ir_version=model.ir_version,
         metadata={p.key: _decode(p.value) for p in model.metadata_props},
         size_bytes=path.stat().st_size + sum(p.stat().st_size for p in ext),
-        sha256=file_sha256(path), external_data=[p.name for p in ext],
-        sidecar=sidecar if sidecar.exists() else None, node_count=len(model.graph.node), parameter_count=params,
+        sha256=file_sha256(path),
+        external_data=[p.name for p in ext],
+        sidecar=sidecar if sidecar.exists() else None,
+        node_count=len(model.graph.node),
+        parameter_count=params,
     )

@@ -48,22 +48,36 @@ class ShipResult:
     export: ExportResult
     report: VerifyReport  # what report.json / report.html hold
     assets: list[PreparedAsset] = field(default_factory=list)
-    variants: list[dict[str, Any]] = field(default_factory=list)  # one entry per optimized variant (kept/rejected)
+    variants: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # one entry per optimized variant (kept/rejected)
     triton: TritonResult | None = None
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "version": self.version, "path": str(self.path),
-            "latest": str(self.latest) if self.latest else None, "passed": self.passed,
-            "model": str(self.release.model_path), "sha256": self.release.meta.get("onnx_sha256"),
-            "report": str(self.path / "report.json"), "report_html": str(self.path / "report.html"),
-            "golden": str(self.path / "golden.npz"), "verification": self.report.summary(),
-            "assets": [a.to_dict() for a in self.assets], "variants": self.variants,
-            "triton": self.triton.to_dict() if self.triton else None, "notes": self.notes,
-            "export": {"strategy": self.export.strategy, "opset": self.export.opset, "static": self.export.static,
-                       "candidates": [c.to_dict() | {"parity": None} for c in self.export.candidates]},
+            "name": self.name,
+            "version": self.version,
+            "path": str(self.path),
+            "latest": str(self.latest) if self.latest else None,
+            "passed": self.passed,
+            "model": str(self.release.model_path),
+            "sha256": self.release.meta.get("onnx_sha256"),
+            "report": str(self.path / "report.json"),
+            "report_html": str(self.path / "report.html"),
+            "golden": str(self.path / "golden.npz"),
+            "verification": self.report.summary(),
+            "assets": [a.to_dict() for a in self.assets],
+            "variants": self.variants,
+            "triton": self.triton.to_dict() if self.triton else None,
+            "notes": self.notes,
+            "export": {
+                "strategy": self.export.strategy,
+                "opset": self.export.opset,
+                "static": self.export.static,
+                "candidates": [c.to_dict() | {"parity": None} for c in self.export.candidates],
+            },
             "seconds": round(self.seconds, 3),
         }
 
@@ -74,16 +88,20 @@ def _resolve_model(model: Any, cfg: ShipConfig) -> tuple[Any, ModelSpec | None]:
     m = cfg.model
     if model is None:
         if not m.spec:
-            raise ConfigError("no model given", hint="pass --model file.py:factory or set model.spec in onnxship.yaml")
+            raise ConfigError(
+                "no model given", hint="pass --model file.py:factory or set model.spec in onnxship.yaml"
+            )
         model = m.spec
     if isinstance(model, str):
-        model = parse_model_spec(model, kwargs=dict(m.args), checkpoint=m.checkpoint,
-                                 trust_checkpoint=m.trust_checkpoint)
+        model = parse_model_spec(
+            model, kwargs=dict(m.args), checkpoint=m.checkpoint, trust_checkpoint=m.trust_checkpoint
+        )
     return model, model if isinstance(model, ModelSpec) else None
 
 
-def _sizes(module: torch.nn.Module, golden_outputs: dict[str, Any], metadata: dict[str, Any]) -> tuple[ModelSizes,
-                                                                                                     ModelSizes]:
+def _sizes(
+    module: torch.nn.Module, golden_outputs: dict[str, Any], metadata: dict[str, Any]
+) -> tuple[ModelSizes, ModelSizes]:
     from torch import nn
 
     emb = next((m.num_embeddings for m in module.modules() if isinstance(m, nn.Embedding)), None)
@@ -94,8 +112,9 @@ def _sizes(module: torch.nn.Module, golden_outputs: dict[str, Any], metadata: di
     return vocab, labels
 
 
-def _load_model(model: Any, spec: ModelSpec | None, inputs: list[str] | None,
-                cfg: ShipConfig) -> tuple[Any, str, list[str], dict[str, Any], Any]:
+def _load_model(
+    model: Any, spec: ModelSpec | None, inputs: list[str] | None, cfg: ShipConfig
+) -> tuple[Any, str, list[str], dict[str, Any], Any]:
     """The module, its name, and the export defaults (config first, then the model module's ONNXSHIP_*)."""
     metadata = dict(cfg.export.metadata)
     output_names = cfg.export.output_names
@@ -122,8 +141,17 @@ def _triton_config(cfg: ShipConfig) -> Any:
     from onnxship.package._triton import TritonConfig
 
     t = cfg.package.triton
-    return TritonConfig(repo=Path(t.repo), max_batch_size=t.max_batch_size, instances=t.instances, kind=t.kind,
-                        dynamic_batching=t.dynamic_batching) if t.repo else None
+    return (
+        TritonConfig(
+            repo=Path(t.repo),
+            max_batch_size=t.max_batch_size,
+            instances=t.instances,
+            kind=t.kind,
+            dynamic_batching=t.dynamic_batching,
+        )
+        if t.repo
+        else None
+    )
 
 
 def _golden_point(specs: list[TensorSpec], samples: int) -> dict[str, int]:
@@ -134,8 +162,14 @@ def _golden_point(specs: list[TensorSpec], samples: int) -> dict[str, int]:
     return {str(first.name): max(1, min(samples, top))}
 
 
-def ship(model: Any = None, *, inputs: list[str] | None = None, assets: list[AssetSpec] | None = None,
-         config: ShipConfig | None = None, when: datetime | None = None) -> ShipResult:
+def ship(
+    model: Any = None,
+    *,
+    inputs: list[str] | None = None,
+    assets: list[AssetSpec] | None = None,
+    config: ShipConfig | None = None,
+    when: datetime | None = None,
+) -> ShipResult:
     """Export, verify and bundle a model into ``releases/<name>/<name>-<UTC>-<gitsha7|nogit>/``.
 
     Args:
@@ -165,7 +199,9 @@ def ship(model: Any = None, *, inputs: list[str] | None = None, assets: list[Ass
     cfg = config or ShipConfig()
     model, spec = _resolve_model(model, cfg)
     asset_specs = [AssetSpec(k, Path(v)) for k, v in cfg.package.assets.items()] + list(assets or [])
-    prepare_assets(asset_specs, portable=cfg.package.portable)  # fail fast on file-level problems, before export
+    prepare_assets(
+        asset_specs, portable=cfg.package.portable
+    )  # fail fast on file-level problems, before export
     if cfg.optimize.variants:
         from onnxship.optimize import normalize_variant
 
@@ -174,19 +210,31 @@ def ship(model: Any = None, *, inputs: list[str] | None = None, assets: list[Ass
     module, name, inputs, metadata, output_names = _load_model(model, spec, inputs, cfg)
     from onnxship.publish._config import check_no_secrets
 
-    check_no_secrets(metadata, "metadata keys")  # the bundle's metadata is public: meta.json, the .onnx, MLflow
+    check_no_secrets(
+        metadata, "metadata keys"
+    )  # the bundle's metadata is public: meta.json, the .onnx, MLflow
     if not inputs:
-        raise ConfigError("no input specs given and the model module defines no ONNXSHIP_INPUTS",
-                          hint="pass --input NAME:DIMS:DTYPE or set export.inputs in onnxship.yaml")
+        raise ConfigError(
+            "no input specs given and the model module defines no ONNXSHIP_INPUTS",
+            hint="pass --input NAME:DIMS:DTYPE or set export.inputs in onnxship.yaml",
+        )
     tolerance = None
     if cfg.verify.atol is not None or cfg.verify.rtol is not None:
         base = PRECISION_TOLERANCES["fp16" if cfg.export.fp16 else "fp32"]
-        tolerance = Tolerance(cfg.verify.atol if cfg.verify.atol is not None else base.atol,
-                              cfg.verify.rtol if cfg.verify.rtol is not None else base.rtol)
-    export_config = ExportConfig(strategy=cfg.export.strategy, opsets=tuple(cfg.export.opsets),
-                                 allow_static=cfg.export.allow_static,
-                                 output_names=tuple(output_names) if output_names else None, fp16=cfg.export.fp16,
-                                 tolerance=tolerance, metadata=metadata, seed=cfg.export.seed)
+        tolerance = Tolerance(
+            cfg.verify.atol if cfg.verify.atol is not None else base.atol,
+            cfg.verify.rtol if cfg.verify.rtol is not None else base.rtol,
+        )
+    export_config = ExportConfig(
+        strategy=cfg.export.strategy,
+        opsets=tuple(cfg.export.opsets),
+        allow_static=cfg.export.allow_static,
+        output_names=tuple(output_names) if output_names else None,
+        fp16=cfg.export.fp16,
+        tolerance=tolerance,
+        metadata=metadata,
+        seed=cfg.export.seed,
+    )
     triton_config = _triton_config(cfg)  # bad Triton options fail before the export
     notes: list[str] = []
     with ReleaseWriter(cfg.paths.releases, name, when=when, project=cfg.paths.project) as writer:
@@ -195,38 +243,71 @@ def ship(model: Any = None, *, inputs: list[str] | None = None, assets: list[Ass
         result = export(module, inputs=inputs, out=writer.path, name=name, config=export_config)
         specs = list(result.inputs)
         if cfg.export.fp16:
-            module = module.half()  # export() hands the module back in float32; the reference runs as exported
-        runner = TorchRunner(module, bind_inputs(module, [s.name for s in specs]),
-                             output_names=list(result.metadata["output_names"]))
+            module = (
+                module.half()
+            )  # export() hands the module back in float32; the reference runs as exported
+        runner = TorchRunner(
+            module,
+            bind_inputs(module, [s.name for s in specs]),
+            output_names=list(result.metadata["output_names"]),
+        )
         feeds = sample_feeds(specs, _golden_point(specs, cfg.verify.golden_samples), seed=cfg.verify.seed)
         ref = runner.infer(feeds)
         vocab_sizes, label_sizes = _sizes(module, ref, result.metadata)
-        prepared = prepare_assets(asset_specs, vocab_sizes=vocab_sizes, label_sizes=label_sizes,
-                                  portable=cfg.package.portable)
+        prepared = prepare_assets(
+            asset_specs, vocab_sizes=vocab_sizes, label_sizes=label_sizes, portable=cfg.package.portable
+        )
         for a in prepared:
             for fname, data in a.files.items():
                 writer.write_bytes(f"assets/{fname}", data)
         from onnxship.export._onnxfile import file_sha256
 
         release_meta = {
-            "release_name": name, "release_version": writer.version, "git_sha": writer.sha,
+            "release_name": name,
+            "release_version": writer.version,
+            "git_sha": writer.sha,
             "released_at_utc": writer.when.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "assets": {f"assets/{f}": file_sha256(writer.path / "assets" / f) for a in prepared for f in a.files},
+            "assets": {
+                f"assets/{f}": file_sha256(writer.path / "assets" / f) for a in prepared for f in a.files
+            },
         }
         embed_metadata(result.path, release_meta)
-        golden_path = write_golden(writer.path / "golden.npz", feeds, ref, {
-            "model_name": name, "release": writer.version, "seed": cfg.verify.seed,
-            "weights_sha256": result.metadata.get("weights_sha256"), "onnx_sha256": file_sha256(result.path)})
+        golden_path = write_golden(
+            writer.path / "golden.npz",
+            feeds,
+            ref,
+            {
+                "model_name": name,
+                "release": writer.version,
+                "seed": cfg.verify.seed,
+                "weights_sha256": result.metadata.get("weights_sha256"),
+                "onnx_sha256": file_sha256(result.path),
+            },
+        )
         v = cfg.verify
-        report = verify(result.path, model=module, golden=golden_path, inputs=specs,
-                        config=VerifyConfig(precision="fp16" if cfg.export.fp16 else "fp32", tolerance=tolerance,
-                                            mode=v.mode, sample_count=v.sample_count, task=v.task, data=v.data,
-                                            seed=v.seed),
-                        candidates=[c.to_dict() for c in result.candidates],
-                        diagnostics=[d.to_dict() for d in result.diagnostics])
+        report = verify(
+            result.path,
+            model=module,
+            golden=golden_path,
+            inputs=specs,
+            config=VerifyConfig(
+                precision="fp16" if cfg.export.fp16 else "fp32",
+                tolerance=tolerance,
+                mode=v.mode,
+                sample_count=v.sample_count,
+                task=v.task,
+                data=v.data,
+                seed=v.seed,
+            ),
+            candidates=[c.to_dict() for c in result.candidates],
+            diagnostics=[d.to_dict() for d in result.diagnostics],
+        )
         if not report.passed:
-            raise VerificationError(f"the shipped model does not match PyTorch: {report.failure_reason}",
-                                    hint=(report.hint or "") + " (nothing was released)", report=report)
+            raise VerificationError(
+                f"the shipped model does not match PyTorch: {report.failure_reason}",
+                hint=(report.hint or "") + " (nothing was released)",
+                report=report,
+            )
         variants = _variants(cfg, result.path, module, specs, writer.path / "variants")
         from onnxship._util import atomic_write_json
 
@@ -235,22 +316,39 @@ def ship(model: Any = None, *, inputs: list[str] | None = None, assets: list[Ass
         for p in (writer.path / "variants").glob("*.json"):
             atomic_write_json(p, _relative(json.loads(p.read_text(encoding="utf-8")), writer.path))
         # report.json: the verification report of the shipped file, plus one entry per optimized variant
-        atomic_write_json(writer.path / "report.json", _relative({**report.to_dict(), "variants": variants},
-                                                                 writer.path))
+        atomic_write_json(
+            writer.path / "report.json", _relative({**report.to_dict(), "variants": variants}, writer.path)
+        )
         report.write_html(writer.path / "report.html")
-        if triton_config is not None:  # a config Triton would refuse fails the ship before anything is released
+        if (
+            triton_config is not None
+        ):  # a config Triton would refuse fails the ship before anything is released
             from onnxship.package._triton import check_triton
 
-            check_triton(Release(writer.path, {"name": name, "version": writer.version,
-                                               "model_file": result.path.name},
-                                 json.loads(result.meta_path.read_text(encoding="utf-8"))), triton_config)
+            check_triton(
+                Release(
+                    writer.path,
+                    {"name": name, "version": writer.version, "model_file": result.path.name},
+                    json.loads(result.meta_path.read_text(encoding="utf-8")),
+                ),
+                triton_config,
+            )
         passed = True
-        release = writer.commit(model_file=result.path.name, passed=passed,
-                                update_latest=cfg.package.update_latest,
-                                extra={"verdict": "passed", "exporter": result.strategy, "opset": result.opset,
-                                       "static": result.static, "assets": [a.name for a in prepared],
-                                       "variants": [{"name": v["variant"], "file": v["file"]}
-                                                    for v in variants if v["status"] == "kept"]})
+        release = writer.commit(
+            model_file=result.path.name,
+            passed=passed,
+            update_latest=cfg.package.update_latest,
+            extra={
+                "verdict": "passed",
+                "exporter": result.strategy,
+                "opset": result.opset,
+                "static": result.static,
+                "assets": [a.name for a in prepared],
+                "variants": [
+                    {"name": v["variant"], "file": v["file"]} for v in variants if v["status"] == "kept"
+                ],
+            },
+        )
     triton = None
     if triton_config is not None:
         from onnxship.package._triton import package_triton
@@ -259,10 +357,21 @@ def ship(model: Any = None, *, inputs: list[str] | None = None, assets: list[Ass
     latest = writer.name_dir / "latest" if writer.moved_latest else None
     if cfg.package.update_latest and not writer.moved_latest:
         notes.append(f"latest stays at {current_latest(writer.name_dir)}: it is newer than this release")
-    return ShipResult(name=name, version=release.version, path=release.path, latest=latest, passed=True,
-                      release=release, export=result, report=report, assets=prepared, variants=variants,
-                      triton=triton, notes=notes,
-                      seconds=time.perf_counter() - start)
+    return ShipResult(
+        name=name,
+        version=release.version,
+        path=release.path,
+        latest=latest,
+        passed=True,
+        release=release,
+        export=result,
+        report=report,
+        assets=prepared,
+        variants=variants,
+        triton=triton,
+        notes=notes,
+        seconds=time.perf_counter() - start,
+    )
 
 
 def _relative(obj: Any, folder: Path) -> Any:
@@ -271,7 +380,7 @@ def _relative(obj: Any, folder: Path) -> Any:
     if isinstance(obj, str):
         for prefix in prefixes:
             if obj.startswith(prefix):
-                return obj[len(prefix):]
+                return obj[len(prefix) :]
         return obj
     if isinstance(obj, dict):
         return {k: _relative(v, folder) for k, v in obj.items()}
@@ -280,8 +389,9 @@ def _relative(obj: Any, folder: Path) -> Any:
     return obj
 
 
-def _variants(cfg: ShipConfig, onnx_path: Path, module: Any, specs: list[TensorSpec],
-              out_dir: Path) -> list[dict[str, Any]]:
+def _variants(
+    cfg: ShipConfig, onnx_path: Path, module: Any, specs: list[TensorSpec], out_dir: Path
+) -> list[dict[str, Any]]:
     """Optimized variants under variants/, each re-verified by the optimize stage; rejected ones are recorded."""
     if not cfg.optimize.variants:
         return []
@@ -289,8 +399,12 @@ def _variants(cfg: ShipConfig, onnx_path: Path, module: Any, specs: list[TensorS
         raise ConfigError("optimize.variants needs the FP32 export", hint="drop export.fp16 or the variants")
     from onnxship.optimize import OptimizeConfig, optimize
 
-    res = optimize(onnx_path, OptimizeConfig(variants=tuple(cfg.optimize.variants), out_dir=out_dir), model=module,
-                   specs=specs)
+    res = optimize(
+        onnx_path,
+        OptimizeConfig(variants=tuple(cfg.optimize.variants), out_dir=out_dir),
+        model=module,
+        specs=specs,
+    )
     entries = []
     for v in res.variants:
         d = v.to_dict()

@@ -99,9 +99,15 @@ class SmallCNN(nn.Module):
     def __init__(self, classes: int = 10) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, classes),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(16, classes),
         )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -109,7 +115,9 @@ class SmallCNN(nn.Module):
 
 
 class SmallTransformer(nn.Module):
-    def __init__(self, vocab: int = 100, dim: int = 32, heads: int = 4, layers: int = 2, classes: int = 4) -> None:
+    def __init__(
+        self, vocab: int = 100, dim: int = 32, heads: int = 4, layers: int = 2, classes: int = 4
+    ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab, dim)
         layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=64, batch_first=True, dropout=0.0)
@@ -134,8 +142,9 @@ def randomize_constant_init(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def assert_outputs_close(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float = 1e-4,
-                         rtol: float = 1e-3) -> None:
+def assert_outputs_close(
+    ref: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float = 1e-4, rtol: float = 1e-3
+) -> None:
     """Assert two output dicts match name by name within allclose tolerances."""
     assert list(ref) == list(got), f"output names differ: {list(ref)} vs {list(got)}"
     for name in ref:

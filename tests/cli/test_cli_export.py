@@ -20,9 +20,26 @@ def runner():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, root, deeplog_checkpoint):
     out = tmp_path_factory.mktemp("cli")
-    r = CliRunner().invoke(app, ["export", "--model", str(root / EXAMPLE), "--checkpoint", str(deeplog_checkpoint),
-                                 "--input", "input_sequence:batch=2 x seq=10..32:int64:0..30", "--out", str(out),
-                                 "--strategy", "torchscript", "--meta", "vocab_size=30", "--meta", "seq_len=10"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "export",
+            "--model",
+            str(root / EXAMPLE),
+            "--checkpoint",
+            str(deeplog_checkpoint),
+            "--input",
+            "input_sequence:batch=2 x seq=10..32:int64:0..30",
+            "--out",
+            str(out),
+            "--strategy",
+            "torchscript",
+            "--meta",
+            "vocab_size=30",
+            "--meta",
+            "seq_len=10",
+        ],
+    )
     assert r.exit_code == 0, r.output
     return out, r.output
 
@@ -49,19 +66,33 @@ def test_inspect_human_and_json(runner, exported):
 
 
 def test_default_inputs_from_module(runner, root, tmp_path):
-    r = runner.invoke(app, ["export", "--model", str(root / EXAMPLE), "--out", str(tmp_path), "--strategy",
-                            "torchscript", "--json"])
+    r = runner.invoke(
+        app,
+        [
+            "export",
+            "--model",
+            str(root / EXAMPLE),
+            "--out",
+            str(tmp_path),
+            "--strategy",
+            "torchscript",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     data = json.loads(r.output)
     assert data["inputs"][0]["spec"] == "input_sequence:batch=2..64 x seq=10..64:int64:0..30"
 
 
-@pytest.mark.parametrize(("args", "code", "message"), [
-    (["--input", "x:2 x four:int64"], 2, "cannot read a dim"),
-    (["--input", "input_sequence:2x10:int64", "--opset", "99"], 2, "unknown opset 99"),
-    (["--input", "input_sequence:2x10:int64", "--strategy", "magic"], 2, "unknown export strategy"),
-    (["--input", "input_sequence:2x10:int64", "--meta", "novalue"], 2, "is not key=value"),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--input", "x:2 x four:int64"], 2, "cannot read a dim"),
+        (["--input", "input_sequence:2x10:int64", "--opset", "99"], 2, "unknown opset 99"),
+        (["--input", "input_sequence:2x10:int64", "--strategy", "magic"], 2, "unknown export strategy"),
+        (["--input", "input_sequence:2x10:int64", "--meta", "novalue"], 2, "is not key=value"),
+    ],
+)
 def test_usage_errors_exit_2(runner, root, tmp_path, args, code, message):
     r = runner.invoke(app, ["export", "--model", str(root / EXAMPLE), "--out", str(tmp_path), *args])
     assert r.exit_code == code, r.output
@@ -72,8 +103,9 @@ def test_usage_errors_exit_2(runner, root, tmp_path, args, code, message):
 def test_user_errors_exit_1_with_one_line_and_hint(runner, tmp_path):
     f = tmp_path / "m.py"
     f.write_text("import torch\ndef build():\n    return torch.nn.Linear(2, 2), 'extra'\n")
-    r = runner.invoke(app, ["export", "--model", f"{f}:build", "--input", "x:2x2:float32", "--out",
-                            str(tmp_path / "o")])
+    r = runner.invoke(
+        app, ["export", "--model", f"{f}:build", "--input", "x:2x2:float32", "--out", str(tmp_path / "o")]
+    )
     assert r.exit_code == 1
     assert "returned a tuple (Linear, str)" in r.output and "hint:" in r.output
     assert "Traceback" not in r.output
@@ -85,8 +117,10 @@ def test_user_errors_exit_1_with_one_line_and_hint(runner, tmp_path):
 def test_missing_ckpt_and_corrupt_ckpt(runner, root, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"PK\x03\x04 definitely not a zip")
-    r = runner.invoke(app, ["export", "--model", str(root / EXAMPLE), "--checkpoint", str(bad), "--out",
-                            str(tmp_path / "o")])
+    r = runner.invoke(
+        app,
+        ["export", "--model", str(root / EXAMPLE), "--checkpoint", str(bad), "--out", str(tmp_path / "o")],
+    )
     assert r.exit_code == 1 and "cannot be read" in r.output and "Traceback" not in r.output
 
 

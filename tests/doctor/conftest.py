@@ -21,13 +21,22 @@ def data() -> Path:
 def write_jsonl(tmp_path: Path) -> Callable[..., Path]:
     """``write_jsonl(loss, grad_norm=None, lr=None, steps=None, name=...)`` -> path of an onnxship JSON-lines log."""
 
-    def write(loss: np.ndarray, grad_norm: np.ndarray | None = None, lr: np.ndarray | None = None,
-              steps: np.ndarray | None = None, name: str = "train.jsonl") -> Path:
+    def write(
+        loss: np.ndarray,
+        grad_norm: np.ndarray | None = None,
+        lr: np.ndarray | None = None,
+        steps: np.ndarray | None = None,
+        name: str = "train.jsonl",
+    ) -> Path:
         n = len(loss)
         steps = np.arange(1, n + 1) * 10 if steps is None else steps
         lines = []
         for i in range(n):
-            row = {"step": int(steps[i]), "epoch": round(float(steps[i]) / (10 * n), 4), "loss": float(loss[i])}
+            row = {
+                "step": int(steps[i]),
+                "epoch": round(float(steps[i]) / (10 * n), 4),
+                "loss": float(loss[i]),
+            }
             if grad_norm is not None:
                 row["grad_norm"] = float(grad_norm[i])
             if lr is not None:

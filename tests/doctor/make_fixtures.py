@@ -27,8 +27,14 @@ import numpy as np
 __all__ = ["CLEAN", "write_all"]
 
 DATA = Path(__file__).parent / "data"
-CLEAN = ["clean_trainer_state.json", "clean_cosine.jsonl", "clean_lightning_metrics.csv",
-         "clean_mlflow_stepdecay.csv", "clean_large_scale_stdout.log", "clean_fp16_stdout.log"]
+CLEAN = [
+    "clean_trainer_state.json",
+    "clean_cosine.jsonl",
+    "clean_lightning_metrics.csv",
+    "clean_mlflow_stepdecay.csv",
+    "clean_large_scale_stdout.log",
+    "clean_fp16_stdout.log",
+]
 
 
 def _warmup_linear(step: np.ndarray, total: int, warm: int, peak: float) -> np.ndarray:
@@ -36,8 +42,13 @@ def _warmup_linear(step: np.ndarray, total: int, warm: int, peak: float) -> np.n
 
 
 def _hf_entry(step: int, total_steps: int, epochs: float, loss: float, gn: float, lr: float) -> dict:
-    return {"epoch": round(epochs * step / total_steps, 4), "grad_norm": float(gn), "learning_rate": float(lr),
-            "loss": round(float(loss), 4), "step": int(step)}
+    return {
+        "epoch": round(epochs * step / total_steps, 4),
+        "grad_norm": float(gn),
+        "learning_rate": float(lr),
+        "loss": round(float(loss), 4),
+        "step": int(step),
+    }
 
 
 def clean_trainer_state(rng: np.random.Generator) -> str:
@@ -50,28 +61,70 @@ def clean_trainer_state(rng: np.random.Generator) -> str:
     for s, lo, g, r in zip(steps, loss, gn, lr, strict=True):
         history.append(_hf_entry(s, total, epochs, lo, g, r))
         if s % 250 == 0:
-            history.append({"epoch": round(epochs * s / total, 4), "eval_loss": round(float(lo) * 1.1, 4),
-                            "eval_runtime": 3.21, "eval_samples_per_second": 311.5, "eval_steps_per_second": 39.0,
-                            "step": int(s)})
-    history.append({"epoch": float(epochs), "step": total, "total_flos": 1.2e15, "train_loss": float(loss.mean()),
-                    "train_runtime": 412.3, "train_samples_per_second": 14.55, "train_steps_per_second": 1.819})
-    state = {"best_metric": None, "best_model_checkpoint": None, "epoch": float(epochs), "eval_steps": 250,
-             "global_step": total, "is_hyper_param_search": False, "is_local_process_zero": True,
-             "is_world_process_zero": True, "log_history": history, "logging_steps": 10, "max_steps": total,
-             "num_input_tokens_seen": 0, "num_train_epochs": epochs, "save_steps": 500, "total_flos": 1.2e15,
-             "train_batch_size": 8, "trial_name": None, "trial_params": None}
+            history.append(
+                {
+                    "epoch": round(epochs * s / total, 4),
+                    "eval_loss": round(float(lo) * 1.1, 4),
+                    "eval_runtime": 3.21,
+                    "eval_samples_per_second": 311.5,
+                    "eval_steps_per_second": 39.0,
+                    "step": int(s),
+                }
+            )
+    history.append(
+        {
+            "epoch": float(epochs),
+            "step": total,
+            "total_flos": 1.2e15,
+            "train_loss": float(loss.mean()),
+            "train_runtime": 412.3,
+            "train_samples_per_second": 14.55,
+            "train_steps_per_second": 1.819,
+        }
+    )
+    state = {
+        "best_metric": None,
+        "best_model_checkpoint": None,
+        "epoch": float(epochs),
+        "eval_steps": 250,
+        "global_step": total,
+        "is_hyper_param_search": False,
+        "is_local_process_zero": True,
+        "is_world_process_zero": True,
+        "log_history": history,
+        "logging_steps": 10,
+        "max_steps": total,
+        "num_input_tokens_seen": 0,
+        "num_train_epochs": epochs,
+        "save_steps": 500,
+        "total_flos": 1.2e15,
+        "train_batch_size": 8,
+        "trial_name": None,
+        "trial_params": None,
+    }
     return json.dumps(state, indent=2) + "\n"
 
 
 def clean_cosine(rng: np.random.Generator) -> str:
     steps = np.arange(5, 1001, 5)
     warm = 100
-    lr = np.where(steps < warm, 3e-4 * steps / warm,
-                  3e-4 * 0.5 * (1 + np.cos(np.pi * (steps - warm) / (1000 - warm))))
+    lr = np.where(
+        steps < warm, 3e-4 * steps / warm, 3e-4 * 0.5 * (1 + np.cos(np.pi * (steps - warm) / (1000 - warm)))
+    )
     loss = 3.0 * (1 + steps / 50) ** -0.5 * np.exp(rng.normal(0, 0.05, len(steps)))
     gn = 0.8 * np.exp(rng.normal(0, 0.15, len(steps)))
-    lines = [json.dumps({"step": int(s), "epoch": round(float(s) / 250, 4), "loss": float(lo), "grad_norm": float(g),
-                         "learning_rate": float(r)}) for s, lo, g, r in zip(steps, loss, gn, lr, strict=True)]
+    lines = [
+        json.dumps(
+            {
+                "step": int(s),
+                "epoch": round(float(s) / 250, 4),
+                "loss": float(lo),
+                "grad_norm": float(g),
+                "learning_rate": float(r),
+            }
+        )
+        for s, lo, g, r in zip(steps, loss, gn, lr, strict=True)
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -93,14 +146,41 @@ def clean_lightning(rng: np.random.Generator) -> str:
     rows = []
     for step in range(per_epoch * epochs):
         epoch = step // per_epoch
-        rows.append({"epoch": None, "grad_2.0_norm_total": None, "lr-AdamW": 1e-3, "step": step,
-                     "train_loss_epoch": None, "train_loss_step": None, "val_loss": None})
+        rows.append(
+            {
+                "epoch": None,
+                "grad_2.0_norm_total": None,
+                "lr-AdamW": 1e-3,
+                "step": step,
+                "train_loss_epoch": None,
+                "train_loss_step": None,
+                "val_loss": None,
+            }
+        )
         loss = (0.7 * math.exp(-step / 30) + 0.25) * math.exp(rng.normal(0, 0.12))
-        rows.append({"epoch": epoch, "grad_2.0_norm_total": 2.0 * math.exp(rng.normal(0, 0.25)), "lr-AdamW": None,
-                     "step": step, "train_loss_epoch": None, "train_loss_step": loss, "val_loss": None})
+        rows.append(
+            {
+                "epoch": epoch,
+                "grad_2.0_norm_total": 2.0 * math.exp(rng.normal(0, 0.25)),
+                "lr-AdamW": None,
+                "step": step,
+                "train_loss_epoch": None,
+                "train_loss_step": loss,
+                "val_loss": None,
+            }
+        )
         if step % per_epoch == per_epoch - 1:
-            rows.append({"epoch": epoch, "grad_2.0_norm_total": None, "lr-AdamW": None, "step": step,
-                         "train_loss_epoch": 0.3, "train_loss_step": None, "val_loss": 0.33})
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "grad_2.0_norm_total": None,
+                    "lr-AdamW": None,
+                    "step": step,
+                    "train_loss_epoch": 0.3,
+                    "train_loss_step": None,
+                    "val_loss": 0.33,
+                }
+            )
     return _write_csv(rows, list(rows[0]))
 
 
@@ -124,14 +204,23 @@ def _tqdm(i: int, total: int) -> str:
 def clean_large_scale_stdout(rng: np.random.Generator) -> str:
     # A regression on unnormalised targets: loss in the millions, smooth decay; no warm-up, linear decay.
     total, n = 1200, 60
-    out = ["***** Running training *****", "  Num examples = 9,600", "  Num Epochs = 2",
-           "  Total optimization steps = 1,200"]
+    out = [
+        "***** Running training *****",
+        "  Num examples = 9,600",
+        "  Num Epochs = 2",
+        "  Total optimization steps = 1,200",
+    ]
     for i in range(1, n + 1):
         step = i * total // n
         loss = (4.2e6 * math.exp(-step / 300) + 1.1e4) * math.exp(rng.normal(0, 0.05))
         gn = (3e5 * math.exp(-step / 400) + 2e4) * math.exp(rng.normal(0, 0.1))
         lr = 1e-4 * (1 - step / total)
-        d = {"loss": round(loss, 4), "grad_norm": gn, "learning_rate": lr, "epoch": round(2 * step / total, 2)}
+        d = {
+            "loss": round(loss, 4),
+            "grad_norm": gn,
+            "learning_rate": lr,
+            "epoch": round(2 * step / total, 2),
+        }
         out.append(_tqdm(step, total) + repr(d))
     return "\n".join(out) + "\n"
 
@@ -146,8 +235,10 @@ def clean_fp16_stdout(rng: np.random.Generator) -> str:
         loss = (0.5 + 1.5 * math.exp(-step / 150)) * math.exp(rng.normal(0, 0.04))
         gn = 1.5 * math.exp(rng.normal(0, 0.12))
         gn_text = "nan" if i == 3 else ("inf" if i == 41 else repr(gn))
-        out.append(f"{{'loss': {round(loss, 4)!r}, 'grad_norm': {gn_text}, 'learning_rate': {lr!r}, "
-                   f"'epoch': {round(step / 400, 2)!r}}}")
+        out.append(
+            f"{{'loss': {round(loss, 4)!r}, 'grad_norm': {gn_text}, 'learning_rate': {lr!r}, "
+            f"'epoch': {round(step / 400, 2)!r}}}"
+        )
     out.append("{'train_runtime': 301.2, 'train_samples_per_second': 21.2, 'train_loss': 0.71, 'epoch': 2.0}")
     return "\n".join(out) + "\n"
 
@@ -166,8 +257,17 @@ def diverging_jsonl(rng: np.random.Generator) -> str:
             loss, gn = math.inf, math.inf
         else:
             loss, gn = math.nan, math.nan
-        out.append(json.dumps({"step": step * 20, "epoch": round(step / 30, 4), "loss": loss, "grad_norm": gn,
-                               "learning_rate": 0.05}))
+        out.append(
+            json.dumps(
+                {
+                    "step": step * 20,
+                    "epoch": round(step / 30, 4),
+                    "loss": loss,
+                    "grad_norm": gn,
+                    "learning_rate": 0.05,
+                }
+            )
+        )
     return "\n".join(out) + "\n"
 
 

@@ -9,8 +9,14 @@ from onnxship._errors import ConfigError
 from onnxship.doctor import TrainLogConfig, diagnose_train_log
 from onnxship.doctor._schedule import classify_decay
 
-CLEAN_FILES = ["clean_trainer_state.json", "clean_cosine.jsonl", "clean_lightning_metrics.csv",
-               "clean_mlflow_stepdecay.csv", "clean_large_scale_stdout.log", "clean_fp16_stdout.log"]
+CLEAN_FILES = [
+    "clean_trainer_state.json",
+    "clean_cosine.jsonl",
+    "clean_lightning_metrics.csv",
+    "clean_mlflow_stepdecay.csv",
+    "clean_large_scale_stdout.log",
+    "clean_fp16_stdout.log",
+]
 
 
 def _kinds(result, alarms_only=False):
@@ -29,7 +35,12 @@ def seed002(data):
 
 def test_seed002_findings(seed002):
     assert _kinds(seed002, alarms_only=True) == {
-        "unstable_start", "grad_explosion", "loss_spike", "loss_zero", "vanishing_gradients"}
+        "unstable_start",
+        "grad_explosion",
+        "loss_spike",
+        "loss_zero",
+        "vanishing_gradients",
+    }
     assert not seed002
 
 
@@ -101,8 +112,16 @@ def _clean_shape(shape: str, rng: np.random.Generator):
     raise AssertionError(shape)
 
 
-@pytest.mark.parametrize("shape", ["per-step noisy classification", "slow power law, rising grad_norm",
-                                   "tiny loss scale", "plateau then descent", "negative loss (log-likelihood)"])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "per-step noisy classification",
+        "slow power law, rising grad_norm",
+        "tiny loss scale",
+        "plateau then descent",
+        "negative loss (log-likelihood)",
+    ],
+)
 def test_clean_synthetic_shapes_raise_no_alarm(write_jsonl, shape):
     loss, gn, lr = _clean_shape(shape, np.random.default_rng(7))
     result = diagnose_train_log(write_jsonl(loss, gn, lr))
@@ -168,14 +187,17 @@ def test_short_log_is_described_not_judged(write_jsonl):
     assert _kinds(result) == {"short_log"} and bool(result)
 
 
-@pytest.mark.parametrize(("curve", "expected"), [
-    (lambda u: 1 - 0.9 * u, "linear decay"),
-    (lambda u: 0.5 * (1 + np.cos(np.pi * u)), "cosine decay"),
-    (lambda u: 0.5 * (1 + np.cos(np.pi * u * 0.6)), "cosine decay"),  # log stops before the schedule ends
-    (lambda u: np.exp(-4 * u), "exponential decay"),
-    (lambda u: 0.1 ** np.floor(u * 2.999), "step decay"),
-    (lambda u: 1 - 0.5 * np.abs(np.sin(6 * u)), "irregular"),
-])
+@pytest.mark.parametrize(
+    ("curve", "expected"),
+    [
+        (lambda u: 1 - 0.9 * u, "linear decay"),
+        (lambda u: 0.5 * (1 + np.cos(np.pi * u)), "cosine decay"),
+        (lambda u: 0.5 * (1 + np.cos(np.pi * u * 0.6)), "cosine decay"),  # log stops before the schedule ends
+        (lambda u: np.exp(-4 * u), "exponential decay"),
+        (lambda u: 0.1 ** np.floor(u * 2.999), "step decay"),
+        (lambda u: 1 - 0.5 * np.abs(np.sin(6 * u)), "irregular"),
+    ],
+)
 def test_decay_shapes(curve, expected):
     t = np.arange(0, 500, 5, dtype=float)
     assert classify_decay(t, curve(t / t[-1])).startswith(expected)
@@ -194,13 +216,16 @@ def test_warmup_then_cosine_from_a_log(write_jsonl):
     assert result.schedule.startswith("warm-up over 19 logs") and "cosine decay" in result.schedule
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"format": "xml"}, "not a training-log format"),
-    ({"explosion_factor": 1.0}, "must be > 1"),
-    ({"vanish_factor": 2.0}, "between 0 and 1"),
-    ({"clip_percentile": 10.0}, "between 50 and 100"),
-    ({"window": 0}, "must be >= 1"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"format": "xml"}, "not a training-log format"),
+        ({"explosion_factor": 1.0}, "must be > 1"),
+        ({"vanish_factor": 2.0}, "between 0 and 1"),
+        ({"clip_percentile": 10.0}, "between 50 and 100"),
+        ({"window": 0}, "must be >= 1"),
+    ],
+)
 def test_config_validation(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         TrainLogConfig(**kwargs)

@@ -43,10 +43,13 @@ def test_log_without_diagnostics(tmp_path):
     assert result.codes == [] and bool(result) and result.lines == 2
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"", "is empty"),
-    (b"\x08\x07\x12\x00\x00onnx", "binary file"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"\x08\x07\x12\x00\x00onnx", "binary file"),
+    ],
+)
 def test_bad_export_logs(tmp_path, content, message):
     path = tmp_path / "export.log"
     path.write_bytes(content)

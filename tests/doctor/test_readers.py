@@ -12,15 +12,23 @@ from onnxship._errors import DoctorError
 from onnxship.doctor import FORMATS, read_train_log
 
 
-@pytest.mark.parametrize(("name", "fmt", "entries", "x_label", "columns"), [
-    ("clean_trainer_state.json", "trainer-state", 75, "step", {"loss": "loss"}),
-    ("clean_cosine.jsonl", "jsonl", 200, "step", {"grad_norm": "grad_norm"}),
-    ("clean_lightning_metrics.csv", "lightning-csv", 150, "step",
-     {"loss": "train_loss_step", "grad_norm": "grad_2.0_norm_total", "learning_rate": "lr-AdamW"}),
-    ("clean_mlflow_stepdecay.csv", "mlflow-csv", 90, "step", {"learning_rate": "learning_rate"}),
-    ("clean_large_scale_stdout.log", "trainer-stdout", 60, "log line", {"loss": "loss"}),
-    ("seed002_trainer_stdout.log", "trainer-stdout", 20, "log line", {"learning_rate": "learning_rate"}),
-])
+@pytest.mark.parametrize(
+    ("name", "fmt", "entries", "x_label", "columns"),
+    [
+        ("clean_trainer_state.json", "trainer-state", 75, "step", {"loss": "loss"}),
+        ("clean_cosine.jsonl", "jsonl", 200, "step", {"grad_norm": "grad_norm"}),
+        (
+            "clean_lightning_metrics.csv",
+            "lightning-csv",
+            150,
+            "step",
+            {"loss": "train_loss_step", "grad_norm": "grad_2.0_norm_total", "learning_rate": "lr-AdamW"},
+        ),
+        ("clean_mlflow_stepdecay.csv", "mlflow-csv", 90, "step", {"learning_rate": "learning_rate"}),
+        ("clean_large_scale_stdout.log", "trainer-stdout", 60, "log line", {"loss": "loss"}),
+        ("seed002_trainer_stdout.log", "trainer-stdout", 20, "log line", {"learning_rate": "learning_rate"}),
+    ],
+)
 def test_formats_are_detected_and_read(data, name, fmt, entries, x_label, columns):
     log = read_train_log(data / name)
     assert (log.format, len(log), log.x_label) == (fmt, entries, x_label)
@@ -59,7 +67,8 @@ def test_nan_and_inf_tokens_and_tqdm_prefixes(tmp_path):
         " 10%|█         | 10/100 [00:01<00:09]{'loss': 0.9, 'grad_norm': nan, 'learning_rate': 1e-05, 'epoch': 0.1}\n"
         "\r 20%|██        | 20/100 [00:02<00:08]{'loss': inf, 'grad_norm': -inf, 'learning_rate': 1e-05, 'epoch': 0.2}\n"
         "{'loss': NaN, 'grad_norm': 1.5, 'learning_rate': 1e-05, 'epoch': 0.3}\n"
-        "{'eval_loss': 0.8, 'epoch': 0.3}\n")
+        "{'eval_loss': 0.8, 'epoch': 0.3}\n"
+    )
     log = read_train_log(path)
     assert log.format == "trainer-stdout" and len(log) == 3 and log.skipped_lines == 1
     g, loss = log.values["grad_norm"], log.values["loss"]
@@ -70,8 +79,10 @@ def test_nan_and_inf_tokens_and_tqdm_prefixes(tmp_path):
 def test_dict_lines_are_never_evaluated(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.log"
-    path.write_text("{'loss': 0.5, 'epoch': 0.1}\n"
-                    f"{{'loss': __import__('pathlib').Path({str(marker)!r}).touch(), 'epoch': 0.2}}\n")
+    path.write_text(
+        "{'loss': 0.5, 'epoch': 0.1}\n"
+        f"{{'loss': __import__('pathlib').Path({str(marker)!r}).touch(), 'epoch': 0.2}}\n"
+    )
     with pytest.raises(DoctorError, match="line 2 is not a complete metrics dict"):
         read_train_log(path)
     assert not marker.exists()
@@ -93,8 +104,11 @@ def test_csv_without_step_column_uses_row_order(tmp_path):
 
 def test_single_line_trainer_state(tmp_path):
     path = tmp_path / "trainer_state.json"
-    path.write_text(json.dumps({"log_history": [{"loss": 1.0, "step": 5, "epoch": 0.1},
-                                                {"loss": 0.5, "step": 10, "epoch": 0.2}]}))
+    path.write_text(
+        json.dumps(
+            {"log_history": [{"loss": 1.0, "step": 5, "epoch": 0.1}, {"loss": 0.5, "step": 10, "epoch": 0.2}]}
+        )
+    )
     log = read_train_log(path)
     assert log.format == "trainer-state" and log.step.tolist() == [5, 10]
 
@@ -115,17 +129,20 @@ def test_bad_logs_raise_clear_errors(data, name, message):
     assert info.value.hint  # every error says what to do
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "binary file"),
-    (b"\xff\xfe{'loss'", "not UTF-8"),
-    (b"   \n\n", "is empty"),
-    (b'{\n  "best_metric": null\n}\n', "has no 'log_history'"),
-    (b"epoch,step,val_loss\n0,10,0.5\n", "no training metrics"),
-    (b"key,value,step\nloss,0.5\n", "row 2 has 2 fields, the header has 3"),
-    (b"key,value\nloss,0.5\n", "no step column"),
-    (b"run_id,key,value,step\na1,loss,0.5,1\nb2,loss,0.4,1\n", "holds the metrics of 2 runs"),
-    (b"{'loss': 'high', 'epoch': 0.1}\n", "loss is 'high', expected a number"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "binary file"),
+        (b"\xff\xfe{'loss'", "not UTF-8"),
+        (b"   \n\n", "is empty"),
+        (b'{\n  "best_metric": null\n}\n', "has no 'log_history'"),
+        (b"epoch,step,val_loss\n0,10,0.5\n", "no training metrics"),
+        (b"key,value,step\nloss,0.5\n", "row 2 has 2 fields, the header has 3"),
+        (b"key,value\nloss,0.5\n", "no step column"),
+        (b"run_id,key,value,step\na1,loss,0.5,1\nb2,loss,0.4,1\n", "holds the metrics of 2 runs"),
+        (b"{'loss': 'high', 'epoch': 0.1}\n", "loss is 'high', expected a number"),
+    ],
+)
 def test_more_bad_inputs(tmp_path, content, message):
     path = tmp_path / "log.txt"
     path.write_bytes(content)
@@ -154,7 +171,7 @@ def test_mutated_logs_never_crash(data, tmp_path):
         raw = bytearray(src.read_bytes())
         mode = i % 3
         if mode == 0:
-            raw = raw[:rng.randrange(len(raw))]
+            raw = raw[: rng.randrange(len(raw))]
         elif mode == 1:
             for _ in range(3):
                 raw[rng.randrange(len(raw))] = rng.choice(b"0123456789.,{}:\"'-naif \n")

@@ -55,8 +55,21 @@ def test_metadata_embedded_and_sidecar(deeplog_export):
     _, result = deeplog_export
     model = onnx.load(str(result.path), load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props}
-    for key in ("onnxship_version", "model_name", "torch_version", "onnx_version", "exporter", "opset",
-                "inputs", "dynamic_axes", "git_sha", "exported_at_utc", "weights_sha256", "vocab_size", "seq_len"):
+    for key in (
+        "onnxship_version",
+        "model_name",
+        "torch_version",
+        "onnx_version",
+        "exporter",
+        "opset",
+        "inputs",
+        "dynamic_axes",
+        "git_sha",
+        "exported_at_utc",
+        "weights_sha256",
+        "vocab_size",
+        "seq_len",
+    ):
         assert key in props, key
     assert json.loads(props["dynamic_axes"])["input_sequence"] == {"0": "batch", "1": "seq"}
     assert json.loads(props["dynamic_axes"])["output_0"] == {"0": "batch"}
@@ -74,8 +87,15 @@ def test_dict_inputs_bind_by_name_and_tuple_outputs(tmp_path):
     model = DictInputModel()
     # given in the opposite order of forward(tokens, mask)
     samples = {"mask": torch.ones(2, 6, dtype=torch.int64), "tokens": torch.randint(0, 50, (2, 6))}
-    result = onnxship.export(model, samples, dynamic={"tokens": {0: "batch", 1: "seq"}, "mask": {0: "batch", 1: "seq"}},
-                             out=tmp_path, name="dictmodel", strategy="torchscript", output_names=("logits", "emb"))
+    result = onnxship.export(
+        model,
+        samples,
+        dynamic={"tokens": {0: "batch", 1: "seq"}, "mask": {0: "batch", 1: "seq"}},
+        out=tmp_path,
+        name="dictmodel",
+        strategy="torchscript",
+        output_names=("logits", "emb"),
+    )
     info = onnxship.inspect_model(result.path)
     assert [i["name"] for i in info.inputs] == ["tokens", "mask"]
     assert [o["name"] for o in info.outputs] == ["logits", "emb"]
@@ -90,8 +110,14 @@ def test_dict_inputs_bind_by_name_and_tuple_outputs(tmp_path):
 
 
 def test_nested_tuple_outputs_flattened(tmp_path):
-    result = onnxship.export(TupleOutputModel(), torch.randn(3, 4), dynamic={"input_0": {0: "batch"}},
-                             out=tmp_path, name="tuple", strategy="torchscript")
+    result = onnxship.export(
+        TupleOutputModel(),
+        torch.randn(3, 4),
+        dynamic={"input_0": {0: "batch"}},
+        out=tmp_path,
+        name="tuple",
+        strategy="torchscript",
+    )
     assert [o["name"] for o in result.outputs] == ["output_0", "output_1", "output_2"]
     shapes = [o["shape"] for o in result.outputs]
     assert shapes[0] == ["batch", 3] and shapes[1] == ["batch", 2] and shapes[2] == ["batch"]
@@ -99,8 +125,13 @@ def test_nested_tuple_outputs_flattened(tmp_path):
 
 def test_batch1_dummy_is_bumped_and_batch1_still_verified(tmp_path):
     torch.manual_seed(0)
-    result = onnxship.export(DeepLogLSTM(), inputs=["input_sequence:batch=1 x 10:int64"], out=tmp_path,
-                             name="b1", strategy="torchscript")
+    result = onnxship.export(
+        DeepLogLSTM(),
+        inputs=["input_sequence:batch=1 x 10:int64"],
+        out=tmp_path,
+        name="b1",
+        strategy="torchscript",
+    )
     assert any("instead of 1" in n for n in result.notes)
     assert any(d.code == "ONX140" for d in result.diagnostics)
     dims = [c.dims for c in result.accepted.parity.checks if c.status == "passed"]
@@ -109,8 +140,13 @@ def test_batch1_dummy_is_bumped_and_batch1_still_verified(tmp_path):
 
 def test_shape_arithmetic_frozen_by_torchscript_is_rejected(tmp_path):
     with pytest.raises(ExportError) as info:
-        onnxship.export(ShapeArithmetic(), inputs=["x:batch=2 x seq=8:float32"], out=tmp_path, name="arith",
-                        strategy="torchscript")
+        onnxship.export(
+            ShapeArithmetic(),
+            inputs=["x:batch=2 x seq=8:float32"],
+            out=tmp_path,
+            name="arith",
+            strategy="torchscript",
+        )
     err = info.value
     assert err.candidates[0].outcome == "rejected"
     assert "parity check failed" in err.candidates[0].reason
@@ -121,8 +157,14 @@ def test_shape_arithmetic_frozen_by_torchscript_is_rejected(tmp_path):
 
 
 def test_allow_static_records_loudly(tmp_path):
-    result = onnxship.export(ShapeArithmetic(), inputs=["x:batch=2 x seq=8:float32"], out=tmp_path, name="arith",
-                             strategy="torchscript", allow_static=True)
+    result = onnxship.export(
+        ShapeArithmetic(),
+        inputs=["x:batch=2 x seq=8:float32"],
+        out=tmp_path,
+        name="arith",
+        strategy="torchscript",
+        allow_static=True,
+    )
     assert result.static
     assert [c.outcome for c in result.candidates] == ["rejected", "accepted"]
     assert any(d.code == "ONX150" and d.severity == "error" for d in result.diagnostics)
@@ -132,8 +174,14 @@ def test_allow_static_records_loudly(tmp_path):
 
 def test_data_dependent_branch_torchscript_rejected(tmp_path):
     with pytest.raises(ExportError) as info:
-        onnxship.export(DataDependentBranch(), inputs=["x:batch=2 x 4:float32"], out=tmp_path, name="dd",
-                        strategy="torchscript", seed=3)
+        onnxship.export(
+            DataDependentBranch(),
+            inputs=["x:batch=2 x 4:float32"],
+            out=tmp_path,
+            name="dd",
+            strategy="torchscript",
+            seed=3,
+        )
     cand = info.value.candidates[0]
     assert cand.outcome == "rejected" and "parity" in cand.reason
 

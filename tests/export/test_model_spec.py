@@ -22,18 +22,23 @@ def test_dotted_module_factory(tmp_path):
     assert loaded.model.embedding.num_embeddings == 12 and not loaded.model.training
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ("return {'w': torch.zeros(2)}", "returned a dict with keys ['w']"),
-    ("return 'weights/model.pt'", "returned a path 'weights/model.pt'"),
-    ("return None", "returned NoneType"),
-    ("raise RuntimeError('CUDA out of memory')", "raised RuntimeError: CUDA out of memory"),
-    ("return torch.nn.Linear(2, 2, device='meta')", "on the 'meta' device"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("return {'w': torch.zeros(2)}", "returned a dict with keys ['w']"),
+        ("return 'weights/model.pt'", "returned a path 'weights/model.pt'"),
+        ("return None", "returned NoneType"),
+        ("raise RuntimeError('CUDA out of memory')", "raised RuntimeError: CUDA out of memory"),
+        ("return torch.nn.Linear(2, 2, device='meta')", "on the 'meta' device"),
+    ],
+)
 def test_bad_factories(tmp_path, body, message):
     f = tmp_path / "m.py"
     f.write_text(f"import torch\ndef build():\n    {body}\n")
-    with pytest.raises(ModelLoadError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
-                       .replace("]", r"\]")):
+    with pytest.raises(
+        ModelLoadError,
+        match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]"),
+    ):
         parse_model_spec(f"{f}:build").load()
 
 
@@ -56,8 +61,14 @@ def test_checkpoint_wrappers_and_mismatch(tmp_path):
     f.write_text("import torch\ndef build(n=3):\n    return torch.nn.Linear(2, n)\n")
     src = torch.nn.Linear(2, 5)
     wrapped = tmp_path / "wrapped.pt"
-    torch.save({"state_dict": {"module." + k: v for k, v in src.state_dict().items()},
-                "model_kwargs": {"n": 5}, "seq_len": 7}, wrapped)
+    torch.save(
+        {
+            "state_dict": {"module." + k: v for k, v in src.state_dict().items()},
+            "model_kwargs": {"n": 5},
+            "seq_len": 7,
+        },
+        wrapped,
+    )
     loaded = parse_model_spec(f"{f}:build", checkpoint=wrapped).load()
     torch.testing.assert_close(loaded.model.weight, src.weight)
     assert loaded.checkpoint_meta == {"seq_len": 7, "n": 5}
@@ -74,8 +85,15 @@ def test_checkpoint_wrappers_and_mismatch(tmp_path):
 def test_fp16_export(tmp_path):
     torch.manual_seed(0)
     model = TupleOutputModel()
-    result = onnxship.export(model, torch.randn(3, 4), dynamic={"input_0": {0: "batch"}}, out=tmp_path, name="half",
-                             strategy="torchscript", fp16=True)
+    result = onnxship.export(
+        model,
+        torch.randn(3, 4),
+        dynamic={"input_0": {0: "batch"}},
+        out=tmp_path,
+        name="half",
+        strategy="torchscript",
+        fp16=True,
+    )
     info = onnxship.inspect_model(result.path)
     assert info.inputs[0]["dtype"] == "float16" and info.metadata["precision"] == "fp16"
     assert model.a.weight.dtype == torch.float32  # the caller's model is left as it was
@@ -100,16 +118,23 @@ def test_large_models_use_external_data(tmp_path, monkeypatch):
     x = np.random.default_rng(0).standard_normal((2, 64)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(OnnxRuntimeRunner(result.path).infer({"input_0": x})["output_0"], ref, atol=1e-5)
+    np.testing.assert_allclose(
+        OnnxRuntimeRunner(result.path).infer({"input_0": x})["output_0"], ref, atol=1e-5
+    )
 
 
 def test_external_data_outside_folder_is_refused(tmp_path):
     from onnxship import CheckError
 
-    model = onnx.helper.make_model(onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["w"], ["y"])], "g", [],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])],
-        [onnx.helper.make_tensor("w", onnx.TensorProto.FLOAT, [2], [1.0, 2.0])]))
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Identity", ["w"], ["y"])],
+            "g",
+            [],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])],
+            [onnx.helper.make_tensor("w", onnx.TensorProto.FLOAT, [2], [1.0, 2.0])],
+        )
+    )
     t = model.graph.initializer[0]
     t.ClearField("float_data")
     t.data_location = onnx.TensorProto.EXTERNAL

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = f"{ROOT / 'examples/deeplog/model.py'}:build_model"
 ONNXSHIP = str(Path(sys.executable).with_name("onnxship"))
 
-FACTORIES = '''
+FACTORIES = """
 import torch
 from torch import nn
 
@@ -59,7 +59,7 @@ class Two(nn.Module):
 
 def two():
     return Two()
-'''
+"""
 
 
 def _external_onnx(path: Path, location: str) -> None:
@@ -72,9 +72,13 @@ def _external_onnx(path: Path, location: str) -> None:
     for key, value in (("location", location), ("offset", "0"), ("length", "8")):
         entry = w.external_data.add()
         entry.key, entry.value = key, value
-    graph = helper.make_graph([helper.make_node("Add", ["x", "W"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], [w])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "W"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [w],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(model.SerializeToString())
@@ -161,7 +165,9 @@ CASES: dict[str, Case] = {
     "ckpt-needs-code": Case(ship("--checkpoint", "{d}/full_pickle.pt"), 1, "full pickle that needs code"),
     "ckpt-missing": Case(ship("--checkpoint", "{d}/missing.pt"), 1, "does not exist"),
     # factories
-    "factory-raises": Case(ship(model="{d}/factories.py:raises"), 1, "raised RuntimeError: boom in the factory"),
+    "factory-raises": Case(
+        ship(model="{d}/factories.py:raises"), 1, "raised RuntimeError: boom in the factory"
+    ),
     "factory-tuple": Case(ship(model="{d}/factories.py:tup"), 1, "returned a tuple"),
     "factory-dict": Case(ship(model="{d}/factories.py:dct"), 1, "returned a dict"),
     "factory-path": Case(ship(model="{d}/factories.py:path"), 1, "returned a path"),
@@ -174,13 +180,30 @@ CASES: dict[str, Case] = {
     "spec-one-field": Case(ship("--input", "input_sequence"), 2, "expected 3 or 4"),
     "spec-empty-dim": Case(ship("--input", "input_sequence:2x:int64"), 2, "cannot read a dim"),
     "spec-bad-dtype": Case(ship("--input", "input_sequence:2x10:complex"), 2, "unknown dtype 'complex'"),
-    "spec-max-below-value": Case(ship("--input", "input_sequence:batch=5..2 x 10:int64"), 2, "below its sample"),
-    "spec-range-overflows-int8": Case(ship("--input", "input_sequence:2x10:int8:0..300"), 2, "overflows int8"),
-    "spec-range-overflows-int64": Case(ship("--input", "input_sequence:2x10:int64:0..1e30"), 2, "overflows int64"),
+    "spec-max-below-value": Case(
+        ship("--input", "input_sequence:batch=5..2 x 10:int64"), 2, "below its sample"
+    ),
+    "spec-range-overflows-int8": Case(
+        ship("--input", "input_sequence:2x10:int8:0..300"), 2, "overflows int8"
+    ),
+    "spec-range-overflows-int64": Case(
+        ship("--input", "input_sequence:2x10:int64:0..1e30"), 2, "overflows int64"
+    ),
     "spec-range-overflows-fp16": Case(ship("--input", "x:2x10:float16:0..1e6"), 2, "overflows float16"),
     "spec-empty-range": Case(ship("--input", "input_sequence:2x10:int64:5..5"), 2, "is empty"),
-    "spec-unknown-input": Case(ship("--input", "tokens:2x10:int64", "--input", "mask:2x10:int64",
-                                    "--input", "extra:2x10:int64", model="{d}/factories.py:two"), 1, "only partly match"),
+    "spec-unknown-input": Case(
+        ship(
+            "--input",
+            "tokens:2x10:int64",
+            "--input",
+            "mask:2x10:int64",
+            "--input",
+            "extra:2x10:int64",
+            model="{d}/factories.py:two",
+        ),
+        1,
+        "only partly match",
+    ),
     # vocabularies through ship --asset
     "vocab-keyed-by-ids": Case(ship("--asset", "vocab={d}/vocab_ids.json"), 1, "not template strings"),
     "vocab-gap": Case(ship("--asset", "vocab={d}/vocab_gap.json"), 1, "missing: [15]"),
@@ -199,41 +222,70 @@ CASES: dict[str, Case] = {
     "verify-truncated": Case(("verify", "{d}/truncated.onnx", "--golden", GOLDEN), 1, "not a readable ONNX"),
     "verify-text": Case(("verify", "{d}/text.onnx", "--golden", GOLDEN), 1, "not a readable ONNX model"),
     # external data leaving the model folder: refused before onnx/onnxruntime open it
-    "inspect-ext-parent": Case(("inspect", "{d}/m/parent.onnx"), 1, "'../../etc/passwd' leaves the model folder"),
-    "inspect-ext-absolute": Case(("inspect", "{d}/m/absolute.onnx"), 1, "'/etc/passwd' leaves the model folder"),
+    "inspect-ext-parent": Case(
+        ("inspect", "{d}/m/parent.onnx"), 1, "'../../etc/passwd' leaves the model folder"
+    ),
+    "inspect-ext-absolute": Case(
+        ("inspect", "{d}/m/absolute.onnx"), 1, "'/etc/passwd' leaves the model folder"
+    ),
     "inspect-ext-sibling": Case(("inspect", "{d}/m/sibling.onnx"), 1, "leaves the model folder"),
     "inspect-ext-symlink": Case(("inspect", "{d}/m/link.onnx"), 1, "resolves outside the model folder"),
-    "verify-ext-parent": Case(("verify", "{d}/m/parent.onnx", "--golden", GOLDEN), 1, "leaves the model folder"),
+    "verify-ext-parent": Case(
+        ("verify", "{d}/m/parent.onnx", "--golden", GOLDEN), 1, "leaves the model folder"
+    ),
     "verify-ext-absolute": Case(("verify", "{d}/m/absolute.onnx", "--golden", GOLDEN), 1, "leaves the model"),
     "verify-ext-symlink": Case(("verify", "{d}/m/link.onnx", "--golden", GOLDEN), 1, "resolves outside"),
-    "serve-ext-parent": Case(("serve", "--model-path", "{d}/m/parent.onnx", "--no-golden-check", "--port", "0"),
-                             1, "leaves the model folder", subprocess=True),
-    "serve-ext-absolute": Case(("serve", "--model-path", "{d}/m/absolute.onnx", "--no-golden-check", "--port",
-                                "0"), 1, "leaves the model folder", subprocess=True),
-    "serve-ext-symlink": Case(("serve", "--model-path", "{d}/m/link.onnx", "--no-golden-check", "--port", "0"),
-                              1, "resolves outside the model folder", subprocess=True),
+    "serve-ext-parent": Case(
+        ("serve", "--model-path", "{d}/m/parent.onnx", "--no-golden-check", "--port", "0"),
+        1,
+        "leaves the model folder",
+        subprocess=True,
+    ),
+    "serve-ext-absolute": Case(
+        ("serve", "--model-path", "{d}/m/absolute.onnx", "--no-golden-check", "--port", "0"),
+        1,
+        "leaves the model folder",
+        subprocess=True,
+    ),
+    "serve-ext-symlink": Case(
+        ("serve", "--model-path", "{d}/m/link.onnx", "--no-golden-check", "--port", "0"),
+        1,
+        "resolves outside the model folder",
+        subprocess=True,
+    ),
     # a bundle changed after its release
     "bundle-sha-package": Case(("package", "triton", "{d}/tampered", "--repo", "{d}/repo"), 1, "sha256"),
-    "bundle-sha-serve": Case(("serve", "--model-path", "{d}/tampered", "--port", "0"), 1, "sha256",
-                             subprocess=True),
+    "bundle-sha-serve": Case(
+        ("serve", "--model-path", "{d}/tampered", "--port", "0"), 1, "sha256", subprocess=True
+    ),
     # configs
-    "config-unknown-key": Case(("ship", "--config", "{d}/unknown_key.yaml"), 1, "unknown key 'export.stratgy'"),
+    "config-unknown-key": Case(
+        ("ship", "--config", "{d}/unknown_key.yaml"), 1, "unknown key 'export.stratgy'"
+    ),
     "config-unknown-section": Case(("ship", "--config", "{d}/unknown_section.yaml"), 1, "exprot"),
     "config-wrong-type": Case(("ship", "--config", "{d}/wrong_type.yaml"), 1, "expected int"),
     "config-not-a-mapping": Case(("ship", "--config", "{d}/list.yaml"), 1, "must hold a mapping"),
     "config-broken-yaml": Case(("ship", "--config", "{d}/broken.yaml"), 1, "not valid YAML"),
     "config-missing": Case(("ship", "--config", "{d}/nothing.yaml"), 1, "nothing.yaml"),
     "config-env-typo": Case(ship(), 1, "ONNXSHIP_EXPORT_OPSET", env=(("ONNXSHIP_EXPORT_OPSET", "17"),)),
-    "config-env-wrong-type": Case(ship(), 1, "ONNXSHIP_* environment is 'lots' (str), expected int",
-                                  env=(("ONNXSHIP_VERIFY_GOLDEN_SAMPLES", "lots"),)),
+    "config-env-wrong-type": Case(
+        ship(),
+        1,
+        "ONNXSHIP_* environment is 'lots' (str), expected int",
+        env=(("ONNXSHIP_VERIFY_GOLDEN_SAMPLES", "lots"),),
+    ),
 }
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int] | None]:
     """Every path below ``folder``, with size and mtime for files (a folder's mtime moves when a staging folder
     comes and goes inside it; what it holds is what counts)."""
-    return {str(p.relative_to(folder)): None if p.is_dir() and not p.is_symlink()
-            else (p.lstat().st_size, p.lstat().st_mtime_ns) for p in folder.rglob("*")}
+    return {
+        str(p.relative_to(folder)): None
+        if p.is_dir() and not p.is_symlink()
+        else (p.lstat().st_size, p.lstat().st_mtime_ns)
+        for p in folder.rglob("*")
+    }
 
 
 def _run(case: Case, d: Path) -> tuple[int, str, str]:
@@ -261,7 +313,7 @@ def test_bad_input(case_id, inputs, monkeypatch):
     lines = [line for line in err.splitlines() if line.strip()]
     errors = [i for i, line in enumerate(lines) if line.startswith("error: ")]
     assert len(errors) == 1 and case.needle in lines[errors[0]], err  # one error line, saying what went wrong
-    tail = lines[errors[0] + 1:]  # progress lines may come before it; only a hint after it
+    tail = lines[errors[0] + 1 :]  # progress lines may come before it; only a hint after it
     assert tail == [] or (len(tail) == 1 and tail[0].startswith("hint: ")), err
     assert _snapshot(inputs) == before, "a failed command wrote or changed files"
 

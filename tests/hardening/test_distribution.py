@@ -69,8 +69,9 @@ def test_wheel_and_sdist_contents(dists):
     assert not [n for n in names if n.startswith("tests/") or "__pycache__" in n]
     with tarfile.open(dists["sdist"]) as tar:
         members = tar.getnames()
-    assert any(m.endswith("/pyproject.toml") for m in members) and any(m.endswith("/src/onnxship/__init__.py")
-                                                                        for m in members)
+    assert any(m.endswith("/pyproject.toml") for m in members) and any(
+        m.endswith("/src/onnxship/__init__.py") for m in members
+    )
 
 
 def _venv(extra: str | None, wheel: Path) -> Path:
@@ -114,22 +115,37 @@ def test_core_install_has_no_torch_and_works(core_venv, bundle, tmp_path):
     assert "Usage" in _run([exe, "--help"], env=env, cwd=tmp_path).stdout
     info = json.loads(_run([exe, "inspect", bundle / "deeplog.onnx", "--json"], env=env, cwd=tmp_path).stdout)
     assert [i["name"] for i in info["inputs"]] == ["input_sequence"]
-    verified = _run([exe, "verify", bundle / "deeplog.onnx", "--golden", bundle / "golden.npz", "--json"],
-                    env=env, cwd=tmp_path)
+    verified = _run(
+        [exe, "verify", bundle / "deeplog.onnx", "--golden", bundle / "golden.npz", "--json"],
+        env=env,
+        cwd=tmp_path,
+    )
     assert json.loads(verified.stdout)["passed"] is True
-    broken = subprocess.run([exe, "verify", bundle / "deeplog.onnx", "--model", "x.py:build"], capture_output=True,
-                            text=True, env=env, cwd=tmp_path)  # needs torch: a clear error naming the extra
+    broken = subprocess.run(
+        [exe, "verify", bundle / "deeplog.onnx", "--model", "x.py:build"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )  # needs torch: a clear error naming the extra
     assert broken.returncode == 1 and "onnxship[torch]" in broken.stderr and "Traceback" not in broken.stderr
 
 
 def test_serve_extra_serves_the_bundle(dists, bundle, tmp_path):
     venv = _venv("serve", dists["wheel"])
     env = _clean_env()
-    assert subprocess.run([venv / "bin/python", "-c", "import torch"], capture_output=True, env=env).returncode
+    assert subprocess.run(
+        [venv / "bin/python", "-c", "import torch"], capture_output=True, env=env
+    ).returncode
     out = tmp_path / "serve.out"
     with open(out, "wb") as fh:
-        proc = subprocess.Popen([venv / "bin/onnxship", "serve", "--model-path", bundle, "--port", "0"],
-                                stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+        proc = subprocess.Popen(
+            [venv / "bin/onnxship", "serve", "--model-path", bundle, "--port", "0"],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+        )
     try:
         url, deadline = None, time.monotonic() + 60
         while time.monotonic() < deadline and url is None:
@@ -146,9 +162,15 @@ def test_serve_extra_serves_the_bundle(dists, bundle, tmp_path):
             except OSError:
                 assert time.monotonic() < deadline, out.read_text()
                 time.sleep(0.1)
-        body = {"inputs": [{"name": "input_sequence", "shape": [1, 10], "datatype": "INT64", "data": [1] * 10}]}
-        req = urllib.request.Request(url + "/v2/models/deeplog/infer", json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+        body = {
+            "inputs": [{"name": "input_sequence", "shape": [1, 10], "datatype": "INT64", "data": [1] * 10}]
+        }
+        req = urllib.request.Request(
+            url + "/v2/models/deeplog/infer",
+            json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=30) as r:
             doc = json.loads(r.read())
         assert doc["outputs"][0]["shape"] == [1, 30]

@@ -28,8 +28,14 @@ SHIP = ["ship", "--model", EXAMPLE, "--strategy", "torchscript", "--golden-sampl
 
 def _ship(releases: Path, cwd: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONNXSHIP_")}
-    return subprocess.Popen([ONNXSHIP, *SHIP, "--releases", str(releases)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [ONNXSHIP, *SHIP, "--releases", str(releases)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _assert_consistent(name_dir: Path) -> list[str]:
@@ -101,8 +107,14 @@ def small_disk(tmp_path, require_component):
     """A 2 MiB tmpfs, unmounted afterwards; skipped (failed under CI) where mounting is not allowed."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    ok = os.geteuid() == 0 and shutil.which("mount") is not None and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode == 0
+    ok = (
+        os.geteuid() == 0
+        and shutil.which("mount") is not None
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        == 0
+    )
     require_component(ok, "mounting a tmpfs needs root (mount -t tmpfs)")
     try:
         yield mnt
@@ -110,8 +122,12 @@ def small_disk(tmp_path, require_component):
         subprocess.run(["umount", str(mnt)], check=False, capture_output=True)
 
 
-@pytest.mark.parametrize("free_kib", [64, 400])  # the export fails / the model fits, later bundle files do not
-def test_full_disk_gives_a_clear_error_and_keeps_the_previous_release(small_disk, tmp_path, one_ship, free_kib):
+@pytest.mark.parametrize(
+    "free_kib", [64, 400]
+)  # the export fails / the model fits, later bundle files do not
+def test_full_disk_gives_a_clear_error_and_keeps_the_previous_release(
+    small_disk, tmp_path, one_ship, free_kib
+):
     releases = small_disk / "releases"
     shutil.copytree(one_ship[1], releases, symlinks=True)  # the previous release, on the small disk
     previous = _assert_consistent(releases / "deeplog")

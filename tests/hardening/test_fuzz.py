@@ -14,15 +14,59 @@ from hypothesis import strategies as st  # noqa: E402
 from onnxship._errors import InputSpecError  # noqa: E402
 from onnxship.spec import parse_input_spec  # noqa: E402
 
-SETTINGS = settings(max_examples=200, deadline=None, database=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 # Fragments of the grammar NAME:DIMS:DTYPE[:LOW..HIGH], so most examples get past the first check.
-_FRAGMENTS = st.sampled_from([
-    "x", "input_sequence", "batch", "seq", "=", "..", ":", " x ", "x", "1", "0", "-1", "2", "64", "1e30", "-1e30",
-    "nan", "inf", "0.5", "int64", "int8", "uint8", "float16", "float32", "bool", "bfloat16", "complex", " ", "",
-    "batch=2", "seq=10..64", "=3", "9" * 30, "１", "\x00", "é", "..1", "1..", "2..1", "3x224x224",
-])
+_FRAGMENTS = st.sampled_from(
+    [
+        "x",
+        "input_sequence",
+        "batch",
+        "seq",
+        "=",
+        "..",
+        ":",
+        " x ",
+        "x",
+        "1",
+        "0",
+        "-1",
+        "2",
+        "64",
+        "1e30",
+        "-1e30",
+        "nan",
+        "inf",
+        "0.5",
+        "int64",
+        "int8",
+        "uint8",
+        "float16",
+        "float32",
+        "bool",
+        "bfloat16",
+        "complex",
+        " ",
+        "",
+        "batch=2",
+        "seq=10..64",
+        "=3",
+        "9" * 30,
+        "１",
+        "\x00",
+        "é",
+        "..1",
+        "1..",
+        "2..1",
+        "3x224x224",
+    ]
+)
 _SPECS = st.one_of(st.text(max_size=40), st.lists(_FRAGMENTS, max_size=12).map("".join))
 
 
@@ -50,19 +94,32 @@ _JSON = st.recursive(
     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
     max_leaves=20,
 )
-_DATATYPES = st.sampled_from(["INT64", "INT32", "INT8", "UINT8", "FP32", "FP16", "FP64", "BOOL", "BYTES", "BF16",
-                              "int64", "", "FP8"])
+_DATATYPES = st.sampled_from(
+    ["INT64", "INT32", "INT8", "UINT8", "FP32", "FP16", "FP64", "BOOL", "BYTES", "BF16", "int64", "", "FP8"]
+)
 _TENSOR = st.fixed_dictionaries(
-    {"name": st.one_of(st.just("input_sequence"), st.text(max_size=6), st.integers()),
-     "shape": st.one_of(st.lists(st.integers(-2, 6), max_size=4), st.lists(st.integers(), max_size=3), _JSON),
-     "datatype": st.one_of(_DATATYPES, _JSON)},
-    optional={"data": st.one_of(st.lists(st.integers(), max_size=12), st.lists(st.floats(), max_size=12),
-                                st.lists(st.lists(st.integers(-3, 3), max_size=3), max_size=3), _JSON),
-              "parameters": st.one_of(st.fixed_dictionaries({"binary_data_size": st.integers(-1, 64)}), _JSON)},
+    {
+        "name": st.one_of(st.just("input_sequence"), st.text(max_size=6), st.integers()),
+        "shape": st.one_of(
+            st.lists(st.integers(-2, 6), max_size=4), st.lists(st.integers(), max_size=3), _JSON
+        ),
+        "datatype": st.one_of(_DATATYPES, _JSON),
+    },
+    optional={
+        "data": st.one_of(
+            st.lists(st.integers(), max_size=12),
+            st.lists(st.floats(), max_size=12),
+            st.lists(st.lists(st.integers(-3, 3), max_size=3), max_size=3),
+            _JSON,
+        ),
+        "parameters": st.one_of(st.fixed_dictionaries({"binary_data_size": st.integers(-1, 64)}), _JSON),
+    },
 )
 _BODIES = st.one_of(
-    st.fixed_dictionaries({"inputs": st.lists(_TENSOR, max_size=3)},
-                          optional={"outputs": _JSON, "parameters": _JSON, "id": _JSON}),
+    st.fixed_dictionaries(
+        {"inputs": st.lists(_TENSOR, max_size=3)},
+        optional={"outputs": _JSON, "parameters": _JSON, "id": _JSON},
+    ),
     _JSON,
 )
 

@@ -67,19 +67,23 @@ def test_server_binds_loopback_by_default(token_server, require_component):
             pass
 
 
-@pytest.mark.parametrize(("headers", "status"), [
-    ({}, 401),
-    ({"Authorization": "Bearer wrong"}, 401),
-    ({"Authorization": "Bearer " + SECRETS["ONNXSHIP_TOKEN"][:-1]}, 401),  # a prefix of the token
-    ({"Authorization": "Bearer " + SECRETS["ONNXSHIP_TOKEN"] + "x"}, 401),  # the token plus one byte
-    ({"Authorization": "Token " + SECRETS["ONNXSHIP_TOKEN"]}, 401),  # the right token, the wrong scheme
-    ({"Authorization": "Bearer " + SECRETS["ONNXSHIP_TOKEN"]}, 200),
-    ({"Authorization": "bearer " + SECRETS["ONNXSHIP_TOKEN"]}, 200),  # the scheme is case-insensitive
-])
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"Authorization": "Bearer wrong"}, 401),
+        ({"Authorization": "Bearer " + SECRETS["ONNXSHIP_TOKEN"][:-1]}, 401),  # a prefix of the token
+        ({"Authorization": "Bearer " + SECRETS["ONNXSHIP_TOKEN"] + "x"}, 401),  # the token plus one byte
+        ({"Authorization": "Token " + SECRETS["ONNXSHIP_TOKEN"]}, 401),  # the right token, the wrong scheme
+        ({"Authorization": "Bearer " + SECRETS["ONNXSHIP_TOKEN"]}, 200),
+        ({"Authorization": "bearer " + SECRETS["ONNXSHIP_TOKEN"]}, 200),  # the scheme is case-insensitive
+    ],
+)
 def test_bearer_token(token_server, headers, status):
     x = np.zeros((1, 10), np.int64)
-    got, _, raw = token_server.request("POST", "/v2/models/deeplog/infer", json.dumps(infer_body(x)).encode(),
-                                       headers)
+    got, _, raw = token_server.request(
+        "POST", "/v2/models/deeplog/infer", json.dumps(infer_body(x)).encode(), headers
+    )
     assert got == status, raw[:200]
     if status == 401:
         assert SECRETS["ONNXSHIP_TOKEN"] not in raw.decode() and "bearer token" in json.loads(raw)["error"]
@@ -91,12 +95,20 @@ def test_token_compare_is_constant_time():
     """The comparison itself: hmac.compare_digest, never == on the token."""
     src = (ROOT / "src/onnxship/serve/_app.py").read_text()
     tree = ast.parse(src)
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-             and n.func.attr == "compare_digest"]
+    calls = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "compare_digest"
+    ]
     assert calls, "the bearer token must be compared with hmac.compare_digest"
-    token_eq = [n for n in ast.walk(tree) if isinstance(n, ast.Compare)
-                and any(isinstance(o, (ast.Eq, ast.NotEq)) for o in n.ops)
-                and "_token" in ast.unparse(n) and "None" not in ast.unparse(n)]
+    token_eq = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Compare)
+        and any(isinstance(o, (ast.Eq, ast.NotEq)) for o in n.ops)
+        and "_token" in ast.unparse(n)
+        and "None" not in ast.unparse(n)
+    ]
     assert not token_eq, [ast.unparse(n) for n in token_eq]
 
 
@@ -110,8 +122,12 @@ def test_no_shell_true_in_src():
                 if name in ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput"):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
                 for kw in node.keywords:
-                    if kw.arg == "shell" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
-                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} shell={ast.unparse(kw.value)}")
+                    if kw.arg == "shell" and not (
+                        isinstance(kw.value, ast.Constant) and kw.value.value is False
+                    ):
+                        offenders.append(
+                            f"{path.relative_to(ROOT)}:{node.lineno} shell={ast.unparse(kw.value)}"
+                        )
     assert offenders == []
 
 
@@ -119,9 +135,24 @@ def test_no_shell_true_in_src():
 def shipped_with_secrets(tmp_path_factory):
     """`onnxship ship` run with credentials in its environment."""
     d = tmp_path_factory.mktemp("secrets")
-    result = CliRunner().invoke(app, ["ship", "--model", EXAMPLE, "--strategy", "torchscript", "--releases",
-                                      str(d / "releases"), "--meta", "broker=amqp://user@broker.local/vh",
-                                      "--golden-samples", "2", "--json"], env=SECRETS)
+    result = CliRunner().invoke(
+        app,
+        [
+            "ship",
+            "--model",
+            EXAMPLE,
+            "--strategy",
+            "torchscript",
+            "--releases",
+            str(d / "releases"),
+            "--meta",
+            "broker=amqp://user@broker.local/vh",
+            "--golden-samples",
+            "2",
+            "--json",
+        ],
+        env=SECRETS,
+    )
     assert result.exit_code == 0, result.output
     return d, Path(json.loads(result.stdout)["path"]), result.output
 
@@ -131,17 +162,34 @@ def test_ship_writes_and_prints_no_secrets(shipped_with_secrets):
     assert not _leaks(output)
     for f in bundle.rglob("*"):
         if f.is_file():
-            assert not _leaks(f.read_bytes().decode("latin-1")), f.name  # report.json, meta.json, the .onnx, ...
+            assert not _leaks(f.read_bytes().decode("latin-1")), (
+                f.name
+            )  # report.json, meta.json, the .onnx, ...
 
 
-@pytest.mark.parametrize(("meta", "needle"), [
-    ("db_password=hunter2", "look like secrets"),
-    ("api_token=abc", "look like secrets"),
-    (f"broker=amqp://user:{BROKER_PW}@broker.local/vh", "hold URLs with a password"),
-])
+@pytest.mark.parametrize(
+    ("meta", "needle"),
+    [
+        ("db_password=hunter2", "look like secrets"),
+        ("api_token=abc", "look like secrets"),
+        (f"broker=amqp://user:{BROKER_PW}@broker.local/vh", "hold URLs with a password"),
+    ],
+)
 def test_ship_refuses_secret_metadata(tmp_path, meta, needle):
-    result = CliRunner().invoke(app, ["ship", "--model", EXAMPLE, "--strategy", "torchscript", "--releases",
-                                      str(tmp_path / "releases"), "--meta", meta])
+    result = CliRunner().invoke(
+        app,
+        [
+            "ship",
+            "--model",
+            EXAMPLE,
+            "--strategy",
+            "torchscript",
+            "--releases",
+            str(tmp_path / "releases"),
+            "--meta",
+            meta,
+        ],
+    )
     assert result.exit_code == 1 and needle in result.stderr, result.output
     assert BROKER_PW not in result.output and "hunter2" not in result.output
     assert not (tmp_path / "releases").exists()
@@ -151,15 +199,28 @@ def test_publish_prints_and_logs_no_secrets(shipped_with_secrets, require_compon
     """Publish to the embedded MLflow store with a broker URL holding a password (the broker is down)."""
     import importlib.util
 
-    require_component(importlib.util.find_spec("mlflow") is not None, "mlflow (pip install 'onnxship[mlflow]')")
+    require_component(
+        importlib.util.find_spec("mlflow") is not None, "mlflow (pip install 'onnxship[mlflow]')"
+    )
     d, bundle, _ = shipped_with_secrets
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     store = d / "store"
-    result = CliRunner().invoke(app, ["publish", str(bundle), "--store-dir", str(store), "--no-model",
-                                      "--no-triton", "--notify", f"amqp://user:{BROKER_PW}@127.0.0.1:{closed}/vh"],
-                                env=SECRETS)
+    result = CliRunner().invoke(
+        app,
+        [
+            "publish",
+            str(bundle),
+            "--store-dir",
+            str(store),
+            "--no-model",
+            "--no-triton",
+            "--notify",
+            f"amqp://user:{BROKER_PW}@127.0.0.1:{closed}/vh",
+        ],
+        env=SECRETS,
+    )
     assert result.exit_code == 1 and "unreachable" in result.stderr, result.output
     assert "amqp://user:***@127.0.0.1" in result.stderr
     assert not _leaks(result.output)

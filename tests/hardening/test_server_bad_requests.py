@@ -30,7 +30,9 @@ def served(tmp_path_factory, start_server):
     shutil.copytree(bundle, outside / bundle.name, symlinks=True)
     (root / "deeplog" / "leave").symlink_to(outside / bundle.name)  # a symlink in the root that leaves it
     (root / "deeplog" / "up").symlink_to(base)
-    server = start_server(["--releases", str(root), "--model-root", str(root), "--max-body-bytes", str(LIMIT)])
+    server = start_server(
+        ["--releases", str(root), "--model-root", str(root), "--max-body-bytes", str(LIMIT)]
+    )
     return server, root, outside / bundle.name
 
 
@@ -46,8 +48,11 @@ def _raw(obj) -> bytes:
 
 BAD_INFER = {
     "unknown-input-name": (_tensor(name="tokens"), 400, "unknown input"),
-    "missing-input": ({"inputs": [{"name": "other", "shape": [1], "datatype": "INT64", "data": [1]}]}, 400,
-                      "input"),
+    "missing-input": (
+        {"inputs": [{"name": "other", "shape": [1], "datatype": "INT64", "data": [1]}]},
+        400,
+        "input",
+    ),
     "input-twice": ({"inputs": [infer_body(X)["inputs"][0]] * 2}, 400, "given twice"),
     "wrong-datatype": (_tensor(datatype="FP32", data=X.astype(float).reshape(-1).tolist()), 400, "FP32"),
     "unknown-datatype": (_tensor(datatype="COMPLEX64"), 400, "COMPLEX64"),
@@ -64,8 +69,11 @@ BAD_INFER = {
     "string-data": (_tensor(data=["a"] * 24), 400, "string"),
     "int64-overflow": (_tensor(data=[2**70] * 24), 400, "data"),
     "ragged-data": (_tensor(data=[[1, 2], [3]]), 400, "ragged"),
-    "no-data": ({"inputs": [{"name": "input_sequence", "shape": [2, 12], "datatype": "INT64"}]}, 400,
-                "neither 'data'"),
+    "no-data": (
+        {"inputs": [{"name": "input_sequence", "shape": [2, 12], "datatype": "INT64"}]},
+        400,
+        "neither 'data'",
+    ),
     "empty-inputs": ({"inputs": []}, 400, "non-empty 'inputs'"),
     "inputs-not-list": ({"inputs": {"input_sequence": [1]}}, 400, "non-empty 'inputs'"),
     "body-a-list": ([1, 2, 3], 400, "JSON object"),
@@ -88,8 +96,9 @@ def _still_healthy(server):
 def test_bad_infer_request(served, case):
     server, _, _ = served
     body, status, needle = BAD_INFER[case]
-    got, headers, raw = server.request("POST", INFER, body if isinstance(body, bytes) else _raw(body),
-                                       {"Content-Type": "application/json"})
+    got, headers, raw = server.request(
+        "POST", INFER, body if isinstance(body, bytes) else _raw(body), {"Content-Type": "application/json"}
+    )
     assert got == status, raw[:300]
     assert headers.get("content-type", headers.get("Content-Type", "")).startswith("application/json")
     doc = json.loads(raw)
@@ -97,33 +106,51 @@ def test_bad_infer_request(served, case):
     _still_healthy(server)
 
 
-@pytest.mark.parametrize(("header", "tail", "needle"), [
-    ("999999", b"", "Inference-Header-Content-Length is 999999"),
-    ("abc", b"", "is not a number"),
-    (None, b"\x01" * 7, "binary"),  # binary_data_size says 8 bytes per element x 24, the body holds 7
-])
+@pytest.mark.parametrize(
+    ("header", "tail", "needle"),
+    [
+        ("999999", b"", "Inference-Header-Content-Length is 999999"),
+        ("abc", b"", "is not a number"),
+        (None, b"\x01" * 7, "binary"),  # binary_data_size says 8 bytes per element x 24, the body holds 7
+    ],
+)
 def test_bad_binary_framing(served, header, tail, needle):
     server, _, _ = served
-    head = _raw({"inputs": [{"name": "input_sequence", "shape": [2, 12], "datatype": "INT64",
-                             "parameters": {"binary_data_size": 192}}]})
-    headers = {"Content-Type": "application/octet-stream",
-               "Inference-Header-Content-Length": header if header is not None else str(len(head))}
+    head = _raw(
+        {
+            "inputs": [
+                {
+                    "name": "input_sequence",
+                    "shape": [2, 12],
+                    "datatype": "INT64",
+                    "parameters": {"binary_data_size": 192},
+                }
+            ]
+        }
+    )
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": header if header is not None else str(len(head)),
+    }
     got, _, raw = server.request("POST", INFER, head + tail, headers)
     assert got == 400 and needle in json.loads(raw)["error"], raw[:300]
     _still_healthy(server)
 
 
-@pytest.mark.parametrize(("path", "status", "needle"), [
-    ("../", 403, "outside the model root"),
-    ("deeplog/../../outside", 403, "outside the model root"),
-    ("OUTSIDE", 403, "outside the model root"),  # an absolute path to a valid bundle outside the root
-    ("/etc/passwd", 403, "outside the model root"),
-    ("/", 403, "outside the model root"),
-    ("deeplog/leave", 403, "outside the model root"),  # a symlink to a valid bundle outside the root
-    ("deeplog/up/outside", 403, "outside the model root"),  # through a symlinked parent folder
-    ("deeplog/nothing-here", 404, "does not exist"),
-    ("deeplog/\x00", 400, "NUL byte"),
-])
+@pytest.mark.parametrize(
+    ("path", "status", "needle"),
+    [
+        ("../", 403, "outside the model root"),
+        ("deeplog/../../outside", 403, "outside the model root"),
+        ("OUTSIDE", 403, "outside the model root"),  # an absolute path to a valid bundle outside the root
+        ("/etc/passwd", 403, "outside the model root"),
+        ("/", 403, "outside the model root"),
+        ("deeplog/leave", 403, "outside the model root"),  # a symlink to a valid bundle outside the root
+        ("deeplog/up/outside", 403, "outside the model root"),  # through a symlinked parent folder
+        ("deeplog/nothing-here", 404, "does not exist"),
+        ("deeplog/\x00", 400, "NUL byte"),
+    ],
+)
 def test_reload_outside_root_is_refused(served, path, status, needle):
     server, _, outside = served
     path = str(outside) if path == "OUTSIDE" else path

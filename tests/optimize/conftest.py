@@ -33,6 +33,7 @@ def outlier_export(tmp_path_factory: pytest.TempPathFactory):
     torch.manual_seed(0)
     model = Outlier().eval()
     out = tmp_path_factory.mktemp("outlier")
-    result = onnxship.export(model, inputs=["x:batch=4..64 x 32:float32"], out=out, name="outlier",
-                             strategy="torchscript")
+    result = onnxship.export(
+        model, inputs=["x:batch=4..64 x 32:float32"], out=out, name="outlier", strategy="torchscript"
+    )
     return model, result

@@ -94,8 +94,13 @@ def test_simplify_lets_the_quantizer_reach_weights_shared_behind_identity(tmp_pa
     from onnxship.testing import SmallTransformer
 
     torch.manual_seed(0)
-    res = onnxship.export(SmallTransformer(layers=2), inputs=["tokens:batch=2..8 x 16:int64:0..100"], out=tmp_path,
-                          name="tf", strategy="torchscript")
+    res = onnxship.export(
+        SmallTransformer(layers=2),
+        inputs=["tokens:batch=2..8 x 16:int64:0..100"],
+        out=tmp_path,
+        name="tf",
+        strategy="torchscript",
+    )
     raw = _load(res)
     assert any(n.op_type == "Identity" for n in raw.graph.node)
 

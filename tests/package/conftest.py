@@ -56,8 +56,12 @@ def shipped(tmp_path_factory, deeplog_model):
     root = tmp_path_factory.mktemp("pkg")
     vocab = write_vocab(root / "vocab.json")
     releases = root / "releases"
-    r1 = ship(deeplog_model, config=ship_config(releases, portable=True),
-              assets=[AssetSpec("vocab", vocab)], when=T1)
+    r1 = ship(
+        deeplog_model,
+        config=ship_config(releases, portable=True),
+        assets=[AssetSpec("vocab", vocab)],
+        when=T1,
+    )
     r2 = ship(deeplog_model, config=ship_config(releases), when=T2)
     return releases, r1, r2
 

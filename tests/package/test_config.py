@@ -53,16 +53,23 @@ def test_defaults_without_a_file():
     assert cfg.paths.releases == "releases" and cfg.export.opsets == [17, 18]
 
 
-@pytest.mark.parametrize(("text", "message", "hint"), [
-    ("export:\n  stratgy: auto\n", "unknown key 'export.stratgy'", "export.strategy"),
-    ("exprot:\n  strategy: auto\n", "unknown section 'exprot'", "valid sections: model, paths, export"),
-    ("package:\n  triton: {repoo: x}\n", "did you mean 'package.triton.repo'", "package.triton.instances"),
-    ("verify:\n  golden_samples: many\n", "expected int", "ONNXSHIP_"),
-    ("export:\n  opsets: 17\n", "expected list[int]", None),
-    ("export: [1, 2]\n", "must be a mapping", "valid keys: strategy"),
-    ("- a\n- b\n", "must hold a mapping of sections", None),
-    ("export: {strategy: [\n", "not valid YAML", None),
-])
+@pytest.mark.parametrize(
+    ("text", "message", "hint"),
+    [
+        ("export:\n  stratgy: auto\n", "unknown key 'export.stratgy'", "export.strategy"),
+        ("exprot:\n  strategy: auto\n", "unknown section 'exprot'", "valid sections: model, paths, export"),
+        (
+            "package:\n  triton: {repoo: x}\n",
+            "did you mean 'package.triton.repo'",
+            "package.triton.instances",
+        ),
+        ("verify:\n  golden_samples: many\n", "expected int", "ONNXSHIP_"),
+        ("export:\n  opsets: 17\n", "expected list[int]", None),
+        ("export: [1, 2]\n", "must be a mapping", "valid keys: strategy"),
+        ("- a\n- b\n", "must hold a mapping of sections", None),
+        ("export: {strategy: [\n", "not valid YAML", None),
+    ],
+)
 def test_config_errors_name_the_valid_keys(tmp_path, text, message, hint):
     with pytest.raises(ConfigError) as exc:
         load_ship_config(_write(tmp_path, text), environ={})
@@ -72,9 +79,16 @@ def test_config_errors_name_the_valid_keys(tmp_path, text, message, hint):
 
 
 def test_env_overrides_are_typed(tmp_path):
-    env = {"ONNXSHIP_EXPORT_OPSETS": "[18]", "ONNXSHIP_PACKAGE_PORTABLE": "false", "ONNXSHIP_VERIFY_ATOL": "0.001",
-           "ONNXSHIP_PATHS_RELEASES": "/srv/releases", "ONNXSHIP_PACKAGE_TRITON_INSTANCES": "3",
-           "ONNXSHIP_MODEL_NAME": "other", "ONNXSHIP_SERVE_PORT": "9000", "HOME": "/root"}
+    env = {
+        "ONNXSHIP_EXPORT_OPSETS": "[18]",
+        "ONNXSHIP_PACKAGE_PORTABLE": "false",
+        "ONNXSHIP_VERIFY_ATOL": "0.001",
+        "ONNXSHIP_PATHS_RELEASES": "/srv/releases",
+        "ONNXSHIP_PACKAGE_TRITON_INSTANCES": "3",
+        "ONNXSHIP_MODEL_NAME": "other",
+        "ONNXSHIP_SERVE_PORT": "9000",
+        "HOME": "/root",
+    }
     cfg = load_ship_config(_write(tmp_path, YAML), environ=env)
     assert cfg.export.opsets == [18] and cfg.package.portable is False and cfg.verify.atol == 0.001
     assert cfg.paths.releases == "/srv/releases" and cfg.package.triton.instances == 3
@@ -84,11 +98,14 @@ def test_env_overrides_are_typed(tmp_path):
     assert cfg.export.strategy == "torchscript"
 
 
-@pytest.mark.parametrize(("env", "needle"), [
-    ({"ONNXSHIP_EXPORT_STRATEGI": "auto"}, "environment variable ONNXSHIP_EXPORT_STRATEGI"),
-    ({"ONNXSHIP_VERIFY_GOLDEN_SAMPLES": "lots"}, "expected int"),
-    ({"ONNXSHIP_EXPORT_OPSETS": "[17"}, "does not parse"),
-])
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"ONNXSHIP_EXPORT_STRATEGI": "auto"}, "environment variable ONNXSHIP_EXPORT_STRATEGI"),
+        ({"ONNXSHIP_VERIFY_GOLDEN_SAMPLES": "lots"}, "expected int"),
+        ({"ONNXSHIP_EXPORT_OPSETS": "[17"}, "does not parse"),
+    ],
+)
 def test_env_errors(env, needle):
     with pytest.raises(ConfigError, match=needle):
         load_ship_config(None, environ=env)

@@ -40,10 +40,20 @@ def test_version_tag_format():
 
 def test_bundle_layout(shipped):
     releases, r1, r2 = shipped
-    assert r1.version.startswith("deeplog-20261101-120000-") and r2.version.startswith("deeplog-20261102-120000-")
-    assert _tree(r1.path) == ["assets", "assets/vocab.json", "assets/vocab.portable.json", "deeplog.onnx",
-                              "deeplog.onnx.meta.json", "golden.npz", "release.json", "report.html",
-                              "report.json"]
+    assert r1.version.startswith("deeplog-20261101-120000-") and r2.version.startswith(
+        "deeplog-20261102-120000-"
+    )
+    assert _tree(r1.path) == [
+        "assets",
+        "assets/vocab.json",
+        "assets/vocab.portable.json",
+        "deeplog.onnx",
+        "deeplog.onnx.meta.json",
+        "golden.npz",
+        "release.json",
+        "report.html",
+        "report.json",
+    ]
     manifest = json.loads((r1.path / "release.json").read_text())
     assert manifest["passed"] is True and manifest["model_file"] == "deeplog.onnx"
     assert set(manifest["files"]) == set(_tree(r1.path)) - {"assets", "release.json"}
@@ -51,7 +61,8 @@ def test_bundle_layout(shipped):
     assert portable["0"] == "template <0> seen" and len(portable) == 30
     # no staging leftovers, and the name folder holds exactly the releases and the pointers
     assert sorted(p.name for p in (releases / "deeplog").iterdir() if p.name != ".latest.lock") == sorted(
-        ["LATEST", "latest", r1.version, r2.version])
+        ["LATEST", "latest", r1.version, r2.version]
+    )
 
 
 def _no_staging_paths(bundle):
@@ -75,7 +86,10 @@ def test_metadata_is_embedded_and_matches_the_sidecar(shipped):
     assert json.loads(props["assets"]) == r1.release.meta["assets"]
     assert props["vocab_size"] == "30" and props["exporter"] == "torchscript"
     meta = r1.release.meta
-    assert meta["release_version"] == r1.version and meta["onnx_sha256"] == r1.release.manifest["files"]["deeplog.onnx"]
+    assert (
+        meta["release_version"] == r1.version
+        and meta["onnx_sha256"] == r1.release.manifest["files"]["deeplog.onnx"]
+    )
 
 
 def test_golden_replays_without_torch(shipped):
@@ -163,8 +177,12 @@ def test_failed_asset_after_export_writes_nothing(shipped, deeplog_model, tmp_pa
     vocab = write_vocab(tmp_path / "vocab.json", n=12)  # the model's vocabulary is 30
     before = _tree(releases)
     with pytest.raises(PackagingError, match="12 entries but the model"):
-        ship(deeplog_model, config=ship_config(releases), assets=[AssetSpec("vocab", vocab)],
-             when=datetime(2026, 11, 3, tzinfo=timezone.utc))
+        ship(
+            deeplog_model,
+            config=ship_config(releases),
+            assets=[AssetSpec("vocab", vocab)],
+            when=datetime(2026, 11, 3, tzinfo=timezone.utc),
+        )
     assert _tree(releases) == before
     assert current_latest(releases / "deeplog") == r2.version
 

@@ -57,13 +57,16 @@ def cli_release(tmp_path_factory):
     """One release of the bundled example, shipped through the CLI from a YAML config with a vocab asset."""
     root = tmp_path_factory.mktemp("cli")
     write_vocab(root / "vocab.json")
-    (root / "onnxship.yaml").write_text(f"""
+    (root / "onnxship.yaml").write_text(
+        f"""
 model: {{spec: "{EXAMPLE}:build_model", name: deeplog}}
 paths: {{releases: releases}}
 export: {{strategy: torchscript}}
 verify: {{golden_samples: 2}}
 package: {{assets: {{vocab: vocab.json}}}}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     result = _run(["ship", "--config", root / "onnxship.yaml", "--json"])
     assert result.exit_code == 0, result.output
     return root, json.loads(result.stdout)
@@ -91,8 +94,21 @@ def test_list_command(cli_release):
 
 def test_package_triton_command(cli_release, tmp_path):
     root, info = cli_release
-    result = _run(["package", "triton", root / "releases/deeplog/latest", "--repo", tmp_path / "repo",
-                   "--max-batch-size", "8", "--instances", "2", "--dynamic-batching", "--json"])
+    result = _run(
+        [
+            "package",
+            "triton",
+            root / "releases/deeplog/latest",
+            "--repo",
+            tmp_path / "repo",
+            "--max-batch-size",
+            "8",
+            "--instances",
+            "2",
+            "--dynamic-batching",
+            "--json",
+        ]
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["max_batch_size"] == 8 and out["versions"] == {"1": info["version"]}
@@ -100,13 +116,25 @@ def test_package_triton_command(cli_release, tmp_path):
     assert "count: 2" in text and "dynamic_batching {" in text and 'platform: "onnxruntime_onnx"' in text
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["package", "triton", "{tmp}", "--repo", "{tmp}/repo"], "is not a release"),
-    (["list", "{tmp}/nothing"], "is not a folder"),
-    (["package", "triton", "{rel}", "--repo", "{tmp}/repo", "--max-batch-size", "1000"], "above the declared"),
-    (["package", "triton", "{rel}", "--repo", "{tmp}/repo", "--version-policy", "newest"], "version policy"),
-    (["package", "triton", "{rel}", "--repo", "{tmp}/repo", "--kind", "KIND_TPU"], "unknown instance kind"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["package", "triton", "{tmp}", "--repo", "{tmp}/repo"], "is not a release"),
+        (["list", "{tmp}/nothing"], "is not a folder"),
+        (
+            ["package", "triton", "{rel}", "--repo", "{tmp}/repo", "--max-batch-size", "1000"],
+            "above the declared",
+        ),
+        (
+            ["package", "triton", "{rel}", "--repo", "{tmp}/repo", "--version-policy", "newest"],
+            "version policy",
+        ),
+        (
+            ["package", "triton", "{rel}", "--repo", "{tmp}/repo", "--kind", "KIND_TPU"],
+            "unknown instance kind",
+        ),
+    ],
+)
 def test_cli_errors_exit_1_with_one_line(cli_release, tmp_path, args, needle):
     root, _ = cli_release
     args = [a.format(tmp=tmp_path, rel=root / "releases/deeplog/latest") for a in args]
@@ -131,8 +159,19 @@ def test_env_typo_exits_1(tmp_path):
 
 def test_bad_vocab_exits_1_and_writes_nothing(tmp_path):
     vocab = write_vocab(tmp_path / "vocab.json", digit_keys=True)
-    result = _run(["ship", "--model", f"{EXAMPLE}:build_model", "--strategy", "torchscript", "--releases",
-                   tmp_path / "releases", "--asset", f"vocab={vocab}"])
+    result = _run(
+        [
+            "ship",
+            "--model",
+            f"{EXAMPLE}:build_model",
+            "--strategy",
+            "torchscript",
+            "--releases",
+            tmp_path / "releases",
+            "--asset",
+            f"vocab={vocab}",
+        ]
+    )
     assert result.exit_code == 1 and "not template strings" in result.output
     assert not (tmp_path / "releases").exists()
 
@@ -145,7 +184,9 @@ def test_sha_mismatch_via_cli(cli_release, tmp_path):
     with open(copy / "deeplog.onnx", "ab") as fh:
         fh.write(b"\0")
     result = _run(["package", "triton", copy, "--repo", tmp_path / "repo"])
-    assert result.exit_code == 1 and "sha256" in result.output and "changed after the release" in result.output
+    assert (
+        result.exit_code == 1 and "sha256" in result.output and "changed after the release" in result.output
+    )
 
 
 @pytest.mark.parametrize("stage", ["staging", "exported"])
@@ -160,10 +201,24 @@ def test_kill_9_leaves_no_half_bundle(cli_release, tmp_path, stage):
     model.write_text(SLOW_MODEL, encoding="utf-8")
     before = sorted(p.name for p in (releases / "deeplog").iterdir() if not p.name.startswith("."))
     exe = Path(sys.executable).with_name("onnxship")
-    proc = subprocess.Popen([str(exe), "ship", "--model", f"{model}:build_model", "--name", "deeplog",
-                             "--strategy", "torchscript", "--releases", str(releases), "--input",
-                             "input_sequence:batch=2..8 x seq=10..16:int64:0..30"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "ship",
+            "--model",
+            f"{model}:build_model",
+            "--name",
+            "deeplog",
+            "--strategy",
+            "torchscript",
+            "--releases",
+            str(releases),
+            "--input",
+            "input_sequence:batch=2..8 x seq=10..16:int64:0..30",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     name_dir = releases / "deeplog"
     deadline = time.monotonic() + 60
     killed = False
@@ -193,9 +248,11 @@ def test_kill_9_leaves_no_half_bundle(cli_release, tmp_path, stage):
 
 
 def test_package_help_is_light():
-    code = ("import sys\nfrom typer.testing import CliRunner\nfrom onnxship.cli import app\n"
-            "for args in (['package', '--help'], ['package', 'triton', '--help'], ['ship', '--help'], "
-            "['list', '--help']):\n    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
-            "print([m for m in ('torch', 'onnxruntime', 'tritonclient', 'onnxscript') if m in sys.modules])")
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom onnxship.cli import app\n"
+        "for args in (['package', '--help'], ['package', 'triton', '--help'], ['ship', '--help'], "
+        "['list', '--help']):\n    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
+        "print([m for m in ('torch', 'onnxruntime', 'tritonclient', 'onnxscript') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

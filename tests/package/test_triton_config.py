@@ -23,31 +23,61 @@ from onnxship.spec import parse_input_spec
 
 pytest.importorskip("tritonclient.grpc")
 
-_ONNX = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "float64": TensorProto.DOUBLE,
-         "int64": TensorProto.INT64, "int32": TensorProto.INT32, "int8": TensorProto.INT8,
-         "uint8": TensorProto.UINT8, "bool": TensorProto.BOOL, "bfloat16": TensorProto.BFLOAT16}
+_ONNX = {
+    "float32": TensorProto.FLOAT,
+    "float16": TensorProto.FLOAT16,
+    "float64": TensorProto.DOUBLE,
+    "int64": TensorProto.INT64,
+    "int32": TensorProto.INT32,
+    "int8": TensorProto.INT8,
+    "uint8": TensorProto.UINT8,
+    "bool": TensorProto.BOOL,
+    "bfloat16": TensorProto.BFLOAT16,
+}
 
 
-def synthetic_release(root: Path, spec: str, out_shape: list, *, name: str = "m", out_dtype: str | None = None,
-                      verified: list[dict] | None = None, labels: list[str] | None = None,
-                      when: datetime | None = None) -> Path:
+def synthetic_release(
+    root: Path,
+    spec: str,
+    out_shape: list,
+    *,
+    name: str = "m",
+    out_dtype: str | None = None,
+    verified: list[dict] | None = None,
+    labels: list[str] | None = None,
+    when: datetime | None = None,
+) -> Path:
     """A release of an Identity/Cast graph written by ReleaseWriter, with the sidecar an export would write."""
     from onnxship.export._onnxfile import file_sha256
 
     s = parse_input_spec(spec)
     shape = [d.name if d.name else d.value for d in s.dims]
     out_dtype = out_dtype or s.dtype
-    node = (helper.make_node("Identity", [s.name], ["y"]) if out_dtype == s.dtype
-            else helper.make_node("Cast", [s.name], ["y"], to=_ONNX[out_dtype]))
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(s.name, _ONNX[s.dtype], shape)],
-                              [helper.make_tensor_value_info("y", _ONNX[out_dtype], out_shape)])
+    node = (
+        helper.make_node("Identity", [s.name], ["y"])
+        if out_dtype == s.dtype
+        else helper.make_node("Cast", [s.name], ["y"], to=_ONNX[out_dtype])
+    )
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info(s.name, _ONNX[s.dtype], shape)],
+        [helper.make_tensor_value_info("y", _ONNX[out_dtype], out_shape)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with ReleaseWriter(root, name, when=when, sha="nogit") as w:
         onnx.save(model, str(w.path / f"{name}.onnx"))
-        w.write_json(f"{name}.onnx.meta.json", {
-            "inputs": [s.to_dict()], "output_names": ["y"], "onnx_sha256": file_sha256(w.path / f"{name}.onnx"),
-            "verified_dims": verified if verified is not None else [{d.name: d.value for d in s.dims if d.name}],
-        })
+        w.write_json(
+            f"{name}.onnx.meta.json",
+            {
+                "inputs": [s.to_dict()],
+                "output_names": ["y"],
+                "onnx_sha256": file_sha256(w.path / f"{name}.onnx"),
+                "verified_dims": verified
+                if verified is not None
+                else [{d.name: d.value for d in s.dims if d.name}],
+            },
+        )
         if labels:
             w.write_json("assets/labels.json", {str(i): x for i, x in enumerate(labels)})
         return w.commit(model_file=f"{name}.onnx", passed=True).path
@@ -76,21 +106,39 @@ def test_no_batching_keeps_full_shapes(shipped, tmp_path):
 
 def test_options_and_several_releases_become_versions(shipped, tmp_path):
     releases, r1, r2 = shipped
-    result = package_triton(releases / "deeplog", TritonConfig(
-        repo=tmp_path, max_batch_size=8, instances=2, kind="KIND_CPU", dynamic_batching=True,
-        preferred_batch_sizes=(4, 8), max_queue_delay_us=500, version_policy="all"))
+    result = package_triton(
+        releases / "deeplog",
+        TritonConfig(
+            repo=tmp_path,
+            max_batch_size=8,
+            instances=2,
+            kind="KIND_CPU",
+            dynamic_batching=True,
+            preferred_batch_sizes=(4, 8),
+            max_queue_delay_us=500,
+            version_policy="all",
+        ),
+    )
     assert result.versions == {1: r1.version, 2: r2.version}
     cfg = parse_triton_config(result.config_text)
     assert cfg.max_batch_size == 8 and cfg.instance_group[0].count == 2
     assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 8]
     assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
     assert cfg.version_policy.HasField("all")
-    assert sorted(p.name for p in (tmp_path / "deeplog").iterdir()) == ["1", "2", "config.pbtxt",
-                                                                          "onnxship-versions.json"]
+    assert sorted(p.name for p in (tmp_path / "deeplog").iterdir()) == [
+        "1",
+        "2",
+        "config.pbtxt",
+        "onnxship-versions.json",
+    ]
     # packaging again replaces the model folder and leaves nothing behind
     package_triton(r2.path, TritonConfig(repo=tmp_path, version_policy="specific:1"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deeplog"]
-    assert sorted(p.name for p in (tmp_path / "deeplog").iterdir()) == ["1", "config.pbtxt", "onnxship-versions.json"]
+    assert sorted(p.name for p in (tmp_path / "deeplog").iterdir()) == [
+        "1",
+        "config.pbtxt",
+        "onnxship-versions.json",
+    ]
 
 
 @pytest.mark.parametrize("dtype", ["float16", "int64", "bool", "float64", "uint8", "int32", "int8"])
@@ -139,8 +187,12 @@ def test_other_dynamic_dims_are_minus_one_and_1d_inputs_reshape(tmp_path):
 
 
 def test_batch_limit_comes_from_verified_dims_without_a_declared_max(tmp_path):
-    rel = synthetic_release(tmp_path / "r", "x:batch=2 x 4:float32", ["batch", 4],
-                            verified=[{"batch": 2}, {"batch": 1}, {"batch": 3}, {"batch": 5}])
+    rel = synthetic_release(
+        tmp_path / "r",
+        "x:batch=2 x 4:float32",
+        ["batch", 4],
+        verified=[{"batch": 2}, {"batch": 1}, {"batch": 3}, {"batch": 5}],
+    )
     assert package_triton(rel, TritonConfig(repo=tmp_path / "repo")).max_batch_size == 5
     with pytest.raises(PackagingError, match="above the verified batch maximum 5"):
         package_triton(rel, TritonConfig(repo=tmp_path / "repo", max_batch_size=6))
@@ -167,14 +219,17 @@ def test_versions_must_share_one_signature(tmp_path):
     assert read_release(a).name == "m"
 
 
-@pytest.mark.parametrize(("kwargs", "needle"), [
-    ({"instances": 0}, "at least 1"),
-    ({"max_batch_size": -1}, ">= 0"),
-    ({"version_policy": "latest:0"}, "not understood"),
-    ({"version_policy": "specific:"}, "not understood"),
-    ({"kind": "GPU"}, "unknown instance kind"),
-    ({"preferred_batch_sizes": (4,)}, "need --dynamic-batching"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"instances": 0}, "at least 1"),
+        ({"max_batch_size": -1}, ">= 0"),
+        ({"version_policy": "latest:0"}, "not understood"),
+        ({"version_policy": "specific:"}, "not understood"),
+        ({"kind": "GPU"}, "unknown instance kind"),
+        ({"preferred_batch_sizes": (4,)}, "need --dynamic-batching"),
+    ],
+)
 def test_bad_triton_options(tmp_path, kwargs, needle):
     with pytest.raises(ConfigError, match=needle):
         TritonConfig(repo=tmp_path, **kwargs)
@@ -183,8 +238,10 @@ def test_bad_triton_options(tmp_path, kwargs, needle):
 def test_semantic_errors_on_the_parsed_config(shipped, tmp_path):
     _, _, r2 = shipped
     with pytest.raises(PackagingError, match="preferred batch sizes"):
-        package_triton(r2.path, TritonConfig(repo=tmp_path, max_batch_size=4, dynamic_batching=True,
-                                             preferred_batch_sizes=(8,)))
+        package_triton(
+            r2.path,
+            TritonConfig(repo=tmp_path, max_batch_size=4, dynamic_batching=True, preferred_batch_sizes=(8,)),
+        )
     with pytest.raises(PackagingError, match="dynamic_batching needs max_batch_size > 0"):
         package_triton(r2.path, TritonConfig(repo=tmp_path, max_batch_size=0, dynamic_batching=True))
     assert not (tmp_path / "deeplog").exists()

@@ -19,7 +19,9 @@ from onnxship.verify import read_golden
 
 pytestmark = [pytest.mark.triton, pytest.mark.component]
 
-HOME = Path(sys.prefix) / ".components" / "tritonserver"  # written by scripts/components.sh component_tritonserver
+HOME = (
+    Path(sys.prefix) / ".components" / "tritonserver"
+)  # written by scripts/components.sh component_tritonserver
 HARNESS = Path(__file__).resolve().parent / "triton_harness"
 
 
@@ -42,23 +44,40 @@ def triton(shipped, tmp_path_factory, require_component):
         require_component(False, "tritonclient[http] is not installed (pip install 'onnxship[triton]')")
     releases, r1, r2 = shipped
     work = tmp_path_factory.mktemp("triton")
-    result = package_triton(releases / "deeplog", TritonConfig(repo=work / "repo", max_batch_size=8,
-                                                               dynamic_batching=True, version_policy="all"))
+    result = package_triton(
+        releases / "deeplog",
+        TritonConfig(repo=work / "repo", max_batch_size=8, dynamic_batching=True, version_policy="all"),
+    )
     backends = work / "backends"
     backends.mkdir()
     (backends / "python").symlink_to(HOME / "server/backends/python")
     shutil.copytree(HARNESS / "onnxruntime", backends / "onnxruntime")
-    libs = [str(Path(sys.base_prefix) / "lib")] + [str(p) for p in HOME.glob("venv/lib/python3*/site-packages/"
-                                                                           "nvidia_pytriton.libs")]
-    env = {**os.environ, "PATH": f"{HOME / 'venv/bin'}:{os.environ.get('PATH', '')}",
-           "LD_LIBRARY_PATH": ":".join(libs)}
+    libs = [str(Path(sys.base_prefix) / "lib")] + [
+        str(p) for p in HOME.glob("venv/lib/python3*/site-packages/nvidia_pytriton.libs")
+    ]
+    env = {
+        **os.environ,
+        "PATH": f"{HOME / 'venv/bin'}:{os.environ.get('PATH', '')}",
+        "LD_LIBRARY_PATH": ":".join(libs),
+    }
     http_port, grpc_port = _free_port(), _free_port()
     log = open(work / "tritonserver.log", "w")  # noqa: SIM115 - closed in teardown
-    proc = subprocess.Popen([str(HOME / "server/bin/tritonserver"), f"--model-repository={work / 'repo'}",
-                             f"--backend-directory={backends}", "--http-address=127.0.0.1",
-                             f"--http-port={http_port}", "--grpc-address=127.0.0.1", f"--grpc-port={grpc_port}",
-                             "--allow-metrics=false", "--exit-timeout-secs=2"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [
+            str(HOME / "server/bin/tritonserver"),
+            f"--model-repository={work / 'repo'}",
+            f"--backend-directory={backends}",
+            "--http-address=127.0.0.1",
+            f"--http-port={http_port}",
+            "--grpc-address=127.0.0.1",
+            f"--grpc-port={grpc_port}",
+            "--allow-metrics=false",
+            "--exit-timeout-secs=2",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     client = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
     try:
         deadline = time.monotonic() + 90
@@ -66,13 +85,18 @@ def triton(shipped, tmp_path_factory, require_component):
             if proc.poll() is not None:
                 pytest.fail("tritonserver exited:\n" + (work / "tritonserver.log").read_text()[-3000:])
             try:
-                if client.is_server_ready() and client.is_model_ready("deeplog", "1") \
-                        and client.is_model_ready("deeplog", "2"):
+                if (
+                    client.is_server_ready()
+                    and client.is_model_ready("deeplog", "1")
+                    and client.is_model_ready("deeplog", "2")
+                ):
                     break
             except Exception:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail("tritonserver not ready in 90 s:\n" + (work / "tritonserver.log").read_text()[-3000:])
+                pytest.fail(
+                    "tritonserver not ready in 90 s:\n" + (work / "tritonserver.log").read_text()[-3000:]
+                )
             time.sleep(0.25)
         yield client, result, (r1, r2)
     finally:
@@ -91,8 +115,9 @@ def _infer(client, x: np.ndarray, version: str) -> np.ndarray:
 
     inp = httpclient.InferInput("input_sequence", list(x.shape), "INT64")
     inp.set_data_from_numpy(x)
-    res = client.infer("deeplog", [inp], model_version=version,
-                       outputs=[httpclient.InferRequestedOutput("output_0")])
+    res = client.infer(
+        "deeplog", [inp], model_version=version, outputs=[httpclient.InferRequestedOutput("output_0")]
+    )
     return res.as_numpy("output_0")
 
 

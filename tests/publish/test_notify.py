@@ -48,8 +48,10 @@ def test_publish_notifies_rabbitmq(released, store, rabbitmq):
 @pytest.mark.component
 def test_mandatory_without_queue_is_an_error(rabbitmq):
     with pytest.raises(PublishError, match="no queue is bound"):
-        notify({"event": "x"}, NotifyConfig(rabbitmq.url, exchange="onnxship-empty", routing_key="nobody.home",
-                                            mandatory=True))
+        notify(
+            {"event": "x"},
+            NotifyConfig(rabbitmq.url, exchange="onnxship-empty", routing_key="nobody.home", mandatory=True),
+        )
 
 
 def test_broker_down_is_loud_and_run_still_recorded(released, store):
@@ -129,7 +131,17 @@ def test_cli_notify_failure_exits_1_naming_the_run(released, store):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    res = CliRunner().invoke(app, ["publish", str(released.latest), "--store-dir", str(store), "--no-model",
-                                   "--notify", f"amqp://bob:hunter2@127.0.0.1:{port}/%2F"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "publish",
+            str(released.latest),
+            "--store-dir",
+            str(store),
+            "--no-model",
+            "--notify",
+            f"amqp://bob:hunter2@127.0.0.1:{port}/%2F",
+        ],
+    )
     assert res.exit_code == 1 and "only the notification failed" in res.output
     assert "hunter2" not in res.output and "Traceback" not in res.output

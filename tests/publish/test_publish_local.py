@@ -33,8 +33,9 @@ def published(released, store, tmp_path_factory):
     work = tmp_path_factory.mktemp("cwd")
     os.chdir(work)
     try:
-        result = publish(released.latest, store_dir=store, register="deeplog", alias="champion",
-                         tags={"team": "ml"})
+        result = publish(
+            released.latest, store_dir=store, register="deeplog", alias="champion", tags={"team": "ml"}
+        )
     finally:
         os.chdir(cwd)
     return result, work
@@ -59,7 +60,9 @@ def test_run_holds_params_metrics_tags_and_bundle(published, released, store):
     # every checked shape of the report is a metric
     checked = [s for s in report["shapes"] if s.get("outputs")]
     assert len(checked) >= 3
-    assert len([k for k in m if k.startswith("report.shapes.") and k.endswith("output_0.max_abs")]) == len(checked)
+    assert len([k for k in m if k.startswith("report.shapes.") and k.endswith("output_0.max_abs")]) == len(
+        checked
+    )
     t = run.data.tags
     assert t["onnxship.version_tag"] == released.version and t["onnxship.verdict"] == "passed"
     assert t["onnxship.git_sha"] == released.release.meta["git_sha"] and t["team"] == "ml"
@@ -176,30 +179,58 @@ def test_config_checks():
 
 
 def test_flatten_metrics_names_list_items_and_skips_shapes():
-    report = {"passed": True, "verification": {"golden": [{"name": "out", "max_abs": 1e-6, "ref_shape": [2, 3],
-                                                            "worst_index": [0, 1], "cosine": float("nan")}],
-                                               "sweep": {"checks": [{"dims": {"batch": 1}, "outputs": [
-                                                   {"name": "out", "mse": 0.5}]}]}},
-              "variants": [{"name": "int8", "top1_mismatch": 0.01}], "seed": 3}
+    report = {
+        "passed": True,
+        "verification": {
+            "golden": [
+                {
+                    "name": "out",
+                    "max_abs": 1e-6,
+                    "ref_shape": [2, 3],
+                    "worst_index": [0, 1],
+                    "cosine": float("nan"),
+                }
+            ],
+            "sweep": {"checks": [{"dims": {"batch": 1}, "outputs": [{"name": "out", "mse": 0.5}]}]},
+        },
+        "variants": [{"name": "int8", "top1_mismatch": 0.01}],
+        "seed": 3,
+    }
     got = flatten_metrics(report, "report")
-    assert got == {"report.passed": 1.0, "report.verification.golden.out.max_abs": 1e-6,
-                   "report.verification.sweep.checks.batch:1.outputs.out.mse": 0.5,
-                   "report.variants.int8.top1_mismatch": 0.01}
+    assert got == {
+        "report.passed": 1.0,
+        "report.verification.golden.out.max_abs": 1e-6,
+        "report.verification.sweep.checks.batch:1.outputs.out.mse": 0.5,
+        "report.variants.int8.top1_mismatch": 0.01,
+    }
 
 
 def test_cli_publish_json_and_errors(released, store, tmp_path):
     from onnxship.cli import app
 
     runner = CliRunner()
-    res = runner.invoke(app, ["publish", str(released.latest), "--store-dir", str(store), "--no-model",
-                              "--experiment", "cli-exp", "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "publish",
+            str(released.latest),
+            "--store-dir",
+            str(store),
+            "--no-model",
+            "--experiment",
+            "cli-exp",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["experiment_name"] == "cli-exp" and data["model_uri"] is None and data["verdict"] == "passed"
     assert client(resolve_tracking(store_dir=store).uri).get_run(data["run_id"]).info.status == "FINISHED"
     res = runner.invoke(app, ["publish", str(released.latest), "--alias", "prod"])
     assert res.exit_code == 2 and "--register" in res.output
-    res = runner.invoke(app, ["publish", str(released.latest), "--tracking-uri", f"http://127.0.0.1:{_closed_port()}"])
+    res = runner.invoke(
+        app, ["publish", str(released.latest), "--tracking-uri", f"http://127.0.0.1:{_closed_port()}"]
+    )
     assert res.exit_code == 1 and "unreachable" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["publish", str(tmp_path / "nope")])
     assert res.exit_code == 1 and "does not exist" in res.output

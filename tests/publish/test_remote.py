@@ -49,12 +49,24 @@ def test_publish_to_server_with_s3_artifacts(released, mlflow_server, s3_env, mo
 def test_cli_publish_remote_prints_no_secret(released, mlflow_server, s3_env):
     from onnxship.cli import app
 
-    res = CliRunner().invoke(app, ["publish", str(released.latest), "--tracking-uri", mlflow_server,
-                                   "--experiment", "cli-remote"])
+    res = CliRunner().invoke(
+        app, ["publish", str(released.latest), "--tracking-uri", mlflow_server, "--experiment", "cli-remote"]
+    )
     assert res.exit_code == 0, res.output
     assert "s3://onnxship/" in res.output and s3_env.secret not in res.output
-    res = CliRunner().invoke(app, ["publish", str(released.latest), "--tracking-uri", mlflow_server,
-                                   "--experiment", "cli-remote", "--no-model", "--json"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "publish",
+            str(released.latest),
+            "--tracking-uri",
+            mlflow_server,
+            "--experiment",
+            "cli-remote",
+            "--no-model",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)  # nothing but the JSON on stdout
     assert data["artifact_uri"].startswith("s3://onnxship/") and s3_env.secret not in res.output
@@ -91,9 +103,22 @@ def test_wrong_s3_credentials_fail_the_run_without_echoing_them(released, mlflow
     env = {**os.environ, "AWS_SECRET_ACCESS_KEY": "wrong-secret-Zq81"}
     env.pop("MLFLOW_TRACKING_URI", None)
     exe = Path(sys.executable).with_name("onnxship")
-    out = subprocess.run([str(exe), "publish", str(released.latest), "--tracking-uri", mlflow_server,
-                          "--experiment", "bad-creds", "--no-model"], env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [
+            str(exe),
+            "publish",
+            str(released.latest),
+            "--tracking-uri",
+            mlflow_server,
+            "--experiment",
+            "bad-creds",
+            "--no-model",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 1, out.stdout + out.stderr
     assert "artifact upload to S3" in out.stderr and "Traceback" not in out.stderr
     assert "wrong-secret-Zq81" not in out.stdout + out.stderr and s3_env.secret not in out.stdout + out.stderr

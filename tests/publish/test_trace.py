@@ -51,7 +51,10 @@ def test_dict_sample_bound_by_name_user_metrics_in_run_mode_restored(store, monk
         pyfunc = mlflow.pyfunc.load_model(result.model_uri)
         sig = {s.name: s.shape for s in pyfunc.metadata.get_input_schema().inputs}
         assert sig == {"tokens": (-1, 6), "mask": (-1, 6)}
-        feeds = {"mask": np.ones((3, 6), np.float32), "tokens": np.arange(18, dtype=np.int64).reshape(3, 6) % 50}
+        feeds = {
+            "mask": np.ones((3, 6), np.float32),
+            "tokens": np.arange(18, dtype=np.int64).reshape(3, 6) % 50,
+        }
         got = pyfunc.predict(feeds)
     finally:
         mlflow.set_tracking_uri(None)
@@ -61,12 +64,15 @@ def test_dict_sample_bound_by_name_user_metrics_in_run_mode_restored(store, monk
     np.testing.assert_allclose(got["output_0"], ref[0].numpy(), atol=1e-4, rtol=1e-3)
 
 
-@pytest.mark.parametrize("returned, shown", [
-    (lambda m: (m, 0.9), "a tuple (Linear, float)"),
-    (lambda m: {"model": m, "accuracy": 0.95}, "a dict with keys ['model', 'accuracy']"),
-    (lambda m: "model_saved.pth", "a str ('model_saved.pth')"),
-    (lambda m: None, "None"),
-])
+@pytest.mark.parametrize(
+    "returned, shown",
+    [
+        (lambda m: (m, 0.9), "a tuple (Linear, float)"),
+        (lambda m: {"model": m, "accuracy": 0.95}, "a dict with keys ['model', 'accuracy']"),
+        (lambda m: "model_saved.pth", "a str ('model_saved.pth')"),
+        (lambda m: None, "None"),
+    ],
+)
 def test_wrong_return_value_is_named_and_run_failed(store, returned, shown, monkeypatch):
     monkeypatch.delenv("MODEL_ID", raising=False)
     name = f"bad-return-{len(shown)}"
@@ -84,19 +90,23 @@ def test_wrong_return_value_is_named_and_run_failed(store, returned, shown, monk
 
 def test_bad_samples_are_refused_before_training(store):
     called = []
-    for sample, match in [((torch.randn(1, 4), torch.randn(1, 4)), "tuple"),
-                          (torch.randn(1, 4, dtype=torch.complex64), "dtype"),
-                          ("image.png", "expected a torch.Tensor"),
-                          ({"x": torch.randn(1, 4)}, None)]:
+    for sample, match in [
+        ((torch.randn(1, 4), torch.randn(1, 4)), "tuple"),
+        (torch.randn(1, 4, dtype=torch.complex64), "dtype"),
+        ("image.png", "expected a torch.Tensor"),
+        ({"x": torch.randn(1, 4)}, None),
+    ]:
         if match is None:
             with pytest.raises(ConfigError, match="not an input"):
                 trace_pytorch("m", sample, dynamic_axes={"y": {0: "batch"}}, store_dir=store)
             continue
         with pytest.raises(ConfigError, match=match):
+
             @trace_pytorch("m", sample, store_dir=store)
             def train():
                 called.append(1)
                 return nn.Linear(4, 2)
+
     assert called == []
 
 
@@ -118,8 +128,14 @@ def test_autolog_off_logs_no_model(store, monkeypatch):
     monkeypatch.delenv("MODEL_ID", raising=False)
     torch.manual_seed(1)
 
-    @trace_pytorch("no-autolog", torch.randn(2, 4), dynamic_axes={"input_0": {0: "batch"}, "output_0": {0: "batch"}},
-                   enable_autolog=False, store_dir=store, strategy="torchscript")
+    @trace_pytorch(
+        "no-autolog",
+        torch.randn(2, 4),
+        dynamic_axes={"input_0": {0: "batch"}, "output_0": {0: "batch"}},
+        enable_autolog=False,
+        store_dir=store,
+        strategy="torchscript",
+    )
     def train():
         return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
 
@@ -139,10 +155,12 @@ def foreign_onnx(tmp_path_factory):
 
     w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y0"]), helper.make_node("Relu", ["y0"], ["y"])], "tf_like",
+        [helper.make_node("MatMul", ["x", "w"], ["y0"]), helper.make_node("Relu", ["y0"], ["y"])],
+        "tf_like",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
-        [numpy_helper.from_array(w, "w")])
+        [numpy_helper.from_array(w, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tf2onnx")
     model.ir_version = 8
     folder = tmp_path_factory.mktemp("foreign")
@@ -158,11 +176,20 @@ def foreign_onnx(tmp_path_factory):
 
 def test_log_onnx_model_any_framework(store, foreign_onnx):
     path, good, _ = foreign_onnx
-    result = log_onnx_model("tf-export", path, {"framework": "tensorflow", "model_type": "classification"},
-                            golden=good, store_dir=store, register="tf-model", alias="staging")
+    result = log_onnx_model(
+        "tf-export",
+        path,
+        {"framework": "tensorflow", "model_type": "classification"},
+        golden=good,
+        store_dir=store,
+        register="tf-model",
+        alias="staging",
+    )
     (run,) = runs(store, "tf-export")
     assert run.info.status == "FINISHED"
-    assert run.data.params["meta.framework"] == "tensorflow" and run.data.params["input.x"] == "N x 4 : float32"
+    assert (
+        run.data.params["meta.framework"] == "tensorflow" and run.data.params["input.x"] == "N x 4 : float32"
+    )
     assert run.data.metrics["golden.y.max_abs"] < 1e-5 and result.verdict == "passed"
     assert result.model_version == "1"
     mlflow.set_tracking_uri(resolve_tracking(store_dir=store).uri)

@@ -36,8 +36,10 @@ def test_id_keyed_vocab_is_refused():
 
 
 def test_windows_by_stream_with_labels(tmp_path):
-    rows = [(i + 1, 100 + i, f"n{i % 2}", "-" if i != 5 else "KERNDTLB", "AB"[i % 2] if i != 5 else "C")
-            for i in range(8)]
+    rows = [
+        (i + 1, 100 + i, f"n{i % 2}", "-" if i != 5 else "KERNDTLB", "AB"[i % 2] if i != 5 else "C")
+        for i in range(8)
+    ]
     result = build_sequences(BuildConfig(_parsed(tmp_path, rows), tmp_path / "out", window=3))
     vocab = json.loads(result.vocab.read_text())
     assert vocab == {"A": 0, "B": 1, "C": 2} and load_vocab(result.vocab) == vocab
@@ -45,7 +47,7 @@ def test_windows_by_stream_with_labels(tmp_path):
     assert result.windows == len(df) == 5 and result.session == "stream"
     ids = [0, 1, 0, 1, 0, 2, 0, 1]
     for i, row in df.iterrows():
-        assert list(row[WINDOW_COL]) == ids[i:i + 3] and row[NEXT_COL] == ids[i + 3]
+        assert list(row[WINDOW_COL]) == ids[i : i + 3] and row[NEXT_COL] == ids[i + 3]
         assert row["next_line_id"] == i + 4
     assert df["is_alert"].tolist() == [False, False, True, False, False]
     assert df["alert_label"].tolist() == ["-", "-", "KERNDTLB", "-", "-"]
@@ -59,7 +61,9 @@ def test_windows_by_node_and_time(tmp_path):
     path = _parsed(tmp_path, rows)
     by_node = build_sequences(BuildConfig(path, tmp_path / "node", window=2, session="node"))
     assert by_node.sessions == 2 and by_node.windows == 2 * (6 - 2)
-    by_time = build_sequences(BuildConfig(path, tmp_path / "time", window=2, session="time", time_window=1000))
+    by_time = build_sequences(
+        BuildConfig(path, tmp_path / "time", window=2, session="time", time_window=1000)
+    )
     assert by_time.sessions == 3 and by_time.windows == 3 * (4 - 2)
 
 
@@ -90,7 +94,9 @@ def test_block_sessions_on_hdfs(loghub, drain3_available, tmp_path):
     assert result.session == "block" and result.windows > 0
     df = pd.read_parquet(result.sequences)
     assert df["session"].str.startswith("blk_").all() and df["is_alert"].isna().all()
-    stream = build_sequences(BuildConfig(tmp_path / "parsed.parquet", tmp_path / "s", window=10, session="stream"))
+    stream = build_sequences(
+        BuildConfig(tmp_path / "parsed.parquet", tmp_path / "s", window=10, session="stream")
+    )
     assert stream.windows == 2000 - 10
 
 

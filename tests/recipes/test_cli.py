@@ -17,17 +17,56 @@ def _text(r) -> str:
 
 
 def test_parse_and_build_hdfs(loghub, drain3_available, tmp_path):
-    r = runner.invoke(app, ["recipes", "deeplog", "parse", "--log", str(loghub / "HDFS_2k.log"), "--format", "hdfs",
-                            "--out", str(tmp_path / "parsed.parquet"), "--json"])
+    r = runner.invoke(
+        app,
+        [
+            "recipes",
+            "deeplog",
+            "parse",
+            "--log",
+            str(loghub / "HDFS_2k.log"),
+            "--format",
+            "hdfs",
+            "--out",
+            str(tmp_path / "parsed.parquet"),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     assert res["parsed"] == 2000 and res["grouping_accuracy"] >= 0.99
-    r = runner.invoke(app, ["recipes", "deeplog", "build", "--parsed", str(tmp_path / "parsed.parquet"),
-                            "--out-dir", str(tmp_path), "--window", "10"])
+    r = runner.invoke(
+        app,
+        [
+            "recipes",
+            "deeplog",
+            "build",
+            "--parsed",
+            str(tmp_path / "parsed.parquet"),
+            "--out-dir",
+            str(tmp_path),
+            "--window",
+            "10",
+        ],
+    )
     assert r.exit_code == 1 and "error:" in r.output and "no block session is longer" in _text(r)
     assert "hint:" in r.output and "Traceback" not in r.output
-    r = runner.invoke(app, ["recipes", "deeplog", "build", "--parsed", str(tmp_path / "parsed.parquet"),
-                            "--out-dir", str(tmp_path), "--window", "5", "--session", "stream"])
+    r = runner.invoke(
+        app,
+        [
+            "recipes",
+            "deeplog",
+            "build",
+            "--parsed",
+            str(tmp_path / "parsed.parquet"),
+            "--out-dir",
+            str(tmp_path),
+            "--window",
+            "5",
+            "--session",
+            "stream",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "1995 windows of 5" in _text(r) and (tmp_path / "vocab.json").is_file()
 
@@ -45,18 +84,42 @@ def test_ship_refuses_id_keyed_vocab(bgl_pipeline, tmp_path):
     n = bgl_pipeline.build.vocab_size
     bad = tmp_path / "vocab.json"
     bad.write_text(json.dumps({str(i + 1): i for i in range(n)}))
-    r = runner.invoke(app, ["recipes", "deeplog", "ship", "--model", str(bgl_pipeline.train.checkpoint),
-                            "--vocab", str(bad), "--releases", str(tmp_path / "releases"),
-                            "--strategy", "torchscript"])
+    r = runner.invoke(
+        app,
+        [
+            "recipes",
+            "deeplog",
+            "ship",
+            "--model",
+            str(bgl_pipeline.train.checkpoint),
+            "--vocab",
+            str(bad),
+            "--releases",
+            str(tmp_path / "releases"),
+            "--strategy",
+            "torchscript",
+        ],
+    )
     assert r.exit_code == 1, r.output
     assert "keys are ids" in _text(r) and "hint:" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "releases").exists() or not any((tmp_path / "releases").rglob("*.onnx"))
 
 
 def test_detect_cli_json(bgl_pipeline):
-    r = runner.invoke(app, ["recipes", "deeplog", "detect", "--release",
-                            str(bgl_pipeline.work / "releases/deeplog/latest"), "--parsed",
-                            str(bgl_pipeline.work / "parsed.parquet"), "--no-compare-torch", "--json"])
+    r = runner.invoke(
+        app,
+        [
+            "recipes",
+            "deeplog",
+            "detect",
+            "--release",
+            str(bgl_pipeline.work / "releases/deeplog/latest"),
+            "--parsed",
+            str(bgl_pipeline.work / "parsed.parquet"),
+            "--no-compare-torch",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     assert res["anomalies"] == bgl_pipeline.detect.anomalies and res["torch"] is None
@@ -64,9 +127,20 @@ def test_detect_cli_json(bgl_pipeline):
 
 
 def test_detect_cli_table(bgl_pipeline):
-    r = runner.invoke(app, ["recipes", "deeplog", "detect", "--release",
-                            str(bgl_pipeline.work / "releases/deeplog/latest"), "--parsed",
-                            str(bgl_pipeline.work / "parsed.parquet"), "--top-g", "5"])
+    r = runner.invoke(
+        app,
+        [
+            "recipes",
+            "deeplog",
+            "detect",
+            "--release",
+            str(bgl_pipeline.work / "releases/deeplog/latest"),
+            "--parsed",
+            str(bgl_pipeline.work / "parsed.parquet"),
+            "--top-g",
+            "5",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "onnxruntime" in r.output and "pytorch" in r.output
     assert "top-5 decision agreement 100.00%" in _text(r)

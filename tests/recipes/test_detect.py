@@ -16,7 +16,15 @@ from onnxship.recipes.deeplog import DetectConfig, prf, top_g_decisions
 
 def test_prf():
     m = prf(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool))
-    assert (m["precision"], m["recall"], m["f1"], m["tp"], m["fp"], m["fn"], m["tn"]) == (0.5, 0.5, 0.5, 1, 1, 1, 1)
+    assert (m["precision"], m["recall"], m["f1"], m["tp"], m["fp"], m["fn"], m["tn"]) == (
+        0.5,
+        0.5,
+        0.5,
+        1,
+        1,
+        1,
+        1,
+    )
     assert prf(np.zeros(3, bool), np.zeros(3, bool))["f1"] == 0.0
 
 
@@ -82,8 +90,14 @@ def test_unknown_templates_are_flagged(bgl_pipeline, tmp_path):
     df.loc[df.index[:3], "template"] = "a template the model never saw <*>"
     parsed = tmp_path / "parsed.parquet"
     df.to_parquet(parsed, index=False)
-    r = detect_anomalies(DetectConfig(bgl_pipeline.work / "releases/deeplog/latest", parsed, compare_torch="never",
-                                      out=tmp_path / "d.parquet"))
+    r = detect_anomalies(
+        DetectConfig(
+            bgl_pipeline.work / "releases/deeplog/latest",
+            parsed,
+            compare_torch="never",
+            out=tmp_path / "d.parquet",
+        )
+    )
     assert r.unknown > 0 and r.scored + r.unknown == r.windows
     out = pd.read_parquet(tmp_path / "d.parquet")
     assert out.loc[out["reason"] == "unknown_template", "anomaly"].all()
@@ -105,9 +119,16 @@ def test_session_metrics_by_time(bgl_pipeline):
     from onnxship.recipes.deeplog import detect_anomalies
 
     # one-day sessions: a session is anomalous when any of its windows is flagged / holds an alert
-    r = detect_anomalies(DetectConfig(bgl_pipeline.work / "releases/deeplog/latest",
-                                      bgl_pipeline.work / "parsed.parquet", session="time", time_window=86400,
-                                      compare_torch="never", out=bgl_pipeline.work / "by-day.parquet"))
+    r = detect_anomalies(
+        DetectConfig(
+            bgl_pipeline.work / "releases/deeplog/latest",
+            bgl_pipeline.work / "parsed.parquet",
+            session="time",
+            time_window=86400,
+            compare_torch="never",
+            out=bgl_pipeline.work / "by-day.parquet",
+        )
+    )
     assert r.session == "time" and bgl_pipeline.detect.session_metrics is None
     out = pd.read_parquet(bgl_pipeline.work / "by-day.parquet")
     per = out.groupby("session")[["anomaly", "window_alert"]].any()

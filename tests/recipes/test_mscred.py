@@ -42,8 +42,11 @@ def shipped(parsed: Path) -> dict[str, Any]:
 
     torch.set_num_threads(2)
     trained = train_mscred(MscredTrainConfig(parsed=parsed, out_dir=parsed.parent, steps=40))
-    result = ship_mscred(MscredShipConfig(checkpoint=trained.checkpoint, releases=parsed.parent / "releases",
-                                          strategy="torchscript"))
+    result = ship_mscred(
+        MscredShipConfig(
+            checkpoint=trained.checkpoint, releases=parsed.parent / "releases", strategy="torchscript"
+        )
+    )
     return {"train": trained, "ship": result}
 
 
@@ -110,8 +113,21 @@ def test_exported_window_is_static(shipped: dict[str, Any]) -> None:
 
 
 def test_cli_train_and_ship_errors(parsed: Path, tmp_path: Path) -> None:
-    r = runner.invoke(app, ["recipes", "mscred", "train", "--parsed", str(parsed), "--out-dir", str(tmp_path),
-                            "--steps", "3", "--json"])
+    r = runner.invoke(
+        app,
+        [
+            "recipes",
+            "mscred",
+            "train",
+            "--parsed",
+            str(parsed),
+            "--out-dir",
+            str(tmp_path),
+            "--steps",
+            "3",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["samples"] > 0 and (tmp_path / "mscred.pt").is_file()
     r = runner.invoke(app, ["recipes", "mscred", "train", "--parsed", str(tmp_path / "nope.parquet")])

@@ -11,8 +11,13 @@ NODE_DIR = Path(__file__).resolve().parents[2] / "examples/deeplog/node"
 
 
 def _run_node(node: str, release, golden) -> subprocess.CompletedProcess:
-    return subprocess.run([node, str(NODE_DIR / "detect.js"), str(release), str(golden)], capture_output=True,
-                          text=True, timeout=60, cwd=NODE_DIR)
+    return subprocess.run(
+        [node, str(NODE_DIR / "detect.js"), str(release), str(golden)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=NODE_DIR,
+    )
 
 
 def test_node_reproduces_python_decisions(node_ort, bgl_pipeline):

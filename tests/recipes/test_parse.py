@@ -17,8 +17,10 @@ GA_FLOOR = {"hdfs": 0.99, "bgl": 0.95}
 
 
 def test_hdfs_line_fields():
-    rec = parse_hdfs_line("081109 204005 35 INFO dfs.FSNamesystem: BLOCK* NameSystem.addStoredBlock: blockMap "
-                          "updated: 10.251.73.220:50010 is added to blk_7128370237687728475 size 67108864")
+    rec = parse_hdfs_line(
+        "081109 204005 35 INFO dfs.FSNamesystem: BLOCK* NameSystem.addStoredBlock: blockMap "
+        "updated: 10.251.73.220:50010 is added to blk_7128370237687728475 size 67108864"
+    )
     assert rec["level"] == "INFO" and rec["component"] == "dfs.FSNamesystem"
     assert rec["content"].startswith("BLOCK* NameSystem.addStoredBlock:")
     assert rec["block_id"] == "blk_7128370237687728475" and rec["label"] is None
@@ -27,20 +29,25 @@ def test_hdfs_line_fields():
 
 
 def test_bgl_line_fields():
-    rec = parse_bgl_line("KERNDTLB 1118536327 2005.06.11 R30-M0-N9-C:J16-U01 2005-06-11-17.32.07.581048 "
-                         "R30-M0-N9-C:J16-U01 RAS KERNEL FATAL data TLB error interrupt")
+    rec = parse_bgl_line(
+        "KERNDTLB 1118536327 2005.06.11 R30-M0-N9-C:J16-U01 2005-06-11-17.32.07.581048 "
+        "R30-M0-N9-C:J16-U01 RAS KERNEL FATAL data TLB error interrupt"
+    )
     assert rec["label"] == "KERNDTLB" and rec["node"] == "R30-M0-N9-C:J16-U01"
     assert rec["timestamp"] == 1118536327 and rec["level"] == "FATAL"
     assert rec["content"] == "data TLB error interrupt"
     assert parse_bgl_line("081109 203615 148 INFO dfs.DataNode$PacketResponder: x") is None
 
 
-@pytest.mark.parametrize(("pred", "ref", "expected"), [
-    ([1, 1, 2, 2], ["a", "a", "b", "b"], 1.0),
-    ([1, 1, 1, 1], ["a", "a", "b", "b"], 0.0),  # merged: every line wrong
-    ([1, 2, 3, 3], ["a", "a", "b", "b"], 0.5),  # "a" split: its lines wrong, "b" right
-    ([7, 7, 9], ["x", "x", "y"], 1.0),  # ids need not match, only the grouping
-])
+@pytest.mark.parametrize(
+    ("pred", "ref", "expected"),
+    [
+        ([1, 1, 2, 2], ["a", "a", "b", "b"], 1.0),
+        ([1, 1, 1, 1], ["a", "a", "b", "b"], 0.0),  # merged: every line wrong
+        ([1, 2, 3, 3], ["a", "a", "b", "b"], 0.5),  # "a" split: its lines wrong, "b" right
+        ([7, 7, 9], ["x", "x", "y"], 1.0),  # ids need not match, only the grouping
+    ],
+)
 def test_grouping_accuracy(pred, ref, expected):
     assert grouping_accuracy(pred, ref) == expected
 

@@ -22,15 +22,23 @@ def test_release_bundle(bgl_pipeline):
     # seed 000's "notes" travel in the ONNX file's metadata_props (the sidecar's "notes" holds the export notes)
     import onnx
 
-    props = {p.key: p.value for p in onnx.load(str(release.model_path), load_external_data=False).metadata_props}
+    props = {
+        p.key: p.value for p in onnx.load(str(release.model_path), load_external_data=False).metadata_props
+    }
     assert "dynamic sequence lengths" in props["notes"]
-    assert (props["model_type"], props["vocab_size"], props["seq_len"]) == ("deeplog", str(b.vocab_size), "10")
+    assert (props["model_type"], props["vocab_size"], props["seq_len"]) == (
+        "deeplog",
+        str(b.vocab_size),
+        "10",
+    )
     assert meta["inputs"][0]["spec"] == f"input_sequence:batch=2..64 x seq=10..64:int64:0..{b.vocab_size}"
     assert meta["output_names"] == ["predictions"]
     vocab = json.loads(release.asset("vocab").read_text())
     assert vocab == json.loads(b.vocab.read_text())
     portable = json.loads((release.path / "assets/vocab.portable.json").read_text())
-    assert portable == {str(i): t for t, i in vocab.items()} and list(portable) == [str(i) for i in range(len(vocab))]
+    assert portable == {str(i): t for t, i in vocab.items()} and list(portable) == [
+        str(i) for i in range(len(vocab))
+    ]
 
 
 def test_real_window_top_g_agreement_is_total(bgl_pipeline):
@@ -51,8 +59,11 @@ def test_id_keyed_vocab_is_refused(bgl_pipeline, tmp_path):
     bad = tmp_path / "vocab.json"
     bad.write_text(json.dumps({str(i + 1): i for i in range(len(vocab))}))  # seed 000: keyed by template_id
     with pytest.raises(PackagingError, match="keys are ids") as exc:
-        ship_deeplog(DeepLogShipConfig(bgl_pipeline.train.checkpoint, bad, releases=tmp_path / "releases",
-                                       strategy="torchscript"))
+        ship_deeplog(
+            DeepLogShipConfig(
+                bgl_pipeline.train.checkpoint, bad, releases=tmp_path / "releases", strategy="torchscript"
+            )
+        )
     assert "template" in exc.value.hint
     assert _releases(tmp_path / "releases") == []
 
@@ -64,8 +75,11 @@ def test_vocab_size_mismatch_is_refused(bgl_pipeline, tmp_path):
     bad = tmp_path / "vocab.json"
     bad.write_text(json.dumps(vocab))
     with pytest.raises(PackagingError, match=f"{len(vocab)} entries but the model") as exc:
-        ship_deeplog(DeepLogShipConfig(bgl_pipeline.train.checkpoint, bad, releases=tmp_path / "releases",
-                                       strategy="torchscript"))
+        ship_deeplog(
+            DeepLogShipConfig(
+                bgl_pipeline.train.checkpoint, bad, releases=tmp_path / "releases", strategy="torchscript"
+            )
+        )
     assert "trained with" in exc.value.hint
     assert _releases(tmp_path / "releases") == []
 
@@ -76,8 +90,11 @@ def test_same_size_other_vocab_is_refused(bgl_pipeline, tmp_path):
     bad = tmp_path / "vocab.json"
     bad.write_text(json.dumps(swapped))
     with pytest.raises(PackagingError, match="not the templates/ids it was trained with"):
-        ship_deeplog(DeepLogShipConfig(bgl_pipeline.train.checkpoint, bad, releases=tmp_path / "releases",
-                                       strategy="torchscript"))
+        ship_deeplog(
+            DeepLogShipConfig(
+                bgl_pipeline.train.checkpoint, bad, releases=tmp_path / "releases", strategy="torchscript"
+            )
+        )
 
 
 def test_other_top_g_runs_its_own_sequence_check(bgl_pipeline):

@@ -33,21 +33,33 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> TwoStageBuildResult:
 
     torch.set_num_threads(2)
     out = tmp_path_factory.mktemp("two_stage")
-    return build_two_stage(TwoStageBuildConfig(out=out, detector_steps=60, classifier_steps=40, eval_images=10,
-                                               strategy="torchscript"))
+    return build_two_stage(
+        TwoStageBuildConfig(
+            out=out, detector_steps=60, classifier_steps=40, eval_images=10, strategy="torchscript"
+        )
+    )
 
 
 def test_bundle_holds_both_models_and_the_manifest(bundle: TwoStageBuildResult) -> None:
     names = {p.name for p in bundle.path.iterdir()}
-    assert {"detector.onnx", "classifier.onnx", "detector.pt", "classifier.pt", "pipeline.json",
-            "detector.report.json", "classifier.report.json"} <= names
+    assert {
+        "detector.onnx",
+        "classifier.onnx",
+        "detector.pt",
+        "classifier.pt",
+        "pipeline.json",
+        "detector.report.json",
+        "classifier.report.json",
+    } <= names
     assert (bundle.path.parent / "LATEST").read_text().strip() == bundle.path.name
     assert (bundle.path.parent / "latest").resolve() == bundle.path.resolve()
     assert not [p for p in bundle.path.parent.iterdir() if p.name.startswith(".staging")]
     m, root = load_manifest(bundle.path / "pipeline.json")
     assert root == bundle.path and m["format"] == MANIFEST_FORMAT
-    assert m["postprocess"] == {"nms": {"conf_threshold": 0.3, "iou_threshold": 0.5, "max_detections": 100,
-                                        "class_agnostic": False}, "applied_in": "python_common"}
+    assert m["postprocess"] == {
+        "nms": {"conf_threshold": 0.3, "iou_threshold": 0.5, "max_detections": 100, "class_agnostic": False},
+        "applied_in": "python_common",
+    }
     assert m["crop_size"] == 32 and m["label_map"]["2"]["edi_code"] == "EDI-640000003"
 
 
@@ -55,7 +67,9 @@ def test_each_stage_verified_with_its_task(bundle: TwoStageBuildResult) -> None:
     det, cls = bundle.manifest["detector"]["task_metrics"], bundle.manifest["classifier"]["task_metrics"]
     assert det["task"] == "detection" and det["passed"] and det["detections_reference"] > 0
     assert abs(det["map_0_5_delta"]) <= 0.01 and abs(det["map_0_5_0_95_delta"]) <= 0.01
-    assert cls["task"] == "classification" and cls["top1_mismatch_rate"] == 0.0 and cls["prob_mse_mean"] <= 1e-6
+    assert (
+        cls["task"] == "classification" and cls["top1_mismatch_rate"] == 0.0 and cls["prob_mse_mean"] <= 1e-6
+    )
     report = json.loads((bundle.path / "detector.report.json").read_text())
     assert report["passed"] and report["task_metrics"]["task"] == "detection"
 
@@ -90,8 +104,20 @@ def test_cli_infer_pipeline_npz_both_engines(bundle: TwoStageBuildResult, tmp_pa
     np.savez(tmp_path / "imgs.npz", image=make_scenes(2, seed=3).images)
     outs = {}
     for engine in ("torch", "onnx"):
-        r = runner.invoke(app, ["infer", "--pipeline", str(bundle.path / "pipeline.json"), "--engine", engine,
-                                "--inputs", str(tmp_path / "imgs.npz"), "--out", str(tmp_path / f"{engine}.json")])
+        r = runner.invoke(
+            app,
+            [
+                "infer",
+                "--pipeline",
+                str(bundle.path / "pipeline.json"),
+                "--engine",
+                engine,
+                "--inputs",
+                str(tmp_path / "imgs.npz"),
+                "--out",
+                str(tmp_path / f"{engine}.json"),
+            ],
+        )
         assert r.exit_code == 0, r.output
         assert "EDI-64000000" in r.output
         outs[engine] = json.loads((tmp_path / f"{engine}.json").read_text())
@@ -104,8 +130,10 @@ def test_cli_infer_pipeline_errors(bundle: TwoStageBuildResult, tmp_path: Path) 
     r = runner.invoke(app, ["infer", "--pipeline", str(tmp_path / "missing.json")])
     assert r.exit_code == 1 and "does not exist" in r.output
     np.savez(tmp_path / "bad.npz", pixels=np.zeros((1, 3, 64, 64), np.float32))
-    r = runner.invoke(app, ["infer", "--pipeline", str(bundle.path.parent / "latest"), "--inputs",
-                            str(tmp_path / "bad.npz")])
+    r = runner.invoke(
+        app,
+        ["infer", "--pipeline", str(bundle.path.parent / "latest"), "--inputs", str(tmp_path / "bad.npz")],
+    )
     assert r.exit_code == 1 and "no array 'image'" in r.output
 
 

@@ -27,8 +27,9 @@ def test_bench_torch_and_onnx_with_int8_variant(bench_dir, deeplog_export):
     model, _ = deeplog_export
     res = bench(bench_dir, BenchConfig(batch_sizes=(1, 4), variants=("int8",), **FAST), model=model)
     keys = {(r.engine, r.variant, r.batch) for r in res.rows}
-    assert keys == {(e, v, b) for e, v in [("onnx", "fp32"), ("onnx", "int8-dynamic"), ("torch", "fp32")]
-                    for b in (1, 4)}
+    assert keys == {
+        (e, v, b) for e, v in [("onnx", "fp32"), ("onnx", "int8-dynamic"), ("torch", "fp32")] for b in (1, 4)
+    }
     for r in res.rows:
         assert r.skipped is None and r.runs == 5
         assert 0 < r.p50_ms <= r.p90_ms <= r.p99_ms
@@ -38,7 +39,8 @@ def test_bench_torch_and_onnx_with_int8_variant(bench_dir, deeplog_export):
     assert find_variant(bench_dir, "int8-dynamic") is not None
     assert res.variants["int8-dynamic"]["gate_passed"] is True
     assert res.speedup("int8-dynamic", 4) == pytest.approx(
-        res.row("onnx", "fp32", 4).p50_ms / res.row("onnx", "int8-dynamic", 4).p50_ms)
+        res.row("onnx", "fp32", 4).p50_ms / res.row("onnx", "int8-dynamic", 4).p50_ms
+    )
     data = json.loads(json.dumps(res.to_dict()))
     assert "onnx/int8-dynamic/b4" in data["speedup_vs_onnx_fp32_p50"]
     assert data["environment"]["threads"] == 1
@@ -51,7 +53,9 @@ def test_existing_variant_is_used_not_rebuilt(bench_dir):
     if path is None:
         path = optimize(bench_dir, OptimizeConfig(variants=("int8-dynamic",))).variants[0].path
     before = path.stat().st_mtime_ns
-    res = bench(bench_dir, BenchConfig(batch_sizes=(2,), engines=("onnx",), variants=("int8-dynamic",), **FAST))
+    res = bench(
+        bench_dir, BenchConfig(batch_sizes=(2,), engines=("onnx",), variants=("int8-dynamic",), **FAST)
+    )
     assert res.variants["int8-dynamic"]["source"] == "existing file" and path.stat().st_mtime_ns == before
     assert res.variants["int8-dynamic"]["gate_passed"] is True  # read from the variant's metadata
 
@@ -71,9 +75,13 @@ def outlier_static(tmp_path_factory):
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.arange(8, dtype=np.float32).reshape(4, 2), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "lin",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])], [w])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "lin",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])],
+        [w],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path = tmp_path_factory.mktemp("static") / "lin.onnx"
@@ -81,16 +89,26 @@ def outlier_static(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("kwargs", [{"batch_sizes": ()}, {"batch_sizes": (0,)}, {"engines": ("tvm",)},
-                                    {"min_runs": 0}, {"min_runs": 10, "max_runs": 5}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"batch_sizes": ()},
+        {"batch_sizes": (0,)},
+        {"engines": ("tvm",)},
+        {"min_runs": 0},
+        {"min_runs": 10, "max_runs": 5},
+    ],
+)
 def test_bad_bench_config(kwargs):
     with pytest.raises(ConfigError):
         BenchConfig(**kwargs)
 
 
 def test_session_providers_reach_the_runner(bench_dir):
-    res = bench(bench_dir, BenchConfig(batch_sizes=(2,), engines=("onnx",), session=SessionConfig(providers=("cpu",)),
-                                       **FAST))
+    res = bench(
+        bench_dir,
+        BenchConfig(batch_sizes=(2,), engines=("onnx",), session=SessionConfig(providers=("cpu",)), **FAST),
+    )
     assert res.rows[0].providers == ["CPUExecutionProvider"]
     assert res.environment["provider_fallbacks"] == []
 
@@ -100,7 +118,11 @@ def test_missing_gpu_provider_is_recorded_as_fallback(bench_dir):
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("GPU build: no fallback")
-    res = bench(bench_dir, BenchConfig(batch_sizes=(2,), engines=("onnx",),
-                                       session=SessionConfig(providers=("cuda", "cpu")), **FAST))
+    res = bench(
+        bench_dir,
+        BenchConfig(
+            batch_sizes=(2,), engines=("onnx",), session=SessionConfig(providers=("cuda", "cpu")), **FAST
+        ),
+    )
     assert res.rows[0].providers == ["CPUExecutionProvider"]
     assert [f["provider"] for f in res.environment["provider_fallbacks"]] == ["CUDAExecutionProvider"]

@@ -19,28 +19,60 @@ def example_export(tmp_path_factory, root):
     import onnxship
 
     out = tmp_path_factory.mktemp("cli-rt")
-    res = onnxship.export(str(root / EXAMPLE), inputs=["input_sequence:batch=2..16 x seq=10..32:int64:0..30"],
-                          out=out, name="deeplog", strategy="torchscript")
+    res = onnxship.export(
+        str(root / EXAMPLE),
+        inputs=["input_sequence:batch=2..16 x seq=10..32:int64:0..30"],
+        out=out,
+        name="deeplog",
+        strategy="torchscript",
+    )
     return res.path
 
 
 def test_bench_table_and_json(example_export, root, tmp_path):
     out = tmp_path / "bench.json"
-    r = CliRunner().invoke(app, ["bench", str(example_export), "--model", str(root / EXAMPLE), "--batch", "1,4",
-                                 "--variants", "int8", "--warmup", "1", "--min-runs", "3", "--min-seconds", "0",
-                                 "--threads", "1", "--json", str(out)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            str(example_export),
+            "--model",
+            str(root / EXAMPLE),
+            "--batch",
+            "1,4",
+            "--variants",
+            "int8",
+            "--warmup",
+            "1",
+            "--min-runs",
+            "3",
+            "--min-seconds",
+            "0",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "p50" in r.output and "int8" in r.output and "torch" in r.output
     data = json.loads(out.read_text())
-    assert {(x["engine"], x["variant"], x["batch"]) for x in data["rows"]} >= {("torch", "fp32", 4),
-                                                                              ("onnx", "int8-dynamic", 1)}
+    assert {(x["engine"], x["variant"], x["batch"]) for x in data["rows"]} >= {
+        ("torch", "fp32", 4),
+        ("onnx", "int8-dynamic", 1),
+    }
     assert data["variants"]["int8-dynamic"]["gate_passed"] is True
 
 
-@pytest.mark.parametrize("args,msg", [(["--batch", "1,x"], "not a comma-separated list"),
-                                      (["--variants", "int3"], "unknown variant"),
-                                      (["--provider", "gpu"], "unknown execution provider"),
-                                      (["--json", "/nonexistent-dir/b.json"], "does not exist")])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--batch", "1,x"], "not a comma-separated list"),
+        (["--variants", "int3"], "unknown variant"),
+        (["--provider", "gpu"], "unknown execution provider"),
+        (["--json", "/nonexistent-dir/b.json"], "does not exist"),
+    ],
+)
 def test_bench_usage_errors(example_export, args, msg):
     r = CliRunner().invoke(app, ["bench", str(example_export), *args])
     assert r.exit_code == 2, r.output
@@ -56,8 +88,21 @@ def test_infer_onnx_and_torch_json(example_export, root, tmp_path):
     data = tmp_path / "w.npz"
     np.savez(data, input_sequence=np.random.default_rng(0).integers(0, 30, (5, 10)).astype(np.int64))
     r1 = CliRunner().invoke(app, ["infer", "--model", str(example_export), "--inputs", str(data), "--json"])
-    r2 = CliRunner().invoke(app, ["infer", str(example_export), "--engine", "torch", "--model", str(root / EXAMPLE),
-                                  "--inputs", str(data), "--out", str(tmp_path / "p.json")])
+    r2 = CliRunner().invoke(
+        app,
+        [
+            "infer",
+            str(example_export),
+            "--engine",
+            "torch",
+            "--model",
+            str(root / EXAMPLE),
+            "--inputs",
+            str(data),
+            "--out",
+            str(tmp_path / "p.json"),
+        ],
+    )
     assert r1.exit_code == 0, r1.output
     assert r2.exit_code == 0, r2.output
     a = json.loads(r1.output)
@@ -69,8 +114,9 @@ def test_infer_onnx_and_torch_json(example_export, root, tmp_path):
 
 
 def test_infer_torch_uses_the_model_modules_input_defaults(root):
-    r = CliRunner().invoke(app, ["infer", "--engine", "torch", "--model", str(root / EXAMPLE), "--samples", "3",
-                                 "--json"])
+    r = CliRunner().invoke(
+        app, ["infer", "--engine", "torch", "--model", str(root / EXAMPLE), "--samples", "3", "--json"]
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["samples"] == 3
 

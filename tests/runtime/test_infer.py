@@ -14,8 +14,11 @@ from onnxship.spec import parse_input_spec
 def windows(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "windows.npz"
     rng = np.random.default_rng(3)
-    np.savez(path, input_sequence=rng.integers(0, 10, (11, 10)).astype(np.int64),
-             next_event=rng.integers(0, 30, 11).astype(np.int64))
+    np.savez(
+        path,
+        input_sequence=rng.integers(0, 10, (11, 10)).astype(np.int64),
+        next_event=rng.integers(0, 30, 11).astype(np.int64),
+    )
     return path
 
 
@@ -28,8 +31,9 @@ def test_torch_and_onnx_agree_on_npz(deeplog_export, windows):
     for pa, pb in zip(a.predictions, b.predictions, strict=True):
         assert pa["id"] == pb["id"] and pa["label"] == pb["label"]
         assert [c for c, _ in pa["output_0"]["top"]] == [c for c, _ in pb["output_0"]["top"]]
-        np.testing.assert_allclose([s for _, s in pa["output_0"]["top"]], [s for _, s in pb["output_0"]["top"]],
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            [s for _, s in pa["output_0"]["top"]], [s for _, s in pb["output_0"]["top"]], atol=1e-4
+        )
     assert a.output_shapes == {"output_0": [30]}
     direct = model(__import__("torch").from_numpy(np.load(windows)["input_sequence"][:1])).detach().numpy()[0]
     assert a.predictions[0]["output_0"]["top"][0][0] == int(direct.argmax())
@@ -76,13 +80,19 @@ def test_image_glob_goes_through_the_shared_preprocessing(tmp_path):
 
     torch.manual_seed(0)
     model = SmallCNN().eval()
-    res = onnxship.export(model, inputs=["image:batch=2..8 x 3 x 32 x 32:float32"], out=tmp_path / "m", name="cnn",
-                          strategy="torchscript")
+    res = onnxship.export(
+        model,
+        inputs=["image:batch=2..8 x 3 x 32 x 32:float32"],
+        out=tmp_path / "m",
+        name="cnn",
+        strategy="torchscript",
+    )
     rng = np.random.default_rng(0)
     for i in range(3):
         (tmp_path / "imgs" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
-        image_mod.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"c{i % 2}"
-                                                                                  / f"{i}.png")
+        image_mod.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(
+            tmp_path / "imgs" / f"c{i % 2}" / f"{i}.png"
+        )
     out = infer(res.path, InferConfig(inputs=str(tmp_path / "imgs" / "**" / "*.png"), batch=2, top_k=2))
     assert [p["id"] for p in out.predictions] == sorted(str(p) for p in (tmp_path / "imgs").rglob("*.png"))
     x = preprocess_images(sorted((tmp_path / "imgs").rglob("*.png"))[:1], PreprocessConfig(size=32))

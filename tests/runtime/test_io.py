@@ -11,9 +11,12 @@ from onnxship.runtime import model_specs
 
 
 def _model(elem: int, dims: list) -> onnx.ModelProto:
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", elem, dims)],
-                              [helper.make_tensor_value_info("y", elem, dims)])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", elem, dims)],
+        [helper.make_tensor_value_info("y", elem, dims)],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 

@@ -48,29 +48,44 @@ def test_requested_gpu_providers_missing_are_reported_with_reason():
 
 
 def test_tensorrt_options_fp16_cache_workspace(tmp_path):
-    cfg = SessionConfig(trt_fp16=True, trt_engine_cache=str(tmp_path / "trt"), trt_workspace_bytes=1 << 30,
-                        device_id=1)
+    cfg = SessionConfig(
+        trt_fp16=True, trt_engine_cache=str(tmp_path / "trt"), trt_workspace_bytes=1 << 30, device_id=1
+    )
     opts = provider_options("TensorrtExecutionProvider", cfg)
-    assert opts == {"device_id": "1", "trt_fp16_enable": "1", "trt_max_workspace_size": str(1 << 30),
-                    "trt_engine_cache_enable": "1", "trt_engine_cache_path": str(tmp_path / "trt")}
+    assert opts == {
+        "device_id": "1",
+        "trt_fp16_enable": "1",
+        "trt_max_workspace_size": str(1 << 30),
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": str(tmp_path / "trt"),
+    }
     assert "trt_engine_cache_enable" not in provider_options("TensorrtExecutionProvider", SessionConfig())
 
 
 def test_cuda_options_and_user_overrides_win():
     assert provider_options("CUDAExecutionProvider")["cudnn_conv_use_max_workspace"] == "1"
-    cfg = SessionConfig(cuda_cudnn_max_workspace=False,
-                        provider_options={"CUDAExecutionProvider": {"arena_extend_strategy": "kSameAsRequested",
-                                                                    "device_id": 2}})
+    cfg = SessionConfig(
+        cuda_cudnn_max_workspace=False,
+        provider_options={
+            "CUDAExecutionProvider": {"arena_extend_strategy": "kSameAsRequested", "device_id": 2}
+        },
+    )
     opts = provider_options("CUDAExecutionProvider", cfg)
     assert opts["cudnn_conv_use_max_workspace"] == "0"
     assert opts["device_id"] == "2" and opts["arena_extend_strategy"] == "kSameAsRequested"
     assert provider_options("CPUExecutionProvider", cfg) == {}
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"providers": ("gpu",)}, {"providers": "cuda"}, {"graph_optimization": "max"}, {"intra_op_threads": -1},
-    {"trt_workspace_bytes": 0},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"providers": ("gpu",)},
+        {"providers": "cuda"},
+        {"graph_optimization": "max"},
+        {"intra_op_threads": -1},
+        {"trt_workspace_bytes": 0},
+    ],
+)
 def test_bad_session_config_is_a_clear_error(kwargs):
     with pytest.raises(ConfigError):
         SessionConfig(**kwargs)
@@ -100,7 +115,9 @@ def test_trt_cache_folder_not_created_without_tensorrt(deeplog_export, tmp_path)
     if _cuda_available():
         pytest.skip("GPU build")
     _, result = deeplog_export
-    info = open_session(result.path, SessionConfig(providers=("tensorrt",), trt_engine_cache=str(tmp_path / "c")))
+    info = open_session(
+        result.path, SessionConfig(providers=("tensorrt",), trt_engine_cache=str(tmp_path / "c"))
+    )
     assert info.providers == ["CPUExecutionProvider"]
     assert not (tmp_path / "c").exists()
 
@@ -135,9 +152,15 @@ def test_tensorrt_session_builds_its_engine_cache(deeplog_export, tmp_path):
     if "TensorrtExecutionProvider" not in ort.get_available_providers():
         pytest.skip("needs onnxruntime-gpu with TensorRT")
     _, result = deeplog_export
-    info = open_session(result.path, SessionConfig(providers=("tensorrt", "cuda", "cpu"), trt_fp16=True,
-                                                   trt_engine_cache=str(tmp_path / "trt")))
-    if info.providers[0] != "TensorrtExecutionProvider":  # TensorRT libraries missing: the fallback is reported
+    info = open_session(
+        result.path,
+        SessionConfig(
+            providers=("tensorrt", "cuda", "cpu"), trt_fp16=True, trt_engine_cache=str(tmp_path / "trt")
+        ),
+    )
+    if (
+        info.providers[0] != "TensorrtExecutionProvider"
+    ):  # TensorRT libraries missing: the fallback is reported
         assert any(f.provider == "TensorrtExecutionProvider" for f in info.fallbacks)
         return
     info.session.run(None, {"input_sequence": np.zeros((2, 10), np.int64)})

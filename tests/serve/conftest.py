@@ -26,8 +26,10 @@ import pytest
 
 INPUT_SPEC = "input_sequence:batch=1..64 x seq=10..32:int64:0..30"
 ONNXSHIP = str(Path(sys.executable).with_name("onnxship"))
-NO_TORCH = ("import sys; sys.modules['torch'] = None; from onnxship.cli import main; "
-            "sys.argv = ['onnxship'] + sys.argv[1:]; main()")
+NO_TORCH = (
+    "import sys; sys.modules['torch'] = None; from onnxship.cli import main; "
+    "sys.argv = ['onnxship'] + sys.argv[1:]; main()"
+)
 
 
 def _deeplog(seed: int):
@@ -46,8 +48,9 @@ def torch_outputs(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"output_0": model(torch.from_numpy(feeds["input_sequence"])).numpy()}
 
 
-def write_bundle(releases: Path, seed: int, second: int, *, golden_seed: int | None = None,
-                 latest: bool = False) -> Path:
+def write_bundle(
+    releases: Path, seed: int, second: int, *, golden_seed: int | None = None, latest: bool = False
+) -> Path:
     """One release of `deeplog` (weights from ``seed``); ``golden_seed`` writes another model's outputs as golden."""
     import onnxship
     from onnxship.package import ReleaseWriter
@@ -61,8 +64,12 @@ def write_bundle(releases: Path, seed: int, second: int, *, golden_seed: int | N
         onnxship.export(model, inputs=[INPUT_SPEC], out=writer.path, name="deeplog", strategy="torchscript")
         feeds = sample_feeds([parse_input_spec(INPUT_SPEC)], {"batch": 4}, seed=0)
         ref = torch_outputs(_deeplog(golden_seed) if golden_seed is not None else model, feeds)
-        write_golden(writer.path / "golden.npz", feeds, ref,
-                     {"model_name": "deeplog", "tolerance": {"atol": 1e-4, "rtol": 1e-3}})
+        write_golden(
+            writer.path / "golden.npz",
+            feeds,
+            ref,
+            {"model_name": "deeplog", "tolerance": {"atol": 1e-4, "rtol": 1e-3}},
+        )
         release = writer.commit(model_file="deeplog.onnx", passed=True, update_latest=latest)
     return release.path
 
@@ -104,7 +111,9 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
 class Server:
     """A running `onnxship serve` process."""
 
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None, no_torch: bool = False) -> None:
+    def __init__(
+        self, args: list[str], cwd: Path, env: dict[str, str] | None = None, no_torch: bool = False
+    ) -> None:
         self.log = cwd / f"server-{time.monotonic_ns()}.log"
         self.out = cwd / f"server-{time.monotonic_ns()}.out"
         full_env = {k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "ONNXSHIP_TOKEN")}
@@ -147,8 +156,9 @@ class Server:
     def hostport(self) -> str:
         return self.url.removeprefix("http://")
 
-    def request(self, method: str, path: str, body: bytes | dict | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
+    def request(
+        self, method: str, path: str, body: bytes | dict | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict, bytes]:
         data = json.dumps(body).encode() if isinstance(body, dict) else body
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
         try:
@@ -157,8 +167,9 @@ class Server:
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()
 
-    def json(self, method: str, path: str, body: bytes | dict | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    def json(
+        self, method: str, path: str, body: bytes | dict | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict]:
         status, _, raw = self.request(method, path, body, headers)
         return status, json.loads(raw)
 
@@ -177,8 +188,9 @@ def start_server(tmp_path_factory: pytest.TempPathFactory):
     """``start_server(args, env=None, no_torch=False, cwd=None) -> Server``; every server is stopped at the end."""
     started: list[Server] = []
 
-    def start(args: list[str], env: dict[str, str] | None = None, no_torch: bool = False,
-              cwd: Path | None = None) -> Server:
+    def start(
+        args: list[str], env: dict[str, str] | None = None, no_torch: bool = False, cwd: Path | None = None
+    ) -> Server:
         server = Server(args, cwd or tmp_path_factory.mktemp("srv"), env, no_torch)
         started.append(server)
         return server
@@ -189,8 +201,12 @@ def start_server(tmp_path_factory: pytest.TempPathFactory):
 
 
 def infer_body(x: np.ndarray, name: str = "input_sequence", datatype: str = "INT64", **extra) -> dict:
-    return {"inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype,
-                        "data": x.reshape(-1).tolist()}], **extra}
+    return {
+        "inputs": [
+            {"name": name, "shape": list(x.shape), "datatype": datatype, "data": x.reshape(-1).tolist()}
+        ],
+        **extra,
+    }
 
 
 @pytest.fixture(scope="session")

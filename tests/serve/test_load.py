@@ -19,9 +19,21 @@ def test_concurrent_clients_during_reloads(bundles, start_server):
     s = start_server(["--releases", str(bundles.root), "--max-batch", "32", "--batch-timeout-ms", "2"])
     host, port = s.hostport.split(":")
     rng = np.random.default_rng(42)
-    inputs = [rng.integers(0, 30, size=(1 + i % 3, 10 + 2 * (i % 2))).astype(np.int64) for i in range(CLIENTS)]
-    plan = [bundles.v2, bundles.v1, bundles.bad_golden, bundles.v2, bundles.v1, bundles.truncated, bundles.v2,
-            bundles.v1, bundles.v2, bundles.v1]
+    inputs = [
+        rng.integers(0, 30, size=(1 + i % 3, 10 + 2 * (i % 2))).astype(np.int64) for i in range(CLIENTS)
+    ]
+    plan = [
+        bundles.v2,
+        bundles.v1,
+        bundles.bad_golden,
+        bundles.v2,
+        bundles.v1,
+        bundles.truncated,
+        bundles.v2,
+        bundles.v1,
+        bundles.v2,
+        bundles.v1,
+    ]
     results: list[list[tuple[str, np.ndarray]]] = [[] for _ in range(CLIENTS)]
     failures: list[str] = []
     reloads: list[tuple[int, dict]] = []
@@ -30,8 +42,18 @@ def test_concurrent_clients_during_reloads(bundles, start_server):
 
     def client(i: int) -> None:
         x = inputs[i]
-        body = json.dumps({"inputs": [{"name": "input_sequence", "shape": list(x.shape), "datatype": "INT64",
-                                       "data": x.reshape(-1).tolist()}]})
+        body = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input_sequence",
+                        "shape": list(x.shape),
+                        "datatype": "INT64",
+                        "data": x.reshape(-1).tolist(),
+                    }
+                ]
+            }
+        )
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
         start.wait()
         n = 0
@@ -46,8 +68,9 @@ def test_concurrent_clients_during_reloads(bundles, start_server):
                     continue
                 doc = json.loads(raw)
                 out = doc["outputs"][0]
-                results[i].append((doc["model_version"],
-                                   np.asarray(out["data"], np.float32).reshape(out["shape"])))
+                results[i].append(
+                    (doc["model_version"], np.asarray(out["data"], np.float32).reshape(out["shape"]))
+                )
         except Exception as exc:  # a dropped connection is a failed request
             failures.append(f"client {i}: {type(exc).__name__}: {exc}")
         finally:
@@ -78,7 +101,9 @@ def test_concurrent_clients_during_reloads(bundles, start_server):
     total = 0
     seen_versions = set()
     for i, answers in enumerate(results):
-        expected = {rel: bundles.expected(rel, {"input_sequence": inputs[i]}) for rel in set(versions.values())}
+        expected = {
+            rel: bundles.expected(rel, {"input_sequence": inputs[i]}) for rel in set(versions.values())
+        }
         assert len(answers) >= MIN_REQUESTS
         for version, out in answers:
             release = versions[version]  # KeyError: a version that no reload produced
@@ -89,5 +114,6 @@ def test_concurrent_clients_during_reloads(bundles, start_server):
     metrics = s.request("GET", "/metrics")[2].decode()
     assert 'onnxship_reloads_total{outcome="failed"} 2' in metrics
     assert 'onnxship_reloads_total{outcome="ok"} 8' in metrics
-    print(f"\n{total} requests from {CLIENTS} clients in {elapsed:.1f} s across versions {sorted(seen_versions, key=int)}")
-
+    print(
+        f"\n{total} requests from {CLIENTS} clients in {elapsed:.1f} s across versions {sorted(seen_versions, key=int)}"
+    )

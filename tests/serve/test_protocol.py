@@ -14,9 +14,13 @@ from onnxship.serve._protocol import encode_infer_response, parse_infer_request
 from onnxship.serve._signature import DimInfo, RequestError, Signature, TensorInfo
 
 SIG = Signature._with_batching(
-    [TensorInfo("ids", "INT64", (DimInfo(None, "batch", 1, 8), DimInfo(None, "seq", 2, 16))),
-     TensorInfo("mask", "FP32", (DimInfo(None, "batch", 1, 8), DimInfo(None, "seq", 2, 16)))],
-    [TensorInfo("out", "FP32", (DimInfo(None, "batch"), DimInfo(4)))], [])
+    [
+        TensorInfo("ids", "INT64", (DimInfo(None, "batch", 1, 8), DimInfo(None, "seq", 2, 16))),
+        TensorInfo("mask", "FP32", (DimInfo(None, "batch", 1, 8), DimInfo(None, "seq", 2, 16))),
+    ],
+    [TensorInfo("out", "FP32", (DimInfo(None, "batch"), DimInfo(4)))],
+    [],
+)
 
 
 def _req(**tensors) -> bytes:
@@ -24,8 +28,10 @@ def _req(**tensors) -> bytes:
 
 
 def test_json_request_round_trip():
-    body = _req(ids={"shape": [2, 3], "datatype": "INT64", "data": [[1, 2, 3], [4, 5, 6]]},
-                mask={"shape": [2, 3], "datatype": "FP32", "data": [1, 1, 1, 1, 0.5, 0]})
+    body = _req(
+        ids={"shape": [2, 3], "datatype": "INT64", "data": [[1, 2, 3], [4, 5, 6]]},
+        mask={"shape": [2, 3], "datatype": "FP32", "data": [1, 1, 1, 1, 0.5, 0]},
+    )
     req = parse_infer_request(body)
     assert req.rows == 2 and req.feeds["ids"].dtype == np.int64 and req.feeds["mask"].dtype == np.float32
     SIG.check(req.feeds, req.declared)
@@ -40,10 +46,25 @@ def test_json_request_round_trip():
 def test_binary_request_and_response():
     ids = np.arange(6, dtype=np.int64).reshape(2, 3)
     mask = np.ones((2, 3), dtype=np.float32)
-    head = orjson.dumps({"inputs": [
-        {"name": "ids", "shape": [2, 3], "datatype": "INT64", "parameters": {"binary_data_size": ids.nbytes}},
-        {"name": "mask", "shape": [2, 3], "datatype": "FP32", "parameters": {"binary_data_size": mask.nbytes}}],
-        "outputs": [{"name": "out", "parameters": {"binary_data": True}}]})
+    head = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "ids",
+                    "shape": [2, 3],
+                    "datatype": "INT64",
+                    "parameters": {"binary_data_size": ids.nbytes},
+                },
+                {
+                    "name": "mask",
+                    "shape": [2, 3],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": mask.nbytes},
+                },
+            ],
+            "outputs": [{"name": "out", "parameters": {"binary_data": True}}],
+        }
+    )
     req = parse_infer_request(head + ids.tobytes() + mask.tobytes(), len(head))
     assert np.array_equal(req.feeds["ids"], ids) and np.array_equal(req.feeds["mask"], mask)
     out = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
@@ -58,40 +79,64 @@ def test_binary_request_and_response():
         parse_infer_request(head + ids.tobytes() + mask.tobytes() + b"xx", len(head))
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    (b"not json", "not valid JSON"),
-    (b"[1, 2]", "JSON object"),
-    (b'{"inputs": []}', "non-empty 'inputs'"),
-    (_req(ids={"shape": [2], "datatype": "INT64", "data": [1, 2, 3]}), "3 elements but shape"),
-    (_req(ids={"shape": [2], "datatype": "INT64", "data": [1.5, 2]}), "floating-point"),
-    (_req(ids={"shape": [2], "datatype": "INT64", "data": ["a", "b"]}), "string"),
-    (_req(ids={"shape": [2], "datatype": "INT8", "data": [1, 300]}), "outside the range of INT8"),
-    (_req(ids={"shape": [2], "datatype": "COMPLEX", "data": [1, 2]}), "not supported"),
-    (_req(ids={"shape": [2, -1], "datatype": "INT64", "data": [1, 2]}), "non-negative"),
-    (_req(ids={"shape": [2, 2], "datatype": "INT64", "data": [[1, 2], [3]]}), "ragged"),
-    (_req(ids={"shape": [1], "datatype": "BYTES", "data": ["x"]}), "BYTES"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"inputs": []}', "non-empty 'inputs'"),
+        (_req(ids={"shape": [2], "datatype": "INT64", "data": [1, 2, 3]}), "3 elements but shape"),
+        (_req(ids={"shape": [2], "datatype": "INT64", "data": [1.5, 2]}), "floating-point"),
+        (_req(ids={"shape": [2], "datatype": "INT64", "data": ["a", "b"]}), "string"),
+        (_req(ids={"shape": [2], "datatype": "INT8", "data": [1, 300]}), "outside the range of INT8"),
+        (_req(ids={"shape": [2], "datatype": "COMPLEX", "data": [1, 2]}), "not supported"),
+        (_req(ids={"shape": [2, -1], "datatype": "INT64", "data": [1, 2]}), "non-negative"),
+        (_req(ids={"shape": [2, 2], "datatype": "INT64", "data": [[1, 2], [3]]}), "ragged"),
+        (_req(ids={"shape": [1], "datatype": "BYTES", "data": ["x"]}), "BYTES"),
+    ],
+)
 def test_malformed_requests_are_400(body: bytes, message: str):
     with pytest.raises(RequestError, match=message) as info:
         parse_infer_request(body)
     assert info.value.status == 400
 
 
-@pytest.mark.parametrize(("feeds", "declared", "message"), [
-    ({"ids": np.zeros((1, 4), np.int64)}, {"ids": "INT64"}, "missing input"),
-    ({"ids": np.zeros((1, 4), np.int64), "mask": np.zeros((1, 4), np.float32), "x": np.zeros(1)},
-     {"ids": "INT64", "mask": "FP32", "x": "FP64"}, "unknown input"),
-    ({"ids": np.zeros((1, 4), np.int32), "mask": np.zeros((1, 4), np.float32)},
-     {"ids": "INT32", "mask": "FP32"}, "datatype INT32, the model expects INT64"),
-    ({"ids": np.zeros((4,), np.int64), "mask": np.zeros((1, 4), np.float32)},
-     {"ids": "INT64", "mask": "FP32"}, "rank"),
-    ({"ids": np.zeros((9, 4), np.int64), "mask": np.zeros((9, 4), np.float32)},
-     {"ids": "INT64", "mask": "FP32"}, "outside the verified range batch=1..8"),
-    ({"ids": np.zeros((1, 1), np.int64), "mask": np.zeros((1, 1), np.float32)},
-     {"ids": "INT64", "mask": "FP32"}, "seq=2..16"),
-    ({"ids": np.zeros((1, 4), np.int64), "mask": np.zeros((1, 5), np.float32)},
-     {"ids": "INT64", "mask": "FP32"}, "inputs sharing a dim must agree"),
-])
+@pytest.mark.parametrize(
+    ("feeds", "declared", "message"),
+    [
+        ({"ids": np.zeros((1, 4), np.int64)}, {"ids": "INT64"}, "missing input"),
+        (
+            {"ids": np.zeros((1, 4), np.int64), "mask": np.zeros((1, 4), np.float32), "x": np.zeros(1)},
+            {"ids": "INT64", "mask": "FP32", "x": "FP64"},
+            "unknown input",
+        ),
+        (
+            {"ids": np.zeros((1, 4), np.int32), "mask": np.zeros((1, 4), np.float32)},
+            {"ids": "INT32", "mask": "FP32"},
+            "datatype INT32, the model expects INT64",
+        ),
+        (
+            {"ids": np.zeros((4,), np.int64), "mask": np.zeros((1, 4), np.float32)},
+            {"ids": "INT64", "mask": "FP32"},
+            "rank",
+        ),
+        (
+            {"ids": np.zeros((9, 4), np.int64), "mask": np.zeros((9, 4), np.float32)},
+            {"ids": "INT64", "mask": "FP32"},
+            "outside the verified range batch=1..8",
+        ),
+        (
+            {"ids": np.zeros((1, 1), np.int64), "mask": np.zeros((1, 1), np.float32)},
+            {"ids": "INT64", "mask": "FP32"},
+            "seq=2..16",
+        ),
+        (
+            {"ids": np.zeros((1, 4), np.int64), "mask": np.zeros((1, 5), np.float32)},
+            {"ids": "INT64", "mask": "FP32"},
+            "inputs sharing a dim must agree",
+        ),
+    ],
+)
 def test_signature_refuses(feeds, declared, message):
     with pytest.raises(RequestError, match=message) as info:
         SIG.check(feeds, declared)
@@ -99,8 +144,14 @@ def test_signature_refuses(feeds, declared, message):
 
 
 def test_unknown_requested_output_is_400():
-    req = parse_infer_request(orjson.dumps({"inputs": [{"name": "ids", "shape": [1], "datatype": "INT64",
-                                                        "data": [1]}], "outputs": [{"name": "nope"}]}))
+    req = parse_infer_request(
+        orjson.dumps(
+            {
+                "inputs": [{"name": "ids", "shape": [1], "datatype": "INT64", "data": [1]}],
+                "outputs": [{"name": "nope"}],
+            }
+        )
+    )
     with pytest.raises(RequestError, match="'nope' does not exist"):
         encode_infer_response("m", "1", req, {"out": np.zeros((1, 4), np.float32)})
 
@@ -122,8 +173,14 @@ def test_batcher_merges_and_splits_exactly():
 
     async def main():
         with ThreadPoolExecutor(1) as pool:
-            b = Batcher(run, mergeable=True, max_rows=6, timeout_s=0.0, executor=pool,
-                        on_batch=lambda r, n, s: seen.append((r, n, s)))
+            b = Batcher(
+                run,
+                mergeable=True,
+                max_rows=6,
+                timeout_s=0.0,
+                executor=pool,
+                on_batch=lambda r, n, s: seen.append((r, n, s)),
+            )
             futs = [b.submit({"x": x}, x.shape[0]) for x in xs]
             outs = await asyncio.gather(*futs)
             bad = b.submit({"x": -np.ones((1, 3), np.float32)}, 1)
@@ -145,8 +202,13 @@ def test_batcher_keeps_different_shapes_apart():
     async def main():
         with ThreadPoolExecutor(1) as pool:
             sizes: list[tuple[int, ...]] = []
-            b = Batcher(lambda f: sizes.append(f["x"].shape) or {"y": f["x"].sum(axis=1)}, mergeable=True,
-                        max_rows=32, timeout_s=0.0, executor=pool)
+            b = Batcher(
+                lambda f: sizes.append(f["x"].shape) or {"y": f["x"].sum(axis=1)},
+                mergeable=True,
+                max_rows=32,
+                timeout_s=0.0,
+                executor=pool,
+            )
             a = b.submit({"x": np.ones((1, 3), np.float32)}, 1)
             c = b.submit({"x": np.ones((1, 5), np.float32)}, 1)
             d = b.submit({"x": np.ones((2, 3), np.float32)}, 2)

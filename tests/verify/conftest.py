@@ -9,9 +9,18 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--enable-logging=stderr",
-                  "--v=0", "--window-size=1200,2400"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--window-size=1200,2400",
+]
 
 
 @pytest.fixture
@@ -22,8 +31,13 @@ def chromium_screenshot(tmp_path, require_component) -> Callable[[Path, Path], l
 
     def shoot(html: Path, png: Path) -> list[str]:
         profile = tmp_path / f"chromium-profile-{png.stem}"
-        cmd = [str(exe), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={png}",
-               html.resolve().as_uri()]
+        cmd = [
+            str(exe),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--screenshot={png}",
+            html.resolve().as_uri(),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
         assert out.returncode == 0, out.stderr[-2000:]
         assert png.is_file() and png.stat().st_size > 0

@@ -14,7 +14,7 @@ from onnxship.cli import app
 
 EXAMPLE = "examples/deeplog/model.py:build_model"
 
-CNN_FACTORY = '''
+CNN_FACTORY = """
 import torch
 from onnxship.testing import SmallCNN, randomize_constant_init
 
@@ -22,7 +22,7 @@ from onnxship.testing import SmallCNN, randomize_constant_init
 def build_model():
     torch.manual_seed(0)
     return randomize_constant_init(SmallCNN(classes=4))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +39,35 @@ def deeplog(tmp_path_factory, root) -> dict:
 
     out = tmp_path_factory.mktemp("verify-cli")
     spec = parse_model_spec(str(root / EXAMPLE))
-    result = onnxship.export(spec, inputs=["input_sequence:batch=2..16 x seq=10..32:int64:0..30"], out=out,
-                             name="deeplog", strategy="torchscript")
+    result = onnxship.export(
+        spec,
+        inputs=["input_sequence:batch=2..16 x seq=10..32:int64:0..30"],
+        out=out,
+        name="deeplog",
+        strategy="torchscript",
+    )
     model = spec.load().model
     import torch
 
     x = np.random.default_rng(0).integers(0, 30, (6, 10)).astype(np.int64)
     with torch.inference_mode():
         y = model(torch.from_numpy(x)).numpy()
-    golden = write_golden(out / "golden.npz", {"input_sequence": x}, {result.metadata["output_names"][0]: y},
-                          {"model_name": "deeplog"})
-    return {"onnx": result.path, "out": out, "model": str(root / EXAMPLE), "golden": golden, "x": x, "y": y,
-            "output": result.metadata["output_names"][0], "state": model.state_dict()}
+    golden = write_golden(
+        out / "golden.npz",
+        {"input_sequence": x},
+        {result.metadata["output_names"][0]: y},
+        {"model_name": "deeplog"},
+    )
+    return {
+        "onnx": result.path,
+        "out": out,
+        "model": str(root / EXAMPLE),
+        "golden": golden,
+        "x": x,
+        "y": y,
+        "output": result.metadata["output_names"][0],
+        "state": model.state_dict(),
+    }
 
 
 def _invoke(runner: CliRunner, *args: str):
@@ -62,8 +79,18 @@ def test_verify_passes_and_writes_valid_reports(runner, deeplog, tmp_path):
     from onnxship.verify._report import load_report_schema
 
     report, html = tmp_path / "report.json", tmp_path / "report.html"
-    r = _invoke(runner, deeplog["onnx"], "--model", deeplog["model"], "--task", "sequence", "--report", report,
-                "--html", html)
+    r = _invoke(
+        runner,
+        deeplog["onnx"],
+        "--model",
+        deeplog["model"],
+        "--task",
+        "sequence",
+        "--report",
+        report,
+        "--html",
+        html,
+    )
     assert r.exit_code == 0, r.output
     assert "PASSED" in r.output and "task sequence" in r.output
     data = json.loads(report.read_text())
@@ -88,8 +115,17 @@ def test_failed_gate_exits_1_and_names_worst_output_and_tolerance(runner, deeplo
     ckpt = tmp_path / "other.pt"
     torch.save(state, ckpt)
     report = tmp_path / "report.json"
-    r = _invoke(runner, deeplog["onnx"], "--model", deeplog["model"], "--checkpoint", ckpt, "--report", report,
-                "--no-sweep")
+    r = _invoke(
+        runner,
+        deeplog["onnx"],
+        "--model",
+        deeplog["model"],
+        "--checkpoint",
+        ckpt,
+        "--report",
+        report,
+        "--no-sweep",
+    )
     assert r.exit_code == 1, r.output
     assert "verification failed" in r.output
     assert f"worst output '{deeplog['output']}'" in r.output
@@ -107,8 +143,21 @@ def test_failed_gate_passes_with_the_reported_tolerance(runner, deeplog, tmp_pat
     state["fc.bias"] += 0.05
     ckpt = tmp_path / "other.pt"
     torch.save(state, ckpt)
-    r = _invoke(runner, deeplog["onnx"], "--model", deeplog["model"], "--checkpoint", ckpt, "--no-sweep",
-                "--tolerance", f"{deeplog['output']}:atol=0.06,rtol=0", "--threshold", "mse_mean=0.01", "--threshold", "mse_p99=0.01")
+    r = _invoke(
+        runner,
+        deeplog["onnx"],
+        "--model",
+        deeplog["model"],
+        "--checkpoint",
+        ckpt,
+        "--no-sweep",
+        "--tolerance",
+        f"{deeplog['output']}:atol=0.06,rtol=0",
+        "--threshold",
+        "mse_mean=0.01",
+        "--threshold",
+        "mse_p99=0.01",
+    )
     assert r.exit_code == 0, r.output
 
 
@@ -131,8 +180,12 @@ def test_golden_needs_no_torch(deeplog, tmp_path):
 def test_golden_from_another_model_exits_1(runner, deeplog, tmp_path):
     from onnxship.verify import write_golden
 
-    other = write_golden(tmp_path / "other.npz", {"image": np.zeros((1, 3, 8, 8), np.float32)},
-                         {"logits": np.zeros((1, 4), np.float32)}, {"model_name": "cnn"})
+    other = write_golden(
+        tmp_path / "other.npz",
+        {"image": np.zeros((1, 3, 8, 8), np.float32)},
+        {"logits": np.zeros((1, 4), np.float32)},
+        {"model_name": "cnn"},
+    )
     report = tmp_path / "r.json"
     r = _invoke(runner, deeplog["onnx"], "--golden", other, "--report", report)
     assert r.exit_code == 1, r.output
@@ -147,10 +200,13 @@ def test_report_in_missing_folder_exits_1_before_work(runner, deeplog, tmp_path)
     assert "does not exist" in r.output and not target.parent.exists()
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"tokens": np.zeros((4, 10), np.int64)}, "input_sequence"),  # wrong input name
-    ({"input_sequence": np.zeros((4, 10), np.float32)}, "is float32 but the model expects int64"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"tokens": np.zeros((4, 10), np.int64)}, "input_sequence"),  # wrong input name
+        ({"input_sequence": np.zeros((4, 10), np.float32)}, "is float32 but the model expects int64"),
+    ],
+)
 def test_npz_data_that_does_not_fit_exits_1(runner, deeplog, tmp_path, arrays, message):
     data = tmp_path / "data.npz"
     np.savez(data, **arrays)
@@ -161,12 +217,15 @@ def test_npz_data_that_does_not_fit_exits_1(runner, deeplog, tmp_path, arrays, m
     assert not report.exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--mode", "everything"], "--mode"),
-    (["--precision", "fp8"], "--precision"),
-    (["--tolerance", "atol=1e-3"], "--tolerance"),
-    (["--hardness-bins", "0,2"], "--hardness-bins"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--mode", "everything"], "--mode"),
+        (["--precision", "fp8"], "--precision"),
+        (["--tolerance", "atol=1e-3"], "--tolerance"),
+        (["--hardness-bins", "0,2"], "--hardness-bins"),
+    ],
+)
 def test_usage_errors_exit_2(runner, deeplog, args, message):
     r = _invoke(runner, deeplog["onnx"], "--golden", deeplog["golden"], *args)
     assert r.exit_code == 2, r.output
@@ -188,8 +247,13 @@ def cnn(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("cnn")
     factory = root / "cnn.py"
     factory.write_text(CNN_FACTORY)
-    result = onnxship.export(f"{factory}:build_model", inputs=["image:batch=2..8 x 3 x 32 x 32:float32"], out=root,
-                             name="cnn", strategy="torchscript")
+    result = onnxship.export(
+        f"{factory}:build_model",
+        inputs=["image:batch=2..8 x 3 x 32 x 32:float32"],
+        out=root,
+        name="cnn",
+        strategy="torchscript",
+    )
     rng = np.random.default_rng(0)
     images = root / "images"
     for c in ("cat", "dog", "owl"):
@@ -205,9 +269,26 @@ def test_image_folder_coverage_report_renders(runner, cnn, tmp_path, chromium_sc
     from onnxship.verify._report import load_report_schema
 
     report, html = tmp_path / "report.json", tmp_path / "report.html"
-    r = _invoke(runner, cnn["onnx"], "--model", cnn["model"], "--data", cnn["images"], "--mode", "coverage",
-                "--per-class-k", "2", "--min-classes", "3", "--task", "classification", "--report", report,
-                "--html", html)
+    r = _invoke(
+        runner,
+        cnn["onnx"],
+        "--model",
+        cnn["model"],
+        "--data",
+        cnn["images"],
+        "--mode",
+        "coverage",
+        "--per-class-k",
+        "2",
+        "--min-classes",
+        "3",
+        "--task",
+        "classification",
+        "--report",
+        report,
+        "--html",
+        html,
+    )
     assert r.exit_code == 0, r.output
     data = json.loads(report.read_text())
     jsonschema.validate(data, load_report_schema())

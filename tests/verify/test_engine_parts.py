@@ -42,8 +42,13 @@ def test_policy_defaults_follow_the_seed(precision, task, elementwise, mse_mean,
 
 
 def test_policy_overrides_and_bad_values():
-    p = resolve_policy("fp32", "classification", tolerance={"atol": 1e-3, "rtol": 0},
-                       per_output={"logits": 0.5}, thresholds={"mse_mean": 1e-2, "top1_mismatch_rate": 0.1})
+    p = resolve_policy(
+        "fp32",
+        "classification",
+        tolerance={"atol": 1e-3, "rtol": 0},
+        per_output={"logits": 0.5},
+        thresholds={"mse_mean": 1e-2, "top1_mismatch_rate": 0.1},
+    )
     assert p.tolerance_for("logits") == Tolerance(0.5, 0.0) and p.tolerance_for("other") == Tolerance(1e-3, 0)
     gate = p.task_gate("classification")
     assert gate.top1_mismatch_rate == 0.1 and gate.prob_mse_mean == 1e-2  # MSE moves onto probabilities
@@ -63,10 +68,12 @@ def test_streaming_stats_match_the_one_shot_comparison():
     tol = Tolerance(1e-4, 1e-3)
     acc = OutputAccumulator("y", tol)
     for k in range(0, 40, 16):  # three uneven batches
-        acc.update(ref[k:k + 16], got[k:k + 16], indices=np.arange(k, min(k + 16, 40)))
+        acc.update(ref[k : k + 16], got[k : k + 16], indices=np.arange(k, min(k + 16, 40)))
     s = acc.summary(resolve_policy("fp32"))
     one = compare_arrays("y", ref, got, tol)
-    assert s.max_abs == pytest.approx(one.max_abs) and s.min_passing_atol == pytest.approx(one.min_passing_atol)
+    assert s.max_abs == pytest.approx(one.max_abs) and s.min_passing_atol == pytest.approx(
+        one.min_passing_atol
+    )
     assert s.mismatch_count == one.mismatch_count and s.passed == one.passed
     assert sum(s.histogram["counts"]) + s.histogram["zeros"] == s.elements == ref.size
     assert s.samples == 40 and acc.worst()[0].max_abs == pytest.approx(s.max_abs)
@@ -105,7 +112,9 @@ def test_sampling_modes():
     smoke = plan_samples(50, labels, SampleConfig(mode="smoke", sample_count=8, seed=3))
     again = plan_samples(50, labels, SampleConfig(mode="smoke", sample_count=8, seed=3))
     assert smoke.count == 8 and np.array_equal(smoke.indices, again.indices)
-    cov = plan_samples(50, labels, SampleConfig(mode="coverage", per_class_k=2, min_classes=20, max_total=100))
+    cov = plan_samples(
+        50, labels, SampleConfig(mode="coverage", per_class_k=2, min_classes=20, max_total=100)
+    )
     assert cov.count == 20 and cov.sampled_classes == 10
     assert all((labels[cov.indices] == c).sum() == 2 for c in range(10))
     assert any("fewer than min_classes=20" in n for n in cov.notes)
@@ -154,7 +163,8 @@ def test_csv_and_parquet_sequences_stream_the_selected_rows(tmp_path):
     df = pd.DataFrame({"input_sequence": [" ".join(map(str, r)) for r in rows], "next_event": rows[:, 0]})
     df.to_csv(tmp_path / "seq.csv", index=False)
     pd.DataFrame({"input_sequence": [list(map(int, r)) for r in rows], "next_event": rows[:, 0]}).to_parquet(
-        tmp_path / "seq.parquet")
+        tmp_path / "seq.parquet"
+    )
     for name in ("seq.csv", "seq.parquet"):
         src = open_source(tmp_path / name, [SEQ])
         assert isinstance(src, TableSource) and len(src) == 25
@@ -190,7 +200,9 @@ def test_image_folder_and_the_shared_preprocess(tmp_path):
     cfg = PreprocessConfig(size=16)
     red = (np.array([1.0, 0.0, 0.0]) - np.array(cfg.mean)) / np.array(cfg.std)
     assert np.allclose(x[0].mean(axis=(1, 2)), red, atol=1e-5)
-    assert np.array_equal(preprocess_images([tmp_path / "imgs/cat/0.png"], cfg)[0], x[0])  # one function, same bytes
+    assert np.array_equal(
+        preprocess_images([tmp_path / "imgs/cat/0.png"], cfg)[0], x[0]
+    )  # one function, same bytes
     nhwc = preprocess_images([tmp_path / "imgs/cat/0.png"], PreprocessConfig(size=16, layout="NHWC"))
     assert nhwc.shape == (1, 16, 16, 3)
     (tmp_path / "empty").mkdir()

@@ -16,43 +16,117 @@ def sample_report(passed: bool = False) -> dict:
     counts = [0] * (len(edges) + 1)
     counts[10:16] = [3, 40, 900, 2500, 300, 12]
     return {
-        "schema": "onnxship.verify-report/1", "passed": passed,
-        "failure_reason": None if passed else "output 'logits': 12 of 4000 elements outside atol=1e-4 rtol=1e-3",
+        "schema": "onnxship.verify-report/1",
+        "passed": passed,
+        "failure_reason": None
+        if passed
+        else "output 'logits': 12 of 4000 elements outside atol=1e-4 rtol=1e-3",
         "hint": None if passed else "would pass with atol=3.2e-4; likely causes: op conversion differences",
-        "worst_output": "logits", "model_name": "deeplog <script>alert(1)</script>", "onnx_path": "/tmp/deeplog.onnx",
-        "precision": "fp32", "task": "sequence", "reference": "torch", "opset": 17, "dynamic_axes": True,
-        "input_shape": [2, 10], "providers": ["CPUExecutionProvider"], "exported_at_utc": "2026-11-23T12:00:00Z",
-        "git_sha": "abc1234", "params_million": 0.05, "data": "synthetic: 32 samples from the input specs",
+        "worst_output": "logits",
+        "model_name": "deeplog <script>alert(1)</script>",
+        "onnx_path": "/tmp/deeplog.onnx",
+        "precision": "fp32",
+        "task": "sequence",
+        "reference": "torch",
+        "opset": 17,
+        "dynamic_axes": True,
+        "input_shape": [2, 10],
+        "providers": ["CPUExecutionProvider"],
+        "exported_at_utc": "2026-11-23T12:00:00Z",
+        "git_sha": "abc1234",
+        "params_million": 0.05,
+        "data": "synthetic: 32 samples from the input specs",
         "compare": {"mode": "smoke", "sample_policy": "random", "sample_count": 32, "failed": not passed},
         "outputs": [
-            {"name": "logits", "passed": passed, "samples": 32, "max_abs": 3.2e-4, "max_rel": 2e-3, "mse_mean": 1e-9,
-             "mse_p99": 4e-9, "cosine_min": 0.99999, "failures": [] if passed else ["12 elements outside"],
-             "tolerance": {"atol": 1e-4, "rtol": 1e-3}, "smallest_passing": {"atol": 3.2e-4, "rtol": 1e-3},
-             "histogram": {"log10_edges": edges, "counts": counts, "zeros": 5}},
-            {"name": "hidden", "passed": True, "samples": 32, "max_abs": 0.0, "max_rel": 0.0, "mse_mean": 0.0,
-             "mse_p99": 0.0, "cosine_min": 1.0, "failures": [], "tolerance": {"atol": 1e-4, "rtol": 1e-3},
-             "histogram": {"log10_edges": edges, "counts": [0] * len(counts), "zeros": 640}},
+            {
+                "name": "logits",
+                "passed": passed,
+                "samples": 32,
+                "max_abs": 3.2e-4,
+                "max_rel": 2e-3,
+                "mse_mean": 1e-9,
+                "mse_p99": 4e-9,
+                "cosine_min": 0.99999,
+                "failures": [] if passed else ["12 elements outside"],
+                "tolerance": {"atol": 1e-4, "rtol": 1e-3},
+                "smallest_passing": {"atol": 3.2e-4, "rtol": 1e-3},
+                "histogram": {"log10_edges": edges, "counts": counts, "zeros": 5},
+            },
+            {
+                "name": "hidden",
+                "passed": True,
+                "samples": 32,
+                "max_abs": 0.0,
+                "max_rel": 0.0,
+                "mse_mean": 0.0,
+                "mse_p99": 0.0,
+                "cosine_min": 1.0,
+                "failures": [],
+                "tolerance": {"atol": 1e-4, "rtol": 1e-3},
+                "histogram": {"log10_edges": edges, "counts": [0] * len(counts), "zeros": 640},
+            },
         ],
         "shapes": [
-            {"group": "batch=2, seq=10", "kind": "sweep", "dims": {"batch": 2, "seq": 10}, "status": "passed",
-             "input_shapes": {"input_sequence": [2, 10]}, "outputs": {"logits": {"max_abs": 2e-7}, "hidden": {
-                 "max_abs": 0.0}}},
-            {"group": "batch=1, seq=1", "kind": "sweep", "dims": {"batch": 1, "seq": 1}, "status": "passed",
-             "input_shapes": {"input_sequence": [1, 1]}, "outputs": {"logits": {"max_abs": 1e-7}}},
-            {"group": "batch=16, seq=32", "kind": "sweep", "dims": {"batch": 16, "seq": 32}, "status": "failed",
-             "input_shapes": {"input_sequence": [16, 32]}, "error": "logits: 12 elements outside",
-             "outputs": {"logits": {"max_abs": 3.2e-4}}},
+            {
+                "group": "batch=2, seq=10",
+                "kind": "sweep",
+                "dims": {"batch": 2, "seq": 10},
+                "status": "passed",
+                "input_shapes": {"input_sequence": [2, 10]},
+                "outputs": {"logits": {"max_abs": 2e-7}, "hidden": {"max_abs": 0.0}},
+            },
+            {
+                "group": "batch=1, seq=1",
+                "kind": "sweep",
+                "dims": {"batch": 1, "seq": 1},
+                "status": "passed",
+                "input_shapes": {"input_sequence": [1, 1]},
+                "outputs": {"logits": {"max_abs": 1e-7}},
+            },
+            {
+                "group": "batch=16, seq=32",
+                "kind": "sweep",
+                "dims": {"batch": 16, "seq": 32},
+                "status": "failed",
+                "input_shapes": {"input_sequence": [16, 32]},
+                "error": "logits: 12 elements outside",
+                "outputs": {"logits": {"max_abs": 3.2e-4}},
+            },
         ],
-        "task_metrics": {"task": "sequence", "samples": 32, "top_g": 9, "decision_agreement": 1.0, "passed": True,
-                         "gate": {"decision_disagreement": 0.01}},
-        "worst_samples": [{"output": "logits", "index": 7, "id": "row 7", "group": "data", "max_abs": 3.2e-4,
-                           "mse": 1e-8}],
-        "shape_issues": {"static_axes": [], "output_dims": ["output 'logits' declares dim 1 = 10, observed 32"]},
-        "candidates": [{"strategy": "dynamo", "opset": 17, "dynamic": True, "outcome": "rejected",
-                        "reason": "requested dynamic dims were made static"},
-                       {"strategy": "torchscript", "opset": 17, "dynamic": True, "outcome": "accepted"}],
-        "diagnostics": [{"code": "ONX101", "severity": "warning", "title": "python value frozen by tracing",
-                         "message": "Converting a tensor to a Python number", "advice": "verify at other shapes"}],
+        "task_metrics": {
+            "task": "sequence",
+            "samples": 32,
+            "top_g": 9,
+            "decision_agreement": 1.0,
+            "passed": True,
+            "gate": {"decision_disagreement": 0.01},
+        },
+        "worst_samples": [
+            {"output": "logits", "index": 7, "id": "row 7", "group": "data", "max_abs": 3.2e-4, "mse": 1e-8}
+        ],
+        "shape_issues": {
+            "static_axes": [],
+            "output_dims": ["output 'logits' declares dim 1 = 10, observed 32"],
+        },
+        "candidates": [
+            {
+                "strategy": "dynamo",
+                "opset": 17,
+                "dynamic": True,
+                "outcome": "rejected",
+                "reason": "requested dynamic dims were made static",
+            },
+            {"strategy": "torchscript", "opset": 17, "dynamic": True, "outcome": "accepted"},
+        ],
+        "diagnostics": [
+            {
+                "code": "ONX101",
+                "severity": "warning",
+                "title": "python value frozen by tracing",
+                "message": "Converting a tensor to a Python number",
+                "advice": "verify at other shapes",
+            }
+        ],
         "environment": {"onnxship": "0.1.0", "onnxruntime": "1.32", "torch": "2.13.0"},
         "timing": {"seconds": 1.5, "samples_per_second": 21.3},
     }
@@ -62,8 +136,16 @@ def test_render_puts_the_verdict_first_and_has_every_section():
     page = render_html(sample_report(passed=False))
     assert page.startswith("<!DOCTYPE html>")
     first = page.index('class="verdict fail"')
-    for section in ("Summary", "Task agreement", "Export candidates", "Outputs", "Error histograms", "Shapes",
-                    "Worst samples", "Diagnostics and advice"):
+    for section in (
+        "Summary",
+        "Task agreement",
+        "Export candidates",
+        "Outputs",
+        "Error histograms",
+        "Shapes",
+        "Worst samples",
+        "Diagnostics and advice",
+    ):
         assert page.index(f"{section}") > first, section
     assert "worst output <b>logits</b>" in page and "smallest passing: atol=3.200e-04" in page
     assert page.count("<svg") == 2  # the histogram of 'logits' and the shape plot ('hidden' has no errors)

@@ -55,7 +55,7 @@ def test_classification_streams_like_one_shot():
     one = classification_agreement(ref, got)
     m = ClassificationMetric()
     for s in range(0, 90, 16):
-        m.update(ref[s:s + 16], got[s:s + 16])
+        m.update(ref[s : s + 16], got[s : s + 16])
     streamed = m.result()
     assert streamed.top1_mismatch_count == one.top1_mismatch_count
     assert streamed.per_class_top10 == one.per_class_top10
@@ -80,7 +80,9 @@ def test_sequence_topg_decision_agreement():
     res = sequence_agreement(ref, got, labels=labels, top_g=2)
     assert res.labels_source == "given"
     assert res.decision_disagreement_count == 1 and res.decision_agreement == pytest.approx(0.75)
-    assert res.anomaly_rate_reference == pytest.approx(0.25) and res.anomaly_rate_candidate == pytest.approx(0.5)
+    assert res.anomaly_rate_reference == pytest.approx(0.25) and res.anomaly_rate_candidate == pytest.approx(
+        0.5
+    )
     assert res.top_g_set_agreement == pytest.approx(0.75) and not res.passed
     same = sequence_agreement(ref, ref.copy(), labels=labels, top_g=2)
     assert same.passed and same.decision_agreement == 1.0
@@ -154,6 +156,9 @@ def test_detection_single_output_layout_and_ground_truth():
 
 def test_map_with_false_positive_below_one():
     gts = [Detections(np.array([[0, 0, 10, 10]], float), np.ones(1), np.zeros(1, np.int64))]
-    dets = [Detections(np.array([[50, 50, 60, 60], [0, 0, 10, 10]], float), np.array([0.9, 0.5]),
-                       np.zeros(2, np.int64))]
+    dets = [
+        Detections(
+            np.array([[50, 50, 60, 60], [0, 0, 10, 10]], float), np.array([0.9, 0.5]), np.zeros(2, np.int64)
+        )
+    ]
     assert 0.4 < mean_average_precision(dets, gts) < 0.6

@@ -36,8 +36,14 @@ def cnn_export(tmp_path_factory):
     torch.manual_seed(0)
     model = randomize_constant_init(SmallCNN(classes=4))
     out = tmp_path_factory.mktemp("cnn")
-    res = onnxship.export(model, inputs=["image:batch=2..8 x 3 x 16 x 16:float32"], out=out, name="cnn",
-                          strategy="torchscript", output_names=("logits",))
+    res = onnxship.export(
+        model,
+        inputs=["image:batch=2..8 x 3 x 16 x 16:float32"],
+        out=out,
+        name="cnn",
+        strategy="torchscript",
+        output_names=("logits",),
+    )
     return model, res.path
 
 
@@ -79,7 +85,9 @@ def test_wrong_weights_fail_with_worst_output_smallest_tolerance_and_causes(deep
 
     _, path = deeplog
     torch.manual_seed(1)
-    other = DeepLogLSTM()  # same architecture, other weights: the ONNX file was exported from another checkpoint
+    other = (
+        DeepLogLSTM()
+    )  # same architecture, other weights: the ONNX file was exported from another checkpoint
     report = verify(path, model=other, config=VerifyConfig(task="sequence", sweep=False))
     assert not report.passed
     assert "output 'output_0'" in report.failure_reason and "would pass with atol=" in report.failure_reason
@@ -106,8 +114,15 @@ def test_a_module_in_train_mode_is_verified_in_eval_and_given_back(deeplog):
 def test_tolerance_overrides_move_the_verdict(deeplog):
     model, path = deeplog
     tight = verify(path, model=model, config=VerifyConfig(sweep=False, tolerance={"atol": 0.0, "rtol": 0.0}))
-    loose_out = verify(path, model=model, config=VerifyConfig(sweep=False, tolerance={"atol": 0.0, "rtol": 0.0},
-                                                              tolerances={"output_0": {"atol": 1e-3, "rtol": 0}}))
+    loose_out = verify(
+        path,
+        model=model,
+        config=VerifyConfig(
+            sweep=False,
+            tolerance={"atol": 0.0, "rtol": 0.0},
+            tolerances={"output_0": {"atol": 1e-3, "rtol": 0}},
+        ),
+    )
     smallest = tight.outputs[0]["smallest_passing"]["atol"]
     assert tight.passed is (smallest == 0.0)  # bit-exact engines pass even at zero tolerance
     if not tight.passed:  # last-bit differences are called noise, with the tolerance that would pass
@@ -123,10 +138,16 @@ def test_sequence_data_from_csv_with_next_events(deeplog, tmp_path):
     model, path = deeplog
     rng = np.random.default_rng(0)
     windows = rng.integers(0, 30, (40, 10))
-    pd.DataFrame({"input_sequence": [" ".join(map(str, w)) for w in windows],
-                  "next_event": rng.integers(0, 30, 40)}).to_csv(tmp_path / "windows.csv", index=False)
-    report = verify(path, model=model, config=VerifyConfig(data=tmp_path / "windows.csv", mode="full", task="sequence",
-                                                           batch_size=16, sweep=False))
+    pd.DataFrame(
+        {"input_sequence": [" ".join(map(str, w)) for w in windows], "next_event": rng.integers(0, 30, 40)}
+    ).to_csv(tmp_path / "windows.csv", index=False)
+    report = verify(
+        path,
+        model=model,
+        config=VerifyConfig(
+            data=tmp_path / "windows.csv", mode="full", task="sequence", batch_size=16, sweep=False
+        ),
+    )
     assert report.passed and report.compare["sample_count"] == 40 and report.compare["sample_policy"] == "all"
     assert report.task_metrics["labels_source"] == "given"
     np.savez(tmp_path / "bad.npz", input_sequence=windows.astype(np.float32))
@@ -136,14 +157,25 @@ def test_sequence_data_from_csv_with_next_events(deeplog, tmp_path):
 
 def test_image_classification_coverage_with_hardness_bins(cnn_export, image_folder):
     model, path = cnn_export
-    cfg = VerifyConfig(data=image_folder, mode="coverage", per_class_k=2, min_classes=4, task="classification",
-                       hardness_bins=(0.0, 0.5, 1.0), hard_per_bin=2, batch_size=4)
+    cfg = VerifyConfig(
+        data=image_folder,
+        mode="coverage",
+        per_class_k=2,
+        min_classes=4,
+        task="classification",
+        hardness_bins=(0.0, 0.5, 1.0),
+        hard_per_bin=2,
+        batch_size=4,
+    )
     report = verify(path, model=model, config=cfg)
     d = report.to_dict()
     _validate(d)
     assert report.passed, report.failure_reason
     assert d["compare"]["sample_policy"] == "stratified" and d["compare"]["sampled_classes"] == 4
-    assert 8 <= d["compare"]["sample_count"] <= 12 and d["compare"]["sampled_images"] == d["compare"]["sample_count"]
+    assert (
+        8 <= d["compare"]["sample_count"] <= 12
+        and d["compare"]["sampled_images"] == d["compare"]["sample_count"]
+    )
     assert d["compare"]["top1_match_rate"] == 1.0 and d["compare"]["mse_mean"] < 1e-8
     assert d["num_classes"] == 4 and d["task_metrics"]["task"] == "classification"
     assert sum(b["added"] for b in d["sampling"]["hard_bins"]) >= 1
@@ -165,10 +197,15 @@ def test_axes_that_became_static_are_reported(tmp_path):
 
     torch.manual_seed(0)
     model = DeepLogLSTM()
-    res = onnxship.export(model, inputs=["input_sequence:2x10:int64:0..30"], out=tmp_path, name="frozen",
-                          strategy="torchscript")
-    report = verify(res.path, model=model, inputs=["input_sequence:batch=2..16 x seq=10..32:int64:0..30"],
-                    config=VerifyConfig(sample_count=4, batch_size=2))
+    res = onnxship.export(
+        model, inputs=["input_sequence:2x10:int64:0..30"], out=tmp_path, name="frozen", strategy="torchscript"
+    )
+    report = verify(
+        res.path,
+        model=model,
+        inputs=["input_sequence:batch=2..16 x seq=10..32:int64:0..30"],
+        config=VerifyConfig(sample_count=4, batch_size=2),
+    )
     assert not report.passed
     assert any("'batch'" in s for s in report.shape_issues["static_axes"])
     assert "dynamic axes exported static" in report.failure_reason
@@ -198,8 +235,13 @@ def test_golden_only_works_without_torch(deeplog, tmp_path):
         assert "torch" not in sys.modules or sys.modules["torch"] is None
         print(r.passed, r.reference, r.compare["sample_count"], r.environment["torch"])
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "golden", "3", "None"]
     both = verify(path, model=model, golden=golden, config=VerifyConfig(sample_count=4, sweep=False))
@@ -228,8 +270,11 @@ def test_golden_with_changed_outputs_fails(deeplog, tmp_path):
     g = read_golden(_golden_for(model, path, tmp_path))
     g.outputs["output_0"] = g.outputs["output_0"] + 0.05
     report = verify(path, golden=g)
-    assert not report.passed and report.reference == "golden" and report.worst_output["max_abs"] == pytest.approx(
-        0.05, rel=1e-3)
+    assert (
+        not report.passed
+        and report.reference == "golden"
+        and report.worst_output["max_abs"] == pytest.approx(0.05, rel=1e-3)
+    )
 
 
 def test_report_paths_in_missing_folders_write_nothing(deeplog, tmp_path):
@@ -267,8 +312,9 @@ def test_detection_task_with_the_shared_nms(tmp_path):
         def __init__(self, anchors: int = 16, classes: int = 3) -> None:
             super().__init__()
             self.k, self.c = anchors, classes
-            self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
-                                      nn.Flatten())
+            self.body = nn.Sequential(
+                nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten()
+            )
             self.head = nn.Linear(32, anchors * (4 + classes))
 
         def forward(self, image):
@@ -278,18 +324,28 @@ def test_detection_task_with_the_shared_nms(tmp_path):
 
     torch.manual_seed(0)
     model = TinyDetector()
-    res = onnxship.export(model, inputs=["image:batch=2..8 x 3 x 32 x 32:float32"], out=tmp_path, name="det",
-                          strategy="torchscript")
-    report = verify(res.path, model=model, config=VerifyConfig(task="detection", box_format="cxcywh",
-                                                               sample_count=16, sweep=False))
+    res = onnxship.export(
+        model,
+        inputs=["image:batch=2..8 x 3 x 32 x 32:float32"],
+        out=tmp_path,
+        name="det",
+        strategy="torchscript",
+    )
+    report = verify(
+        res.path,
+        model=model,
+        config=VerifyConfig(task="detection", box_format="cxcywh", sample_count=16, sweep=False),
+    )
     d = report.to_dict()
     _validate(d)
     assert report.passed, report.failure_reason
     t = d["task_metrics"]
     assert t["task"] == "detection" and t["map_0_5_delta"] == 0.0 and t["map_0_5_0_95_delta"] == 0.0
     assert t["matched"] == t["detections_reference"] > 0 and t["iou_delta_p95"] < 1e-4
-    assert d["postprocess"] == {"nms": {"conf_threshold": 0.3, "iou_threshold": 0.5, "max_detections": 100,
-                                        "class_agnostic": False}, "applied_in": "python_common"}
+    assert d["postprocess"] == {
+        "nms": {"conf_threshold": 0.3, "iou_threshold": 0.5, "max_detections": 100, "class_agnostic": False},
+        "applied_in": "python_common",
+    }
     assert d["compare"]["deltas"] == {"map_0_5": 0.0, "map_0_5_0_95": 0.0}
 
 
@@ -301,11 +357,21 @@ def test_fp16_variant_against_the_fp32_model(tmp_path):
 
     torch.manual_seed(0)
     model = randomize_constant_init(SmallCNN(classes=4))
-    res = onnxship.export(model, inputs=["image:batch=2..8 x 3 x 16 x 16:float32"], out=tmp_path, name="cnn16",
-                          strategy="torchscript", fp16=True)
+    res = onnxship.export(
+        model,
+        inputs=["image:batch=2..8 x 3 x 16 x 16:float32"],
+        out=tmp_path,
+        name="cnn16",
+        strategy="torchscript",
+        fp16=True,
+    )
     model.float()  # the reference stays fp32; each engine gets the batch in its own dtype
-    report = verify(res.path, model=model, inputs=["image:batch=2..8 x 3 x 16 x 16:float32"],
-                    config=VerifyConfig(precision="fp16", task="classification", sample_count=16))
+    report = verify(
+        res.path,
+        model=model,
+        inputs=["image:batch=2..8 x 3 x 16 x 16:float32"],
+        config=VerifyConfig(precision="fp16", task="classification", sample_count=16),
+    )
     assert report.passed, report.failure_reason
     assert report.policy["elementwise"] is None and report.policy["mse_mean"] == 5e-4
     assert report.compare["top1_match_rate"] == 1.0 and report.outputs[0]["cosine_min"] > 0.99
@@ -322,10 +388,17 @@ def test_declared_output_dims_that_disagree_are_reported(deeplog, tmp_path):
     bad = tmp_path / "declared.onnx"
     onnx.save(proto, str(bad))
     seen = []
-    report = verify(bad, model=model, config=VerifyConfig(sample_count=6, batch_size=4,
-                                                          progress=lambda done, total: seen.append((done, total))))
+    report = verify(
+        bad,
+        model=model,
+        config=VerifyConfig(
+            sample_count=6, batch_size=4, progress=lambda done, total: seen.append((done, total))
+        ),
+    )
     issues = report.shape_issues["output_dims"]
-    assert issues and issues[0]["output"] == "output_0" and issues[0]["axis"] == 0 and issues[0]["declared"] == 2
+    assert (
+        issues and issues[0]["output"] == "output_0" and issues[0]["axis"] == 0 and issues[0]["declared"] == 2
+    )
     assert "VER103" in {d["code"] for d in report.diagnostics}
     assert seen == [(4, 6), (6, 6)]
 
@@ -336,10 +409,14 @@ def test_int8_variant_is_gated_on_task_agreement(deeplog, tmp_path):
     model, path = deeplog
     q = tmp_path / "deeplog.int8.onnx"
     quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8)
-    r8 = verify(q, model=model, config=VerifyConfig(precision="int8", task="sequence", sample_count=64, sweep=False))
+    r8 = verify(
+        q, model=model, config=VerifyConfig(precision="int8", task="sequence", sample_count=64, sweep=False)
+    )
     assert r8.passed, r8.failure_reason
     assert r8.policy["elementwise"] is None and r8.task_metrics["decision_agreement"] >= 0.98
-    r32 = verify(q, model=model, inputs=None, config=VerifyConfig(precision="fp32", sample_count=64, sweep=False))
+    r32 = verify(
+        q, model=model, inputs=None, config=VerifyConfig(precision="fp32", sample_count=64, sweep=False)
+    )
     smallest = r32.worst_output["min_passing_atol"]
     assert smallest > 0 and r32.passed is (smallest <= 1e-4)  # quantized weights move the last digits
 
@@ -350,8 +427,12 @@ def test_the_schema_rejects_broken_reports(deeplog):
     good = verify(path, model=model, config=VerifyConfig(sample_count=2, sweep=False)).to_dict()
     validator = jsonschema.Draft202012Validator(load_report_schema())
     validator.validate(good)
-    for broken in ({k: v for k, v in good.items() if k != "compare"}, {**good, "schema": "onnxship.verify-report/0"},
-                   {**good, "compare": {**good["compare"], "mode": "quick"}}, {**good, "passed": "yes"}):
+    for broken in (
+        {k: v for k, v in good.items() if k != "compare"},
+        {**good, "schema": "onnxship.verify-report/0"},
+        {**good, "compare": {**good["compare"], "mode": "quick"}},
+        {**good, "passed": "yes"},
+    ):
         with pytest.raises(jsonschema.ValidationError):
             validator.validate(broken)
 

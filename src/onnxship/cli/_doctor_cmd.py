@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
 __all__ = ["doctor_app", "export_log_command", "train_log_command"]
 
-doctor_app = typer.Typer(help="Explain training logs and export logs: findings with evidence and advice.",
-                         no_args_is_help=True)
+doctor_app = typer.Typer(
+    help="Explain training logs and export logs: findings with evidence and advice.", no_args_is_help=True
+)
 app.add_typer(doctor_app, name="doctor")
 
 _FORMATS = "auto | trainer-state | trainer-stdout | jsonl | mlflow-csv | lightning-csv"
@@ -30,14 +31,21 @@ _STYLE = {"critical": "bold red", "error": "bold red", "warning": "yellow", "inf
 @doctor_app.command("train-log")
 @handle_errors
 def train_log_command(
-    file: Path = typer.Argument(..., help="trainer_state.json, trainer stdout, metrics CSV or a JSON-lines log"),
+    file: Path = typer.Argument(
+        ..., help="trainer_state.json, trainer stdout, metrics CSV or a JSON-lines log"
+    ),
     plot: Path = typer.Option(None, "--plot", help="write a PNG plot (loss, grad_norm, lr; findings marked)"),
     as_json: bool = typer.Option(False, "--json", help="print the findings as JSON"),
     fmt: str = typer.Option("auto", "--format", help=_FORMATS),
-    explosion_factor: float = typer.Option(10.0, "--explosion-factor",
-                                           help="grad_norm this many times its rolling median is an explosion"),
-    spike_factor: float = typer.Option(3.0, "--spike-factor", help="loss this many times its local trend is a spike"),
-    fail_on_alarm: bool = typer.Option(False, "--fail-on-alarm", help="exit 1 when a warning/critical is found"),
+    explosion_factor: float = typer.Option(
+        10.0, "--explosion-factor", help="grad_norm this many times its rolling median is an explosion"
+    ),
+    spike_factor: float = typer.Option(
+        3.0, "--spike-factor", help="loss this many times its local trend is a spike"
+    ),
+    fail_on_alarm: bool = typer.Option(
+        False, "--fail-on-alarm", help="exit 1 when a warning/critical is found"
+    ),
 ) -> None:
     """Find what happened in a training run: phases, explosions, spikes, vanishing gradients, NaN/Inf, lr shape."""
     from onnxship.doctor import TrainLogConfig, diagnose_train_log
@@ -58,7 +66,9 @@ def train_log_command(
 @doctor_app.command("export-log")
 @handle_errors
 def export_log_command(
-    file: Path = typer.Argument(..., help="a saved export log (stderr/stdout of torch.onnx.export or onnxship)"),
+    file: Path = typer.Argument(
+        ..., help="a saved export log (stderr/stdout of torch.onnx.export or onnxship)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the classified messages as JSON"),
 ) -> None:
     """Explain an export log with the exporter's own classifier: what each warning means and what to do."""
@@ -73,9 +83,11 @@ def export_log_command(
 
 def _render_train(result: TrainLogResult) -> None:
     log = result.log
-    console.print(f"[bold]{escape(log.path)}[/]: {log.format}, {len(log)} entries, {log.x_label} "
-                  f"{log.step[0]:g}–{log.step[-1]:g}, metrics: "
-                  + ", ".join(f"{m} ({escape(c)})" if c != m else m for m, c in log.columns.items()))
+    console.print(
+        f"[bold]{escape(log.path)}[/]: {log.format}, {len(log)} entries, {log.x_label} "
+        f"{log.step[0]:g}–{log.step[-1]:g}, metrics: "
+        + ", ".join(f"{m} ({escape(c)})" if c != m else m for m, c in log.columns.items())
+    )
     table = Table(show_lines=True)
     table.add_column("severity")
     table.add_column("code")
@@ -104,8 +116,10 @@ def _render_train(result: TrainLogResult) -> None:
 
 def _render_export(result: ExportLogResult) -> None:
     counts = result.counts
-    console.print(f"[bold]{escape(result.path)}[/]: {result.lines} lines; " + ", ".join(
-        f"{n} {s}" for s, n in counts.items() if n))
+    console.print(
+        f"[bold]{escape(result.path)}[/]: {result.lines} lines; "
+        + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    )
     if not result.codes:
         console.print("[green]no exporter warnings or errors found in this log[/]")
         return
@@ -113,8 +127,13 @@ def _render_export(result: ExportLogResult) -> None:
     for col in ("severity", "code", "count", "what", "example"):
         table.add_column(col, overflow="fold")
     for c in result.codes:
-        table.add_row(f"[{_STYLE[c.severity]}]{c.severity}[/]", c.code, str(c.count), escape(c.title),
-                      escape(c.examples[0] if c.examples else ""))
+        table.add_row(
+            f"[{_STYLE[c.severity]}]{c.severity}[/]",
+            c.code,
+            str(c.count),
+            escape(c.title),
+            escape(c.examples[0] if c.examples else ""),
+        )
     console.print(table)
     console.print("[bold]Advice[/]")
     for c in result.codes:

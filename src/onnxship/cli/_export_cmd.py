@@ -26,25 +26,36 @@ _SEV_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan", "noise":
 @handle_errors
 def export_command(
     model: str = typer.Option(..., "--model", "-m", help="file.py:factory or package.module:factory"),
-    inputs: list[str] = typer.Option(None, "--input", "-i",
-                                     help="NAME:DIMS:DTYPE[:LOW..HIGH], repeat per input "
-                                          "(e.g. 'input_sequence:batch=2 x seq=10..64:int64:0..30')"),
+    inputs: list[str] = typer.Option(
+        None,
+        "--input",
+        "-i",
+        help="NAME:DIMS:DTYPE[:LOW..HIGH], repeat per input "
+        "(e.g. 'input_sequence:batch=2 x seq=10..64:int64:0..30')",
+    ),
     checkpoint: Path = typer.Option(None, "--checkpoint", "-c", help="weights (state_dict) to load"),
-    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint",
-                                          help="allow full pickles (runs code from the file)"),
+    trust_checkpoint: bool = typer.Option(
+        False, "--trust-checkpoint", help="allow full pickles (runs code from the file)"
+    ),
     model_args: list[str] = typer.Option(None, "--model-arg", help="factory keyword argument key=value"),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="output folder"),
     name: str = typer.Option(None, "--name", help="model name (default: from the spec)"),
     strategy: str = typer.Option("auto", "--strategy", help="auto | dynamo | torchscript"),
     opsets: list[int] = typer.Option(None, "--opset", help="opset(s) to try in order (default 17, then 18)"),
-    allow_static: bool = typer.Option(False, "--allow-static",
-                                      help="accept a static export when no dynamic candidate verifies"),
-    output_names: list[str] = typer.Option(None, "--output-name", help="output names in order (default output_N)"),
+    allow_static: bool = typer.Option(
+        False, "--allow-static", help="accept a static export when no dynamic candidate verifies"
+    ),
+    output_names: list[str] = typer.Option(
+        None, "--output-name", help="output names in order (default output_N)"
+    ),
     meta: list[str] = typer.Option(None, "--meta", help="user metadata key=value (e.g. vocab_size=30)"),
     fp16: bool = typer.Option(False, "--fp16", help="export in float16"),
-    keep_candidates: bool = typer.Option(False, "--keep-candidates", help="keep rejected candidates in OUT/candidates"),
-    no_cache: bool = typer.Option(False, "--no-cache",
-                                  help="auto: try dynamo even if it already failed for this model code"),
+    keep_candidates: bool = typer.Option(
+        False, "--keep-candidates", help="keep rejected candidates in OUT/candidates"
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="auto: try dynamo even if it already failed for this model code"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Export a model to ONNX; accepted only if it matches PyTorch at the export shape and at sweep shapes."""
@@ -52,21 +63,35 @@ def export_command(
     from onnxship.spec import parse_model_spec
 
     try:
-        spec = parse_model_spec(model, kwargs=parse_kv(model_args, "--model-arg"), checkpoint=checkpoint,
-                                trust_checkpoint=trust_checkpoint)
+        spec = parse_model_spec(
+            model,
+            kwargs=parse_kv(model_args, "--model-arg"),
+            checkpoint=checkpoint,
+            trust_checkpoint=trust_checkpoint,
+        )
         user_meta = parse_kv(meta, "--meta")
-        config = ExportConfig(strategy=strategy, opsets=tuple(opsets) if opsets else (17, 18),
-                              allow_static=allow_static, output_names=tuple(output_names) if output_names else None,
-                              fp16=fp16, metadata=user_meta, keep_candidates=keep_candidates,
-                              use_cache=not no_cache)
+        config = ExportConfig(
+            strategy=strategy,
+            opsets=tuple(opsets) if opsets else (17, 18),
+            allow_static=allow_static,
+            output_names=tuple(output_names) if output_names else None,
+            fp16=fp16,
+            metadata=user_meta,
+            keep_candidates=keep_candidates,
+            use_cache=not no_cache,
+        )
     except ConfigError as exc:
         raise fail(exc, USAGE_EXIT) from None
     default_inputs, default_names, default_meta = spec.export_defaults()
     inputs = inputs or default_inputs
     if not inputs:
-        raise fail(ConfigError("no --input given and the model module defines no ONNXSHIP_INPUTS",
-                               hint="add --input NAME:DIMS:DTYPE, e.g. --input 'x:batch=2 x 10:float32'"),
-                   USAGE_EXIT)
+        raise fail(
+            ConfigError(
+                "no --input given and the model module defines no ONNXSHIP_INPUTS",
+                hint="add --input NAME:DIMS:DTYPE, e.g. --input 'x:batch=2 x 10:float32'",
+            ),
+            USAGE_EXIT,
+        )
     config.metadata = {**default_meta, **config.metadata}
     if not output_names and default_names:
         config.output_names = default_names
@@ -91,9 +116,15 @@ def _candidate_table(candidates: list[Any]) -> None:
         table.add_column(col, overflow="fold")
     styles = {"accepted": "green", "rejected": "yellow", "failed": "red", "skipped": "dim"}
     for c in candidates:
-        table.add_row(c.strategy, str(c.opset), "dynamic" if c.dynamic else "static",
-                      f"[{styles.get(c.outcome, '')}]{c.outcome}[/]", f"{c.export_seconds:.1f}",
-                      f"{c.verify_seconds:.1f}", c.reason or "")
+        table.add_row(
+            c.strategy,
+            str(c.opset),
+            "dynamic" if c.dynamic else "static",
+            f"[{styles.get(c.outcome, '')}]{c.outcome}[/]",
+            f"{c.export_seconds:.1f}",
+            f"{c.verify_seconds:.1f}",
+            c.reason or "",
+        )
     err_console.print(table)
 
 
@@ -103,9 +134,11 @@ def _render_export(result: ExportResult) -> None:
     if acc.parity is not None:
         shapes = [c for c in acc.parity.checks if c.status == "passed"]
         worst = acc.parity.worst()
-        console.print(f"verified at {len(shapes)} shapes: "
-                      + ", ".join(",".join(f"{k}={v}" for k, v in c.dims.items()) or "export" for c in shapes)
-                      + (f"  (max abs err {worst.max_abs:.2e})" if worst else ""))
+        console.print(
+            f"verified at {len(shapes)} shapes: "
+            + ", ".join(",".join(f"{k}={v}" for k, v in c.dims.items()) or "export" for c in shapes)
+            + (f"  (max abs err {worst.max_abs:.2e})" if worst else "")
+        )
     shown = [d for d in result.diagnostics if d.severity != "noise"]
     noise = sum(d.count for d in result.diagnostics if d.severity == "noise")
     if shown:
@@ -114,17 +147,23 @@ def _render_export(result: ExportResult) -> None:
             style = _SEV_STYLE.get(d.severity, "")
             count = f" ×{d.count}" if d.count > 1 else ""
             msg = d.message if len(d.message) <= 160 else d.message[:157] + "..."
-            console.print(f"  [{style}]{d.code} {d.severity}[/] {d.title}{count} [dim]({d.stage or ''})[/]: {msg}",
-                          soft_wrap=True)
+            console.print(
+                f"  [{style}]{d.code} {d.severity}[/] {d.title}{count} [dim]({d.stage or ''})[/]: {msg}",
+                soft_wrap=True,
+            )
             console.print(f"    [dim]→ {d.advice}[/]", soft_wrap=True)
     if noise:
-        console.print(f"  [dim]{noise} internal exporter messages classified as noise (see the .meta.json)[/]")
+        console.print(
+            f"  [dim]{noise} internal exporter messages classified as noise (see the .meta.json)[/]"
+        )
     for n in result.notes:
         console.print(f"[cyan]note:[/] {n}")
     if result.static:
         console.print("[bold red]STATIC export: the model only accepts the export shape[/]")
-    console.print(f"[green]✓[/] {result.path}  ({result.strategy}, opset {result.opset}, "
-                  f"{result.seconds:.1f} s)  sha256 {result.sha256[:16]}…")
+    console.print(
+        f"[green]✓[/] {result.path}  ({result.strategy}, opset {result.opset}, "
+        f"{result.seconds:.1f} s)  sha256 {result.sha256[:16]}…"
+    )
     console.print(f"  metadata: {result.meta_path}")
 
 
@@ -161,10 +200,14 @@ def _render_inspect(info: InspectResult) -> None:
         for v in items:
             table.add_row(kind, v["name"], v["dtype"], _fmt_shape(v["shape"]))
     console.print(table)
-    console.print(f"opset: {', '.join(f'{k} {v}' for k, v in info.opsets.items())}   ir: {info.ir_version}   "
-                  f"producer: {info.producer or '?'}   exporter: {info.exporter or 'unknown'}")
-    console.print(f"nodes: {info.node_count}   parameters: {info.parameter_count:,}   "
-                  f"size: {info.size_bytes:,} bytes   sha256: {info.sha256}")
+    console.print(
+        f"opset: {', '.join(f'{k} {v}' for k, v in info.opsets.items())}   ir: {info.ir_version}   "
+        f"producer: {info.producer or '?'}   exporter: {info.exporter or 'unknown'}"
+    )
+    console.print(
+        f"nodes: {info.node_count}   parameters: {info.parameter_count:,}   "
+        f"size: {info.size_bytes:,} bytes   sha256: {info.sha256}"
+    )
     if info.external_data:
         console.print(f"external data: {', '.join(info.external_data)}")
     if info.metadata:

@@ -24,9 +24,13 @@ app.add_typer(package_app, name="package")
 @app.command("ship")
 @handle_errors
 def ship_command(
-    config_path: Path = typer.Option(None, "--config", help="onnxship.yaml (flags override it; so do ONNXSHIP_*)"),
+    config_path: Path = typer.Option(
+        None, "--config", help="onnxship.yaml (flags override it; so do ONNXSHIP_*)"
+    ),
     model: str = typer.Option(None, "--model", "-m", help="file.py:factory or package.module:factory"),
-    inputs: list[str] = typer.Option(None, "--input", "-i", help="NAME:DIMS:DTYPE[:LOW..HIGH], repeat per input"),
+    inputs: list[str] = typer.Option(
+        None, "--input", "-i", help="NAME:DIMS:DTYPE[:LOW..HIGH], repeat per input"
+    ),
     checkpoint: Path = typer.Option(None, "--checkpoint", "-c", help="weights (state_dict) to load"),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="allow full pickles"),
     model_args: list[str] = typer.Option(None, "--model-arg", help="factory keyword argument key=value"),
@@ -34,16 +38,24 @@ def ship_command(
     releases: Path = typer.Option(None, "--releases", help="releases root (default: releases)"),
     strategy: str = typer.Option(None, "--strategy", help="auto | dynamo | torchscript"),
     opsets: list[int] = typer.Option(None, "--opset", help="opset(s) to try in order (default 17, then 18)"),
-    allow_static: bool = typer.Option(None, "--allow-static/--no-allow-static",
-                                      help="accept a static export when no dynamic candidate verifies"),
+    allow_static: bool = typer.Option(
+        None,
+        "--allow-static/--no-allow-static",
+        help="accept a static export when no dynamic candidate verifies",
+    ),
     output_names: list[str] = typer.Option(None, "--output-name", help="output names in order"),
     meta: list[str] = typer.Option(None, "--meta", help="user metadata key=value"),
     fp16: bool = typer.Option(None, "--fp16/--no-fp16", help="export in float16"),
-    assets: list[str] = typer.Option(None, "--asset", help="name=path, e.g. vocab=vocab.json, labels=labels.json"),
-    portable: bool = typer.Option(None, "--portable/--no-portable",
-                                  help="also write the inference-engine vocab {\"0\": \"template\"}"),
+    assets: list[str] = typer.Option(
+        None, "--asset", help="name=path, e.g. vocab=vocab.json, labels=labels.json"
+    ),
+    portable: bool = typer.Option(
+        None, "--portable/--no-portable", help='also write the inference-engine vocab {"0": "template"}'
+    ),
     no_latest: bool = typer.Option(False, "--no-latest", help="do not move releases/<name>/latest"),
-    golden_samples: int = typer.Option(None, "--golden-samples", help="samples stored in golden.npz (default 8)"),
+    golden_samples: int = typer.Option(
+        None, "--golden-samples", help="samples stored in golden.npz (default 8)"
+    ),
     triton_repo: Path = typer.Option(None, "--triton-repo", help="also write a Triton repository here"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
@@ -54,12 +66,18 @@ def ship_command(
 
     cfg = load_ship_config(config_path)
     overrides = [
-        (cfg.model, "spec", model), (cfg.model, "checkpoint", str(checkpoint) if checkpoint else None),
-        (cfg.model, "name", name), (cfg.paths, "releases", str(releases) if releases else None),
-        (cfg.export, "strategy", strategy), (cfg.export, "opsets", list(opsets) if opsets else None),
-        (cfg.export, "allow_static", allow_static), (cfg.export, "output_names", list(output_names or []) or None),
-        (cfg.export, "fp16", fp16), (cfg.export, "inputs", list(inputs or []) or None),
-        (cfg.package, "portable", portable), (cfg.verify, "golden_samples", golden_samples),
+        (cfg.model, "spec", model),
+        (cfg.model, "checkpoint", str(checkpoint) if checkpoint else None),
+        (cfg.model, "name", name),
+        (cfg.paths, "releases", str(releases) if releases else None),
+        (cfg.export, "strategy", strategy),
+        (cfg.export, "opsets", list(opsets) if opsets else None),
+        (cfg.export, "allow_static", allow_static),
+        (cfg.export, "output_names", list(output_names or []) or None),
+        (cfg.export, "fp16", fp16),
+        (cfg.export, "inputs", list(inputs or []) or None),
+        (cfg.package, "portable", portable),
+        (cfg.verify, "golden_samples", golden_samples),
         (cfg.package.triton, "repo", str(triton_repo) if triton_repo else None),
     ]
     for section, key, value in overrides:
@@ -86,19 +104,31 @@ def ship_command(
 def _render_ship(result: ShipResult) -> None:
     report = result.report
     worst = report.worst_output or {}
-    console.print(f"[green]✓[/] released [bold]{result.version}[/]  ({result.export.strategy}, opset "
-                  f"{result.export.opset}; {report.summary()}; max abs err {float(worst.get('max_abs') or 0.0):.2e};"
-                  f" {result.seconds:.1f} s)", soft_wrap=True)
+    console.print(
+        f"[green]✓[/] released [bold]{result.version}[/]  ({result.export.strategy}, opset "
+        f"{result.export.opset}; {report.summary()}; max abs err {float(worst.get('max_abs') or 0.0):.2e};"
+        f" {result.seconds:.1f} s)",
+        soft_wrap=True,
+    )
     console.print(f"  bundle:  {result.path}", soft_wrap=True)
-    console.print(f"  model:   {result.release.model_path.name}  sha256 {str(result.release.meta['onnx_sha256'])[:16]}…")
-    console.print("  report:  report.json, report.html   golden: golden.npz   metadata: "
-                  f"{result.release.model_path.name}.meta.json", soft_wrap=True)
+    console.print(
+        f"  model:   {result.release.model_path.name}  sha256 {str(result.release.meta['onnx_sha256'])[:16]}…"
+    )
+    console.print(
+        "  report:  report.json, report.html   golden: golden.npz   metadata: "
+        f"{result.release.model_path.name}.meta.json",
+        soft_wrap=True,
+    )
     for a in result.assets:
-        console.print(f"  asset:   {a.name} ({a.kind}, {a.size or '-'} entries) → assets/{', assets/'.join(a.files)}")
+        console.print(
+            f"  asset:   {a.name} ({a.kind}, {a.size or '-'} entries) → assets/{', assets/'.join(a.files)}"
+        )
     for v in result.variants:
         if v["status"] == "kept":
-            console.print(f"  variant: {v['variant']} → {v['file']} ({v['size_bytes']:,} bytes, passed its gate)",
-                          soft_wrap=True)
+            console.print(
+                f"  variant: {v['variant']} → {v['file']} ({v['size_bytes']:,} bytes, passed its gate)",
+                soft_wrap=True,
+            )
         else:
             console.print(f"  variant: [yellow]{v['variant']} rejected[/]: {v['reason']}", soft_wrap=True)
     if result.latest:
@@ -106,8 +136,10 @@ def _render_ship(result: ShipResult) -> None:
     else:
         console.print("  latest:  not moved (--no-latest)")
     if result.triton:
-        console.print(f"  triton:  {result.triton.config_path} (max_batch_size {result.triton.max_batch_size})",
-                      soft_wrap=True)
+        console.print(
+            f"  triton:  {result.triton.config_path} (max_batch_size {result.triton.max_batch_size})",
+            soft_wrap=True,
+        )
     for n in result.notes + result.export.notes:
         console.print(f"[cyan]note:[/] {n}", soft_wrap=True)
     if result.export.static:
@@ -117,14 +149,19 @@ def _render_ship(result: ShipResult) -> None:
 @package_app.command("triton")
 @handle_errors
 def triton_command(
-    releases: list[Path] = typer.Argument(..., help="release folder(s), .../latest, or releases/<name> (all versions)"),
+    releases: list[Path] = typer.Argument(
+        ..., help="release folder(s), .../latest, or releases/<name> (all versions)"
+    ),
     repo: Path = typer.Option(..., "--repo", help="Triton model repository root"),
-    max_batch_size: int = typer.Option(None, "--max-batch-size",
-                                       help="default: the verified batch maximum; 0 disables batching"),
+    max_batch_size: int = typer.Option(
+        None, "--max-batch-size", help="default: the verified batch maximum; 0 disables batching"
+    ),
     instances: int = typer.Option(1, "--instances", help="instance_group count"),
     kind: str = typer.Option("KIND_CPU", "--kind", help="KIND_CPU | KIND_GPU | KIND_AUTO"),
     dynamic_batching: bool = typer.Option(False, "--dynamic-batching", help="add a dynamic_batching block"),
-    preferred: list[int] = typer.Option(None, "--preferred-batch-size", help="dynamic batching preferred size(s)"),
+    preferred: list[int] = typer.Option(
+        None, "--preferred-batch-size", help="dynamic batching preferred size(s)"
+    ),
     max_queue_delay_us: int = typer.Option(0, "--max-queue-delay-us", help="dynamic batching queue delay"),
     version_policy: str = typer.Option("latest:1", "--version-policy", help="all | latest:N | specific:1,3"),
     name: str = typer.Option(None, "--name", help="Triton model name (default: the release name)"),
@@ -133,9 +170,17 @@ def triton_command(
     """Write <repo>/<name>/config.pbtxt and <repo>/<name>/<N>/model.onnx from verified releases."""
     from onnxship.package import TritonConfig, package_triton
 
-    cfg = TritonConfig(repo=repo, max_batch_size=max_batch_size, instances=instances, kind=kind,
-                       dynamic_batching=dynamic_batching, preferred_batch_sizes=tuple(preferred or ()),
-                       max_queue_delay_us=max_queue_delay_us, version_policy=version_policy, model_name=name)
+    cfg = TritonConfig(
+        repo=repo,
+        max_batch_size=max_batch_size,
+        instances=instances,
+        kind=kind,
+        dynamic_batching=dynamic_batching,
+        preferred_batch_sizes=tuple(preferred or ()),
+        max_queue_delay_us=max_queue_delay_us,
+        version_policy=version_policy,
+        model_name=name,
+    )
     result = package_triton(list(releases), cfg)
     if as_json:
         console.print_json(json.dumps(result.to_dict(), default=str))
@@ -168,8 +213,16 @@ def list_command(
     for col in ("verdict", "size", "variants"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        verdict = ("[red]invalid[/]: " + (r.error or "")) if r.error else (
-            "[green]passed[/]" if r.passed else "[red]failed[/]")
-        table.add_row("*" if r.latest else "", r.version, verdict,
-                      f"{r.size_bytes / 1024:,.0f} KiB" if r.size_bytes else "-", ", ".join(r.variants) or "-")
+        verdict = (
+            ("[red]invalid[/]: " + (r.error or ""))
+            if r.error
+            else ("[green]passed[/]" if r.passed else "[red]failed[/]")
+        )
+        table.add_row(
+            "*" if r.latest else "",
+            r.version,
+            verdict,
+            f"{r.size_bytes / 1024:,.0f} KiB" if r.size_bytes else "-",
+            ", ".join(r.variants) or "-",
+        )
     console.print(table)

@@ -20,21 +20,33 @@ __all__ = ["publish_command"]
 @handle_errors
 def publish_command(
     bundle: Path = typer.Argument(..., help="releases/<name>/latest, a release folder, or releases/<name>"),
-    tracking_uri: str = typer.Option(None, "--tracking-uri",
-                                     help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the embedded "
-                                          "sqlite store in <project>/.onnxship/mlflow)"),
-    store_dir: Path = typer.Option(None, "--store-dir", help="folder of the embedded sqlite store and artifacts"),
-    experiment: str = typer.Option(None, "--experiment", help="experiment (default {MODEL_ID}_{name} or {name})"),
+    tracking_uri: str = typer.Option(
+        None,
+        "--tracking-uri",
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the embedded "
+        "sqlite store in <project>/.onnxship/mlflow)",
+    ),
+    store_dir: Path = typer.Option(
+        None, "--store-dir", help="folder of the embedded sqlite store and artifacts"
+    ),
+    experiment: str = typer.Option(
+        None, "--experiment", help="experiment (default {MODEL_ID}_{name} or {name})"
+    ),
     run_name: str = typer.Option(None, "--run-name", help="run name (default: the version tag)"),
     register: str = typer.Option(None, "--register", help="register the model under this name"),
     alias: str = typer.Option(None, "--alias", help="alias for the new model version (e.g. champion)"),
     no_model: bool = typer.Option(False, "--no-model", help="log the bundle only, not an MLflow ONNX model"),
-    no_triton: bool = typer.Option(False, "--no-triton", help="do not generate and log a Triton config.pbtxt"),
-    notify_url: str = typer.Option(None, "--notify", help="amqp://user:pass@host:5672/vhost or https://webhook"),
+    no_triton: bool = typer.Option(
+        False, "--no-triton", help="do not generate and log a Triton config.pbtxt"
+    ),
+    notify_url: str = typer.Option(
+        None, "--notify", help="amqp://user:pass@host:5672/vhost or https://webhook"
+    ),
     exchange: str = typer.Option("onnxship", "--exchange", help="AMQP exchange (declared durable)"),
     routing_key: str = typer.Option("model.published", "--routing-key", help="AMQP routing key"),
-    notify_mandatory: bool = typer.Option(False, "--notify-mandatory",
-                                          help="fail when no queue is bound to the routing key"),
+    notify_mandatory: bool = typer.Option(
+        False, "--notify-mandatory", help="fail when no queue is bound to the routing key"
+    ),
     tags: list[str] = typer.Option(None, "--tag", help="extra run tag key=value (repeat)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
@@ -42,12 +54,23 @@ def publish_command(
     from onnxship.publish import NotifyConfig, PublishConfig, publish
 
     try:
-        notify = (NotifyConfig(notify_url, exchange=exchange, routing_key=routing_key, mandatory=notify_mandatory)
-                  if notify_url else None)
-        config = PublishConfig(tracking_uri=tracking_uri, store_dir=store_dir, experiment=experiment,
-                               run_name=run_name, register=register, alias=alias, log_model=not no_model,
-                               triton_config=not no_triton,
-                               notify=notify, tags={k: str(v) for k, v in parse_kv(tags, "--tag").items()})
+        notify = (
+            NotifyConfig(notify_url, exchange=exchange, routing_key=routing_key, mandatory=notify_mandatory)
+            if notify_url
+            else None
+        )
+        config = PublishConfig(
+            tracking_uri=tracking_uri,
+            store_dir=store_dir,
+            experiment=experiment,
+            run_name=run_name,
+            register=register,
+            alias=alias,
+            log_model=not no_model,
+            triton_config=not no_triton,
+            notify=notify,
+            tags={k: str(v) for k, v in parse_kv(tags, "--tag").items()},
+        )
     except ConfigError as exc:
         raise fail(exc, USAGE_EXIT) from None
     if not as_json:
@@ -75,9 +98,14 @@ def publish_command(
     table.add_row("artifacts", result.artifact_uri)
     table.add_row("model", result.model_uri or "not logged (--no-model)")
     if result.model_version:
-        table.add_row("registered", f"{result.registered_model} v{result.model_version}"
-                      + (f" @{result.alias}" if result.alias else ""))
-    table.add_row("logged", f"{len(result.params)} params, {len(result.metrics)} metrics, {len(result.tags)} tags")
+        table.add_row(
+            "registered",
+            f"{result.registered_model} v{result.model_version}"
+            + (f" @{result.alias}" if result.alias else ""),
+        )
+    table.add_row(
+        "logged", f"{len(result.params)} params, {len(result.metrics)} metrics, {len(result.tags)} tags"
+    )
     if result.notification:
         table.add_row("notified", result.notification.target)
     console.print(table)

@@ -19,18 +19,25 @@ if TYPE_CHECKING:
 __all__ = ["bench_command", "infer_command", "model_argument", "session_config"]
 
 
-def model_argument(model: str | None, checkpoint: Path | None, trust_checkpoint: bool,
-                   model_args: list[str] | None) -> Any:
+def model_argument(
+    model: str | None, checkpoint: Path | None, trust_checkpoint: bool, model_args: list[str] | None
+) -> Any:
     """``--model file.py:factory`` (+ checkpoint) as a ModelSpec, or None."""
     if not model:
         if checkpoint:
-            raise fail(ConfigError("--checkpoint needs --model", hint="add --model file.py:factory"), USAGE_EXIT)
+            raise fail(
+                ConfigError("--checkpoint needs --model", hint="add --model file.py:factory"), USAGE_EXIT
+            )
         return None
     from onnxship.spec import parse_model_spec
 
     try:
-        return parse_model_spec(model, kwargs=parse_kv(model_args, "--model-arg"), checkpoint=checkpoint,
-                                trust_checkpoint=trust_checkpoint)
+        return parse_model_spec(
+            model,
+            kwargs=parse_kv(model_args, "--model-arg"),
+            checkpoint=checkpoint,
+            trust_checkpoint=trust_checkpoint,
+        )
     except ConfigError as exc:
         raise fail(exc, USAGE_EXIT) from None
 
@@ -39,8 +46,12 @@ def session_config(providers: list[str] | None, threads: int, trt_fp16: bool, tr
     from onnxship.runtime import SessionConfig
 
     try:
-        return SessionConfig(providers=tuple(providers) if providers else None, intra_op_threads=threads,
-                             trt_fp16=trt_fp16, trt_engine_cache=str(trt_cache) if trt_cache else None)
+        return SessionConfig(
+            providers=tuple(providers) if providers else None,
+            intra_op_threads=threads,
+            trt_fp16=trt_fp16,
+            trt_engine_cache=str(trt_cache) if trt_cache else None,
+        )
     except ConfigError as exc:
         raise fail(exc, USAGE_EXIT) from None
 
@@ -49,8 +60,12 @@ def _int_list(text: str, what: str) -> tuple[int, ...]:
     try:
         values = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
     except ValueError:
-        raise fail(ConfigError(f"{what} {text!r} is not a comma-separated list of integers",
-                               hint=f"e.g. {what} 1,8,32"), USAGE_EXIT) from None
+        raise fail(
+            ConfigError(
+                f"{what} {text!r} is not a comma-separated list of integers", hint=f"e.g. {what} 1,8,32"
+            ),
+            USAGE_EXIT,
+        ) from None
     if not values:
         raise fail(ConfigError(f"{what} is empty", hint=f"e.g. {what} 1,8,32"), USAGE_EXIT)
     return values
@@ -68,17 +83,27 @@ def infer_command(
     checkpoint: Path = typer.Option(None, "--checkpoint", "-c", help="weights for --model"),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="allow full pickles"),
     model_args: list[str] = typer.Option(None, "--model-arg", help="factory keyword argument key=value"),
-    input_specs: list[str] = typer.Option(None, "--input", "-i", help="NAME:DIMS:DTYPE[:LOW..HIGH] (torch without .onnx)"),
-    inputs: str = typer.Option(None, "--inputs", help="data: image glob ('data/**/*.jpg'), image folder, .npz, "
-                                                      ".parquet/.csv (default: generated samples)"),
+    input_specs: list[str] = typer.Option(
+        None, "--input", "-i", help="NAME:DIMS:DTYPE[:LOW..HIGH] (torch without .onnx)"
+    ),
+    inputs: str = typer.Option(
+        None,
+        "--inputs",
+        help="data: image glob ('data/**/*.jpg'), image folder, .npz, "
+        ".parquet/.csv (default: generated samples)",
+    ),
     batch: int = typer.Option(16, "--batch", "-b", help="batch size"),
     samples: int = typer.Option(8, "--samples", help="generated samples when --inputs is not given"),
     limit: int = typer.Option(None, "--limit", help="at most this many samples"),
     top_k: int = typer.Option(5, "--top-k", help="classes shown per sample for score outputs"),
     providers: list[str] = typer.Option(None, "--provider", help=_PROVIDER_HELP),
     out: Path = typer.Option(None, "--out", "-o", help="write the predictions as JSON here"),
-    pipeline: Path = typer.Option(None, "--pipeline", help="a two-stage pipeline.json (detect -> NMS -> crop -> "
-                                                           "classify -> label map) to run instead of one model"),
+    pipeline: Path = typer.Option(
+        None,
+        "--pipeline",
+        help="a two-stage pipeline.json (detect -> NMS -> crop -> "
+        "classify -> label map) to run instead of one model",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Run PyTorch or ONNX Runtime over data (the same preprocessing as verification) and show predictions."""
@@ -93,14 +118,23 @@ def infer_command(
     if onnx_path is None and model and model.endswith(".onnx"):
         onnx_path, model = Path(model), None
     try:
-        config = InferConfig(engine=engine, inputs=inputs, batch=batch, samples=samples, limit=limit, top_k=top_k,
-                             session=session_config(providers, 0, False, None))
+        config = InferConfig(
+            engine=engine,
+            inputs=inputs,
+            batch=batch,
+            samples=samples,
+            limit=limit,
+            top_k=top_k,
+            session=session_config(providers, 0, False, None),
+        )
         specs = [parse_input_spec(s) for s in input_specs] if input_specs else None
     except ConfigError as exc:
         raise fail(exc, USAGE_EXIT) from None
     spec = model_argument(model, checkpoint, trust_checkpoint, model_args)
     if onnx_path is None and specs is None and spec is not None and spec.module_attr("ONNXSHIP_INPUTS", None):
-        specs = [parse_input_spec(s) for s in spec.module_attr("ONNXSHIP_INPUTS")]  # the model module's defaults
+        specs = [
+            parse_input_spec(s) for s in spec.module_attr("ONNXSHIP_INPUTS")
+        ]  # the model module's defaults
     result = infer(onnx_path, config, model=spec, specs=specs)
     if out:
         if not out.parent.is_dir():
@@ -127,13 +161,23 @@ def infer_command(
         table.add_row(f"{rec['id']}{label}", *cells)
     console.print(table)
     more = len(result.predictions) - 50
-    console.print(f"{len(result.predictions)} samples in {result.seconds:.3f} s on {', '.join(result.providers)}"
-                  + (f"  ({more} more not shown; use --out or --json)" if more > 0 else "")
-                  + (f"  → {out}" if out else ""))
+    console.print(
+        f"{len(result.predictions)} samples in {result.seconds:.3f} s on {', '.join(result.providers)}"
+        + (f"  ({more} more not shown; use --out or --json)" if more > 0 else "")
+        + (f"  → {out}" if out else "")
+    )
 
 
-def _infer_pipeline(manifest: Path, engine: str, inputs: str | None, batch: int, samples: int, limit: int | None,
-                    out: Path | None, as_json: bool) -> None:
+def _infer_pipeline(
+    manifest: Path,
+    engine: str,
+    inputs: str | None,
+    batch: int,
+    samples: int,
+    limit: int | None,
+    out: Path | None,
+    as_json: bool,
+) -> None:
     from onnxship._util import atomic_write_json
     from onnxship.runtime import InferConfig
     from onnxship.runtime._infer import infer_pipeline
@@ -158,23 +202,36 @@ def _infer_pipeline(manifest: Path, engine: str, inputs: str | None, batch: int,
             if d is None:
                 table.add_row(str(i), "-", "", "", "", "")
                 continue
-            table.add_row(str(i), ", ".join(f"{v:.1f}" for v in d["box"]), f"{d['score']:.3f}",
-                          f"{d['class_id']} {d.get('name', '')}", d.get("edi_code", ""), f"{d['prob']:.3f}")
+            table.add_row(
+                str(i),
+                ", ".join(f"{v:.1f}" for v in d["box"]),
+                f"{d['score']:.3f}",
+                f"{d['class_id']} {d.get('name', '')}",
+                d.get("edi_code", ""),
+                f"{d['prob']:.3f}",
+            )
     console.print(table)
-    console.print(f"{len(result.images)} images, {sum(len(d) for d in result.images)} detections in "
-                  f"{result.seconds:.3f} s" + (f"  → {out}" if out else ""))
+    console.print(
+        f"{len(result.images)} images, {sum(len(d) for d in result.images)} detections in "
+        f"{result.seconds:.3f} s" + (f"  → {out}" if out else "")
+    )
 
 
 @app.command("bench")
 @handle_errors
 def bench_command(
     onnx_path: Path = typer.Argument(..., help="the FP32 .onnx model"),
-    model: str = typer.Option(None, "--model", "-m", help="file.py:factory: also time PyTorch on the same inputs"),
+    model: str = typer.Option(
+        None, "--model", "-m", help="file.py:factory: also time PyTorch on the same inputs"
+    ),
     checkpoint: Path = typer.Option(None, "--checkpoint", "-c", help="weights for --model"),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="allow full pickles"),
     model_args: list[str] = typer.Option(None, "--model-arg", help="factory keyword argument key=value"),
-    variants: str = typer.Option("", "--variants", help="also time these variants, e.g. int8,fp16 (built and gated "
-                                                        "by `optimize` when no file exists)"),
+    variants: str = typer.Option(
+        "",
+        "--variants",
+        help="also time these variants, e.g. int8,fp16 (built and gated by `optimize` when no file exists)",
+    ),
     batches: str = typer.Option("1,8,32", "--batch", "-b", help="batch sizes, comma-separated"),
     warmup: int = typer.Option(10, "--warmup", help="untimed runs before measuring"),
     min_runs: int = typer.Option(30, "--min-runs", help="timed runs at least"),
@@ -190,10 +247,16 @@ def bench_command(
     from onnxship.runtime import BenchConfig, bench
 
     try:
-        config = BenchConfig(batch_sizes=_int_list(batches, "--batch"),
-                             variants=tuple(v for v in variants.split(",") if v.strip()), warmup=warmup,
-                             min_runs=min_runs, min_seconds=min_seconds, max_runs=max(5000, min_runs),
-                             threads=threads, session=session_config(providers, threads, trt_fp16, trt_cache))
+        config = BenchConfig(
+            batch_sizes=_int_list(batches, "--batch"),
+            variants=tuple(v for v in variants.split(",") if v.strip()),
+            warmup=warmup,
+            min_runs=min_runs,
+            min_seconds=min_seconds,
+            max_runs=max(5000, min_runs),
+            threads=threads,
+            session=session_config(providers, threads, trt_fp16, trt_cache),
+        )
         from onnxship.optimize import normalize_variant
 
         for v in config.variants:
@@ -201,8 +264,10 @@ def bench_command(
     except ConfigError as exc:
         raise fail(exc, USAGE_EXIT) from None
     if json_out and not json_out.parent.is_dir():
-        raise fail(ConfigError(f"folder {str(json_out.parent)!r} for --json does not exist", hint="create it first"),
-                   USAGE_EXIT)
+        raise fail(
+            ConfigError(f"folder {str(json_out.parent)!r} for --json does not exist", hint="create it first"),
+            USAGE_EXIT,
+        )
     spec = model_argument(model, checkpoint, trust_checkpoint, model_args)
     err_console.print(f"benchmarking {onnx_path} (batch {list(config.batch_sizes)}) ...")
     result = bench(onnx_path, config, model=spec)
@@ -213,19 +278,46 @@ def bench_command(
 
 
 def _render_bench(result: BenchResult) -> None:
-    table = Table(title=f"{result.model.name}  ({result.environment.get('cpu_count')} CPUs, threads "
-                        f"{result.environment.get('threads')})", header_style="bold")
-    for col in ("engine", "variant", "batch", "runs", "p50 ms", "p90 ms", "p99 ms", "samples/s", "vs onnx fp32"):
+    table = Table(
+        title=f"{result.model.name}  ({result.environment.get('cpu_count')} CPUs, threads "
+        f"{result.environment.get('threads')})",
+        header_style="bold",
+    )
+    for col in (
+        "engine",
+        "variant",
+        "batch",
+        "runs",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "samples/s",
+        "vs onnx fp32",
+    ):
         table.add_column(col, justify="right" if col not in ("engine", "variant") else "left")
     for r in result.rows:
         if r.skipped:
-            table.add_row(r.engine, r.variant, str(r.batch), "-", "-", "-", "-", "-", f"[yellow]{r.skipped}[/]")
+            table.add_row(
+                r.engine, r.variant, str(r.batch), "-", "-", "-", "-", "-", f"[yellow]{r.skipped}[/]"
+            )
             continue
         sp = result.speedup(r.variant, r.batch, engine=r.engine)
-        sp_text = "" if sp is None or (r.engine, r.variant) == ("onnx", "fp32") else \
-            (f"[green]{sp:.2f}×[/]" if sp >= 1 else f"[red]{sp:.2f}×[/]")
-        table.add_row(r.engine, r.variant, str(r.batch), str(r.runs), f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}",
-                      f"{r.p99_ms:.3f}", f"{r.throughput:,.0f}", sp_text)
+        sp_text = (
+            ""
+            if sp is None or (r.engine, r.variant) == ("onnx", "fp32")
+            else (f"[green]{sp:.2f}×[/]" if sp >= 1 else f"[red]{sp:.2f}×[/]")
+        )
+        table.add_row(
+            r.engine,
+            r.variant,
+            str(r.batch),
+            str(r.runs),
+            f"{r.p50_ms:.3f}",
+            f"{r.p90_ms:.3f}",
+            f"{r.p99_ms:.3f}",
+            f"{r.throughput:,.0f}",
+            sp_text,
+        )
     console.print(table)
     for name, info in result.variants.items():
         if info.get("skipped"):

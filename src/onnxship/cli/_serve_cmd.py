@@ -16,29 +16,38 @@ __all__ = ["serve_command"]
 @app.command("serve")
 @handle_errors
 def serve_command(
-    releases: Path = typer.Option(None, "--releases", "-r",
-                                  help="releases folder; its <name>/latest is served when MODEL_PATH is unset"),
-    model_path: str = typer.Option(None, "--model-path",
-                                   help="pin a release folder or .onnx (default: $MODEL_PATH, then .env)"),
-    model_root: Path = typer.Option(None, "--model-root",
-                                    help="/reload loads only below this folder (default: --releases)"),
+    releases: Path = typer.Option(
+        None, "--releases", "-r", help="releases folder; its <name>/latest is served when MODEL_PATH is unset"
+    ),
+    model_path: str = typer.Option(
+        None, "--model-path", help="pin a release folder or .onnx (default: $MODEL_PATH, then .env)"
+    ),
+    model_root: Path = typer.Option(
+        None, "--model-root", help="/reload loads only below this folder (default: --releases)"
+    ),
     model: str = typer.Option(None, "--model", "-m", help="PyTorch fallback factory file.py:factory"),
     checkpoint: Path = typer.Option(None, "--checkpoint", "-c", help="PyTorch fallback state_dict"),
     inputs: list[str] = typer.Option(None, "--input", "-i", help="PyTorch fallback input specs"),
     host: str = typer.Option("127.0.0.1", "--host", help="bind address (loopback by default)"),
     port: int = typer.Option(8000, "--port", "-p", help="port (0 picks a free one and prints it)"),
     max_batch: int = typer.Option(32, "--max-batch", help="largest merged batch (1 turns batching off)"),
-    batch_timeout_ms: float = typer.Option(2.0, "--batch-timeout-ms",
-                                           help="how long a batch waits for requests still being read"),
+    batch_timeout_ms: float = typer.Option(
+        2.0, "--batch-timeout-ms", help="how long a batch waits for requests still being read"
+    ),
     max_body_bytes: int = typer.Option(16 * 1024 * 1024, "--max-body-bytes", help="larger bodies get 413"),
-    token: str = typer.Option(None, "--token", help="bearer token (default: $ONNXSHIP_TOKEN); enables auth",
-                              show_default=False),
-    no_golden_check: bool = typer.Option(False, "--no-golden-check",
-                                         help="serve a bare .onnx without golden.npz (readiness then means loaded)"),
-    env_file: Path = typer.Option(Path(".env"), "--env-file", help="read MODEL_PATH / ONNXSHIP_TOKEN from here"),
+    token: str = typer.Option(
+        None, "--token", help="bearer token (default: $ONNXSHIP_TOKEN); enables auth", show_default=False
+    ),
+    no_golden_check: bool = typer.Option(
+        False, "--no-golden-check", help="serve a bare .onnx without golden.npz (readiness then means loaded)"
+    ),
+    env_file: Path = typer.Option(
+        Path(".env"), "--env-file", help="read MODEL_PATH / ONNXSHIP_TOKEN from here"
+    ),
     threads: int = typer.Option(1, "--threads", help="onnxruntime intra-op threads per session"),
-    inline_below_ms: float = typer.Option(1.0, "--inline-below-ms",
-                                          help="run models averaging below this on the event loop (0: never)"),
+    inline_below_ms: float = typer.Option(
+        1.0, "--inline-below-ms", help="run models averaging below this on the event loop (0: never)"
+    ),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level"),
 ) -> None:
     """Serve a verified release over KServe v2 REST (tritonclient-compatible) with hot /reload and batching."""
@@ -48,24 +57,38 @@ def serve_command(
 
     try:
         config = ServeConfig(
-            model_path=model_path, releases=str(releases) if releases else None,
-            model_root=str(model_root) if model_root else None, model_spec=model,
-            checkpoint=str(checkpoint) if checkpoint else None, inputs=tuple(inputs or ()), host=host, port=port,
-            max_batch=max_batch, batch_timeout_ms=batch_timeout_ms, max_body_bytes=max_body_bytes, token=token,
-            require_golden=not no_golden_check, intra_op_threads=threads, inline_below_ms=inline_below_ms,
+            model_path=model_path,
+            releases=str(releases) if releases else None,
+            model_root=str(model_root) if model_root else None,
+            model_spec=model,
+            checkpoint=str(checkpoint) if checkpoint else None,
+            inputs=tuple(inputs or ()),
+            host=host,
+            port=port,
+            max_batch=max_batch,
+            batch_timeout_ms=batch_timeout_ms,
+            max_body_bytes=max_body_bytes,
+            token=token,
+            require_golden=not no_golden_check,
+            intra_op_threads=threads,
+            inline_below_ms=inline_below_ms,
             log_level=log_level,
         ).with_env(env_file=env_file)
     except ConfigError as exc:
         raise fail(exc, USAGE_EXIT) from None
     if not config.loopback and not config.token:
-        err_console.print(f"[yellow]warning:[/] listening on {config.host} without a token: anyone who can reach "
-                          f"this address can run the model and /reload (pass --token or set ONNXSHIP_TOKEN)")
+        err_console.print(
+            f"[yellow]warning:[/] listening on {config.host} without a token: anyone who can reach "
+            f"this address can run the model and /reload (pass --token or set ONNXSHIP_TOKEN)"
+        )
 
     def ready(url: str, manager: object) -> None:
         model_ = manager.current[0]  # type: ignore[attr-defined]
-        console.print(f"onnxship serve: {url} model={model_.name} version={model_.version} "
-                      f"release={model_.release} engine={model_.engine} golden={model_.golden.get('status')}",
-                      soft_wrap=True)
+        console.print(
+            f"onnxship serve: {url} model={model_.name} version={model_.version} "
+            f"release={model_.release} engine={model_.engine} golden={model_.golden.get('status')}",
+            soft_wrap=True,
+        )
         console.file.flush()
 
     result = serve(config, on_ready=ready)

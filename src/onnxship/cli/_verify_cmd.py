@@ -38,11 +38,14 @@ def _parse_bins(text: str | None) -> tuple[float, ...] | None:
     try:
         bins = tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a comma-separated list of numbers (e.g. 0,0.3,0.6,0.85,1)",
-                                 param_hint="--hardness-bins") from None
+        raise typer.BadParameter(
+            f"{text!r} is not a comma-separated list of numbers (e.g. 0,0.3,0.6,0.85,1)",
+            param_hint="--hardness-bins",
+        ) from None
     if len(bins) < 2 or list(bins) != sorted(bins) or bins[0] < 0 or bins[-1] > 1:
-        raise typer.BadParameter(f"{text!r}: bins must be >= 2 increasing values in [0, 1]",
-                                 param_hint="--hardness-bins")
+        raise typer.BadParameter(
+            f"{text!r}: bins must be >= 2 increasing values in [0, 1]", param_hint="--hardness-bins"
+        )
     return bins
 
 
@@ -53,13 +56,16 @@ def _parse_tolerances(items: list[str] | None) -> tuple[Any, dict[str, Any]]:
     for item in items or []:
         name, sep, body = item.partition(":")
         if not sep or not name.strip() or not body.strip():
-            raise typer.BadParameter(f"{item!r} is not OUTPUT:atol=..,rtol=.. ('*' for every output)",
-                                     param_hint="--tolerance")
+            raise typer.BadParameter(
+                f"{item!r} is not OUTPUT:atol=..,rtol=.. ('*' for every output)", param_hint="--tolerance"
+            )
         values = parse_kv([p.strip() for p in body.split(",") if p.strip()], "--tolerance")
         bad = sorted(set(values) - {"atol", "rtol"})
         if bad or not all(isinstance(v, (int, float)) for v in values.values()):
-            raise typer.BadParameter(f"{item!r}: only numeric atol= and rtol= are allowed (got {sorted(values)})",
-                                     param_hint="--tolerance")
+            raise typer.BadParameter(
+                f"{item!r}: only numeric atol= and rtol= are allowed (got {sorted(values)})",
+                param_hint="--tolerance",
+            )
         if name.strip() == "*":
             overall = values
         else:
@@ -72,41 +78,65 @@ def _check_writable(path: Path | None, what: str) -> None:
     if path is None:
         return
     if not path.parent.is_dir():
-        raise ConfigError(f"cannot write the {what} to {str(path)!r}: folder {str(path.parent)!r} does not exist",
-                          hint="create the folder first or pick another path")
+        raise ConfigError(
+            f"cannot write the {what} to {str(path)!r}: folder {str(path.parent)!r} does not exist",
+            hint="create the folder first or pick another path",
+        )
     if path.is_dir():
-        raise ConfigError(f"cannot write the {what} to {str(path)!r}: it is a folder", hint="give a file name")
+        raise ConfigError(
+            f"cannot write the {what} to {str(path)!r}: it is a folder", hint="give a file name"
+        )
 
 
 @app.command("verify")
 @handle_errors
 def verify_command(
     onnx_path: Path = typer.Argument(..., help="the ONNX file to check"),
-    model: str = typer.Option(None, "--model", "-m", help="reference model: file.py:factory or package.module:factory"),
+    model: str = typer.Option(
+        None, "--model", "-m", help="reference model: file.py:factory or package.module:factory"
+    ),
     checkpoint: Path = typer.Option(None, "--checkpoint", "-c", help="weights (state_dict) for --model"),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="allow full pickles (runs code)"),
     model_args: list[str] = typer.Option(None, "--model-arg", help="factory keyword argument key=value"),
-    golden: Path = typer.Option(None, "--golden", "-g", help="golden.npz: re-check against stored outputs (no torch)"),
-    inputs: list[str] = typer.Option(None, "--input", "-i",
-                                     help="NAME:DIMS:DTYPE[:LOW..HIGH] (default: the specs the export embedded)"),
-    data: Path = typer.Option(None, "--data", "-d", help="image folder (class = sub-folder), .npz, .parquet or .csv"),
-    mode: str = typer.Option("smoke", "--mode", help="smoke (N random) | coverage (stratified by class) | full"),
+    golden: Path = typer.Option(
+        None, "--golden", "-g", help="golden.npz: re-check against stored outputs (no torch)"
+    ),
+    inputs: list[str] = typer.Option(
+        None, "--input", "-i", help="NAME:DIMS:DTYPE[:LOW..HIGH] (default: the specs the export embedded)"
+    ),
+    data: Path = typer.Option(
+        None, "--data", "-d", help="image folder (class = sub-folder), .npz, .parquet or .csv"
+    ),
+    mode: str = typer.Option(
+        "smoke", "--mode", help="smoke (N random) | coverage (stratified by class) | full"
+    ),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8: picks the default gate"),
-    task: str = typer.Option(None, "--task", help="classification | detection | sequence: adds task agreement"),
-    task_output: str = typer.Option(None, "--task-output", help="output holding the logits/scores for --task"),
+    task: str = typer.Option(
+        None, "--task", help="classification | detection | sequence: adds task agreement"
+    ),
+    task_output: str = typer.Option(
+        None, "--task-output", help="output holding the logits/scores for --task"
+    ),
     top_g: int = typer.Option(9, "--top-g", help="sequence: DeepLog's g (true next event among the top g)"),
     sample_count: int = typer.Option(32, "--sample-count", "-n", help="smoke: samples to compare"),
     per_class_k: int = typer.Option(1, "--per-class-k", help="coverage: samples per class"),
     min_classes: int = typer.Option(1000, "--min-classes", help="coverage: classes wanted"),
     max_total: int = typer.Option(5000, "--max-total", help="coverage: cap on samples"),
-    hardness_bins: str = typer.Option(None, "--hardness-bins", help="e.g. 0,0.3,0.6,0.85,1: add samples near the "
-                                                                     "decision boundary (by PyTorch margin)"),
+    hardness_bins: str = typer.Option(
+        None,
+        "--hardness-bins",
+        help="e.g. 0,0.3,0.6,0.85,1: add samples near the decision boundary (by PyTorch margin)",
+    ),
     hard_per_bin: int = typer.Option(8, "--hard-per-bin", help="samples added per hardness bin"),
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="samples per batch"),
-    tolerance: list[str] = typer.Option(None, "--tolerance", "-t",
-                                        help="OUTPUT:atol=..,rtol=.. elementwise override ('*' = every output)"),
-    threshold: list[str] = typer.Option(None, "--threshold", help="gate override key=value (mse_mean, mse_p99, "
-                                                                  "cosine_min, top1_mismatch_rate, ...)"),
+    tolerance: list[str] = typer.Option(
+        None, "--tolerance", "-t", help="OUTPUT:atol=..,rtol=.. elementwise override ('*' = every output)"
+    ),
+    threshold: list[str] = typer.Option(
+        None,
+        "--threshold",
+        help="gate override key=value (mse_mean, mse_p99, cosine_min, top1_mismatch_rate, ...)",
+    ),
     no_sweep: bool = typer.Option(False, "--no-sweep", help="skip the shape sweep"),
     seed: int = typer.Option(0, "--seed", help="seed of sampling and synthetic inputs"),
     report: Path = typer.Option(None, "--report", "-r", help="write report.json here"),
@@ -123,18 +153,35 @@ def verify_command(
     overall, per_output = _parse_tolerances(tolerance)
     thresholds = parse_kv(threshold, "--threshold")
     if model is None and golden is None:
-        raise typer.BadParameter("give the reference: --model file.py:factory (needs torch) or --golden golden.npz",
-                                 param_hint="--model/--golden")
+        raise typer.BadParameter(
+            "give the reference: --model file.py:factory (needs torch) or --golden golden.npz",
+            param_hint="--model/--golden",
+        )
     if model is not None and golden is not None:
         raise typer.BadParameter("give either --model or --golden, not both", param_hint="--model/--golden")
     if checkpoint is not None and model is None:
         raise typer.BadParameter("--checkpoint needs --model", param_hint="--checkpoint")
     try:
-        config = VerifyConfig(mode=mode, precision=precision, task=task, data=data, batch_size=batch_size,
-                              sample_count=sample_count, per_class_k=per_class_k, min_classes=min_classes,
-                              max_total=max_total, hardness_bins=bins, hard_per_bin=hard_per_bin, tolerance=overall,
-                              tolerances=per_output, thresholds=thresholds, task_output=task_output, top_g=top_g,
-                              sweep=not no_sweep, seed=seed)
+        config = VerifyConfig(
+            mode=mode,
+            precision=precision,
+            task=task,
+            data=data,
+            batch_size=batch_size,
+            sample_count=sample_count,
+            per_class_k=per_class_k,
+            min_classes=min_classes,
+            max_total=max_total,
+            hardness_bins=bins,
+            hard_per_bin=hard_per_bin,
+            tolerance=overall,
+            tolerances=per_output,
+            thresholds=thresholds,
+            task_output=task_output,
+            top_g=top_g,
+            sweep=not no_sweep,
+            seed=seed,
+        )
     except ConfigError as exc:
         raise fail(exc, USAGE_EXIT) from None
     _check_writable(report, "report")
@@ -144,8 +191,12 @@ def verify_command(
         from onnxship.spec import parse_model_spec
 
         try:
-            reference = parse_model_spec(model, kwargs=parse_kv(model_args, "--model-arg"), checkpoint=checkpoint,
-                                         trust_checkpoint=trust_checkpoint)
+            reference = parse_model_spec(
+                model,
+                kwargs=parse_kv(model_args, "--model-arg"),
+                checkpoint=checkpoint,
+                trust_checkpoint=trust_checkpoint,
+            )
         except ConfigError as exc:
             raise fail(exc, USAGE_EXIT) from None
     result = _run(verify, onnx_path, reference, golden, inputs, config, quiet=as_json)
@@ -158,29 +209,50 @@ def verify_command(
     else:
         _render(result, report, html)
     if not result.passed:
-        raise fail(VerificationError(f"verification failed: {result.failure_reason}",
-                                     hint=_failure_hint(result)))
+        raise fail(
+            VerificationError(f"verification failed: {result.failure_reason}", hint=_failure_hint(result))
+        )
 
 
-def _run(verify: Any, onnx_path: Path, reference: Any, golden: Path | None, inputs: list[str] | None,
-         config: Any, *, quiet: bool) -> VerifyReport:
+def _run(
+    verify: Any,
+    onnx_path: Path,
+    reference: Any,
+    golden: Path | None,
+    inputs: list[str] | None,
+    config: Any,
+    *,
+    quiet: bool,
+) -> VerifyReport:
     """Run verify() under a rich progress bar on stderr (none with --json or when stderr is not a terminal)."""
     from dataclasses import replace
 
     if quiet or not err_console.is_terminal:
-        return verify(onnx_path, model=reference, golden=golden, inputs=list(inputs) if inputs else None,
-                      config=config)
+        return verify(
+            onnx_path, model=reference, golden=golden, inputs=list(inputs) if inputs else None, config=config
+        )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as bar:
+    with Progress(
+        TextColumn("verifying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
         task_id = bar.add_task("verify", total=None)
 
         def progress(done: int, total: int | None) -> None:
             bar.update(task_id, completed=done, total=total)
 
-        return verify(onnx_path, model=reference, golden=golden, inputs=list(inputs) if inputs else None,
-                      config=replace(config, progress=progress))
+        return verify(
+            onnx_path,
+            model=reference,
+            golden=golden,
+            inputs=list(inputs) if inputs else None,
+            config=replace(config, progress=progress),
+        )
 
 
 def _failure_hint(result: VerifyReport) -> str:
@@ -189,11 +261,18 @@ def _failure_hint(result: VerifyReport) -> str:
     parts = []
     if worst.get("name") is not None:
         smallest = worst.get("smallest_passing") or {}
-        tol = ", ".join(f"{k}={_fmt(smallest[k])}" for k in ("atol", "mse_mean", "mse_p99", "cosine_min")
-                        if isinstance(smallest.get(k), (int, float)))
-        parts.append(f"worst output {worst['name']!r} (max abs {_fmt(worst.get('max_abs'))}); smallest passing "
-                     f"tolerance: {tol or 'none (shape or NaN mismatch)'}")
-    causes = [str(d.get("title")) for d in result.diagnostics if d.get("source") == "verify" and d.get("title")]
+        tol = ", ".join(
+            f"{k}={_fmt(smallest[k])}"
+            for k in ("atol", "mse_mean", "mse_p99", "cosine_min")
+            if isinstance(smallest.get(k), (int, float))
+        )
+        parts.append(
+            f"worst output {worst['name']!r} (max abs {_fmt(worst.get('max_abs'))}); smallest passing "
+            f"tolerance: {tol or 'none (shape or NaN mismatch)'}"
+        )
+    causes = [
+        str(d.get("title")) for d in result.diagnostics if d.get("source") == "verify" and d.get("title")
+    ]
     if causes:
         parts.append("likely causes: " + ", ".join(dict.fromkeys(causes)))
     elif result.hint:
@@ -212,24 +291,42 @@ def _render(result: VerifyReport, report: Path | None, html: Path | None) -> Non
         table.add_column(col, overflow="fold")
     for o in result.outputs:
         smallest = o.get("smallest_passing") or {}
-        table.add_row(str(o.get("name")), "[green]pass[/]" if o.get("passed") else "[bold red]FAIL[/]",
-                      str(o.get("samples", "")), _fmt(o.get("max_abs")), _fmt(o.get("max_rel")),
-                      _fmt(o.get("mse_mean")), _fmt(o.get("mse_p99")), _fmt(o.get("cosine_min")),
-                      _fmt(smallest.get("atol", o.get("min_passing_atol"))))
+        table.add_row(
+            str(o.get("name")),
+            "[green]pass[/]" if o.get("passed") else "[bold red]FAIL[/]",
+            str(o.get("samples", "")),
+            _fmt(o.get("max_abs")),
+            _fmt(o.get("max_rel")),
+            _fmt(o.get("mse_mean")),
+            _fmt(o.get("mse_p99")),
+            _fmt(o.get("cosine_min")),
+            _fmt(smallest.get("atol", o.get("min_passing_atol"))),
+        )
     console.print(table)
     sweep = [s for s in result.shapes if s.get("kind") == "sweep"]
     if sweep:
-        console.print("shapes: " + ", ".join(
-            f"{s.get('group') or s.get('dims')} [{'green' if s.get('status') == 'passed' else 'red'}]"
-            f"{s.get('status')}[/]" for s in sweep), soft_wrap=True)
+        console.print(
+            "shapes: "
+            + ", ".join(
+                f"{s.get('group') or s.get('dims')} [{'green' if s.get('status') == 'passed' else 'red'}]"
+                f"{s.get('status')}[/]"
+                for s in sweep
+            ),
+            soft_wrap=True,
+        )
     if result.task_metrics:
         t = result.task_metrics
-        keys = {"classification": ("top1_mismatch_rate", "top1_mismatch_count", "prob_mse_mean"),
-                "sequence": ("decision_agreement", "top_g_set_agreement", "top1_agreement"),
-                "detection": ("map_0_5_delta", "map_0_5_0_95_delta", "iou_delta_p95")}.get(str(t.get("task")), ())
-        console.print(f"task {t.get('task')}: " + ", ".join(f"{k}={_fmt(t.get(k))}" for k in keys)
-                      + (" [green]pass[/]" if t.get("passed") else f" [red]FAIL[/] ({t.get('reason')})"),
-                      soft_wrap=True)
+        keys = {
+            "classification": ("top1_mismatch_rate", "top1_mismatch_count", "prob_mse_mean"),
+            "sequence": ("decision_agreement", "top_g_set_agreement", "top1_agreement"),
+            "detection": ("map_0_5_delta", "map_0_5_0_95_delta", "iou_delta_p95"),
+        }.get(str(t.get("task")), ())
+        console.print(
+            f"task {t.get('task')}: "
+            + ", ".join(f"{k}={_fmt(t.get(k))}" for k in keys)
+            + (" [green]pass[/]" if t.get("passed") else f" [red]FAIL[/] ({t.get('reason')})"),
+            soft_wrap=True,
+        )
     for path, what in ((report, "report"), (html, "html")):
         if path is not None:
             console.print(f"{what}: {path}")

@@ -32,8 +32,9 @@ __all__ = [
 ]
 
 
-def diagnose_train_log(path: str | Path, config: TrainLogConfig | None = None, *,
-                       plot: str | Path | None = None) -> TrainLogResult:
+def diagnose_train_log(
+    path: str | Path, config: TrainLogConfig | None = None, *, plot: str | Path | None = None
+) -> TrainLogResult:
     """Read a training log, find what went wrong (or right), and optionally write a PNG plot of it.
 
     Args:

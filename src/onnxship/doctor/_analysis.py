@@ -58,13 +58,21 @@ def analyze(log: TrainLog, config: TrainLogConfig) -> TrainLogResult:
     findings += phase_findings
     _cross_reference(findings, log, schedule)
     if len(log) < MIN_TREND_POINTS:
-        findings.append(Finding("short_log", "info", f"only {len(log)} log entries",
-                                "Too few entries for trend checks (phases, spikes, explosions); NaN/Inf and "
-                                "zero-loss checks still ran.", ["Log more often (HF: logging_steps)."]))
+        findings.append(
+            Finding(
+                "short_log",
+                "info",
+                f"only {len(log)} log entries",
+                "Too few entries for trend checks (phases, spikes, explosions); NaN/Inf and "
+                "zero-loss checks still ran.",
+                ["Log more often (HF: logging_steps)."],
+            )
+        )
     order = {"critical": 0, "warning": 1, "info": 2}
     findings.sort(key=lambda f: (order[f.severity], f.code))
-    return TrainLogResult(log=log, findings=findings, phases=phases, schedule=schedule,
-                          suggested_max_norm=max_norm)
+    return TrainLogResult(
+        log=log, findings=findings, phases=phases, schedule=schedule, suggested_max_norm=max_norm
+    )
 
 
 def _nonfinite(log: TrainLog) -> list[Finding]:
@@ -75,31 +83,58 @@ def _nonfinite(log: TrainLog) -> list[Finding]:
         first = int(loss_bad[0])
         before = finite_rows(log, "loss")
         before = before[before < first]
-        last_ok = (f" The last finite loss was {fmt(log.values['loss'][before[-1]])} at "
-                   f"{log.where(int(before[-1]))}." if len(before) else "")
-        out.append(Finding(
-            "nonfinite", "critical", f"loss is NaN/Inf from {log.where(first)}",
-            f"{len(loss_bad)} of {int(log.logged['loss'].sum())} logged loss values are NaN or Inf, first at "
-            f"{log.where(first)} ({where_list(log, loss_bad)}).{last_ok}",
-            ["The run diverged: lower the learning rate or lengthen the warm-up.",
-             "In fp16, overflow gives Inf/NaN: use bf16, or keep the loss scaler enabled.",
-             "Look for log(0), division by zero or sqrt of a negative in the loss, and for NaN/Inf in the inputs "
-             "or labels.", data_advice(log, first)],
-            steps=[float(log.step[r]) for r in loss_bad[:50]],
-            evidence=evidence(log, loss_bad[:50], "loss")))
+        last_ok = (
+            f" The last finite loss was {fmt(log.values['loss'][before[-1]])} at "
+            f"{log.where(int(before[-1]))}."
+            if len(before)
+            else ""
+        )
+        out.append(
+            Finding(
+                "nonfinite",
+                "critical",
+                f"loss is NaN/Inf from {log.where(first)}",
+                f"{len(loss_bad)} of {int(log.logged['loss'].sum())} logged loss values are NaN or Inf, first at "
+                f"{log.where(first)} ({where_list(log, loss_bad)}).{last_ok}",
+                [
+                    "The run diverged: lower the learning rate or lengthen the warm-up.",
+                    "In fp16, overflow gives Inf/NaN: use bf16, or keep the loss scaler enabled.",
+                    "Look for log(0), division by zero or sqrt of a negative in the loss, and for NaN/Inf in the inputs "
+                    "or labels.",
+                    data_advice(log, first),
+                ],
+                steps=[float(log.step[r]) for r in loss_bad[:50]],
+                evidence=evidence(log, loss_bad[:50], "loss"),
+            )
+        )
     if len(g_bad):
         n_logged = int(log.logged["grad_norm"].sum())
         rare = not len(loss_bad) and len(g_bad) <= max(1, 0.05 * n_logged)
         first = int(g_bad[0])
-        advice = (["Typical of fp16 mixed precision: the GradScaler skips these steps and lowers its scale. "
-                   "Harmless while it stays rare and the loss stays finite."] if rare else
-                  ["Gradients overflowed: lower the learning rate, clip gradients, and check the data at the "
-                   "first such step.", data_advice(log, first)])
-        out.append(Finding(
-            "nonfinite", "info" if rare else "critical", f"grad_norm is NaN/Inf at {len(g_bad)} step(s)",
-            f"{len(g_bad)} of {n_logged} logged grad_norm values are NaN or Inf ({where_list(log, g_bad)})"
-            + ("; the loss stayed finite." if not len(loss_bad) else "."),
-            advice, steps=[float(log.step[r]) for r in g_bad[:50]], evidence=evidence(log, g_bad[:50], "grad_norm")))
+        advice = (
+            [
+                "Typical of fp16 mixed precision: the GradScaler skips these steps and lowers its scale. "
+                "Harmless while it stays rare and the loss stays finite."
+            ]
+            if rare
+            else [
+                "Gradients overflowed: lower the learning rate, clip gradients, and check the data at the "
+                "first such step.",
+                data_advice(log, first),
+            ]
+        )
+        out.append(
+            Finding(
+                "nonfinite",
+                "info" if rare else "critical",
+                f"grad_norm is NaN/Inf at {len(g_bad)} step(s)",
+                f"{len(g_bad)} of {n_logged} logged grad_norm values are NaN or Inf ({where_list(log, g_bad)})"
+                + ("; the loss stayed finite." if not len(loss_bad) else "."),
+                advice,
+                steps=[float(log.step[r]) for r in g_bad[:50]],
+                evidence=evidence(log, g_bad[:50], "grad_norm"),
+            )
+        )
     return out
 
 
@@ -109,15 +144,23 @@ def _cross_reference(findings: list[Finding], log: TrainLog, schedule: str | Non
     if "unstable_start" in kinds and schedule is not None:
         f = kinds["unstable_start"]
         if "warm-up" in schedule:
-            f.advice[1] = ("The log already has a learning-rate warm-up, and the start is still unstable: lower "
-                           "the peak learning rate or start the warm-up from a smaller value.")
+            f.advice[1] = (
+                "The log already has a learning-rate warm-up, and the start is still unstable: lower "
+                "the peak learning rate or start the warm-up from a smaller value."
+            )
         else:
-            f.advice[1] = ("There is no learning-rate warm-up in this log: add one (HF: warmup_ratio=0.05–0.1 or "
-                           "warmup_steps) so the first updates are small.")
+            f.advice[1] = (
+                "There is no learning-rate warm-up in this log: add one (HF: warmup_ratio=0.05–0.1 or "
+                "warmup_steps) so the first updates are small."
+            )
     if "loss_spike" in kinds and "grad_explosion" in kinds:
         spikes = set(kinds["loss_spike"].steps)
         both = sorted(spikes & set(kinds["grad_explosion"].steps))
         if both:
-            kinds["loss_spike"].advice.insert(0, "The spike at " + ", ".join(
-                log.x_label + " " + fmt(s) for s in both[:5]) + " coincides with a grad_norm explosion: "
-                "gradient clipping would have bounded the update.")
+            kinds["loss_spike"].advice.insert(
+                0,
+                "The spike at "
+                + ", ".join(log.x_label + " " + fmt(s) for s in both[:5])
+                + " coincides with a grad_norm explosion: "
+                "gradient clipping would have bounded the update.",
+            )

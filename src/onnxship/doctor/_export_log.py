@@ -44,8 +44,13 @@ class ExportLogResult:
         return not any(c.severity == "error" for c in self.codes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "lines": self.lines, "counts": self.counts,
-                "codes": [c.to_dict() for c in self.codes], "diagnostics": [d.to_dict() for d in self.diagnostics]}
+        return {
+            "path": self.path,
+            "lines": self.lines,
+            "counts": self.counts,
+            "codes": [c.to_dict() for c in self.codes],
+            "diagnostics": [d.to_dict() for d in self.diagnostics],
+        }
 
 
 def explain_export_log(path: str | Path) -> ExportLogResult:
@@ -58,16 +63,22 @@ def explain_export_log(path: str | Path) -> ExportLogResult:
     """
     path = Path(path)
     if not path.is_file():
-        raise DoctorError(f"export log {str(path)!r} does not exist or is not a file",
-                          hint="save the exporter's output first, e.g. `python export.py 2> export.log`")
+        raise DoctorError(
+            f"export log {str(path)!r} does not exist or is not a file",
+            hint="save the exporter's output first, e.g. `python export.py 2> export.log`",
+        )
     data = path.read_bytes()
     if b"\x00" in data[:4096]:
-        raise DoctorError(f"{str(path)!r} is a binary file, not an export log",
-                          hint="pass the text the exporter printed (stderr), not the .onnx model")
+        raise DoctorError(
+            f"{str(path)!r} is a binary file, not an export log",
+            hint="pass the text the exporter printed (stderr), not the .onnx model",
+        )
     text = data.decode("utf-8", errors="replace")
     if not text.strip():
-        raise DoctorError(f"export log {str(path)!r} is empty",
-                          hint="capture stderr too: `python export.py > export.log 2>&1`")
+        raise DoctorError(
+            f"export log {str(path)!r} is empty",
+            hint="capture stderr too: `python export.py > export.log 2>&1`",
+        )
     diagnostics = classify_log(text)
     grouped: dict[str, ExplainedCode] = {}
     for d in diagnostics:

@@ -46,8 +46,10 @@ class TrainLogConfig:
         from onnxship.doctor._readers import FORMATS
 
         if self.format not in FORMATS:
-            raise ConfigError(f"format={self.format!r} is not a training-log format",
-                              hint=f"use one of: {', '.join(FORMATS)}")
+            raise ConfigError(
+                f"format={self.format!r} is not a training-log format",
+                hint=f"use one of: {', '.join(FORMATS)}",
+            )
         for name in ("explosion_factor", "spike_factor"):
             if not getattr(self, name) > 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be > 1 (a ratio to the local level)")
@@ -71,7 +73,9 @@ class Finding:
     detail: str  # the evidence in words: steps, epochs, values
     advice: list[str] = field(default_factory=list)
     steps: list[float] = field(default_factory=list)  # x positions to mark on the plot
-    evidence: dict[str, Any] = field(default_factory=dict)  # machine-readable: steps, epochs, values, references
+    evidence: dict[str, Any] = field(
+        default_factory=dict
+    )  # machine-readable: steps, epochs, values, references
 
     @property
     def code(self) -> str:
@@ -82,9 +86,16 @@ class Finding:
         return self.severity in ALARM_SEVERITIES
 
     def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "kind": self.kind, "severity": self.severity, "title": self.title,
-                "detail": self.detail, "advice": list(self.advice), "steps": _clean(self.steps),
-                "evidence": _clean(self.evidence)}
+        return {
+            "code": self.code,
+            "kind": self.kind,
+            "severity": self.severity,
+            "title": self.title,
+            "detail": self.detail,
+            "advice": list(self.advice),
+            "steps": _clean(self.steps),
+            "evidence": _clean(self.evidence),
+        }
 
 
 @dataclass
@@ -117,19 +128,31 @@ class TrainLogResult:
 
     def to_dict(self) -> dict[str, Any]:
         log = self.log
-        return _clean({
-            "path": log.path, "format": log.format, "entries": len(log), "x": log.x_label,
-            "steps": [float(log.step[0]), float(log.step[-1])],
-            "metrics": {m: log.columns[m] for m in log.columns},
-            "skipped_lines": log.skipped_lines,
-            "alarms": len(self.alarms),
-            "schedule": self.schedule,
-            "suggested_max_norm": self.suggested_max_norm,
-            "phases": [{"name": p.name, "from": float(log.step[p.first]), "to": float(log.step[p.last]),
-                        "note": p.note} for p in self.phases],
-            "findings": [f.to_dict() for f in self.findings],
-            "plot": self.plot,
-        })
+        return _clean(
+            {
+                "path": log.path,
+                "format": log.format,
+                "entries": len(log),
+                "x": log.x_label,
+                "steps": [float(log.step[0]), float(log.step[-1])],
+                "metrics": {m: log.columns[m] for m in log.columns},
+                "skipped_lines": log.skipped_lines,
+                "alarms": len(self.alarms),
+                "schedule": self.schedule,
+                "suggested_max_norm": self.suggested_max_norm,
+                "phases": [
+                    {
+                        "name": p.name,
+                        "from": float(log.step[p.first]),
+                        "to": float(log.step[p.last]),
+                        "note": p.note,
+                    }
+                    for p in self.phases
+                ],
+                "findings": [f.to_dict() for f in self.findings],
+                "plot": self.plot,
+            }
+        )
 
 
 def _clean(obj: Any) -> Any:

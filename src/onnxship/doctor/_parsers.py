@@ -33,9 +33,23 @@ METRICS = ("loss", "grad_norm", "learning_rate")
 # Names each quantity goes by in the formats above (first match wins). Lightning's LearningRateMonitor logs
 # "lr-<Optimizer>" and is matched by prefix.
 ALIASES: dict[str, tuple[str, ...]] = {
-    "loss": ("loss", "train_loss", "train/loss", "training_loss", "train_loss_step", "loss_step", "trainer/loss"),
-    "grad_norm": ("grad_norm", "train/grad_norm", "gradient_norm", "grad_norm_total", "total_grad_norm",
-                  "grad_2.0_norm_total"),
+    "loss": (
+        "loss",
+        "train_loss",
+        "train/loss",
+        "training_loss",
+        "train_loss_step",
+        "loss_step",
+        "trainer/loss",
+    ),
+    "grad_norm": (
+        "grad_norm",
+        "train/grad_norm",
+        "gradient_norm",
+        "grad_norm_total",
+        "total_grad_norm",
+        "grad_2.0_norm_total",
+    ),
     "learning_rate": ("learning_rate", "lr", "train/learning_rate", "learning-rate"),
     "epoch": ("epoch", "train/epoch"),
     "step": ("step", "global_step", "train/global_step", "_step"),
@@ -47,8 +61,15 @@ HF_SUMMARY_KEYS = ("train_runtime", "total_flos")  # the Trainer's final summary
 
 _DICT_START = re.compile(r"\{\s*['\"]")
 
-_NAMES = {"nan": math.nan, "inf": math.inf, "infinity": math.inf, "true": True, "false": False, "null": None,
-          "none": None}
+_NAMES = {
+    "nan": math.nan,
+    "inf": math.inf,
+    "infinity": math.inf,
+    "true": True,
+    "false": False,
+    "null": None,
+    "none": None,
+}
 
 
 def split_lines(text: str) -> list[str]:
@@ -60,7 +81,7 @@ def dict_start(line: str) -> int:
     m = _DICT_START.search(line)
     if not m:
         return -1
-    keys = line[m.start():]
+    keys = line[m.start() :]
     names = [a for k in ("loss", "grad_norm", "learning_rate") for a in ALIASES[k]]
     return m.start() if any(f"'{n}'" in keys or f'"{n}"' in keys for n in names) or LR_PREFIX in keys else -1
 
@@ -73,12 +94,13 @@ def rows_dict_lines(text: str, path: Path) -> tuple[list[dict[str, Any]], int]:
         if start < 0:
             skipped += bool(line.strip())
             continue
-        body = line[start:line.rfind("}") + 1] if "}" in line[start:] else line[start:]
+        body = line[start : line.rfind("}") + 1] if "}" in line[start:] else line[start:]
         obj = _parse_dict(body)
         if not isinstance(obj, dict):
             raise DoctorError(
                 f"{str(path)!r} line {lineno} is not a complete metrics dict: {line.strip()[:120]!r}",
-                hint="the log looks truncated or garbled at that line; fix or remove it")
+                hint="the log looks truncated or garbled at that line; fix or remove it",
+            )
         if has_metric(obj) and not any(k in obj for k in HF_SUMMARY_KEYS):
             rows.append(obj)
         else:
@@ -113,8 +135,10 @@ def _literal(node: ast.AST) -> Any:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return -v if isinstance(node.op, ast.USub) else v
     if isinstance(node, ast.Dict):
-        return {_literal(k) if k is not None else None: _literal(v)
-                for k, v in zip(node.keys, node.values, strict=True)}
+        return {
+            _literal(k) if k is not None else None: _literal(v)
+            for k, v in zip(node.keys, node.values, strict=True)
+        }
     if isinstance(node, (ast.List, ast.Tuple)):
         return [_literal(e) for e in node.elts]
     raise ValueError(f"not a literal: {ast.dump(node)[:60]}")
@@ -125,15 +149,18 @@ def _csv_rows(text: str, path: Path) -> tuple[list[str], list[list[str]]]:
     try:
         table = [r for r in reader if r and any(c.strip() for c in r)]
     except csv.Error as exc:
-        raise DoctorError(f"{str(path)!r} is not valid CSV: {exc}",
-                          hint="export the metrics again, or force another format with --format") from None
+        raise DoctorError(
+            f"{str(path)!r} is not valid CSV: {exc}",
+            hint="export the metrics again, or force another format with --format",
+        ) from None
     header = [h.strip() for h in table[0]]
     body = table[1:]
     for i, r in enumerate(body, start=2):
         if len(r) != len(header):
             raise DoctorError(
                 f"{str(path)!r} row {i} has {len(r)} fields, the header has {len(header)}",
-                hint="the CSV looks truncated or garbled at that row; fix or remove it")
+                hint="the CSV looks truncated or garbled at that row; fix or remove it",
+            )
     return header, body
 
 
@@ -142,16 +169,24 @@ def rows_mlflow_csv(text: str, path: Path) -> list[dict[str, Any]]:
     col = {h.lower(): i for i, h in enumerate(header)}
     missing = [c for c in ("key", "value", "step") if c not in col]
     if missing:
-        raise DoctorError(f"{str(path)!r} has no {', '.join(missing)} column(s); found {', '.join(header)}",
-                          hint="an MLflow metric export has key,value,step,timestamp columns")
+        raise DoctorError(
+            f"{str(path)!r} has no {', '.join(missing)} column(s); found {', '.join(header)}",
+            hint="an MLflow metric export has key,value,step,timestamp columns",
+        )
     if "run_id" in col:
         runs = sorted({r[col["run_id"]].strip() for r in body})
         if len(runs) > 1:
-            raise DoctorError(f"{str(path)!r} holds the metrics of {len(runs)} runs ({', '.join(runs[:3])}...)",
-                              hint="export one run's metrics per file (filter on run_id)")
+            raise DoctorError(
+                f"{str(path)!r} holds the metrics of {len(runs)} runs ({', '.join(runs[:3])}...)",
+                hint="export one run's metrics per file (filter on run_id)",
+            )
     by_step: dict[float, dict[str, Any]] = {}
-    order = sorted(range(len(body)), key=lambda r: _float(body[r][col["timestamp"]], path, r + 2, "timestamp")
-                   if "timestamp" in col else r)
+    order = sorted(
+        range(len(body)),
+        key=lambda r: (
+            _float(body[r][col["timestamp"]], path, r + 2, "timestamp") if "timestamp" in col else r
+        ),
+    )
     for r in order:
         row = body[r]
         step = _float(row[col["step"]], path, r + 2, "step")
@@ -183,8 +218,10 @@ def _float(value: str, path: Path, row: int, column: str) -> float:
     try:
         return float(value)
     except ValueError:
-        raise DoctorError(f"{str(path)!r} row {row}, column {column!r}: {value.strip()[:40]!r} is not a number",
-                          hint="the CSV looks garbled at that row; fix or remove it") from None
+        raise DoctorError(
+            f"{str(path)!r} row {row}, column {column!r}: {value.strip()[:40]!r} is not a number",
+            hint="the CSV looks garbled at that row; fix or remove it",
+        ) from None
 
 
 def pick(row: dict[str, Any], what: str) -> tuple[str | None, Any]:

@@ -17,10 +17,22 @@ from onnxship.doctor._findings import TrainLogResult
 __all__ = ["plot_train_log"]
 
 _COLORS = {"critical": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
-_PHASE_COLORS = {"unstable start": "#ffcdd2", "start": "#eeeeee", "fast descent": "#fff9c4",
-                 "convergence": "#c8e6c9", "still descending": "#bbdefb", "no clear descent": "#eeeeee"}
-_MARKERS = {"nonfinite": "X", "loss_zero": "v", "unstable_start": "s", "grad_explosion": "o", "loss_spike": "o",
-            "vanishing_gradients": "D"}  # findings marked on the curves, one shape each
+_PHASE_COLORS = {
+    "unstable start": "#ffcdd2",
+    "start": "#eeeeee",
+    "fast descent": "#fff9c4",
+    "convergence": "#c8e6c9",
+    "still descending": "#bbdefb",
+    "no clear descent": "#eeeeee",
+}
+_MARKERS = {
+    "nonfinite": "X",
+    "loss_zero": "v",
+    "unstable_start": "s",
+    "grad_explosion": "o",
+    "loss_spike": "o",
+    "vanishing_gradients": "D",
+}  # findings marked on the curves, one shape each
 
 
 def plot_train_log(result: TrainLogResult, out: str | Path) -> Path:
@@ -34,7 +46,9 @@ def plot_train_log(result: TrainLogResult, out: str | Path) -> Path:
 
     out = Path(out)
     if out.suffix.lower() != ".png":
-        raise DoctorError(f"plot path {str(out)!r} does not end in .png", hint="pass e.g. --plot out/train.png")
+        raise DoctorError(
+            f"plot path {str(out)!r} does not end in .png", hint="pass e.g. --plot out/train.png"
+        )
     log = result.log
     metrics = [m for m in ("loss", "grad_norm", "learning_rate") if log.has(m)]
     fig = Figure(figsize=(10, 2.6 * len(metrics) + 0.6), dpi=100, layout="constrained")
@@ -53,6 +67,7 @@ def plot_train_log(result: TrainLogResult, out: str | Path) -> Path:
     title += f"{len(result.alarms)} alarm(s)" if result.alarms else "no alarms"
     fig.suptitle(title, fontsize=11)
     out.parent.mkdir(parents=True, exist_ok=True)
+
     def save(tmp: str) -> None:
         with warnings.catch_warnings(), np.errstate(over="ignore", under="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -69,38 +84,77 @@ def _draw_metric(ax, result: TrainLogResult, metric: str) -> None:  # noqa: ANN0
     finite = logged & np.isfinite(v)
     for i, phase in enumerate(result.phases):  # each band reaches the next phase's start: no gaps
         right = log.step[result.phases[i + 1].first] if i + 1 < len(result.phases) else log.step[phase.last]
-        ax.axvspan(log.step[phase.first], right, color=_PHASE_COLORS.get(phase.name, "#eeeeee"),
-                   alpha=0.5, lw=0, label=phase.name if metric == "loss" else None)
+        ax.axvspan(
+            log.step[phase.first],
+            right,
+            color=_PHASE_COLORS.get(phase.name, "#eeeeee"),
+            alpha=0.5,
+            lw=0,
+            label=phase.name if metric == "loss" else None,
+        )
     ax.plot(x[finite], v[finite], color="#37474f", lw=1.2, marker="." if finite.sum() < 200 else None, ms=3)
     positive = finite & (v > 0)
-    if positive.any() and (metric == "grad_norm" or (
-            metric == "loss" and positive.sum() == finite.sum() - (v[finite] == 0).sum() and _wide(v[positive]))):
+    if positive.any() and (
+        metric == "grad_norm"
+        or (
+            metric == "loss"
+            and positive.sum() == finite.sum() - (v[finite] == 0).sum()
+            and _wide(v[positive])
+        )
+    ):
         ax.set_yscale("log")
     zero = logged & (v == 0)
     if zero.any() and ax.get_yscale() == "log":  # no place for 0 on a log axis: mark along the bottom edge
-        ax.scatter(x[zero], np.full(int(zero.sum()), 0.03), transform=ax.get_xaxis_transform(), marker="v",
-                   color=_COLORS["warning"], zorder=5, label=f"{metric} = 0")
+        ax.scatter(
+            x[zero],
+            np.full(int(zero.sum()), 0.03),
+            transform=ax.get_xaxis_transform(),
+            marker="v",
+            color=_COLORS["warning"],
+            zorder=5,
+            label=f"{metric} = 0",
+        )
     bad = logged & ~np.isfinite(v)
     if bad.any():  # NaN/Inf have no y: mark them along the top edge
-        ax.scatter(x[bad], np.full(int(bad.sum()), 0.97), transform=ax.get_xaxis_transform(), marker="x",
-                   color=_COLORS["critical"], zorder=5, label="NaN/Inf")
+        ax.scatter(
+            x[bad],
+            np.full(int(bad.sum()), 0.97),
+            transform=ax.get_xaxis_transform(),
+            marker="x",
+            color=_COLORS["critical"],
+            zorder=5,
+            label="NaN/Inf",
+        )
     for f in result.findings:
         if f.kind not in _MARKERS or not f.steps:
             continue
         key = metric if metric in f.evidence else None
         if key is None:
             continue
-        xs = np.asarray(f.steps[:len(f.evidence[key])], dtype=float)
+        xs = np.asarray(f.steps[: len(f.evidence[key])], dtype=float)
         ys = np.asarray(f.evidence[key], dtype=float)
         ok = np.isfinite(ys) & ((ys > 0) if ax.get_yscale() == "log" else True)
         if not ok.any():
             continue
-        ax.scatter(xs[ok], ys[ok], s=48, marker=_MARKERS[f.kind], facecolors="none",
-                   edgecolors=_COLORS[f.severity], lw=1.5, zorder=6,
-                   label=f"{f.code} {f.kind.replace('_', ' ')}")
+        ax.scatter(
+            xs[ok],
+            ys[ok],
+            s=48,
+            marker=_MARKERS[f.kind],
+            facecolors="none",
+            edgecolors=_COLORS[f.severity],
+            lw=1.5,
+            zorder=6,
+            label=f"{f.code} {f.kind.replace('_', ' ')}",
+        )
     if metric == "grad_norm" and result.suggested_max_norm:
-        ax.axhline(result.suggested_max_norm, color="#6a1b9a", ls="--", lw=1,
-                   label=f"suggested max-norm {result.suggested_max_norm:g}")
+        ax.axhline(
+            result.suggested_max_norm,
+            color="#6a1b9a",
+            ls="--",
+            lw=1,
+            label=f"suggested max-norm {result.suggested_max_norm:g}",
+        )
     ax.set_ylabel(metric)
     ax.grid(True, alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()

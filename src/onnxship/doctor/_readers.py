@@ -110,16 +110,21 @@ def _read_text(path: Path) -> str:
         raise DoctorError(f"{str(path)!r} is not a file", hint="pass the path of a log file, not a folder")
     data = path.read_bytes()
     if b"\x00" in data[:4096]:
-        raise DoctorError(f"{str(path)!r} is a binary file, not a training log",
-                          hint="pass trainer_state.json, the trainer's stdout, a metrics CSV or a JSON-lines log")
+        raise DoctorError(
+            f"{str(path)!r} is a binary file, not a training log",
+            hint="pass trainer_state.json, the trainer's stdout, a metrics CSV or a JSON-lines log",
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DoctorError(f"{str(path)!r} is not UTF-8 text (byte {exc.start})",
-                          hint="save the log as UTF-8 text") from None
+        raise DoctorError(
+            f"{str(path)!r} is not UTF-8 text (byte {exc.start})", hint="save the log as UTF-8 text"
+        ) from None
     if not text.strip():
-        raise DoctorError(f"training log {str(path)!r} is empty",
-                          hint="the run may not have logged yet; HF Trainer logs every `logging_steps` steps")
+        raise DoctorError(
+            f"training log {str(path)!r} is empty",
+            hint="the run may not have logged yet; HF Trainer logs every `logging_steps` steps",
+        )
     return text
 
 
@@ -130,8 +135,10 @@ def _detect(text: str, path: Path) -> str:
         doc = _load_json(text, path)
         if isinstance(doc, dict) and "log_history" in doc:
             return "trainer-state"
-        raise DoctorError(f"{str(path)!r} is JSON but has no 'log_history'",
-                          hint="pass the Trainer's trainer_state.json, or a JSON-lines log with one object a line")
+        raise DoctorError(
+            f"{str(path)!r} is JSON but has no 'log_history'",
+            hint="pass the Trainer's trainer_state.json, or a JSON-lines log with one object a line",
+        )
     if head[0] == "{":
         try:
             doc = json.loads(head)
@@ -152,7 +159,8 @@ def _detect(text: str, path: Path) -> str:
     raise DoctorError(
         f"{str(path)!r} is not a training log onnxship knows: no metric dicts, CSV header or trainer_state.json",
         hint="supported: trainer_state.json, trainer stdout ({'loss': ...} lines), MLflow/Lightning CSV, "
-             "JSON lines; force one with --format")
+        "JSON lines; force one with --format",
+    )
 
 
 def _load_json(text: str, path: Path) -> Any:
@@ -162,20 +170,25 @@ def _load_json(text: str, path: Path) -> Any:
         raise DoctorError(
             f"{str(path)!r} is not valid JSON at line {getattr(exc, 'lineno', '?')}, column "
             f"{getattr(exc, 'colno', '?')}: {getattr(exc, 'msg', exc)}",
-            hint="the file looks truncated (copied while training was still writing it?); copy it again") from None
+            hint="the file looks truncated (copied while training was still writing it?); copy it again",
+        ) from None
 
 
 def _rows_trainer_state(text: str, path: Path) -> list[dict[str, Any] | None]:
     doc = _load_json(text, path)
     history = doc.get("log_history") if isinstance(doc, dict) else None
     if not isinstance(history, list):
-        raise DoctorError(f"{str(path)!r} has no 'log_history' list",
-                          hint="pass the Trainer's trainer_state.json (in the output_dir or a checkpoint folder)")
+        raise DoctorError(
+            f"{str(path)!r} has no 'log_history' list",
+            hint="pass the Trainer's trainer_state.json (in the output_dir or a checkpoint folder)",
+        )
     rows: list[dict[str, Any] | None] = []
     for i, entry in enumerate(history):
         if not isinstance(entry, dict):
-            raise DoctorError(f"{str(path)!r}: log_history[{i}] is {type(entry).__name__}, expected an object",
-                              hint="the file is not a Trainer state, or it was edited; copy it from the run again")
+            raise DoctorError(
+                f"{str(path)!r}: log_history[{i}] is {type(entry).__name__}, expected an object",
+                hint="the file is not a Trainer state, or it was edited; copy it from the run again",
+            )
         summary = any(k in entry for k in HF_SUMMARY_KEYS)
         rows.append(None if summary or not has_metric(entry) else entry)
     return rows
@@ -186,7 +199,8 @@ def _to_log(rows: list[dict[str, Any]], path: Path, fmt: str, skipped: int, step
         raise DoctorError(
             f"no training metrics in {str(path)!r} (read as {fmt}): no loss, grad_norm or learning_rate values",
             hint=f"expected names: {', '.join(ALIASES['loss'][:3])}, grad_norm, learning_rate/lr; "
-                 f"force another format with --format ({', '.join(FORMATS[1:])})")
+            f"force another format with --format ({', '.join(FORMATS[1:])})",
+        )
     n = len(rows)
     values = {m: np.full(n, np.nan) for m in METRICS}
     logged = {m: np.zeros(n, dtype=bool) for m in METRICS}
@@ -212,9 +226,15 @@ def _to_log(rows: list[dict[str, Any]], path: Path, fmt: str, skipped: int, step
         step_known = False
     order = np.argsort(step, kind="stable")
     return TrainLog(
-        path=str(path), format=fmt, step=step[order], epoch=epoch[order],
-        values={m: v[order] for m, v in values.items()}, logged={m: v[order] for m, v in logged.items()},
-        x_label="step" if step_known else "log line", columns=columns, skipped_lines=skipped,
+        path=str(path),
+        format=fmt,
+        step=step[order],
+        epoch=epoch[order],
+        values={m: v[order] for m, v in values.items()},
+        logged={m: v[order] for m, v in logged.items()},
+        x_label="step" if step_known else "log line",
+        columns=columns,
+        skipped_lines=skipped,
     )
 
 
@@ -224,5 +244,6 @@ def _number(v: Any, path: Path, what: str, row: int) -> float:
     try:
         return float(v)
     except ValueError:
-        raise DoctorError(f"{str(path)!r} entry {row + 1}: {what} is {v!r}, expected a number",
-                          hint=_GARBLED) from None
+        raise DoctorError(
+            f"{str(path)!r} entry {row + 1}: {what} is {v!r}, expected a number", hint=_GARBLED
+        ) from None

@@ -23,20 +23,28 @@ def describe_schedule(log: TrainLog) -> tuple[str | None, Finding | None]:
     peak = float(lr.max())
     if peak <= 0:
         return "zero", Finding(
-            "lr_schedule", "warning", "the learning rate is 0 at every logged step",
+            "lr_schedule",
+            "warning",
+            "the learning rate is 0 at every logged step",
             f"learning_rate is 0 across {len(rows)} logs: the optimizer never moves the weights.",
-            ["Set a learning rate > 0; check the scheduler's warm-up (a warm-up longer than the run stays at 0) "
-             "and that the scheduler is stepped after the optimizer."],
-            steps=[float(x[0])], evidence={"learning_rate": [0.0]})
+            [
+                "Set a learning rate > 0; check the scheduler's warm-up (a warm-up longer than the run stays at 0) "
+                "and that the scheduler is stepped after the optimizer."
+            ],
+            steps=[float(x[0])],
+            evidence={"learning_rate": [0.0]},
+        )
     y = lr / peak
     p = int(np.argmax(y >= 1 - 1e-9))
     parts: list[str] = []
-    diffs = np.diff(y[:p + 1])
+    diffs = np.diff(y[: p + 1])
     warmup = p > 0 and y[0] < 0.95 and bool(np.mean(diffs >= -FLAT) >= 0.9)
     tail_y, tail_x = y[p:], x[p:]
     if warmup and len(tail_y) <= 1:
-        parts.append(f"warm-up still rising at the end of the log (lr {lr[0]:.3g} → {peak:.3g} over {p + 1} "
-                     "logs; the peak is not reached yet)")
+        parts.append(
+            f"warm-up still rising at the end of the log (lr {lr[0]:.3g} → {peak:.3g} over {p + 1} "
+            "logs; the peak is not reached yet)"
+        )
         warmup = False  # the whole description is the warm-up
     elif warmup:
         parts.append(f"warm-up over {p} logs (to {log.x_label} {x[p]:g}, lr {lr[0]:.3g} → {peak:.3g})")
@@ -49,11 +57,20 @@ def describe_schedule(log: TrainLog) -> tuple[str | None, Finding | None]:
         parts.append(classify_decay(tail_x - tail_x[0], tail_y) + f" (to {lr[-1]:.3g} at the last log)")
     shape = ", then ".join(parts) if warmup else parts[-1]
     return shape, Finding(
-        "lr_schedule", "info", f"learning-rate schedule: {shape}",
+        "lr_schedule",
+        "info",
+        f"learning-rate schedule: {shape}",
         f"learning_rate over {len(rows)} logs: first {lr[0]:.3g}, peak {peak:.3g} at {log.x_label} {x[p]:g}, "
         f"last {lr[-1]:.3g}.",
-        evidence={"shape": shape, "first": float(lr[0]), "peak": float(peak), "peak_at": float(x[p]),
-                  "last": float(lr[-1]), "warmup_logs": p if warmup else 0})
+        evidence={
+            "shape": shape,
+            "first": float(lr[0]),
+            "peak": float(peak),
+            "peak_at": float(x[p]),
+            "last": float(lr[-1]),
+            "warmup_logs": p if warmup else 0,
+        },
+    )
 
 
 def classify_decay(t: np.ndarray, y: np.ndarray) -> str:
@@ -62,8 +79,7 @@ def classify_decay(t: np.ndarray, y: np.ndarray) -> str:
     if np.mean(diffs <= FLAT * 0.1) < 0.9:
         return "irregular (goes up again: cyclic, restarts or a plateau scheduler)"
     moves = np.abs(diffs) > 1e-9  # a step schedule holds the lr exactly between its few, large drops
-    if (len(y) >= 6 and 1 <= moves.sum() <= max(4, 0.1 * len(diffs))
-            and np.all(np.abs(diffs[moves]) > FLAT)):
+    if len(y) >= 6 and 1 <= moves.sum() <= max(4, 0.1 * len(diffs)) and np.all(np.abs(diffs[moves]) > FLAT):
         drops = y[1:][moves] / y[:-1][moves]
         return f"step decay ({int(moves.sum())} drop{'s' if moves.sum() > 1 else ''}, ×{np.median(drops):.2g} each)"
     if t[-1] <= 0:

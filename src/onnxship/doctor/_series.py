@@ -16,6 +16,7 @@ __all__ = [
     "where_list",
 ]
 
+
 def finite_rows(log: TrainLog, metric: str, positive: bool = False) -> np.ndarray:
     v = log.values[metric]
     mask = log.logged[metric] & np.isfinite(v)
@@ -48,9 +49,13 @@ def where_list(log: TrainLog, rows: list[int] | np.ndarray, limit: int = 6) -> s
 
 def evidence(log: TrainLog, rows: list[int] | np.ndarray, metric: str, **extra: object) -> dict[str, object]:
     rows = [int(r) for r in rows]
-    return {"rows": rows, log.x_label.replace(" ", "_"): [float(log.step[r]) for r in rows],
-            "epoch": [float(log.epoch[r]) for r in rows],
-            metric: [float(log.values[metric][r]) for r in rows], **extra}
+    return {
+        "rows": rows,
+        log.x_label.replace(" ", "_"): [float(log.step[r]) for r in rows],
+        "epoch": [float(log.epoch[r]) for r in rows],
+        metric: [float(log.values[metric][r]) for r in rows],
+        **extra,
+    }
 
 
 def data_advice(log: TrainLog, row: int) -> str:
@@ -60,8 +65,10 @@ def data_advice(log: TrainLog, row: int) -> str:
     fractional = bool(np.any(np.isfinite(log.epoch) & (log.epoch != np.round(log.epoch))))
     if np.isfinite(epoch) and fractional:  # HF-style epoch progress (0.22 = 22% through the first epoch)
         frac = epoch - np.floor(epoch)
-        text += (f" ({frac:.0%} into epoch {int(np.floor(epoch)) + 1}; without shuffling that is around "
-                 f"{frac:.0%} of the dataset)")
+        text += (
+            f" ({frac:.0%} into epoch {int(np.floor(epoch)) + 1}; without shuffling that is around "
+            f"{frac:.0%} of the dataset)"
+        )
     if log.x_label == "step":
         text += "; re-run with the same seed and dump the inputs/labels of that step"
     return text + "."

@@ -56,8 +56,9 @@ def _load(model: Any) -> tuple[LoadedModel, bool]:
     from onnxship.spec._model import to_cpu_eval
 
     module = to_cpu_eval(module)
-    return LoadedModel(model=module, spec=None, weights_sha256=state_dict_sha256(module),
-                       torch_version=torch.__version__), was_training
+    return LoadedModel(
+        model=module, spec=None, weights_sha256=state_dict_sha256(module), torch_version=torch.__version__
+    ), was_training
 
 
 def _order_specs(specs: list[TensorSpec], binding: Binding) -> list[TensorSpec]:
@@ -104,8 +105,10 @@ def export(
     start = time.perf_counter()
     config = replace(config or ExportConfig(), **overrides) if overrides else (config or ExportConfig())
     if (sample_inputs is None) == (inputs is None):
-        raise ConfigError("give either sample_inputs or inputs (input specs)",
-                          hint="e.g. inputs=['input_sequence:batch=2 x seq=10:int64'] or sample_inputs=torch.randint(...)")
+        raise ConfigError(
+            "give either sample_inputs or inputs (input specs)",
+            hint="e.g. inputs=['input_sequence:batch=2 x seq=10:int64'] or sample_inputs=torch.randint(...)",
+        )
     loaded, restore_training = _load(model)
     module = loaded.model
     notes: list[str] = []
@@ -120,8 +123,10 @@ def export(
         notes += range_notes + bump_notes
         binding = bind_inputs(module, [s.name for s in specs])
         if binding.by_position:
-            notes.append(f"input names {list(binding.order)} do not match forward()'s parameters; bound by position "
-                         f"({', '.join(f'{k}->{v}' for k, v in binding.params.items())})")
+            notes.append(
+                f"input names {list(binding.order)} do not match forward()'s parameters; bound by position "
+                f"({', '.join(f'{k}->{v}' for k, v in binding.params.items())})"
+            )
         specs = _order_specs(specs, binding)
         if config.fp16:
             module = copy.deepcopy(module).half()  # the caller's model keeps its dtype
@@ -141,28 +146,45 @@ def _model_name(name: str | None, loaded: LoadedModel) -> str:
     return type(loaded.model).__name__.lower()
 
 
-def _run(module: torch.nn.Module, loaded: LoadedModel, specs: list[TensorSpec], values: dict[str, Any],
-         binding: Binding, config: ExportConfig, out: Path, name: str | None, notes: list[str],
-         start: float) -> ExportResult:
+def _run(
+    module: torch.nn.Module,
+    loaded: LoadedModel,
+    specs: list[TensorSpec],
+    values: dict[str, Any],
+    binding: Binding,
+    config: ExportConfig,
+    out: Path,
+    name: str | None,
+    notes: list[str],
+    start: float,
+) -> ExportResult:
     name = _model_name(name, loaded)
     if not name.replace("-", "_").replace(".", "_").isidentifier():
-        raise ConfigError(f"model name {name!r} is not usable as a file name",
-                          hint="use letters, digits, '-', '_' (pass --name)")
+        raise ConfigError(
+            f"model name {name!r} is not usable as a file name",
+            hint="use letters, digits, '-', '_' (pass --name)",
+        )
     torch_runner = TorchRunner(module, binding)
     try:
         ref = torch_runner.infer({k: v.numpy() for k, v in values.items()})
     except OnnxshipError:
         raise
     except Exception as exc:
-        raise ExportError(f"the model fails in PyTorch on the export inputs: {type(exc).__name__}: {exc}",
-                          hint="check the --input shapes and dtypes against forward()") from exc
+        raise ExportError(
+            f"the model fails in PyTorch on the export inputs: {type(exc).__name__}: {exc}",
+            hint="check the --input shapes and dtypes against forward()",
+        ) from exc
     n_out = len(ref)
     if n_out == 0:
-        raise ExportError("the model returned no tensors", hint="forward() must return a tensor or a tuple of them")
+        raise ExportError(
+            "the model returned no tensors", hint="forward() must return a tensor or a tuple of them"
+        )
     output_names = list(config.output_names) if config.output_names else [f"output_{i}" for i in range(n_out)]
     if len(output_names) != n_out:
-        raise ConfigError(f"{len(output_names)} output names given but the model returns {n_out} tensors",
-                          hint=f"give {n_out} names, e.g. {','.join(f'output_{i}' for i in range(n_out))}")
+        raise ConfigError(
+            f"{len(output_names)} output names given but the model returns {n_out} tensors",
+            hint=f"give {n_out} names, e.g. {','.join(f'output_{i}' for i in range(n_out))}",
+        )
     torch_runner.output_names = output_names
     tolerance = config.tolerance or PRECISION_TOLERANCES["fp16" if config.fp16 else "fp32"]
     points = sweep_points(specs)
@@ -178,22 +200,47 @@ def _run(module: torch.nn.Module, loaded: LoadedModel, specs: list[TensorSpec], 
             for strategy in strategies:
                 cache_key = None
                 if strategy == "dynamo" and config.strategy == "auto" and config.use_cache:
-                    cache_key = _cache.fingerprint(module, specs, config.opsets, dynamic, loaded.torch_version)
+                    cache_key = _cache.fingerprint(
+                        module, specs, config.opsets, dynamic, loaded.torch_version
+                    )
                     hit = _cache.recall(cache_key)
                     if hit:
-                        candidates.append(CandidateRecord(
-                            strategy="dynamo", opset=config.opsets[0], outcome="skipped", dynamic=dynamic,
-                            reason=f"cached: {hit['outcome']} for this model code on {hit.get('when')} "
-                                   f"({hit.get('reason')}); --no-cache tries again"))
+                        candidates.append(
+                            CandidateRecord(
+                                strategy="dynamo",
+                                opset=config.opsets[0],
+                                outcome="skipped",
+                                dynamic=dynamic,
+                                reason=f"cached: {hit['outcome']} for this model code on {hit.get('when')} "
+                                f"({hit.get('reason')}); --no-cache tries again",
+                            )
+                        )
                         continue
                 first = len(candidates)
-                winner = _try_strategy(strategy, dynamic, module, specs, values, binding, output_names, config,
-                                       work, torch_runner, tolerance, points, candidates)
+                winner = _try_strategy(
+                    strategy,
+                    dynamic,
+                    module,
+                    specs,
+                    values,
+                    binding,
+                    output_names,
+                    config,
+                    work,
+                    torch_runner,
+                    tolerance,
+                    points,
+                    candidates,
+                )
                 if cache_key and not winner and candidates[first:]:
                     last = candidates[-1]
                     if last.outcome in ("failed", "rejected"):
-                        _cache.remember(cache_key, last.outcome, last.reason,
-                                        sum(c.export_seconds + c.verify_seconds for c in candidates[first:]))
+                        _cache.remember(
+                            cache_key,
+                            last.outcome,
+                            last.reason,
+                            sum(c.export_seconds + c.verify_seconds for c in candidates[first:]),
+                        )
                 if winner:
                     break
             if winner:
@@ -213,22 +260,27 @@ def _run(module: torch.nn.Module, loaded: LoadedModel, specs: list[TensorSpec], 
                         observed.setdefault(o, []).append(shp)
         dest = out / f"{name}.onnx"
         metadata = _metadata(name, loaded, specs, output_names, record, static, config, used_points)
-        fixes, check_notes = finalize_model(cand_path, dest, metadata=metadata, observed=observed, specs=specs,
-                                            points=used_points)
+        fixes, check_notes = finalize_model(
+            cand_path, dest, metadata=metadata, observed=observed, specs=specs, points=used_points
+        )
         notes += check_notes
         final = onnx.load(str(dest), load_external_data=False)
         io = declared_io(final)
         if fixes:
-            notes.append("declared output dims corrected to match the sweep: "
-                         + ", ".join(f"{f.output}[{f.axis}] {f.declared!r} -> {f.fixed!r}" for f in fixes))
-        diagnostics = merge_diagnostics([d for c in candidates for d in c.diagnostics] + _note_diags(notes, static,
-                                                                                                     specs))
+            notes.append(
+                "declared output dims corrected to match the sweep: "
+                + ", ".join(f"{f.output}[{f.axis}] {f.declared!r} -> {f.fixed!r}" for f in fixes)
+            )
+        diagnostics = merge_diagnostics(
+            [d for c in candidates for d in c.diagnostics] + _note_diags(notes, static, specs)
+        )
         sidecar = {
             **metadata,
             "outputs": io["outputs"],
             "onnx_file": dest.name,
             "onnx_sha256": file_sha256(dest),
-            "size_bytes": dest.stat().st_size + sum(p.stat().st_size for p in dest.parent.glob(dest.name + ".data")),
+            "size_bytes": dest.stat().st_size
+            + sum(p.stat().st_size for p in dest.parent.glob(dest.name + ".data")),
             "candidates": [c.to_dict() | {"parity": None} for c in candidates],
             "dim_fixes": [f.to_dict() for f in fixes],
             "diagnostics": [d.to_dict() for d in diagnostics],
@@ -242,9 +294,20 @@ def _run(module: torch.nn.Module, loaded: LoadedModel, specs: list[TensorSpec], 
             for p in work.glob("*.onnx*"):
                 shutil.copy2(p, keep / p.name)
         return ExportResult(
-            name=name, path=dest, meta_path=meta_path, strategy=record.strategy, opset=record.opset, static=static,
-            inputs=specs, outputs=io["outputs"], candidates=candidates, diagnostics=diagnostics, metadata=metadata,
-            dim_fixes=[f.to_dict() for f in fixes], notes=notes, sha256=sidecar["onnx_sha256"],
+            name=name,
+            path=dest,
+            meta_path=meta_path,
+            strategy=record.strategy,
+            opset=record.opset,
+            static=static,
+            inputs=specs,
+            outputs=io["outputs"],
+            candidates=candidates,
+            diagnostics=diagnostics,
+            metadata=metadata,
+            dim_fixes=[f.to_dict() for f in fixes],
+            notes=notes,
+            sha256=sidecar["onnx_sha256"],
             seconds=time.perf_counter() - start,
         )
     finally:
@@ -255,32 +318,74 @@ def _note_diags(notes: list[str], static: bool, specs: list[TensorSpec]) -> list
     out = []
     for n in notes:
         if "export dummy uses" in n:
-            out.append(_diag("ONX140", "info", "dummy size bumped", n,
-                             "Nothing to do: onnxship exports with size 2 and still verifies size 1."))
+            out.append(
+                _diag(
+                    "ONX140",
+                    "info",
+                    "dummy size bumped",
+                    n,
+                    "Nothing to do: onnxship exports with size 2 and still verifies size 1.",
+                )
+            )
         elif "bound by position" in n:
-            out.append(_diag("ONX141", "info", "inputs bound by position", n,
-                             "Name inputs after forward()'s parameters to bind them by name."))
+            out.append(
+                _diag(
+                    "ONX141",
+                    "info",
+                    "inputs bound by position",
+                    n,
+                    "Name inputs after forward()'s parameters to bind them by name.",
+                )
+            )
         elif n.startswith("declared output dims corrected"):
-            out.append(_diag("ONX142", "warning", "declared output dims were wrong", n,
-                             "The exporter declared static output dims that vary; onnxship fixed the declaration. "
-                             "Tools that read declared shapes (Triton, MLflow signatures) now see the right dims."))
+            out.append(
+                _diag(
+                    "ONX142",
+                    "warning",
+                    "declared output dims were wrong",
+                    n,
+                    "The exporter declared static output dims that vary; onnxship fixed the declaration. "
+                    "Tools that read declared shapes (Triton, MLflow signatures) now see the right dims.",
+                )
+            )
     if static:
         dyn = sorted({d.name for s in specs for d in s.dims if d.name})
-        out.append(_diag("ONX150", "error", "STATIC export", f"no dynamic candidate verified; dims {dyn} are fixed "
-                         "at their export values", "The model only accepts the export shape. Fix the model "
-                         "(see the rejected candidates) to get dynamic dims back."))
+        out.append(
+            _diag(
+                "ONX150",
+                "error",
+                "STATIC export",
+                f"no dynamic candidate verified; dims {dyn} are fixed at their export values",
+                "The model only accepts the export shape. Fix the model "
+                "(see the rejected candidates) to get dynamic dims back.",
+            )
+        )
     return out
 
 
-def _try_strategy(strategy: str, dynamic: bool, module: torch.nn.Module, specs: list[TensorSpec],
-                  values: dict[str, Any], binding: Binding, output_names: list[str], config: ExportConfig,
-                  work: Path, torch_runner: TorchRunner, tolerance: Any, points: list[dict[str, int]],
-                  candidates: list[CandidateRecord]) -> tuple[CandidateRecord, Path] | None:
+def _try_strategy(
+    strategy: str,
+    dynamic: bool,
+    module: torch.nn.Module,
+    specs: list[TensorSpec],
+    values: dict[str, Any],
+    binding: Binding,
+    output_names: list[str],
+    config: ExportConfig,
+    work: Path,
+    torch_runner: TorchRunner,
+    tolerance: Any,
+    points: list[dict[str, int]],
+    candidates: list[CandidateRecord],
+) -> tuple[CandidateRecord, Path] | None:
     for opset in config.opsets:
         rec = CandidateRecord(strategy=strategy, opset=opset, outcome="failed", dynamic=dynamic)
         candidates.append(rec)
         if strategy == "torchscript" and opset > TORCHSCRIPT_MAX_OPSET:
-            rec.outcome, rec.reason = "skipped", f"the TorchScript exporter supports opset <= {TORCHSCRIPT_MAX_OPSET}"
+            rec.outcome, rec.reason = (
+                "skipped",
+                f"the TorchScript exporter supports opset <= {TORCHSCRIPT_MAX_OPSET}",
+            )
             continue
         path = work / f"{strategy}-{opset}-{'dyn' if dynamic else 'static'}.onnx"
         call = ExportCall(module, values, binding, specs, output_names, opset, path, dynamic=dynamic)
@@ -292,18 +397,23 @@ def _try_strategy(strategy: str, dynamic: bool, module: torch.nn.Module, specs: 
                 error = None
             except Exception as exc:  # exporter failures are data here: classified and recorded
                 if is_disk_full(exc):  # not the model's fault: no other candidate would fit either
-                    raise ExportError(f"cannot write {path.name} to {str(work)!r}: no space left on device",
-                                      hint="free space there (or ship to a bigger disk with --releases) and run "
-                                           "again") from None
+                    raise ExportError(
+                        f"cannot write {path.name} to {str(work)!r}: no space left on device",
+                        hint="free space there (or ship to a bigger disk with --releases) and run again",
+                    ) from None
                 error = exc
         rec.export_seconds = time.perf_counter() - t0
         rec.diagnostics = cap.diagnostics()
         if error is not None:
-            d = classify(f"{type(error).__name__}: {error}", type(error).__name__, source="exception",
-                         stage=rec.label)
+            d = classify(
+                f"{type(error).__name__}: {error}", type(error).__name__, source="exception", stage=rec.label
+            )
             rec.diagnostics = merge_diagnostics(rec.diagnostics + [d])
-            rec.reason = (f"export failed: {d.message}" if d.code != "ONX199"
-                          else f"export failed: {type(error).__name__}: {d.message}")
+            rec.reason = (
+                f"export failed: {d.message}"
+                if d.code != "ONX199"
+                else f"export failed: {type(error).__name__}: {d.message}"
+            )
             unsupported = d.code == "ONX107"
             if unsupported:
                 continue  # an operator missing at this opset: try the next one
@@ -322,8 +432,17 @@ def _try_strategy(strategy: str, dynamic: bool, module: torch.nn.Module, specs: 
             rec.specialized = specialized_dims(model, specs)
             if rec.specialized:
                 rec.reason = "requested dynamic dims were made static: " + "; ".join(rec.specialized)
-                rec.diagnostics = merge_diagnostics(rec.diagnostics + [classify(
-                    "Constraints violated: dynamic dim specialized", None, source="onnxship", stage=rec.label)])
+                rec.diagnostics = merge_diagnostics(
+                    rec.diagnostics
+                    + [
+                        classify(
+                            "Constraints violated: dynamic dim specialized",
+                            None,
+                            source="onnxship",
+                            stage=rec.label,
+                        )
+                    ]
+                )
                 return None
         t1 = time.perf_counter()
         try:
@@ -334,8 +453,9 @@ def _try_strategy(strategy: str, dynamic: bool, module: torch.nn.Module, specs: 
             return None
         if config.verify:
             use_points = points if dynamic else [points[0]]
-            parity: ParityResult = check_parity(torch_runner, ort_runner, specs, tolerance=tolerance,
-                                                points=use_points, seed=config.seed)
+            parity: ParityResult = check_parity(
+                torch_runner, ort_runner, specs, tolerance=tolerance, points=use_points, seed=config.seed
+            )
         else:
             parity = ParityResult(passed=True, checks=[], reason="verification disabled")
         rec.parity = parity
@@ -356,36 +476,60 @@ def _try_strategy(strategy: str, dynamic: bool, module: torch.nn.Module, specs: 
     return None
 
 
-def _precision_gate(path: Path, module: torch.nn.Module, specs: list[TensorSpec], config: ExportConfig) -> Any:
+def _precision_gate(
+    path: Path, module: torch.nn.Module, specs: list[TensorSpec], config: ExportConfig
+) -> Any:
     """The verification engine's precision-aware gate (MSE, cosine, task agreement) on random samples.
 
     The shape sweep above proves the dims; this proves the numbers under the same policy `onnxship verify` uses.
     """
     from onnxship.verify import VerifyConfig, verify
 
-    vconfig = VerifyConfig(precision="fp16" if config.fp16 else "fp32", task=config.task, sweep=False,
-                           sample_count=config.gate_samples, synthetic_count=config.gate_samples,
-                           batch_size=max(1, config.gate_samples), seed=config.seed + 1000,
-                           tolerance=config.tolerance)
+    vconfig = VerifyConfig(
+        precision="fp16" if config.fp16 else "fp32",
+        task=config.task,
+        sweep=False,
+        sample_count=config.gate_samples,
+        synthetic_count=config.gate_samples,
+        batch_size=max(1, config.gate_samples),
+        seed=config.seed + 1000,
+        tolerance=config.tolerance,
+    )
     return verify(path, model=module, inputs=specs, config=vconfig)
 
 
-def _no_candidate_error(candidates: list[CandidateRecord], has_dynamic: bool, config: ExportConfig) -> ExportError:
+def _no_candidate_error(
+    candidates: list[CandidateRecord], has_dynamic: bool, config: ExportConfig
+) -> ExportError:
     lines = [f"{c.label}: {c.outcome} — {c.reason}" for c in candidates]
     hint = "see the candidates above; each reason says what failed"
     if has_dynamic and not config.allow_static:
-        hint = ("no candidate kept the dynamic dims working; fix the model (see reasons), or pass --allow-static to "
-                "accept a static model (recorded loudly)")
-    return ExportError("no export candidate produced a verified ONNX model:\n  " + "\n  ".join(lines), hint=hint,
-                       candidates=candidates)
+        hint = (
+            "no candidate kept the dynamic dims working; fix the model (see reasons), or pass --allow-static to "
+            "accept a static model (recorded loudly)"
+        )
+    return ExportError(
+        "no export candidate produced a verified ONNX model:\n  " + "\n  ".join(lines),
+        hint=hint,
+        candidates=candidates,
+    )
 
 
-def _metadata(name: str, loaded: LoadedModel, specs: list[TensorSpec], output_names: list[str],
-              record: CandidateRecord, static: bool, config: ExportConfig,
-              points: list[dict[str, int]]) -> dict[str, Any]:
+def _metadata(
+    name: str,
+    loaded: LoadedModel,
+    specs: list[TensorSpec],
+    output_names: list[str],
+    record: CandidateRecord,
+    static: bool,
+    config: ExportConfig,
+    points: list[dict[str, int]],
+) -> dict[str, Any]:
     import onnxruntime
 
-    dyn_in = {s.name: {str(a): n for a, n in s.dynamic_axes.items()} for s in specs if s.dynamic_axes and not static}
+    dyn_in = {
+        s.name: {str(a): n for a, n in s.dynamic_axes.items()} for s in specs if s.dynamic_axes and not static
+    }
     meta: dict[str, Any] = {
         "onnxship_version": __version__,
         "model_name": name,

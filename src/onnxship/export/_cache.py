@@ -46,12 +46,19 @@ def _class_source(cls: type) -> str:
         return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def fingerprint(module: torch.nn.Module, specs: list[TensorSpec], opsets: tuple[int, ...], dynamic: bool,
-                torch_version: str) -> str:
+def fingerprint(
+    module: torch.nn.Module,
+    specs: list[TensorSpec],
+    opsets: tuple[int, ...],
+    dynamic: bool,
+    torch_version: str,
+) -> str:
     """A key for "this model code, exported with these specs": user classes' source, structure, specs, versions."""
     h = hashlib.sha256()
-    user_classes = sorted({type(m) for m in module.modules() if not type(m).__module__.startswith("torch.")},
-                          key=lambda c: f"{c.__module__}.{c.__qualname__}")
+    user_classes = sorted(
+        {type(m) for m in module.modules() if not type(m).__module__.startswith("torch.")},
+        key=lambda c: f"{c.__module__}.{c.__qualname__}",
+    )
     for cls in user_classes:
         h.update(_class_source(cls).encode())
     h.update(repr(module).encode())
@@ -78,7 +85,14 @@ def remember(key: str, outcome: str, reason: str | None, seconds: float) -> None
     try:
         path = _path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, {"outcome": outcome, "reason": reason, "seconds": round(seconds, 3),
-                                 "when": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ")})
+        atomic_write_json(
+            path,
+            {
+                "outcome": outcome,
+                "reason": reason,
+                "seconds": round(seconds, 3),
+                "when": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+        )
     except OSError:
         pass

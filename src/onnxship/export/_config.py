@@ -34,21 +34,29 @@ class ExportConfig:
     seed: int = 0  # seed of generated inputs
     keep_candidates: bool = False  # keep rejected candidate files under <out>/candidates/
     verify: bool = True  # run the shape-sweep parity gate on each candidate (False only for benchmarks)
-    task: str | None = None  # classification | detection | sequence: adds task agreement to the candidate gate
+    task: str | None = (
+        None  # classification | detection | sequence: adds task agreement to the candidate gate
+    )
     gate_samples: int = 16  # random samples the precision-aware gate compares at the export shape
-    use_cache: bool = True  # auto: skip a dynamo attempt that already failed for the same model code (_cache.py)
+    use_cache: bool = (
+        True  # auto: skip a dynamo attempt that already failed for the same model code (_cache.py)
+    )
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_CHOICES:
-            raise ConfigError(f"unknown export strategy {self.strategy!r}",
-                              hint=f"valid strategies: {', '.join(STRATEGY_CHOICES)}")
+            raise ConfigError(
+                f"unknown export strategy {self.strategy!r}",
+                hint=f"valid strategies: {', '.join(STRATEGY_CHOICES)}",
+            )
         self.opsets = tuple(int(o) for o in self.opsets)
         if not self.opsets:
             raise ConfigError("no opset given", hint="e.g. --opset 17 (default: 17 then 18)")
         top = onnx.defs.onnx_opset_version()
         for o in self.opsets:
             if not MIN_OPSET <= o <= top:
-                raise ConfigError(f"unknown opset {o}", hint=f"valid opsets: {MIN_OPSET}..{top} (default 17, then 18)")
+                raise ConfigError(
+                    f"unknown opset {o}", hint=f"valid opsets: {MIN_OPSET}..{top} (default 17, then 18)"
+                )
         if self.output_names is not None:
             self.output_names = tuple(self.output_names)
             if len(set(self.output_names)) != len(self.output_names):
@@ -69,7 +77,9 @@ class CandidateRecord:
     specialized: list[str] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     parity: ParityResult | None = None
-    gate: dict[str, Any] | None = None  # the precision-aware verification report (onnxship.verify) of the candidate
+    gate: dict[str, Any] | None = (
+        None  # the precision-aware verification report (onnxship.verify) of the candidate
+    )
 
     @property
     def label(self) -> str:
@@ -77,13 +87,19 @@ class CandidateRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "strategy": self.strategy, "opset": self.opset, "dynamic": self.dynamic, "outcome": self.outcome,
-            "reason": self.reason, "export_seconds": round(self.export_seconds, 3),
-            "verify_seconds": round(self.verify_seconds, 3), "specialized": self.specialized,
+            "strategy": self.strategy,
+            "opset": self.opset,
+            "dynamic": self.dynamic,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "export_seconds": round(self.export_seconds, 3),
+            "verify_seconds": round(self.verify_seconds, 3),
+            "specialized": self.specialized,
             "diagnostics": [d.to_dict() for d in self.diagnostics],
             "parity": self.parity.to_dict() if self.parity else None,
-            "gate": None if self.gate is None else {k: self.gate.get(k) for k in
-                                                    ("passed", "failure_reason", "precision", "task", "outputs")},
+            "gate": None
+            if self.gate is None
+            else {k: self.gate.get(k) for k in ("passed", "failure_reason", "precision", "task", "outputs")},
         }
 
 
@@ -113,10 +129,19 @@ class ExportResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "path": str(self.path), "meta_path": str(self.meta_path), "strategy": self.strategy,
-            "opset": self.opset, "static": self.static, "sha256": self.sha256, "seconds": round(self.seconds, 3),
-            "inputs": [s.to_dict() for s in self.inputs], "outputs": self.outputs,
+            "name": self.name,
+            "path": str(self.path),
+            "meta_path": str(self.meta_path),
+            "strategy": self.strategy,
+            "opset": self.opset,
+            "static": self.static,
+            "sha256": self.sha256,
+            "seconds": round(self.seconds, 3),
+            "inputs": [s.to_dict() for s in self.inputs],
+            "outputs": self.outputs,
             "candidates": [c.to_dict() for c in self.candidates],
-            "diagnostics": [d.to_dict() for d in self.diagnostics], "dim_fixes": self.dim_fixes,
-            "notes": self.notes, "metadata": self.metadata,
+            "diagnostics": [d.to_dict() for d in self.diagnostics],
+            "dim_fixes": self.dim_fixes,
+            "notes": self.notes,
+            "metadata": self.metadata,
         }

@@ -43,123 +43,183 @@ class DiagnosticRule:
 # Codes ONX101-ONX139 classify exporter messages; ONX140-ONX159 are onnxship's own export notes (export/_api.py).
 RULES: tuple[DiagnosticRule, ...] = (
     DiagnosticRule(
-        "ONX101", "python value from a tensor frozen by tracing",
-        r"Converting a tensor to a Python (boolean|number|integer|float|index)", "warning",
+        "ONX101",
+        "python value from a tensor frozen by tracing",
+        r"Converting a tensor to a Python (boolean|number|integer|float|index)",
+        "warning",
         "TorchScript tracing turned a tensor into a Python value (bool(x), int(x), float(x.shape[..]), `if tensor:`);"
         " the value is baked in at the traced shape. It is harmless when it does not depend on input values or "
         "dynamic dims; onnxship's shape sweep decides. If the sweep fails, keep shapes as tensors "
         "(x.size(1) without float()/int()) or use torch.where instead of Python branches.",
-        "TracerWarning"),
+        "TracerWarning",
+    ),
     DiagnosticRule(
-        "ONX102", "torch.tensor() constant baked into the trace",
-        r"torch\.tensor results are registered as constants", "info",
+        "ONX102",
+        "torch.tensor() constant baked into the trace",
+        r"torch\.tensor results are registered as constants",
+        "info",
         "torch.tensor(...) inside forward() becomes a constant in the trace. torch.tensor(x.shape[1]) alone stayed "
         "dynamic in measurements, so this is often a false alarm; the shape sweep verifies it. Prefer tensor ops "
-        "(x.new_tensor, torch.full_like) for values that depend on inputs."),
+        "(x.new_tensor, torch.full_like) for values that depend on inputs.",
+    ),
     DiagnosticRule(
-        "ONX103", "shape value frozen by tracing",
+        "ONX103",
+        "shape value frozen by tracing",
         r"(Iterating over a tensor|trace might not generalize|Converting a tensor to a NumPy array|"
-        r"is treated as a constant|will be treated as a constant)", "warning",
+        r"is treated as a constant|will be treated as a constant)",
+        "warning",
         "Tracing recorded a concrete shape or value. Run-time inputs of other shapes may give wrong results; the "
-        "shape sweep checks it. Avoid Python loops over tensors and numpy conversions inside forward()."),
+        "shape sweep checks it. Avoid Python loops over tensors and numpy conversions inside forward().",
+    ),
     DiagnosticRule(
-        "ONX104", "legacy TorchScript exporter deprecation",
+        "ONX104",
+        "legacy TorchScript exporter deprecation",
         r"(legacy TorchScript-based ONNX export|TorchScript-based ONNX export.*deprecated|"
-        r"torch\.onnx\.dynamo_export is deprecated|The feature will be removed)", "noise",
+        r"torch\.onnx\.dynamo_export is deprecated|The feature will be removed)",
+        "noise",
         "The TorchScript exporter is deprecated but still the most robust fallback. onnxship tries the dynamo "
-        "exporter first and records why it fell back; nothing to do unless you want dynamo to win."),
+        "exporter first and records why it fell back; nothing to do unless you want dynamo to win.",
+    ),
     DiagnosticRule(
-        "ONX105", "RNN batch-size warning",
-        r"batch_size other than 1.*(LSTM|GRU|RNN)|with LSTM can cause an error", "info",
+        "ONX105",
+        "RNN batch-size warning",
+        r"batch_size other than 1.*(LSTM|GRU|RNN)|with LSTM can cause an error",
+        "info",
         "The TorchScript exporter warns about LSTM/GRU with batch > 1 and variable length. Measured: a false alarm "
-        "every time it was checked; the shape sweep runs the model at other batch sizes to prove it."),
+        "every time it was checked; the shape sweep runs the model at other batch sizes to prove it.",
+    ),
     DiagnosticRule(
-        "ONX106", "Slice constant folding",
-        r"(Constant folding.*Slice|Slice.*constant folding|only steps=1 can be constant folded)", "info",
-        "Constant folding skipped a Slice with steps > 1. The op stays in the graph; only a tiny speed cost."),
+        "ONX106",
+        "Slice constant folding",
+        r"(Constant folding.*Slice|Slice.*constant folding|only steps=1 can be constant folded)",
+        "info",
+        "Constant folding skipped a Slice with steps > 1. The op stays in the graph; only a tiny speed cost.",
+    ),
     DiagnosticRule(
-        "ONX107", "operator has no ONNX implementation (dynamo)",
+        "ONX107",
+        "operator has no ONNX implementation (dynamo)",
         r"(No ONNX function found|Unsupported FX nodes|is not supported in opset|UnsupportedOperatorError|"
-        r"Exporting the operator .* is not supported|has no ONNX function)", "error",
+        r"Exporting the operator .* is not supported|has no ONNX function)",
+        "error",
         "The exporter has no ONNX translation for an operator at this opset. onnxship retries with the next opset "
         "and then the other exporter. If all fail, replace the op in forward() or register a custom translation "
-        "(torch.onnx.export(custom_translation_table=...))."),
+        "(torch.onnx.export(custom_translation_table=...)).",
+    ),
     DiagnosticRule(
-        "ONX108", "data-dependent control flow",
+        "ONX108",
+        "data-dependent control flow",
         r"(GuardOnDataDependentSymNode|data[- ]dependent|Could not guard on data-dependent|"
-        r"could not extract specialized integer from data-dependent)", "error",
+        r"could not extract specialized integer from data-dependent)",
+        "error",
         "forward() branches on tensor values (a Python `if` on data). torch.export cannot trace it: rewrite it with "
         "torch.where, or torch.cond (dynamo only). The TorchScript fallback records only the branch taken at "
-        "export time, which the sweep checks with other data."),
+        "export time, which the sweep checks with other data.",
+    ),
     DiagnosticRule(
-        "ONX109", "dynamic dim specialized by torch.export",
+        "ONX109",
+        "dynamic dim specialized by torch.export",
         r"(Constraints violated|specialized|Not all values of .* satisfy the generated guard|"
-        r"marked as dynamic but|suggested fixes|0/1 specialization)", "error",
+        r"marked as dynamic but|suggested fixes|0/1 specialization)",
+        "error",
         "torch.export proved a dim you asked to be dynamic is constant (often a batch-1 example, or the dim used in "
         "Python arithmetic like float(x.shape[1])). The dynamo ONNX exporter then silently exports it static. "
         "Use an export value ≥ 2 for dynamic dims and keep shape math in tensor ops; onnxship compares the "
-        "exported input dims with the requested ones and rejects such candidates."),
+        "exported input dims with the requested ones and rejects such candidates.",
+    ),
     DiagnosticRule(
-        "ONX110", "copy construct from a tensor",
-        r"To copy construct from a tensor, use sourceTensor\.clone\(\)\.detach\(\)", "warning",
+        "ONX110",
+        "copy construct from a tensor",
+        r"To copy construct from a tensor, use sourceTensor\.clone\(\)\.detach\(\)",
+        "warning",
         "forward() calls torch.tensor(t) on a tensor. Under tracing this may bake the value in as a constant. "
-        "Use t.clone().detach() (or t.to(dtype)) instead."),
+        "Use t.clone().detach() (or t.to(dtype)) instead.",
+    ),
     DiagnosticRule(
-        "ONX111", "internal exporter FutureWarning",
+        "ONX111",
+        "internal exporter FutureWarning",
         r"(_check_is_size will be removed|isinstance\(treespec, LeafSpec\)|guard_size_oblivious|"
-        r"torch\._dynamo|pytree|LeafSpec)", "noise",
-        "An internal deprecation inside torch's exporter. Not about your model; nothing to do."),
+        r"torch\._dynamo|pytree|LeafSpec)",
+        "noise",
+        "An internal deprecation inside torch's exporter. Not about your model; nothing to do.",
+    ),
     DiagnosticRule(
-        "ONX112", "opset raised by the dynamo exporter",
+        "ONX112",
+        "opset raised by the dynamo exporter",
         r"(Setting ONNX exporter to use operator set version|version conversion is not supported|"
-        r"Automatic version conversion)", "info",
+        r"Automatic version conversion)",
+        "info",
         "The dynamo exporter implements opset ≥ 18 and converts down to the requested opset. If your runtime "
-        "supports opset 18 (onnxruntime ≥ 1.14 does), ask for --opset 18 to skip the conversion."),
+        "supports opset 18 (onnxruntime ≥ 1.14 does), ask for --opset 18 to skip the conversion.",
+    ),
     DiagnosticRule(
-        "ONX113", "tensor attributes assigned during export",
-        r"were assigned during export\. Such attributes must be registered as buffers", "noise",
+        "ONX113",
+        "tensor attributes assigned during export",
+        r"were assigned during export\. Such attributes must be registered as buffers",
+        "noise",
         "torch.export noticed module attributes set in forward() (nn.LSTM's flat weights do this). Harmless for "
-        "built-in RNNs; for your own modules, register such tensors with register_buffer()."),
+        "built-in RNNs; for your own modules, register such tensors with register_buffer().",
+    ),
     DiagnosticRule(
-        "ONX114", "dim name not used",
-        r"axis name .* will not be used|dynamic_axes.*will not be used", "info",
+        "ONX114",
+        "dim name not used",
+        r"axis name .* will not be used|dynamic_axes.*will not be used",
+        "info",
         "One named dim is shared across inputs; torch.export names it after the first input. The shapes still "
-        "agree; nothing to do."),
+        "agree; nothing to do.",
+    ),
     DiagnosticRule(
-        "ONX115", "optional dependency skipped by the exporter",
-        r"torchvision is not installed\. Skipping", "noise",
+        "ONX115",
+        "optional dependency skipped by the exporter",
+        r"torchvision is not installed\. Skipping",
+        "noise",
         "The exporter skips translations for torchvision ops because torchvision is not installed. Only matters "
-        "for models that call torchvision.ops (nms, roi_align)."),
+        "for models that call torchvision.ops (nms, roi_align).",
+    ),
     DiagnosticRule(
-        "ONX116", "model too large for one protobuf",
-        r"(exceeds.*2 ?GB|larger than 2GB|ByteSize|external data)", "info",
+        "ONX116",
+        "model too large for one protobuf",
+        r"(exceeds.*2 ?GB|larger than 2GB|ByteSize|external data)",
+        "info",
         "The model is above protobuf's 2 GB limit; onnxship stores weights as external data beside the .onnx "
-        "(<name>.onnx.data). Ship both files together."),
+        "(<name>.onnx.data). Ship both files together.",
+    ),
     DiagnosticRule(
-        "ONX117", "keyword inputs turned into graph inputs",
-        r"(multiple values for argument|got an unexpected keyword argument)", "error",
+        "ONX117",
+        "keyword inputs turned into graph inputs",
+        r"(multiple values for argument|got an unexpected keyword argument)",
+        "error",
         "The exporter mixed positional and keyword inputs. onnxship binds named inputs to forward()'s parameters "
-        "by name; pass only the inputs the graph needs and give other forward() arguments defaults."),
+        "by name; pass only the inputs the graph needs and give other forward() arguments defaults.",
+    ),
     # The dynamo exporter's own summary line for each of its three steps (torch/onnx/_internal/exporter/_core.py).
     # Seen in saved logs (`doctor export-log`): "TorchExportError: Failed to export ..." has no "error" word
     # boundary, so without these rules the one line naming the failed step was dropped as progress output.
     DiagnosticRule(
-        "ONX118", "dynamo step 1/3 failed: torch.export could not capture the model",
-        r"Failed to export the model with torch\.export", "error",
+        "ONX118",
+        "dynamo step 1/3 failed: torch.export could not capture the model",
+        r"Failed to export the model with torch\.export",
+        "error",
         "torch.export could not trace forward(); the cause is the exception summary that follows it in the log "
         "(often a data-dependent branch, ONX108). onnxship falls back to the TorchScript exporter; to let dynamo "
-        "win, rewrite the construct the cause names (see the torch.export exportdb)."),
+        "win, rewrite the construct the cause names (see the torch.export exportdb).",
+    ),
     DiagnosticRule(
-        "ONX119", "dynamo step 2/3 failed: decomposition",
-        r"Failed to decompose the FX graph for ONNX compatibility", "error",
+        "ONX119",
+        "dynamo step 2/3 failed: decomposition",
+        r"Failed to decompose the FX graph for ONNX compatibility",
+        "error",
         "torch.export captured the model but decomposing it to core ATen ops failed (e.g. a view of an "
         "incompatible shape). onnxship falls back to the TorchScript exporter; try another opset or simplify the "
-        "op named in the log."),
+        "op named in the log.",
+    ),
     DiagnosticRule(
-        "ONX120", "dynamo step 3/3 failed: ONNX translation",
-        r"Failed to convert the exported program to an ONNX model", "error",
+        "ONX120",
+        "dynamo step 3/3 failed: ONNX translation",
+        r"Failed to convert the exported program to an ONNX model",
+        "error",
         "The graph was captured but an op has no ONNX translation at this opset (see ONX107). onnxship retries "
-        "with the next opset, then the TorchScript exporter; or register a custom translation."),
+        "with the next opset, then the TorchScript exporter; or register a custom translation.",
+    ),
 )
 
 _COMPILED = [(r, re.compile(r.pattern, re.IGNORECASE | re.DOTALL)) for r in RULES]
@@ -185,13 +245,20 @@ class Diagnostic:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "code": self.code, "severity": self.severity, "title": self.title, "message": self.message,
-            "advice": self.advice, "source": self.source, "count": self.count, "stage": self.stage,
+            "code": self.code,
+            "severity": self.severity,
+            "title": self.title,
+            "message": self.message,
+            "advice": self.advice,
+            "source": self.source,
+            "count": self.count,
+            "stage": self.stage,
         }
 
 
-def classify(message: str, category: str | None = None, *, source: str = "warning",
-             stage: str | None = None) -> Diagnostic:
+def classify(
+    message: str, category: str | None = None, *, source: str = "warning", stage: str | None = None
+) -> Diagnostic:
     """Classify one message; unknown messages become ONX199 (info) with the raw text kept.
 
     For a multi-line message (an exception with a traceback-like body) the line that matched is reported.
@@ -204,13 +271,29 @@ def classify(message: str, category: str | None = None, *, source: str = "warnin
         if m:
             start = message.rfind("\n", 0, m.start()) + 1
             line = message[start:].split("\n", 1)[0]
-            return Diagnostic(rule.code, rule.severity, rule.title, _first_line(line or message), rule.advice,
-                              source, stage=stage)
-    severity = "warning" if category and "Warning" in category and category not in (
-        "FutureWarning", "DeprecationWarning") else "info"
-    return Diagnostic("ONX199", severity, "unclassified message", _first_line(message),
-                      "Not a known exporter pattern. If the shape sweep passes, the export is verified anyway.",
-                      source, stage=stage)
+            return Diagnostic(
+                rule.code,
+                rule.severity,
+                rule.title,
+                _first_line(line or message),
+                rule.advice,
+                source,
+                stage=stage,
+            )
+    severity = (
+        "warning"
+        if category and "Warning" in category and category not in ("FutureWarning", "DeprecationWarning")
+        else "info"
+    )
+    return Diagnostic(
+        "ONX199",
+        severity,
+        "unclassified message",
+        _first_line(message),
+        "Not a known exporter pattern. If the shape sweep passes, the export is verified anyway.",
+        source,
+        stage=stage,
+    )
 
 
 def _first_line(message: str, limit: int = 300) -> str:
@@ -263,11 +346,18 @@ class Capture:
 
 
 @contextlib.contextmanager
-def capture_diagnostics(stage: str | None = None,
-                        loggers: tuple[str, ...] = ("", "torch", "onnxscript", "torch.onnx",
-                                                    "torch.onnx._internal.exporter._compat",
-                                                    "torch.onnx._internal.exporter._registration",
-                                                    "onnxscript.version_converter")) -> Iterator[Capture]:
+def capture_diagnostics(
+    stage: str | None = None,
+    loggers: tuple[str, ...] = (
+        "",
+        "torch",
+        "onnxscript",
+        "torch.onnx",
+        "torch.onnx._internal.exporter._compat",
+        "torch.onnx._internal.exporter._registration",
+        "onnxscript.version_converter",
+    ),
+) -> Iterator[Capture]:
     """Record every warning, WARNING+ log line and Python-level print inside the block; none reaches the console.
 
     The loggers' own handlers (torch installs some) are detached for the duration and restored afterwards.
@@ -278,8 +368,11 @@ def capture_diagnostics(stage: str | None = None,
     handler = _ListHandler(cap.logs)
     saved: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
     known = logging.root.manager.loggerDict
-    extra = [n for n, lg in list(known.items()) if isinstance(lg, logging.Logger) and lg.handlers
-             and n.startswith(("torch", "onnxscript", "onnx_ir"))]
+    extra = [
+        n
+        for n, lg in list(known.items())
+        if isinstance(lg, logging.Logger) and lg.handlers and n.startswith(("torch", "onnxscript", "onnx_ir"))
+    ]
     for name in dict.fromkeys([*loggers, *extra]):
         lg = logging.getLogger(name)
         saved.append((lg, list(lg.handlers), lg.propagate))
@@ -307,7 +400,8 @@ def capture_diagnostics(stage: str | None = None,
 
 
 _LOG_LINE = re.compile(
-    r"^(?:(?P<file>[^\s:]+\.py):\d+:\s*)?(?P<cat>[A-Z][A-Za-z]*(?:Warning|Error))?:?\s*(?P<msg>.*)$")
+    r"^(?:(?P<file>[^\s:]+\.py):\d+:\s*)?(?P<cat>[A-Z][A-Za-z]*(?:Warning|Error))?:?\s*(?P<msg>.*)$"
+)
 
 
 def classify_log(text: str, *, stage: str | None = None) -> list[Diagnostic]:
@@ -320,7 +414,9 @@ def classify_log(text: str, *, stage: str | None = None) -> list[Diagnostic]:
         m = _LOG_LINE.match(line)
         cat = m["cat"] if m and m["cat"] else None
         d = classify(line, cat, source="log", stage=stage)
-        if d.code == "ONX199" and not (cat or re.search(r"\b(warn|warning|error|W\d{4})\b", line, re.IGNORECASE)):
+        if d.code == "ONX199" and not (
+            cat or re.search(r"\b(warn|warning|error|W\d{4})\b", line, re.IGNORECASE)
+        ):
             continue  # plain progress output, not a diagnostic
         items.append(d)
     return merge_diagnostics(items)

@@ -25,7 +25,9 @@ _DYN = re.compile(r"^\s*([A-Za-z_]\w*)\s*(?:\.\.\s*(\d+))?\s*$")
 def _torch_dtype_name(t: torch.Tensor) -> str:
     name = str(t.dtype).replace("torch.", "")
     if name not in DTYPES:
-        raise ConfigError(f"sample input dtype {t.dtype} is not supported", hint=f"supported: {', '.join(DTYPES)}")
+        raise ConfigError(
+            f"sample input dtype {t.dtype} is not supported", hint=f"supported: {', '.join(DTYPES)}"
+        )
     return name
 
 
@@ -37,18 +39,26 @@ def _normalise_samples(sample_inputs: Any) -> dict[str, Any]:
     if isinstance(sample_inputs, dict):
         bad = {k: type(v).__name__ for k, v in sample_inputs.items() if not isinstance(v, torch.Tensor)}
         if bad:
-            raise ConfigError(f"sample inputs must be tensors; got {bad}", hint="pass torch tensors (dict values)")
+            raise ConfigError(
+                f"sample inputs must be tensors; got {bad}", hint="pass torch tensors (dict values)"
+            )
         return dict(sample_inputs)
     if isinstance(sample_inputs, (tuple, list)):
         bad_i = [type(v).__name__ for v in sample_inputs if not isinstance(v, torch.Tensor)]
         if bad_i:
-            raise ConfigError(f"sample inputs must be tensors; got {bad_i}",
-                              hint="pass a tensor, a tuple of tensors or a dict name -> tensor")
+            raise ConfigError(
+                f"sample inputs must be tensors; got {bad_i}",
+                hint="pass a tensor, a tuple of tensors or a dict name -> tensor",
+            )
         return {f"input_{i}": v for i, v in enumerate(sample_inputs)}
-    raise ConfigError(f"sample inputs must be a tensor, a tuple of tensors or a dict; got {type(sample_inputs).__name__}")
+    raise ConfigError(
+        f"sample inputs must be a tensor, a tuple of tensors or a dict; got {type(sample_inputs).__name__}"
+    )
 
 
-def specs_from_samples(sample_inputs: Any, dynamic: dict[str, dict[int, str]] | None) -> tuple[list[TensorSpec], dict[str, Any]]:
+def specs_from_samples(
+    sample_inputs: Any, dynamic: dict[str, dict[int, str]] | None
+) -> tuple[list[TensorSpec], dict[str, Any]]:
     """TensorSpecs (and the tensors by name) from sample tensors plus ``dynamic={input: {axis: "name[..max]"}}``."""
     samples = _normalise_samples(sample_inputs)
     dynamic = dict(dynamic or {})
@@ -90,7 +100,11 @@ def default_int_ranges(model: torch.nn.Module, specs: list[TensorSpec]) -> tuple
     """Bound integer inputs without a range by the model's embedding size, so samples are realistic ids."""
     import torch
 
-    sizes = [m.num_embeddings for m in model.modules() if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))]
+    sizes = [
+        m.num_embeddings
+        for m in model.modules()
+        if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))
+    ]
     notes = []
     out = []
     for spec in specs:
@@ -112,11 +126,15 @@ def bump_dummy_dims(specs: list[TensorSpec]) -> tuple[list[TensorSpec], list[str
             if d.name and d.value < 2:
                 new = 2 if d.max is None else min(2, d.max)
                 if new < 2:
-                    raise InputSpecError(f"dynamic dim {d.name!r} has max {d.max}: a dynamic dim needs max >= 2",
-                                         hint=f"make it static ({d.value}) or raise the max")
-                notes.append(f"dim {d.name!r} of {spec.name!r}: export dummy uses {new} instead of {d.value} "
-                             f"(a size-{d.value} dummy makes the dynamo exporter specialise the dim; "
-                             f"size {d.value} is still verified)")
+                    raise InputSpecError(
+                        f"dynamic dim {d.name!r} has max {d.max}: a dynamic dim needs max >= 2",
+                        hint=f"make it static ({d.value}) or raise the max",
+                    )
+                notes.append(
+                    f"dim {d.name!r} of {spec.name!r}: export dummy uses {new} instead of {d.value} "
+                    f"(a size-{d.value} dummy makes the dynamo exporter specialise the dim; "
+                    f"size {d.value} is still verified)"
+                )
                 d = replace(d, value=new)
             dims.append(d)
         out.append(replace(spec, dims=tuple(dims)))

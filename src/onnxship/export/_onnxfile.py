@@ -29,11 +29,20 @@ __all__ = [
 PROTO_LIMIT = 2**31 - 2**24  # stay clear of protobuf's 2 GiB limit
 
 ONNX_DTYPES: dict[int, str] = {
-    onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16",
-    onnx.TensorProto.DOUBLE: "float64", onnx.TensorProto.INT64: "int64", onnx.TensorProto.INT32: "int32",
-    onnx.TensorProto.INT16: "int16", onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8",
-    onnx.TensorProto.BOOL: "bool", onnx.TensorProto.STRING: "string", onnx.TensorProto.UINT16: "uint16",
-    onnx.TensorProto.UINT32: "uint32", onnx.TensorProto.UINT64: "uint64",
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.BFLOAT16: "bfloat16",
+    onnx.TensorProto.DOUBLE: "float64",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.INT16: "int16",
+    onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.BOOL: "bool",
+    onnx.TensorProto.STRING: "string",
+    onnx.TensorProto.UINT16: "uint16",
+    onnx.TensorProto.UINT32: "uint32",
+    onnx.TensorProto.UINT64: "uint64",
 }
 
 
@@ -55,7 +64,10 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[str | int | None]:
     t = value_info.type.tensor_type
     if not t.HasField("shape"):
         return []
-    return [d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else None) for d in t.shape.dim]
+    return [
+        d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else None)
+        for d in t.shape.dim
+    ]
 
 
 def declared_io(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
@@ -63,7 +75,11 @@ def declared_io(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
     inits = {i.name for i in model.graph.initializer}
 
     def one(v: onnx.ValueInfoProto) -> dict[str, Any]:
-        return {"name": v.name, "dtype": ONNX_DTYPES.get(v.type.tensor_type.elem_type, "unknown"), "shape": _dims(v)}
+        return {
+            "name": v.name,
+            "dtype": ONNX_DTYPES.get(v.type.tensor_type.elem_type, "unknown"),
+            "shape": _dims(v),
+        }
 
     return {
         "inputs": [one(v) for v in model.graph.input if v.name not in inits],
@@ -81,16 +97,24 @@ def specialized_dims(model: onnx.ModelProto, specs: list[TensorSpec]) -> list[st
             problems.append(f"input {spec.name!r} is missing from the graph (inputs: {sorted(declared)})")
             continue
         if len(shape) != len(spec.dims):
-            problems.append(f"input {spec.name!r} has rank {len(shape)} in the graph, expected {len(spec.dims)}")
+            problems.append(
+                f"input {spec.name!r} has rank {len(shape)} in the graph, expected {len(spec.dims)}"
+            )
             continue
         for axis, d in enumerate(spec.dims):
             if d.name and isinstance(shape[axis], int):
-                problems.append(f"dim {d.name!r} (axis {axis} of {spec.name!r}) was exported static = {shape[axis]}")
+                problems.append(
+                    f"dim {d.name!r} (axis {axis} of {spec.name!r}) was exported static = {shape[axis]}"
+                )
     return problems
 
 
-def fix_output_dims(model: onnx.ModelProto, observed: dict[str, list[list[int]]],
-                    specs: list[TensorSpec], points: list[dict[str, int]]) -> list[DimFix]:
+def fix_output_dims(
+    model: onnx.ModelProto,
+    observed: dict[str, list[list[int]]],
+    specs: list[TensorSpec],
+    points: list[dict[str, int]],
+) -> list[DimFix]:
     """Make declared output dims symbolic where the sweep saw them vary; name them after the input dim they follow.
 
     ``observed[output]`` holds the reference output shape at each point of ``points`` (same order).
@@ -105,8 +129,12 @@ def fix_output_dims(model: onnx.ModelProto, observed: dict[str, list[list[int]]]
         for axis, dim in enumerate(dims):
             values = [s[axis] for s in shapes if len(s) > axis]
             varies = len(set(values)) > 1
-            follows = [n for n in dim_names if all(p.get(n) == v for p, v in zip(points, values, strict=False))
-                       and len(points) == len(values)]
+            follows = [
+                n
+                for n in dim_names
+                if all(p.get(n) == v for p, v in zip(points, values, strict=False))
+                and len(points) == len(values)
+            ]
             target = follows[0] if (varies and follows) else (f"{out.name}_dim{axis}" if varies else None)
             if target is None:
                 continue
@@ -137,12 +165,16 @@ def external_data_files(path: Path, model: onnx.ModelProto | None = None) -> lis
         if not loc:
             raise CheckError(f"{path.name}: tensor {t.name!r} has external data without a location")
         if os.path.isabs(loc) or loc.startswith(("/", "\\")) or ".." in Path(loc).parts:
-            raise CheckError(f"{path.name}: external data location {loc!r} leaves the model folder",
-                             hint="refusing to open it; re-export the model or fix the location to a file beside it")
+            raise CheckError(
+                f"{path.name}: external data location {loc!r} leaves the model folder",
+                hint="refusing to open it; re-export the model or fix the location to a file beside it",
+            )
         target = (base / loc).resolve()
         if base not in target.parents and target != base:
-            raise CheckError(f"{path.name}: external data location {loc!r} resolves outside the model folder",
-                             hint="symlinks out of the model folder are refused")
+            raise CheckError(
+                f"{path.name}: external data location {loc!r} resolves outside the model folder",
+                hint="symlinks out of the model folder are refused",
+            )
         if target not in found:
             found.append(target)
     return found
@@ -156,9 +188,15 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def finalize_model(candidate: Path, dest: Path, *, metadata: dict[str, Any],
-                   observed: dict[str, list[list[int]]] | None = None, specs: list[TensorSpec] | None = None,
-                   points: list[dict[str, int]] | None = None) -> tuple[list[DimFix], list[str]]:
+def finalize_model(
+    candidate: Path,
+    dest: Path,
+    *,
+    metadata: dict[str, Any],
+    observed: dict[str, list[list[int]]] | None = None,
+    specs: list[TensorSpec] | None = None,
+    points: list[dict[str, int]] | None = None,
+) -> tuple[list[DimFix], list[str]]:
     """Write the accepted candidate to ``dest`` with metadata embedded, dims fixed, checked, atomically.
 
     Weights go inline below ~2 GB and to ``<dest>.data`` above it; stray empty ``.data`` files are not copied.
@@ -191,15 +229,23 @@ def finalize_model(candidate: Path, dest: Path, *, metadata: dict[str, Any],
 
     def write(tmp: str) -> None:
         if large:
-            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
+            onnx.save_model(
+                model,
+                tmp,
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=1024,
+            )
         else:
             onnx.save_model(model, tmp)
         try:
             onnx.checker.check_model(tmp, full_check=True)
         except Exception as exc:
-            raise CheckError(f"onnx.checker rejected the exported model: {str(exc).splitlines()[0][:300]}",
-                             hint="this is an exporter bug; try --strategy torchscript or another --opset") from exc
+            raise CheckError(
+                f"onnx.checker rejected the exported model: {str(exc).splitlines()[0][:300]}",
+                hint="this is an exporter bug; try --strategy torchscript or another --opset",
+            ) from exc
 
     atomic_write(dest, write)
     stale = dest.parent / data_name

@@ -90,7 +90,9 @@ def export_torchscript(call: ExportCall) -> None:
     full_args: tuple[Any, ...] = args + ((kwargs,) if kwargs else ())
     dynamic_axes = None
     if call.dynamic:
-        dynamic_axes = {s.name: {i: n for i, n in s.dynamic_axes.items()} for s in call.specs if s.dynamic_axes}
+        dynamic_axes = {
+            s.name: {i: n for i, n in s.dynamic_axes.items()} for s in call.specs if s.dynamic_axes
+        }
     torch.onnx.export(
         call.model,
         full_args,

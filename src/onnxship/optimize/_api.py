@@ -45,8 +45,15 @@ __all__ = ["VARIANTS", "OptimizeConfig", "OptimizeResult", "VariantResult", "nor
 
 # variant name -> precision whose tolerance policy judges it
 VARIANTS = {"fp32": "fp32", "fp16": "fp16", "int8-dynamic": "int8", "int8-static": "int8"}
-_ALIASES = {"simplified": "fp32", "simplify": "fp32", "int8": "int8-dynamic", "dynamic": "int8-dynamic",
-            "static": "int8-static", "half": "fp16", "float16": "fp16"}
+_ALIASES = {
+    "simplified": "fp32",
+    "simplify": "fp32",
+    "int8": "int8-dynamic",
+    "dynamic": "int8-dynamic",
+    "static": "int8-static",
+    "half": "fp16",
+    "float16": "fp16",
+}
 
 
 def normalize_variant(name: str) -> str:
@@ -54,8 +61,9 @@ def normalize_variant(name: str) -> str:
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
     if key not in VARIANTS:
-        raise ConfigError(f"unknown variant {name!r}",
-                          hint=f"valid: {', '.join(VARIANTS)} (aliases: {', '.join(_ALIASES)})")
+        raise ConfigError(
+            f"unknown variant {name!r}", hint=f"valid: {', '.join(VARIANTS)} (aliases: {', '.join(_ALIASES)})"
+        )
     return key
 
 
@@ -63,17 +71,23 @@ def normalize_variant(name: str) -> str:
 class OptimizeConfig:
     """Which variants to build and how to judge them."""
 
-    variants: tuple[str, ...] = ("int8-dynamic",)  # fp32 (simplified only) | fp16 | int8-dynamic | int8-static
+    variants: tuple[str, ...] = (
+        "int8-dynamic",
+    )  # fp32 (simplified only) | fp16 | int8-dynamic | int8-static
     # Run onnxslim before every variant. On by default: the TorchScript exporter shares identical weights behind
     # Identity nodes, which onnxruntime's quantizer skips (measured on a 4-layer transformer: 5 of 20 MatMuls
     # quantized without it, 17 with it).
     simplify: bool = True
     keep_io_types: bool = True  # fp16: keep float32 graph inputs/outputs
-    calibration: str | Path | None = None  # int8-static: data (like `verify --data`); None: generated from specs
+    calibration: str | Path | None = (
+        None  # int8-static: data (like `verify --data`); None: generated from specs
+    )
     calibration_samples: int = 64  # samples used for calibration
     per_channel: bool = False  # int8: per-channel weight scales
     exclude_nodes: tuple[str, ...] = ()  # int8: node names always kept in float32
-    exclude_sensitive: bool = True  # int8: when the gate fails, keep the most sensitive nodes in float32 and retry
+    exclude_sensitive: bool = (
+        True  # int8: when the gate fails, keep the most sensitive nodes in float32 and retry
+    )
     max_excluded: int = 8  # ... at most this many
     gate: GateConfig = field(default_factory=GateConfig)
     out_dir: Path | None = None  # default: <onnx folder>/variants
@@ -118,11 +132,20 @@ class VariantResult:
         return self.gate.metrics if self.gate is not None else {}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"variant": self.variant, "precision": self.precision, "status": self.status,
-                "path": str(self.path) if self.path else None, "size_bytes": self.size_bytes, "reason": self.reason,
-                "passes": self.passes, "notes": self.notes, "excluded_nodes": self.excluded_nodes,
-                "sensitivity": [s.to_dict() for s in self.sensitivity[:20]],
-                "gate": self.gate.to_dict() if self.gate is not None else None, "seconds": round(self.seconds, 3)}
+        return {
+            "variant": self.variant,
+            "precision": self.precision,
+            "status": self.status,
+            "path": str(self.path) if self.path else None,
+            "size_bytes": self.size_bytes,
+            "reason": self.reason,
+            "passes": self.passes,
+            "notes": self.notes,
+            "excluded_nodes": self.excluded_nodes,
+            "sensitivity": [s.to_dict() for s in self.sensitivity[:20]],
+            "gate": self.gate.to_dict() if self.gate is not None else None,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 @dataclass
@@ -147,8 +170,13 @@ class OptimizeResult:
         return [v for v in self.variants if not v.passed]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": str(self.source), "source_size_bytes": self.source_size_bytes, "reference": self.reference,
-                "passed": bool(self), "variants": [v.to_dict() for v in self.variants]}
+        return {
+            "source": str(self.source),
+            "source_size_bytes": self.source_size_bytes,
+            "reference": self.reference,
+            "passed": bool(self),
+            "variants": [v.to_dict() for v in self.variants],
+        }
 
 
 def _set_meta(model: onnx.ModelProto, values: dict[str, Any]) -> None:
@@ -170,7 +198,9 @@ def _save(model: onnx.ModelProto, dest: Path) -> None:
 class _Builder:
     """Builds one variant's pass list (the precision pass depends on the nodes kept in float32)."""
 
-    def __init__(self, variant: str, config: OptimizeConfig, calibration: Callable[[], list[dict[str, np.ndarray]]]):
+    def __init__(
+        self, variant: str, config: OptimizeConfig, calibration: Callable[[], list[dict[str, np.ndarray]]]
+    ):
         self.variant, self.config, self.calibration = variant, config, calibration
 
     def precision_pass(self, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> Pass | None:
@@ -178,15 +208,22 @@ class _Builder:
         if self.variant == "fp16":
             return Fp16Pass(keep_io_types=c.keep_io_types)
         if self.variant == "int8-dynamic":
-            return Int8DynamicPass(nodes_to_exclude=exclude, nodes_to_quantize=only, per_channel=c.per_channel)
+            return Int8DynamicPass(
+                nodes_to_exclude=exclude, nodes_to_quantize=only, per_channel=c.per_channel
+            )
         if self.variant == "int8-static":
-            return Int8StaticPass(self.calibration(), nodes_to_exclude=exclude, nodes_to_quantize=only,
-                                  per_channel=c.per_channel)
+            return Int8StaticPass(
+                self.calibration(),
+                nodes_to_exclude=exclude,
+                nodes_to_quantize=only,
+                per_channel=c.per_channel,
+            )
         return None  # fp32: simplify only
 
 
-def _reference(model: Any, source: Path, specs: list[TensorSpec], output_names: list[str],
-               session: SessionConfig | None) -> tuple[Runner, str]:
+def _reference(
+    model: Any, source: Path, specs: list[TensorSpec], output_names: list[str], session: SessionConfig | None
+) -> tuple[Runner, str]:
     from onnxship.runtime._engines import onnx_runner, torch_runner
 
     if model is not None:
@@ -194,8 +231,13 @@ def _reference(model: Any, source: Path, specs: list[TensorSpec], output_names: 
     return onnx_runner(source, session), "onnxruntime-fp32"
 
 
-def optimize(onnx_path: str | Path, config: OptimizeConfig | None = None, *, model: Any = None,
-             specs: Sequence[TensorSpec] | None = None) -> OptimizeResult:
+def optimize(
+    onnx_path: str | Path,
+    config: OptimizeConfig | None = None,
+    *,
+    model: Any = None,
+    specs: Sequence[TensorSpec] | None = None,
+) -> OptimizeResult:
     """Build the asked variants of an FP32 ONNX model; keep those that pass their precision's gate.
 
     Args:
@@ -223,8 +265,10 @@ def optimize(onnx_path: str | Path, config: OptimizeConfig | None = None, *, mod
     meta = model_metadata(base)
     precision = str(meta.get("precision", "fp32"))
     if precision != "fp32":
-        raise ConfigError(f"{source.name} is a {precision} model; variants are built from the FP32 export",
-                          hint="pass the FP32 .onnx that `onnxship export` wrote")
+        raise ConfigError(
+            f"{source.name} is a {precision} model; variants are built from the FP32 export",
+            hint="pass the FP32 .onnx that `onnxship export` wrote",
+        )
     specs = list(specs) if specs else model_specs(base)
     output_names = [o.name for o in base.graph.output]
     name_unnamed_nodes(base)
@@ -236,7 +280,9 @@ def optimize(onnx_path: str | Path, config: OptimizeConfig | None = None, *, mod
 
     def calibration() -> list[dict[str, np.ndarray]]:
         if "batches" not in cache:
-            cache["batches"] = calibration_batches(config.calibration, specs, samples=config.calibration_samples)
+            cache["batches"] = calibration_batches(
+                config.calibration, specs, samples=config.calibration_samples
+            )
         return cache["batches"]
 
     # Bad data is a user error for the whole call, not a reason to reject one variant: check it up front.
@@ -265,23 +311,36 @@ def optimize(onnx_path: str | Path, config: OptimizeConfig | None = None, *, mod
 
     results = []
     for variant in config.variants:
-        results.append(_one_variant(variant, config, prefix, calibration, reference, specs, meta, out_dir, source,
-                                    source_sha))
-    result = OptimizeResult(source=source, source_size_bytes=source.stat().st_size, reference=ref_name,
-                            variants=results)
+        results.append(
+            _one_variant(
+                variant, config, prefix, calibration, reference, specs, meta, out_dir, source, source_sha
+            )
+        )
+    result = OptimizeResult(
+        source=source, source_size_bytes=source.stat().st_size, reference=ref_name, variants=results
+    )
     result.report_path = atomic_write_json(out_dir / f"{source.stem}.optimize.json", result.to_dict())
     return result
 
 
-def _one_variant(variant: str, config: OptimizeConfig, prefix: Callable[[bool], tuple[Any, list[str]]],
-                 calibration: Callable[[], list[dict[str, np.ndarray]]], reference: Runner,
-                 specs: list[TensorSpec], meta: dict[str, Any], out_dir: Path, source: Path,
-                 source_sha: str) -> VariantResult:
+def _one_variant(
+    variant: str,
+    config: OptimizeConfig,
+    prefix: Callable[[bool], tuple[Any, list[str]]],
+    calibration: Callable[[], list[dict[str, np.ndarray]]],
+    reference: Runner,
+    specs: list[TensorSpec],
+    meta: dict[str, Any],
+    out_dir: Path,
+    source: Path,
+    source_sha: str,
+) -> VariantResult:
     start = time.perf_counter()
     precision = VARIANTS[variant]
     res = VariantResult(variant=variant, precision=precision, status="rejected", path=None)
-    res.passes = (["simplify"] if config.simplify or variant == "fp32" else []) + ([variant] if variant != "fp32"
-                                                                                   else [])
+    res.passes = (["simplify"] if config.simplify or variant == "fp32" else []) + (
+        [variant] if variant != "fp32" else []
+    )
     builder = _Builder(variant, config, calibration)
     dest = out_dir / f"{source.stem}.{variant}.onnx"
     try:
@@ -292,21 +351,39 @@ def _one_variant(variant: str, config: OptimizeConfig, prefix: Callable[[bool], 
         model, notes = _build(builder, base, excluded)
         notes = base_notes + notes
         gate = _judge(model, reference, specs, precision, config, meta, dest)
-        if not gate.passed and precision == "int8" and config.exclude_sensitive and config.max_excluded > 0 \
-                and not gate.hard_failure:
-            model, notes, gate, res.sensitivity, excluded = _exclude_sensitive(builder, base, excluded, gate, model,
-                                                                              notes, reference, specs, config,
-                                                                              meta, dest, calibration)
+        if (
+            not gate.passed
+            and precision == "int8"
+            and config.exclude_sensitive
+            and config.max_excluded > 0
+            and not gate.hard_failure
+        ):
+            model, notes, gate, res.sensitivity, excluded = _exclude_sensitive(
+                builder, base, excluded, gate, model, notes, reference, specs, config, meta, dest, calibration
+            )
             notes = base_notes + [n for n in notes if n not in base_notes]
     except (OptimizeError, ConfigError) as exc:
         res.reason = exc.message
         res.seconds = time.perf_counter() - start
         return res
     res.gate, res.notes, res.excluded_nodes = gate, notes, excluded
-    _set_meta(model, {"precision": precision, "variant": variant, "source_onnx": source.name,
-                      "source_sha256": source_sha, "optimize_passes": res.passes, "excluded_nodes": excluded,
-                      "gate": {"passed": gate.passed, "task": gate.task, "reason": gate.reason,
-                               "reference": "torch" if reference.name == "torch" else "onnxruntime-fp32"}})
+    _set_meta(
+        model,
+        {
+            "precision": precision,
+            "variant": variant,
+            "source_onnx": source.name,
+            "source_sha256": source_sha,
+            "optimize_passes": res.passes,
+            "excluded_nodes": excluded,
+            "gate": {
+                "passed": gate.passed,
+                "task": gate.task,
+                "reason": gate.reason,
+                "reference": "torch" if reference.name == "torch" else "onnxruntime-fp32",
+            },
+        },
+    )
     if gate.passed:
         _save(model, dest)
         res.status, res.path = "kept", dest
@@ -334,8 +411,15 @@ def _build(builder: _Builder, base: Any, exclude: Sequence[str]) -> tuple[Any, l
     return out.model, out.notes
 
 
-def _judge(model: Any, reference: Runner, specs: list[TensorSpec], precision: str, config: OptimizeConfig,
-           meta: dict[str, Any], dest: Path) -> GateResult:
+def _judge(
+    model: Any,
+    reference: Runner,
+    specs: list[TensorSpec],
+    precision: str,
+    config: OptimizeConfig,
+    meta: dict[str, Any],
+    dest: Path,
+) -> GateResult:
     from onnxship.runtime._engines import onnx_runner
 
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".gate.onnx", dir=dest.parent)
@@ -352,11 +436,20 @@ def _judge(model: Any, reference: Runner, specs: list[TensorSpec], precision: st
         os.unlink(tmp)
 
 
-def _exclude_sensitive(builder: _Builder, base: Any, excluded: list[str], gate: GateResult, model: Any,
-                       notes: list[str], reference: Runner, specs: list[TensorSpec], config: OptimizeConfig,
-                       meta: dict[str, Any], dest: Path,
-                       calibration: Callable[[], list[dict[str, np.ndarray]]]
-                       ) -> tuple[Any, list[str], GateResult, list[NodeSensitivity], list[str]]:
+def _exclude_sensitive(
+    builder: _Builder,
+    base: Any,
+    excluded: list[str],
+    gate: GateResult,
+    model: Any,
+    notes: list[str],
+    reference: Runner,
+    specs: list[TensorSpec],
+    config: OptimizeConfig,
+    meta: dict[str, Any],
+    dest: Path,
+    calibration: Callable[[], list[dict[str, np.ndarray]]],
+) -> tuple[Any, list[str], GateResult, list[NodeSensitivity], list[str]]:
     """Keep the 1, 2, 4, ... most sensitive nodes in float32 until the gate passes (or max_excluded is reached)."""
 
     def single(nodes: list[str]) -> Pass:
@@ -374,14 +467,22 @@ def _exclude_sensitive(builder: _Builder, base: Any, excluded: list[str], gate: 
         m, n = _build(builder, base, excluded + extra)
         g = _judge(m, reference, specs, VARIANTS[builder.variant], config, meta, dest)
         if g.passed:
-            n = [*n, f"kept {len(extra)} accuracy-sensitive node(s) in float32 to pass the gate: {extra} "
-                     f"(all-int8 failed: {first_reason})"]
+            n = [
+                *n,
+                f"kept {len(extra)} accuracy-sensitive node(s) in float32 to pass the gate: {extra} "
+                f"(all-int8 failed: {first_reason})",
+            ]
             return m, n, g, ranking, excluded + extra
         gate, model, notes = g, m, n
         if k == min(config.max_excluded, len(ranking)):
             break
         k = min(k * 2, config.max_excluded, len(ranking))
-    gate.reason = (f"{first_reason}; still failing with the {len(tried)} most sensitive node(s) kept in float32 "
-                   f"({tried})") if tried else first_reason
+    gate.reason = (
+        (
+            f"{first_reason}; still failing with the {len(tried)} most sensitive node(s) kept in float32 "
+            f"({tried})"
+        )
+        if tried
+        else first_reason
+    )
     return model, notes, gate, ranking, excluded
-

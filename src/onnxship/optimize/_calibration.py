@@ -19,14 +19,26 @@ from onnxship.spec._inputs import TensorSpec
 __all__ = ["calibration_batches", "calibration_reader"]
 
 
-def calibration_batches(source: str | Path | None, specs: Sequence[TensorSpec], *, samples: int = 64,
-                        batch: int = 8, seed: int = 0) -> list[dict[str, np.ndarray]]:
+def calibration_batches(
+    source: str | Path | None,
+    specs: Sequence[TensorSpec],
+    *,
+    samples: int = 64,
+    batch: int = 8,
+    seed: int = 0,
+) -> list[dict[str, np.ndarray]]:
     """Up to ``samples`` samples in batches: read from ``source`` (first samples) or generated from the specs."""
     from onnxship.verify._data import SyntheticSource, open_source
 
     if samples < 1 or batch < 1:
-        raise ConfigError(f"calibration needs samples >= 1 and batch >= 1, got samples={samples} batch={batch}")
-    src = SyntheticSource(list(specs), samples, seed=seed) if source is None else open_source(source, list(specs))
+        raise ConfigError(
+            f"calibration needs samples >= 1 and batch >= 1, got samples={samples} batch={batch}"
+        )
+    src = (
+        SyntheticSource(list(specs), samples, seed=seed)
+        if source is None
+        else open_source(source, list(specs))
+    )
     if len(src) == 0:
         raise ConfigError(f"calibration data {str(source)!r} holds no samples")
     indices = np.arange(min(samples, len(src)))

@@ -44,8 +44,12 @@ class GateConfig:
     task_samples: int = 256  # samples for the task metric
     task_batch: int = 32  # batch size for those samples when the batch dim is dynamic
     top_g: int = 9  # sequence: DeepLog's g
-    tolerance: Any = None  # elementwise tolerance overriding the policy's (Tolerance, {"atol", "rtol"} or atol)
-    thresholds: dict[str, float | None] = field(default_factory=dict)  # policy overrides, e.g. top1_mismatch_rate
+    tolerance: Any = (
+        None  # elementwise tolerance overriding the policy's (Tolerance, {"atol", "rtol"} or atol)
+    )
+    thresholds: dict[str, float | None] = field(
+        default_factory=dict
+    )  # policy overrides, e.g. top1_mismatch_rate
     data: str | None = None  # verification data (anything `verify --data` takes) for the task metric
     seed: int = 1000  # samples differ from the calibration samples (seed 0)
 
@@ -54,7 +58,9 @@ class GateConfig:
             raise ConfigError(f"task {self.task!r} is not known", hint=f"use one of {', '.join(TASKS)}")
         if self.task_samples < 1 or self.task_batch < 1 or self.top_g < 1:
             raise ConfigError("task_samples, task_batch and top_g must be >= 1")
-        resolve_policy("fp32", None, tolerance=self.tolerance, thresholds=self.thresholds)  # bad keys fail here
+        resolve_policy(
+            "fp32", None, tolerance=self.tolerance, thresholds=self.thresholds
+        )  # bad keys fail here
 
     def policy(self, precision: str, task: str | None) -> GatePolicy:
         return resolve_policy(precision, task, tolerance=self.tolerance, thresholds=self.thresholds)
@@ -77,10 +83,16 @@ class GateResult:
         return self.passed
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "precision": self.precision, "task": self.task, "reason": self.reason,
-                "hard_failure": self.hard_failure,
-                "metrics": self.metrics, "parity": self.parity.to_dict() if self.parity else None,
-                "task_result": self.task_result.to_dict() if self.task_result is not None else None}
+        return {
+            "passed": self.passed,
+            "precision": self.precision,
+            "task": self.task,
+            "reason": self.reason,
+            "hard_failure": self.hard_failure,
+            "metrics": self.metrics,
+            "parity": self.parity.to_dict() if self.parity else None,
+            "task_result": self.task_result.to_dict() if self.task_result is not None else None,
+        }
 
 
 def detect_task(metadata: dict[str, Any], outputs: dict[str, np.ndarray], output: str | None) -> str:
@@ -99,8 +111,11 @@ def detect_task(metadata: dict[str, Any], outputs: dict[str, np.ndarray], output
 def _task_batches(specs: Sequence[TensorSpec], config: GateConfig) -> list[Any]:
     from onnxship.verify._data import SyntheticSource, open_source
 
-    src = open_source(config.data, list(specs)) if config.data else SyntheticSource(list(specs), config.task_samples,
-                                                                                     seed=config.seed)
+    src = (
+        open_source(config.data, list(specs))
+        if config.data
+        else SyntheticSource(list(specs), config.task_samples, seed=config.seed)
+    )
     idx = np.arange(min(config.task_samples, len(src)))
     return list(src.batches(idx, config.task_batch))
 
@@ -108,12 +123,18 @@ def _task_batches(specs: Sequence[TensorSpec], config: GateConfig) -> list[Any]:
 def _parity_metrics(parity: ParityResult) -> dict[str, Any]:
     stats = [o for c in parity.checks for o in c.outputs]
     finite = [o for o in stats if np.isfinite(o.max_abs)]
-    out: dict[str, Any] = {"shapes_checked": len(parity.checked), "shapes_failed": sum(c.status == "failed"
-                                                                                         for c in parity.checks)}
+    out: dict[str, Any] = {
+        "shapes_checked": len(parity.checked),
+        "shapes_failed": sum(c.status == "failed" for c in parity.checks),
+    }
     if finite:
-        out.update(max_abs=max(o.max_abs for o in finite), max_rel=max(o.max_rel for o in finite),
-                   mse=max(o.mse for o in finite), cosine_min=min(o.cosine for o in finite),
-                   min_passing_atol=max(o.min_passing_atol for o in finite))
+        out.update(
+            max_abs=max(o.max_abs for o in finite),
+            max_rel=max(o.max_rel for o in finite),
+            mse=max(o.mse for o in finite),
+            cosine_min=min(o.cosine for o in finite),
+            min_passing_atol=max(o.min_passing_atol for o in finite),
+        )
     return out
 
 
@@ -130,23 +151,43 @@ def _hard_failure(parity: ParityResult) -> str | None:
     return None
 
 
-def run_gate(reference: Runner, candidate: Runner, specs: Sequence[TensorSpec], precision: str,
-             config: GateConfig | None = None, metadata: dict[str, Any] | None = None) -> GateResult:
+def run_gate(
+    reference: Runner,
+    candidate: Runner,
+    specs: Sequence[TensorSpec],
+    precision: str,
+    config: GateConfig | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> GateResult:
     """Judge ``candidate`` against ``reference`` with ``precision``'s policy (see the module docstring)."""
     config = config or GateConfig()
     metadata = metadata or {}
     if precision not in PRECISION_TOLERANCES:
-        raise ConfigError(f"precision {precision!r} has no tolerance policy",
-                          hint=f"use one of {', '.join(PRECISION_TOLERANCES)}")
+        raise ConfigError(
+            f"precision {precision!r} has no tolerance policy",
+            hint=f"use one of {', '.join(PRECISION_TOLERANCES)}",
+        )
     base_policy = config.policy(precision, None)
     # Without an elementwise gate (fp16, int8) the sweep still needs a tolerance for its statistics.
-    parity = check_parity(reference, candidate, list(specs),
-                          tolerance=base_policy.elementwise or PRECISION_TOLERANCES[precision], seed=config.seed)
+    parity = check_parity(
+        reference,
+        candidate,
+        list(specs),
+        tolerance=base_policy.elementwise or PRECISION_TOLERANCES[precision],
+        seed=config.seed,
+    )
     metrics = _parity_metrics(parity)
     hard = _hard_failure(parity)
     if hard:
-        return GateResult(False, precision, config.task, f"the variant does not run like the reference: {hard}",
-                          metrics, parity, hard_failure=True)
+        return GateResult(
+            False,
+            precision,
+            config.task,
+            f"the variant does not run like the reference: {hard}",
+            metrics,
+            parity,
+            hard_failure=True,
+        )
 
     task = config.task
     policy = base_policy
@@ -158,8 +199,10 @@ def run_gate(reference: Runner, candidate: Runner, specs: Sequence[TensorSpec], 
         got = candidate.infer(batch.feeds)
         name = name or next(iter(ref))
         if name not in ref:
-            raise ConfigError(f"task output {name!r} is not an output of the model (outputs: {list(ref)})",
-                              hint="pick one with task_output / --task-output")
+            raise ConfigError(
+                f"task output {name!r} is not an output of the model (outputs: {list(ref)})",
+                hint="pick one with task_output / --task-output",
+            )
         if task == "auto":
             task = detect_task(metadata, ref, name)
         if not accs:
@@ -167,26 +210,41 @@ def run_gate(reference: Runner, candidate: Runner, specs: Sequence[TensorSpec], 
             accs = {o: OutputAccumulator(o, policy.tolerance_for(o)) for o in ref}
             if task != "none":
                 gate = policy.task_gate(task)
-                metric = ClassificationMetric(gate) if task == "classification" else SequenceMetric(config.top_g,
-                                                                                                   gate)
+                metric = (
+                    ClassificationMetric(gate)
+                    if task == "classification"
+                    else SequenceMetric(config.top_g, gate)
+                )
         for o, acc in accs.items():
             acc.update(ref[o], got[o])
         if metric is not None:
             metric.update(ref[name], got[name], batch.labels)
     # Classification moves the MSE gate onto softmax probabilities (the task metric), as `verify` does.
     no_mse = replace(policy, mse_mean=None, mse_p99=None)
-    summaries = [a.summary(no_mse if task == "classification" and o == name else policy) for o, a in accs.items()]
+    summaries = [
+        a.summary(no_mse if task == "classification" and o == name else policy) for o, a in accs.items()
+    ]
     task_result = metric.result() if metric is not None else None
     metrics["policy"] = policy.to_dict()
-    metrics["outputs"] = {s.name: {"mse_mean": s.mse_mean, "mse_p99": s.mse_p99, "cosine_min": s.cosine_min,
-                                   "max_abs": s.max_abs, "passed": s.passed} for s in summaries}
+    metrics["outputs"] = {
+        s.name: {
+            "mse_mean": s.mse_mean,
+            "mse_p99": s.mse_p99,
+            "cosine_min": s.cosine_min,
+            "max_abs": s.max_abs,
+            "passed": s.passed,
+        }
+        for s in summaries
+    }
     if task_result is not None:
         metrics["task"] = task_result.to_dict()
     reasons = []
     if policy.elementwise is not None and not parity.passed:
         reasons.append(parity.reason or "the shape sweep failed")
     elif not parity.passed:
-        metrics["elementwise_note"] = f"outside the {precision} elementwise tolerance (not gated): {parity.reason}"
+        metrics["elementwise_note"] = (
+            f"outside the {precision} elementwise tolerance (not gated): {parity.reason}"
+        )
     reasons += [f"output {s.name!r}: {s.failures[0]}" for s in summaries if not s.passed and s.failures]
     if task_result is not None and not task_result.passed:
         reasons.append(f"{task}: {task_result.reason}")

@@ -32,8 +32,17 @@ __all__ = [
 ]
 
 # Ops that onnxruntime's quantizers turn into integer kernels (the candidates for sensitivity analysis).
-QUANTIZABLE_OP_TYPES = ("MatMul", "Gemm", "Conv", "ConvTranspose", "LSTM", "GRU", "Attention", "Gather",
-                        "EmbedLayerNormalization")
+QUANTIZABLE_OP_TYPES = (
+    "MatMul",
+    "Gemm",
+    "Conv",
+    "ConvTranspose",
+    "LSTM",
+    "GRU",
+    "Attention",
+    "Gather",
+    "EmbedLayerNormalization",
+)
 
 
 @dataclass
@@ -77,12 +86,15 @@ class PassSequence(Pass):
             except MissingDependencyError:
                 raise
             except OnnxshipError as exc:
-                raise OptimizeError(f"pass {i + 1}/{len(self.passes)} '{p.name}' failed: {exc.message}",
-                                    hint=exc.hint) from exc
+                raise OptimizeError(
+                    f"pass {i + 1}/{len(self.passes)} '{p.name}' failed: {exc.message}", hint=exc.hint
+                ) from exc
             except Exception as exc:
                 first = (str(exc).strip().splitlines() or [""])[0][:300]
-                raise OptimizeError(f"pass {i + 1}/{len(self.passes)} '{p.name}' failed: {type(exc).__name__}: "
-                                    f"{first}", hint="run without this pass, or report the model to onnxship") from exc
+                raise OptimizeError(
+                    f"pass {i + 1}/{len(self.passes)} '{p.name}' failed: {type(exc).__name__}: {first}",
+                    hint="run without this pass, or report the model to onnxship",
+                ) from exc
             model = res.model
             modified = modified or res.modified
             notes.extend(f"{p.name}: {n}" for n in res.notes)
@@ -180,10 +192,17 @@ class Int8DynamicPass(Pass):
 
     name = "int8-dynamic"
 
-    def __init__(self, nodes_to_exclude: Iterable[str] = (), nodes_to_quantize: Iterable[str] | None = None,
-                 per_channel: bool = False, op_types: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        nodes_to_exclude: Iterable[str] = (),
+        nodes_to_quantize: Iterable[str] | None = None,
+        per_channel: bool = False,
+        op_types: Iterable[str] | None = None,
+    ) -> None:
         self.nodes_to_exclude = list(nodes_to_exclude)  # node names kept in float32
-        self.nodes_to_quantize = list(nodes_to_quantize) if nodes_to_quantize is not None else None  # None: all
+        self.nodes_to_quantize = (
+            list(nodes_to_quantize) if nodes_to_quantize is not None else None
+        )  # None: all
         self.per_channel = per_channel
         self.op_types = list(op_types) if op_types else None
 
@@ -207,9 +226,15 @@ class Int8DynamicPass(Pass):
         model = self.prepare(model)
 
         def run(src: Path, dst: Path) -> None:
-            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=self.per_channel,
-                             nodes_to_exclude=self.nodes_to_exclude or None, nodes_to_quantize=self.nodes_to_quantize,
-                             op_types_to_quantize=self.op_types)
+            quantize_dynamic(
+                src,
+                dst,
+                weight_type=QuantType.QInt8,
+                per_channel=self.per_channel,
+                nodes_to_exclude=self.nodes_to_exclude or None,
+                nodes_to_quantize=self.nodes_to_quantize,
+                op_types_to_quantize=self.op_types,
+            )
 
         out = _quantize_via_files(model, run)
         notes = [f"excluded {self.nodes_to_exclude}"] if self.nodes_to_exclude else []
@@ -221,12 +246,19 @@ class Int8StaticPass(Pass):
 
     name = "int8-static"
 
-    def __init__(self, calibration: Sequence[dict[str, np.ndarray]], nodes_to_exclude: Iterable[str] = (),
-                 nodes_to_quantize: Iterable[str] | None = None, per_channel: bool = False,
-                 op_types: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        calibration: Sequence[dict[str, np.ndarray]],
+        nodes_to_exclude: Iterable[str] = (),
+        nodes_to_quantize: Iterable[str] | None = None,
+        per_channel: bool = False,
+        op_types: Iterable[str] | None = None,
+    ) -> None:
         if not calibration:
-            raise OptimizeError("int8-static needs calibration batches, got none",
-                                hint="pass --calibration DATA.npz, or let onnxship generate samples from the specs")
+            raise OptimizeError(
+                "int8-static needs calibration batches, got none",
+                hint="pass --calibration DATA.npz, or let onnxship generate samples from the specs",
+            )
         self.calibration = list(calibration)
         self.nodes_to_exclude = list(nodes_to_exclude)
         self.nodes_to_quantize = list(nodes_to_quantize) if nodes_to_quantize is not None else None
@@ -242,14 +274,21 @@ class Int8StaticPass(Pass):
         reader = calibration_reader(self.calibration)
 
         def run(src: Path, dst: Path) -> None:
-            quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, per_channel=self.per_channel,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=self.nodes_to_exclude or None, nodes_to_quantize=self.nodes_to_quantize,
-                            op_types_to_quantize=self.op_types)
+            quantize_static(
+                src,
+                dst,
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=self.per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=self.nodes_to_exclude or None,
+                nodes_to_quantize=self.nodes_to_quantize,
+                op_types_to_quantize=self.op_types,
+            )
 
         out = _quantize_via_files(model, run)
         notes = [f"calibrated on {len(self.calibration)} batches"]
         if self.nodes_to_exclude:
             notes.append(f"excluded {self.nodes_to_exclude}")
         return PassResult(out, True, notes)
-

@@ -49,8 +49,13 @@ def quantizable_nodes(model: onnx.ModelProto, limit: int = 48) -> list[tuple[str
     return [(n, op) for _, n, op in found[:limit]]
 
 
-def rank_sensitivity(model: onnx.ModelProto, make_pass: Callable[[list[str]], Pass],
-                     probes: Sequence[dict[str, np.ndarray]], *, limit: int = 48) -> list[NodeSensitivity]:
+def rank_sensitivity(
+    model: onnx.ModelProto,
+    make_pass: Callable[[list[str]], Pass],
+    probes: Sequence[dict[str, np.ndarray]],
+    *,
+    limit: int = 48,
+) -> list[NodeSensitivity]:
     """Quantize each candidate node alone (``make_pass([node])``) and rank by output MSE against float32."""
     from onnxship.runtime._session import SessionConfig, create_session
 
@@ -64,8 +69,11 @@ def rank_sensitivity(model: onnx.ModelProto, make_pass: Callable[[list[str]], Pa
         errs = []
         for feeds, ref in zip(probes, refs, strict=True):
             got = sess.run(None, feeds)
-            errs.extend(float(np.mean((np.asarray(g, np.float64) - np.asarray(r, np.float64)) ** 2))
-                        for r, g in zip(ref, got, strict=True) if np.issubdtype(np.asarray(r).dtype, np.floating))
+            errs.extend(
+                float(np.mean((np.asarray(g, np.float64) - np.asarray(r, np.float64)) ** 2))
+                for r, g in zip(ref, got, strict=True)
+                if np.issubdtype(np.asarray(r).dtype, np.floating)
+            )
         ranked.append(NodeSensitivity(name, op, float(np.mean(errs)) if errs else 0.0))
     ranked.sort(key=lambda s: -s.mse)
     return ranked

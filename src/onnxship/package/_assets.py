@@ -33,8 +33,10 @@ __all__ = [
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 VOCAB_NAMES = ("vocab",)
 LABEL_NAMES = ("labels",)
-_VOCAB_FIX = ("rebuild the vocabulary from the template strings (seed 000: build_deeplog_inputs(template_col="
-              "'template')), i.e. {\"User <ID> logged in\": 0, ...}, and retrain if the ids changed")
+_VOCAB_FIX = (
+    "rebuild the vocabulary from the template strings (seed 000: build_deeplog_inputs(template_col="
+    "'template')), i.e. {\"User <ID> logged in\": 0, ...}, and retrain if the ids changed"
+)
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,10 @@ class AssetSpec:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise PackagingError(f"asset name {self.name!r} is not usable",
-                                 hint="use letters, digits, '_' or '-', e.g. --asset vocab=vocab.json")
+            raise PackagingError(
+                f"asset name {self.name!r} is not usable",
+                hint="use letters, digits, '_' or '-', e.g. --asset vocab=vocab.json",
+            )
 
 
 @dataclass(frozen=True)
@@ -71,8 +75,14 @@ class PreparedAsset:
     checks: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "source": str(self.source), "kind": self.kind, "size": self.size,
-                "files": sorted(self.files), "checks": self.checks}
+        return {
+            "name": self.name,
+            "source": str(self.source),
+            "kind": self.kind,
+            "size": self.size,
+            "files": sorted(self.files),
+            "checks": self.checks,
+        }
 
 
 def parse_asset_arg(text: str) -> AssetSpec:
@@ -85,62 +95,83 @@ def parse_asset_arg(text: str) -> AssetSpec:
 
 def _load_json(spec: AssetSpec) -> Any:
     if not spec.path.is_file():
-        raise PackagingError(f"asset {spec.name!r}: file {str(spec.path)!r} does not exist",
-                             hint="pass --asset NAME=PATH with an existing file")
+        raise PackagingError(
+            f"asset {spec.name!r}: file {str(spec.path)!r} does not exist",
+            hint="pass --asset NAME=PATH with an existing file",
+        )
     try:
         return json.loads(spec.path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise PackagingError(f"asset {spec.name!r}: {str(spec.path)!r} is not valid JSON ({exc})",
-                             hint="vocab and labels assets are JSON objects") from None
+        raise PackagingError(
+            f"asset {spec.name!r}: {str(spec.path)!r} is not valid JSON ({exc})",
+            hint="vocab and labels assets are JSON objects",
+        ) from None
 
 
 def _check_permutation(what: str, ids: list[Any]) -> None:
     bad = [v for v in ids if isinstance(v, bool) or not isinstance(v, int)]
     if bad:
-        raise PackagingError(f"{what}: ids must be integers, got {bad[:3]!r}",
-                             hint="map every entry to an integer id 0..N-1")
+        raise PackagingError(
+            f"{what}: ids must be integers, got {bad[:3]!r}", hint="map every entry to an integer id 0..N-1"
+        )
     n = len(ids)
     if sorted(ids) != list(range(n)):
         dup = sorted({v for v in ids if ids.count(v) > 1})[:5] if len(set(ids)) != n else []
         missing = sorted(set(range(n)) - set(ids))[:5]
         raise PackagingError(
             f"{what}: ids are not a permutation of 0..{n - 1}"
-            + (f" (duplicated: {dup})" if dup else "") + (f" (missing: {missing})" if missing else ""),
-            hint="every id 0..N-1 must appear exactly once")
+            + (f" (duplicated: {dup})" if dup else "")
+            + (f" (missing: {missing})" if missing else ""),
+            hint="every id 0..N-1 must appear exactly once",
+        )
 
 
 def _check_size(what: str, n: int, sizes: ModelSizes, noun: str) -> list[str]:
     checks: list[str] = []
     if sizes.declared is not None and sizes.declared != n:
-        raise PackagingError(f"{what} has {n} entries but the model metadata says {sizes.declared}",
-                             hint=f"ship the {noun} the model was trained with, or fix the metadata")
-    known = {k: v for k, v in (("nn.Embedding size", sizes.embedding), ("output size", sizes.output))
-             if v is not None}
+        raise PackagingError(
+            f"{what} has {n} entries but the model metadata says {sizes.declared}",
+            hint=f"ship the {noun} the model was trained with, or fix the metadata",
+        )
+    known = {
+        k: v
+        for k, v in (("nn.Embedding size", sizes.embedding), ("output size", sizes.output))
+        if v is not None
+    }
     if known and n not in known.values():
         told = ", ".join(f"{k} {v}" for k, v in known.items())
-        raise PackagingError(f"{what} has {n} entries but the model has {told}",
-                             hint=f"ship the {noun} the model was trained with (or retrain with this one)")
+        raise PackagingError(
+            f"{what} has {n} entries but the model has {told}",
+            hint=f"ship the {noun} the model was trained with (or retrain with this one)",
+        )
     checks += [f"matches {k} {v}" for k, v in known.items() if v == n]
     if sizes.declared is not None:
         checks.append(f"matches metadata {sizes.declared}")
     return checks
 
 
-def validate_vocab(data: Any, sizes: ModelSizes | None = None, *, what: str = "vocab") -> tuple[dict[str, int],
-                                                                                              list[str]]:
+def validate_vocab(
+    data: Any, sizes: ModelSizes | None = None, *, what: str = "vocab"
+) -> tuple[dict[str, int], list[str]]:
     """Check a ``{token: id}`` vocabulary; returns it and the checks passed."""
     if not isinstance(data, dict) or not data:
-        raise PackagingError(f"{what} must be a non-empty JSON object {{token: id}}, got {type(data).__name__}",
-                             hint="e.g. {\"User <ID> logged in\": 0, \"System started\": 1}")
+        raise PackagingError(
+            f"{what} must be a non-empty JSON object {{token: id}}, got {type(data).__name__}",
+            hint='e.g. {"User <ID> logged in": 0, "System started": 1}',
+        )
     keys = list(data)
     values = list(data.values())
     if all(k.strip().isdigit() for k in keys):
         if all(isinstance(v, str) for v in values):
-            raise PackagingError(f"{what} is in the inference-engine form {{\"0\": \"template\"}}",
-                                 hint="pass the training form {\"template\": 0}; --portable writes the engine form")
+            raise PackagingError(
+                f'{what} is in the inference-engine form {{"0": "template"}}',
+                hint='pass the training form {"template": 0}; --portable writes the engine form',
+            )
         raise PackagingError(
             f"{what} keys are ids ({', '.join(repr(k) for k in keys[:3])}...), not template strings: the engine "
-            "would look up strings that are never there", hint=_VOCAB_FIX)
+            "would look up strings that are never there",
+            hint=_VOCAB_FIX,
+        )
     empty = [k for k in keys if not k.strip()]
     if empty:
         raise PackagingError(f"{what} has an empty key", hint="every key is a real template/token string")
@@ -155,8 +186,9 @@ def portable_vocab(vocab: dict[str, int]) -> dict[str, str]:
     return {str(i): t for t, i in sorted(vocab.items(), key=lambda kv: kv[1])}
 
 
-def validate_labels(data: Any, sizes: ModelSizes | None = None, *, what: str = "labels") -> tuple[list[str],
-                                                                                                list[str]]:
+def validate_labels(
+    data: Any, sizes: ModelSizes | None = None, *, what: str = "labels"
+) -> tuple[list[str], list[str]]:
     """Check a class-index -> label map; returns the labels in index order and the checks passed."""
     if isinstance(data, list):
         labels = data
@@ -170,24 +202,36 @@ def validate_labels(data: Any, sizes: ModelSizes | None = None, *, what: str = "
             _check_permutation(f"{what} values", values)
             labels = [k for k, _ in sorted(data.items(), key=lambda kv: kv[1])]
         else:
-            raise PackagingError(f"{what} must map class indices to labels",
-                                 hint="use [\"label0\", ...], {\"0\": \"label0\", ...} or {\"label0\": 0, ...}")
+            raise PackagingError(
+                f"{what} must map class indices to labels",
+                hint='use ["label0", ...], {"0": "label0", ...} or {"label0": 0, ...}',
+            )
     else:
-        raise PackagingError(f"{what} must be a non-empty JSON list or object, got {type(data).__name__}",
-                             hint="e.g. {\"0\": \"edi_code_A\", \"1\": \"edi_code_B\"}")
+        raise PackagingError(
+            f"{what} must be a non-empty JSON list or object, got {type(data).__name__}",
+            hint='e.g. {"0": "edi_code_A", "1": "edi_code_B"}',
+        )
     if not labels:
         raise PackagingError(f"{what} is empty", hint="one label per class")
     bad = [x for x in labels if not isinstance(x, str) or not x.strip()]
     if bad:
-        raise PackagingError(f"{what}: labels must be non-empty strings, got {bad[:3]!r}",
-                             hint="one label string per class index")
+        raise PackagingError(
+            f"{what}: labels must be non-empty strings, got {bad[:3]!r}",
+            hint="one label string per class index",
+        )
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
-        raise PackagingError(f"{what}: several classes share the label(s) {dup[:5]}",
-                             hint="each class index needs its own label")
+        raise PackagingError(
+            f"{what}: several classes share the label(s) {dup[:5]}",
+            hint="each class index needs its own label",
+        )
     checks = [f"class indices are 0..{len(labels) - 1}", "labels are unique strings"]
-    checks += _check_size(what, len(labels), ModelSizes(output=(sizes or ModelSizes()).output,
-                                                       declared=(sizes or ModelSizes()).declared), "label map")
+    checks += _check_size(
+        what,
+        len(labels),
+        ModelSizes(output=(sizes or ModelSizes()).output, declared=(sizes or ModelSizes()).declared),
+        "label map",
+    )
     return labels, checks
 
 
@@ -195,8 +239,13 @@ def _dump(obj: Any) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
 
-def prepare_assets(specs: list[AssetSpec], *, vocab_sizes: ModelSizes | None = None,
-                   label_sizes: ModelSizes | None = None, portable: bool = False) -> list[PreparedAsset]:
+def prepare_assets(
+    specs: list[AssetSpec],
+    *,
+    vocab_sizes: ModelSizes | None = None,
+    label_sizes: ModelSizes | None = None,
+    portable: bool = False,
+) -> list[PreparedAsset]:
     """Validate every asset and return the bytes to write (nothing is written here)."""
     seen: set[str] = set()
     prepared: list[PreparedAsset] = []
@@ -217,9 +266,13 @@ def prepare_assets(specs: list[AssetSpec], *, vocab_sizes: ModelSizes | None = N
             prepared.append(PreparedAsset(spec.name, spec.path, files, "labels", len(labels), checks))
         else:
             if not spec.path.is_file():
-                raise PackagingError(f"asset {spec.name!r}: file {str(spec.path)!r} does not exist",
-                                     hint="pass --asset NAME=PATH with an existing file")
-            prepared.append(PreparedAsset(spec.name, spec.path, {spec.path.name: spec.path.read_bytes()}, "file"))
+                raise PackagingError(
+                    f"asset {spec.name!r}: file {str(spec.path)!r} does not exist",
+                    hint="pass --asset NAME=PATH with an existing file",
+                )
+            prepared.append(
+                PreparedAsset(spec.name, spec.path, {spec.path.name: spec.path.read_bytes()}, "file")
+            )
     if portable and not any(p.kind == "vocab" for p in prepared):
         raise PackagingError("--portable needs a vocabulary asset", hint="add --asset vocab=vocab.json")
     return prepared

@@ -64,7 +64,7 @@ def _force_rmtree(path: Path) -> None:
 def _clean_stale(name_dir: Path) -> list[str]:
     removed = []
     for child in name_dir.glob(f"{_STAGING}*"):
-        parts = child.name[len(_STAGING):].split("-", 1)
+        parts = child.name[len(_STAGING) :].split("-", 1)
         if parts and parts[0].isdigit() and not _pid_alive(int(parts[0])):
             _force_rmtree(child)
             removed.append(child.name)
@@ -110,11 +110,19 @@ class ReleaseWriter:
         ...     release = w.commit(model_file="deeplog.onnx", passed=True)
     """
 
-    def __init__(self, releases: str | Path, name: str, *, when: datetime | None = None, sha: str | None = None,
-                 project: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        releases: str | Path,
+        name: str,
+        *,
+        when: datetime | None = None,
+        sha: str | None = None,
+        project: str | Path | None = None,
+    ) -> None:
         if not name or not name.replace("-", "_").replace(".", "_").isidentifier():
-            raise PackagingError(f"model name {name!r} is not usable as a folder name",
-                                 hint="use letters, digits, '-', '_'")
+            raise PackagingError(
+                f"model name {name!r} is not usable as a folder name", hint="use letters, digits, '-', '_'"
+            )
         self.name = name
         self.name_dir = Path(releases) / name
         self.when = when or utc_now()
@@ -130,16 +138,17 @@ class ReleaseWriter:
             self.cleaned = _clean_stale(self.name_dir)
             self.path = Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=self.name_dir))
         except OSError as exc:
-            raise PackagingError(f"cannot write releases to {str(self.name_dir)!r}: "
-                                 f"{exc.strerror or type(exc).__name__}",
-                                 hint="pick a writable folder (--releases or paths.releases in onnxship.yaml)"
-                                 ) from None
+            raise PackagingError(
+                f"cannot write releases to {str(self.name_dir)!r}: {exc.strerror or type(exc).__name__}",
+                hint="pick a writable folder (--releases or paths.releases in onnxship.yaml)",
+            ) from None
         os.chmod(self.path, 0o755)
         if self.final.exists():
             self.discard()
-            raise PackagingError(f"release {self.version} already exists and releases are immutable",
-                                 hint="ship again in a second, or commit your changes (the version holds the "
-                                      "git sha)")
+            raise PackagingError(
+                f"release {self.version} already exists and releases are immutable",
+                hint="ship again in a second, or commit your changes (the version holds the git sha)",
+            )
 
     def __enter__(self) -> ReleaseWriter:
         return self
@@ -148,10 +157,11 @@ class ReleaseWriter:
         if self.committed is None:
             self.discard()
         if isinstance(exc, OSError) and is_disk_full(exc):  # any write of the bundle: one clear error
-            raise PackagingError(f"cannot write release {self.version} to {str(self.name_dir)!r}: no space left "
-                                 "on device (nothing was released)",
-                                 hint="free space there or pass --releases on a bigger disk, then ship again"
-                                 ) from None
+            raise PackagingError(
+                f"cannot write release {self.version} to {str(self.name_dir)!r}: no space left "
+                "on device (nothing was released)",
+                hint="free space there or pass --releases on a bigger disk, then ship again",
+            ) from None
 
     def discard(self) -> None:
         """Remove the staging folder (nothing else was touched) and the folders this writer created, if empty."""
@@ -183,11 +193,19 @@ class ReleaseWriter:
         dest.parent.mkdir(parents=True, exist_ok=True)
         return dest
 
-    def commit(self, *, model_file: str, passed: bool, update_latest: bool = True,
-               extra: dict[str, Any] | None = None) -> Release:
+    def commit(
+        self,
+        *,
+        model_file: str,
+        passed: bool,
+        update_latest: bool = True,
+        extra: dict[str, Any] | None = None,
+    ) -> Release:
         """Write release.json, make the files read-only, rename into place, then move ``latest``."""
         if not (self.path / model_file).is_file():
-            raise PackagingError(f"the bundle has no {model_file}", hint="export into ReleaseWriter.path first")
+            raise PackagingError(
+                f"the bundle has no {model_file}", hint="export into ReleaseWriter.path first"
+            )
         from onnxship.export._onnxfile import file_sha256
 
         files = {}
@@ -210,17 +228,25 @@ class ReleaseWriter:
             **(extra or {}),
             "files": files,
         }
-        (self.path / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+        (self.path / MANIFEST).write_text(
+            json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8"
+        )
         for p in self.path.rglob("*"):
             os.chmod(p, 0o555 if p.is_dir() else 0o444)
         if self.final.exists():
-            raise PackagingError(f"release {self.version} appeared while writing; releases are immutable",
-                                 hint="ship again")
+            raise PackagingError(
+                f"release {self.version} appeared while writing; releases are immutable", hint="ship again"
+            )
         try:
             os.rename(self.path, self.final)
         except OSError as exc:
-            raise PackagingError(f"cannot move the bundle into place at {self.final}: {exc.strerror}") from None
-        os.chmod(self.final, stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+            raise PackagingError(
+                f"cannot move the bundle into place at {self.final}: {exc.strerror}"
+            ) from None
+        os.chmod(
+            self.final,
+            stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH,
+        )
         self.path = self.final
         self.moved_latest = self._move_latest() if update_latest else False
         self.committed = read_release(self.final)
@@ -237,7 +263,13 @@ class ReleaseWriter:
                 fcntl.flock(lock, fcntl.LOCK_EX)
             current = current_latest(self.name_dir)
             theirs, mine = tag_parts(current or ""), tag_parts(self.version)
-            if current and theirs and mine and theirs["ts"] > mine["ts"] and (self.name_dir / current).is_dir():
+            if (
+                current
+                and theirs
+                and mine
+                and theirs["ts"] > mine["ts"]
+                and (self.name_dir / current).is_dir()
+            ):
                 return False
             set_latest(self.name_dir, self.version)
             return True

@@ -38,8 +38,10 @@ RELEASE_SCHEMA = "onnxship.release/1"
 MANIFEST = "release.json"
 TAG_FORMAT = "%Y%m%d-%H%M%S"
 _TAG = re.compile(r"^(?P<name>.+)-(?P<ts>\d{8}-\d{6})-(?P<sha>[0-9a-f]{7}|nogit)$")
-_NOT_RELEASE_HINT = ("a release folder holds release.json, <name>.onnx and <name>.onnx.meta.json (written by "
-                     "`onnxship ship`); pass releases/<name>/<version>, releases/<name>/latest or releases/<name>")
+_NOT_RELEASE_HINT = (
+    "a release folder holds release.json, <name>.onnx and <name>.onnx.meta.json (written by "
+    "`onnxship ship`); pass releases/<name>/<version>, releases/<name>/latest or releases/<name>"
+)
 
 
 def version_tag(name: str, when: datetime, sha: str) -> str:
@@ -102,9 +104,16 @@ class ReleaseInfo:
     error: str | None = None  # why this folder is not a valid release
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "path": str(self.path), "created_at": self.created_at,
-                "passed": self.passed, "size_bytes": self.size_bytes, "latest": self.latest,
-                "variants": self.variants, "error": self.error}
+        return {
+            "version": self.version,
+            "path": str(self.path),
+            "created_at": self.created_at,
+            "passed": self.passed,
+            "size_bytes": self.size_bytes,
+            "latest": self.latest,
+            "variants": self.variants,
+            "error": self.error,
+        }
 
 
 def _sha256(path: Path) -> str:
@@ -127,8 +136,10 @@ def current_latest(name_dir: Path) -> str | None:
 def set_latest(name_dir: Path, version: str) -> None:
     """Point ``latest`` (symlink) and ``LATEST`` (text) at ``version``, each by an atomic replace."""
     if not (name_dir / version / MANIFEST).is_file():
-        raise PackagingError(f"cannot point latest at {version!r}: {name_dir / version} is not a complete release",
-                             hint=_NOT_RELEASE_HINT)
+        raise PackagingError(
+            f"cannot point latest at {version!r}: {name_dir / version} is not a complete release",
+            hint=_NOT_RELEASE_HINT,
+        )
     tmp = name_dir / f".latest-{os.getpid()}-{secrets.token_hex(4)}"
     os.symlink(version, tmp)
     try:
@@ -158,8 +169,9 @@ def _load_json(path: Path, what: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise PackagingError(f"{what} {str(path)!r} is unreadable ({type(exc).__name__})",
-                             hint=_NOT_RELEASE_HINT) from None
+        raise PackagingError(
+            f"{what} {str(path)!r} is unreadable ({type(exc).__name__})", hint=_NOT_RELEASE_HINT
+        ) from None
     if not isinstance(data, dict):
         raise PackagingError(f"{what} {str(path)!r} is not a JSON object", hint=_NOT_RELEASE_HINT)
     return data
@@ -174,8 +186,10 @@ def read_release(path: str | Path, *, check: bool = True) -> Release:
     folder = resolve_release(path)
     manifest = _load_json(folder / MANIFEST, "release manifest")
     if manifest.get("schema") != RELEASE_SCHEMA:
-        raise PackagingError(f"{str(folder)!r}: manifest schema {manifest.get('schema')!r}, expected "
-                             f"{RELEASE_SCHEMA!r}", hint=_NOT_RELEASE_HINT)
+        raise PackagingError(
+            f"{str(folder)!r}: manifest schema {manifest.get('schema')!r}, expected {RELEASE_SCHEMA!r}",
+            hint=_NOT_RELEASE_HINT,
+        )
     model = folder / str(manifest.get("model_file", ""))
     meta_path = folder / f"{manifest.get('model_file', '')}.meta.json"
     for p in (model, meta_path):
@@ -184,20 +198,25 @@ def read_release(path: str | Path, *, check: bool = True) -> Release:
     meta = _load_json(meta_path, "metadata sidecar")
     if check:
         actual = _sha256(model)
-        for source, expected in (("the metadata sidecar", meta.get("onnx_sha256")),
-                                 ("release.json", manifest.get("files", {}).get(model.name))):
+        for source, expected in (
+            ("the metadata sidecar", meta.get("onnx_sha256")),
+            ("release.json", manifest.get("files", {}).get(model.name)),
+        ):
             if expected != actual:
                 raise PackagingError(
                     f"release {folder.name}: sha256 of {model.name} is {actual[:16]}… but {source} records "
                     f"{str(expected)[:16]}…: the model file was changed after the release was written",
-                    hint="releases are immutable: ship a new release instead of editing one")
+                    hint="releases are immutable: ship a new release instead of editing one",
+                )
         for rel, expected in manifest.get("files", {}).items():
             p = folder / rel
             if not p.is_file():
                 raise PackagingError(f"release {folder.name}: {rel} is missing", hint="ship a new release")
             if rel != model.name and _sha256(p) != expected:
-                raise PackagingError(f"release {folder.name}: sha256 of {rel} does not match release.json",
-                                     hint="releases are immutable: ship a new release instead of editing one")
+                raise PackagingError(
+                    f"release {folder.name}: sha256 of {rel} does not match release.json",
+                    hint="releases are immutable: ship a new release instead of editing one",
+                )
     return Release(path=folder, manifest=manifest, meta=meta)
 
 
@@ -205,15 +224,22 @@ def list_releases(name_dir: str | Path, *, check: bool = True) -> list[ReleaseIn
     """Every release under ``releases/<name>`` (oldest first); broken ones carry ``error``."""
     name_dir = Path(name_dir)
     if name_dir.is_symlink() or (name_dir / MANIFEST).is_file():
-        raise PackagingError(f"{str(name_dir)!r} is a single release, not a folder of releases",
-                             hint=f"pass its parent: onnxship list {name_dir.resolve().parent}")
+        raise PackagingError(
+            f"{str(name_dir)!r} is a single release, not a folder of releases",
+            hint=f"pass its parent: onnxship list {name_dir.resolve().parent}",
+        )
     if not name_dir.is_dir():
         raise PackagingError(f"{str(name_dir)!r} is not a folder", hint="pass releases/<name>")
-    names = sorted(c.name for c in name_dir.iterdir() if c.is_dir() and not c.is_symlink()
-                   and current_latest(c) is not None)
+    names = sorted(
+        c.name
+        for c in name_dir.iterdir()
+        if c.is_dir() and not c.is_symlink() and current_latest(c) is not None
+    )
     if names and not any((c / MANIFEST).is_file() for c in name_dir.iterdir()):
-        raise PackagingError(f"{str(name_dir)!r} holds the releases of several models ({', '.join(names)})",
-                             hint=f"pass one of them, e.g. onnxship list {name_dir / names[0]}")
+        raise PackagingError(
+            f"{str(name_dir)!r} holds the releases of several models ({', '.join(names)})",
+            hint=f"pass one of them, e.g. onnxship list {name_dir / names[0]}",
+        )
     latest = current_latest(name_dir)
     rows: list[ReleaseInfo] = []
     for child in sorted(name_dir.iterdir()):

@@ -35,14 +35,23 @@ __all__ = [
 
 # onnx dtype name -> Triton data type. BF16 is deliberately absent: see _UNSUPPORTED.
 TRITON_DTYPES: dict[str, str] = {
-    "float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64",
-    "int64": "TYPE_INT64", "int32": "TYPE_INT32", "int16": "TYPE_INT16", "int8": "TYPE_INT8",
-    "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32", "uint64": "TYPE_UINT64",
-    "bool": "TYPE_BOOL", "string": "TYPE_STRING",
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "float64": "TYPE_FP64",
+    "int64": "TYPE_INT64",
+    "int32": "TYPE_INT32",
+    "int16": "TYPE_INT16",
+    "int8": "TYPE_INT8",
+    "uint8": "TYPE_UINT8",
+    "uint16": "TYPE_UINT16",
+    "uint32": "TYPE_UINT32",
+    "uint64": "TYPE_UINT64",
+    "bool": "TYPE_BOOL",
+    "string": "TYPE_STRING",
 }
 _UNSUPPORTED = {
     "bfloat16": "bfloat16 tensors at the model boundary are not mapped for Triton's onnxruntime_onnx platform "
-                "(onnxship will not pass them off as FP32)",
+    "(onnxship will not pass them off as FP32)",
 }
 KINDS = ("KIND_CPU", "KIND_GPU", "KIND_AUTO")
 PLATFORM = "onnxruntime_onnx"
@@ -106,10 +115,16 @@ class TritonResult:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "model_dir": str(self.model_dir), "config_path": str(self.config_path),
-                "max_batch_size": self.max_batch_size, "inputs": [t.to_dict() for t in self.inputs],
-                "outputs": [t.to_dict() for t in self.outputs],
-                "versions": {str(k): v for k, v in self.versions.items()}, "notes": self.notes}
+        return {
+            "model_name": self.model_name,
+            "model_dir": str(self.model_dir),
+            "config_path": str(self.config_path),
+            "max_batch_size": self.max_batch_size,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "versions": {str(k): v for k, v in self.versions.items()},
+            "notes": self.notes,
+        }
 
 
 def _policy_text(policy: str) -> str:
@@ -120,22 +135,29 @@ def _policy_text(policy: str) -> str:
         return f"{{ latest: {{ num_versions: {int(arg)} }} }}"
     if kind == "specific" and arg and all(a.strip().isdigit() and int(a) >= 1 for a in arg.split(",")):
         return f"{{ specific: {{ versions: [ {', '.join(str(int(a)) for a in arg.split(','))} ] }} }}"
-    raise ConfigError(f"version policy {policy!r} is not understood",
-                      hint="use all, latest:N (e.g. latest:1) or specific:V1,V2 (e.g. specific:1,3)")
+    raise ConfigError(
+        f"version policy {policy!r} is not understood",
+        hint="use all, latest:N (e.g. latest:1) or specific:V1,V2 (e.g. specific:1,3)",
+    )
 
 
 def _dtype(name: str, dtype: str, release: Release) -> str:
     if dtype in _UNSUPPORTED:
-        raise PackagingError(f"release {release.version}: {name!r} is {dtype}: {_UNSUPPORTED[dtype]}",
-                             hint="cast that input/output to float16 or float32 inside the model and re-ship")
+        raise PackagingError(
+            f"release {release.version}: {name!r} is {dtype}: {_UNSUPPORTED[dtype]}",
+            hint="cast that input/output to float16 or float32 inside the model and re-ship",
+        )
     if dtype not in TRITON_DTYPES:
-        raise PackagingError(f"release {release.version}: {name!r} has dtype {dtype!r} with no Triton mapping",
-                             hint=f"supported: {', '.join(TRITON_DTYPES)}")
+        raise PackagingError(
+            f"release {release.version}: {name!r} has dtype {dtype!r} with no Triton mapping",
+            hint=f"supported: {', '.join(TRITON_DTYPES)}",
+        )
     return TRITON_DTYPES[dtype]
 
 
-def triton_signature(release: Release, max_batch_size: int | None = None) -> tuple[int, list[TritonTensor],
-                                                                                    list[TritonTensor], list[str]]:
+def triton_signature(
+    release: Release, max_batch_size: int | None = None
+) -> tuple[int, list[TritonTensor], list[TritonTensor], list[str]]:
     """Inputs/outputs and max_batch_size for a release, from its verified io signature."""
     import onnx
 
@@ -145,9 +167,11 @@ def triton_signature(release: Release, max_batch_size: int | None = None) -> tup
     graph = declared_io(onnx.load(str(release.model_path), load_external_data=False))
     specs = [TensorSpec.from_dict(d) for d in release.meta.get("inputs", [])]
     if sorted(s.name for s in specs) != sorted(v["name"] for v in graph["inputs"]):
-        raise PackagingError(f"release {release.version}: the verified inputs {[s.name for s in specs]} do not match "
-                             f"the model's inputs {[v['name'] for v in graph['inputs']]}",
-                             hint="the metadata sidecar does not describe this model; re-ship it")
+        raise PackagingError(
+            f"release {release.version}: the verified inputs {[s.name for s in specs]} do not match "
+            f"the model's inputs {[v['name'] for v in graph['inputs']]}",
+            hint="the metadata sidecar does not describe this model; re-ship it",
+        )
     by_name = {s.name: s for s in specs}
     notes: list[str] = []
     golden_shapes: dict[str, tuple[int, ...]] = {}
@@ -166,8 +190,10 @@ def triton_signature(release: Release, max_batch_size: int | None = None) -> tup
             why_not = f"input {s.name!r} does not start with the dynamic dim {batch!r}"
     for o in graph["outputs"]:
         if batch and (not o["shape"] or o["shape"][0] != batch):
-            why_not = (f"output {o['name']!r} axis 0 is {o['shape'][0] if o['shape'] else 'missing'!r}, not the "
-                       f"batch dim {batch!r} (verified against the shape sweep)")
+            why_not = (
+                f"output {o['name']!r} axis 0 is {o['shape'][0] if o['shape'] else 'missing'!r}, not the "
+                f"batch dim {batch!r} (verified against the shape sweep)"
+            )
     verified = [p[batch] for p in release.meta.get("verified_dims", []) if batch and batch in p]
     declared_max = next((d.max for s in specs for d in s.dims[:1] if d.name == batch and d.max), None)
     limit = declared_max or (max(verified) if verified else None)
@@ -177,13 +203,16 @@ def triton_signature(release: Release, max_batch_size: int | None = None) -> tup
             notes.append(f"batching disabled: {why_not}")
     elif max_batch_size > 0:
         if why_not:
-            raise PackagingError(f"release {release.version} cannot be batched by Triton: {why_not}",
-                                 hint="use --max-batch-size 0 (dims are then the full shapes)")
+            raise PackagingError(
+                f"release {release.version} cannot be batched by Triton: {why_not}",
+                hint="use --max-batch-size 0 (dims are then the full shapes)",
+            )
         if limit and max_batch_size > limit:
             src = "declared" if declared_max else "verified"
-            raise PackagingError(f"--max-batch-size {max_batch_size} is above the {src} batch maximum {limit}",
-                                 hint=f"use --max-batch-size {limit} or declare {batch}=N..MAX in the input spec and "
-                                      "re-ship")
+            raise PackagingError(
+                f"--max-batch-size {max_batch_size} is above the {src} batch maximum {limit}",
+                hint=f"use --max-batch-size {limit} or declare {batch}=N..MAX in the input spec and re-ship",
+            )
         mbs = max_batch_size
     else:
         mbs = 0
@@ -199,15 +228,23 @@ def triton_signature(release: Release, max_batch_size: int | None = None) -> tup
         gold = golden_shapes.get(o["name"])
         if not shape and gold is not None:
             shape = [None] * len(gold)
-            notes.append(f"output {o['name']!r} has no declared shape; rank {len(gold)} taken from golden.npz")
+            notes.append(
+                f"output {o['name']!r} has no declared shape; rank {len(gold)} taken from golden.npz"
+            )
         if gold is not None:
             if len(gold) != len(shape):
-                raise PackagingError(f"release {release.version}: output {o['name']!r} is declared rank {len(shape)} "
-                                     f"but golden.npz holds rank {len(gold)}", hint="re-ship the model")
+                raise PackagingError(
+                    f"release {release.version}: output {o['name']!r} is declared rank {len(shape)} "
+                    f"but golden.npz holds rank {len(gold)}",
+                    hint="re-ship the model",
+                )
             for axis, (d, g) in enumerate(zip(shape, gold, strict=True)):
                 if isinstance(d, int) and d != g:
-                    raise PackagingError(f"release {release.version}: output {o['name']!r} axis {axis} is declared "
-                                         f"{d} but PyTorch returned {g}", hint="re-ship the model")
+                    raise PackagingError(
+                        f"release {release.version}: output {o['name']!r} axis {axis} is declared "
+                        f"{d} but PyTorch returned {g}",
+                        hint="re-ship the model",
+                    )
         dims = [int(d) if isinstance(d, int) else -1 for d in shape[skip:]]
         outputs.append(_tensor(o["name"], _dtype(o["name"], o["dtype"], release), dims))
     return mbs, inputs, outputs, notes
@@ -224,8 +261,12 @@ def _q(text: str) -> str:
 
 
 def _tensor_text(t: TritonTensor, label_file: str | None = None) -> str:
-    lines = ["  {", f"    name: {_q(t.name)}", f"    data_type: {t.data_type}",
-             f"    dims: [ {', '.join(str(d) for d in t.dims)} ]"]
+    lines = [
+        "  {",
+        f"    name: {_q(t.name)}",
+        f"    data_type: {t.data_type}",
+        f"    dims: [ {', '.join(str(d) for d in t.dims)} ]",
+    ]
     if t.reshape is not None:
         lines.append(f"    reshape: {{ shape: [ {', '.join(str(d) for d in t.reshape)} ] }}")
     if label_file:
@@ -234,8 +275,14 @@ def _tensor_text(t: TritonTensor, label_file: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def render_config(name: str, max_batch_size: int, inputs: list[TritonTensor], outputs: list[TritonTensor],
-                  config: TritonConfig, label_file: tuple[str, str] | None = None) -> str:
+def render_config(
+    name: str,
+    max_batch_size: int,
+    inputs: list[TritonTensor],
+    outputs: list[TritonTensor],
+    config: TritonConfig,
+    label_file: tuple[str, str] | None = None,
+) -> str:
     """config.pbtxt text (Triton's protobuf text format)."""
     parts = [
         f"name: {_q(name)}",
@@ -244,14 +291,20 @@ def render_config(name: str, max_batch_size: int, inputs: list[TritonTensor], ou
         f"default_model_filename: {_q(MODEL_FILENAME)}",
         f"version_policy: {_policy_text(config.version_policy)}",
         "input [\n" + ",\n".join(_tensor_text(t) for t in inputs) + "\n]",
-        "output [\n" + ",\n".join(_tensor_text(t, label_file[1] if label_file and label_file[0] == t.name else None)
-                                 for t in outputs) + "\n]",
+        "output [\n"
+        + ",\n".join(
+            _tensor_text(t, label_file[1] if label_file and label_file[0] == t.name else None)
+            for t in outputs
+        )
+        + "\n]",
         f"instance_group [\n  {{\n    count: {config.instances}\n    kind: {config.kind}\n  }}\n]",
     ]
     if config.dynamic_batching:
         body = []
         if config.preferred_batch_sizes:
-            body.append(f"  preferred_batch_size: [ {', '.join(str(b) for b in config.preferred_batch_sizes)} ]")
+            body.append(
+                f"  preferred_batch_size: [ {', '.join(str(b) for b in config.preferred_batch_sizes)} ]"
+            )
         if config.max_queue_delay_us:
             body.append(f"  max_queue_delay_microseconds: {config.max_queue_delay_us}")
         parts.append("dynamic_batching {\n" + "\n".join(body) + ("\n" if body else "") + "}")
@@ -264,17 +317,27 @@ def parse_triton_config(text: str) -> Any:
         from google.protobuf import text_format
         from tritonclient.grpc import model_config_pb2
     except ImportError:
-        raise MissingDependencyError("tritonclient is not installed (needed to validate Triton configs)",
-                                     hint="pip install 'onnxship[triton]'") from None
+        raise MissingDependencyError(
+            "tritonclient is not installed (needed to validate Triton configs)",
+            hint="pip install 'onnxship[triton]'",
+        ) from None
     try:
         return text_format.Parse(text, model_config_pb2.ModelConfig())
     except text_format.ParseError as exc:
-        raise PackagingError(f"the generated config.pbtxt does not parse as Triton's ModelConfig: {exc}",
-                             hint="this is an onnxship bug; please report it with the release") from None
+        raise PackagingError(
+            f"the generated config.pbtxt does not parse as Triton's ModelConfig: {exc}",
+            hint="this is an onnxship bug; please report it with the release",
+        ) from None
 
 
-def _check_parsed(cfg: Any, name: str, mbs: int, inputs: list[TritonTensor], outputs: list[TritonTensor],
-                  config: TritonConfig) -> None:
+def _check_parsed(
+    cfg: Any,
+    name: str,
+    mbs: int,
+    inputs: list[TritonTensor],
+    outputs: list[TritonTensor],
+    config: TritonConfig,
+) -> None:
     """Semantic checks Triton would make at load time, on the parsed protobuf."""
     from tritonclient.grpc import model_config_pb2
 
@@ -295,8 +358,10 @@ def _check_parsed(cfg: Any, name: str, mbs: int, inputs: list[TritonTensor], out
     if bad_pref:
         problems.append(f"preferred batch sizes {bad_pref} exceed max_batch_size {mbs}")
     if problems:
-        raise PackagingError("the generated Triton config is invalid: " + "; ".join(problems),
-                             hint="with --dynamic-batching pass a --max-batch-size > 0 and preferred sizes <= it")
+        raise PackagingError(
+            "the generated Triton config is invalid: " + "; ".join(problems),
+            hint="with --dynamic-batching pass a --max-batch-size > 0 and preferred sizes <= it",
+        )
 
 
 def _collect(paths: list[str | Path]) -> list[Release]:
@@ -304,15 +369,22 @@ def _collect(paths: list[str | Path]) -> list[Release]:
     releases: list[Release] = []
     for p in map(Path, paths):
         if p.is_dir() and not p.is_symlink() and not (p / MANIFEST).is_file():
-            rows = list_releases(p) if any(c.is_dir() and not c.name.startswith(".") for c in p.iterdir()) else []
+            rows = (
+                list_releases(p)
+                if any(c.is_dir() and not c.name.startswith(".") for c in p.iterdir())
+                else []
+            )
             if not rows:
-                raise PackagingError(f"{str(p)!r} is not a release (no {MANIFEST}) and holds no releases",
-                                     hint="pass releases/<name>/<version>, releases/<name>/latest or "
-                                          "releases/<name>")
+                raise PackagingError(
+                    f"{str(p)!r} is not a release (no {MANIFEST}) and holds no releases",
+                    hint="pass releases/<name>/<version>, releases/<name>/latest or releases/<name>",
+                )
             bad = [r for r in rows if r.error is not None]
             if bad:
-                raise PackagingError(f"{str(p)!r}: {bad[0].version} is not a valid release: {bad[0].error}",
-                                     hint="pass the valid releases one by one, or ship a new release")
+                raise PackagingError(
+                    f"{str(p)!r}: {bad[0].version} is not a valid release: {bad[0].error}",
+                    hint="pass the valid releases one by one, or ship a new release",
+                )
             releases.extend(read_release(r.path) for r in rows)
         else:
             releases.append(read_release(p))
@@ -326,8 +398,9 @@ def check_triton(release: Release, config: TritonConfig) -> str:
     """Build and validate the config.pbtxt text for one release without writing anything."""
     mbs, ins, outs, _ = triton_signature(release, config.max_batch_size)
     name = config.model_name or release.name
-    text = render_config(name, mbs, ins, outs, config, (outs[0].name, "labels.txt") if _labels(release, outs)
-                         else None)
+    text = render_config(
+        name, mbs, ins, outs, config, (outs[0].name, "labels.txt") if _labels(release, outs) else None
+    )
     _check_parsed(parse_triton_config(text), name, mbs, ins, outs, config)
     return text
 
@@ -346,17 +419,21 @@ def package_triton(releases: list[str | Path] | str | Path, config: TritonConfig
         raise PackagingError("no releases given", hint="pass releases/<name>/latest")
     names = sorted({r.name for r in items})
     if len(names) > 1:
-        raise PackagingError(f"releases of several models given ({names})",
-                             hint="package one model per call (each is its own Triton model)")
+        raise PackagingError(
+            f"releases of several models given ({names})",
+            hint="package one model per call (each is its own Triton model)",
+        )
     name = config.model_name or names[0]
     sig = None
     for r in items:
         mbs, ins, outs, notes = triton_signature(r, config.max_batch_size)
         this = (mbs, [t.to_dict() for t in ins], [t.to_dict() for t in outs])
         if sig is not None and this != sig[0]:
-            raise PackagingError(f"release {r.version} has another io signature than {sig[1]}",
-                                 hint="Triton versions of one model share one config; package them separately "
-                                      "(--name) or ship compatible releases")
+            raise PackagingError(
+                f"release {r.version} has another io signature than {sig[1]}",
+                hint="Triton versions of one model share one config; package them separately "
+                "(--name) or ship compatible releases",
+            )
         if sig is None:
             sig = (this, r.version, mbs, ins, outs, notes)
     assert sig is not None
@@ -376,15 +453,26 @@ def _labels(release: Release, outs: list[TritonTensor]) -> list[str] | None:
     return labels if outs[0].dims and outs[0].dims[-1] == len(labels) else None
 
 
-def _write_repo(repo: Path, name: str, text: str, items: list[Release], labels: list[str] | None, mbs: int,
-                ins: list[TritonTensor], outs: list[TritonTensor], notes: list[str]) -> TritonResult:
+def _write_repo(
+    repo: Path,
+    name: str,
+    text: str,
+    items: list[Release],
+    labels: list[str] | None,
+    mbs: int,
+    ins: list[TritonTensor],
+    outs: list[TritonTensor],
+    notes: list[str],
+) -> TritonResult:
     try:
         repo.mkdir(parents=True, exist_ok=True)
         tmp = repo / f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         tmp.mkdir()
     except OSError as exc:
-        raise PackagingError(f"cannot write the Triton repository {str(repo)!r}: {exc.strerror or exc}",
-                             hint="pick a writable --repo folder") from None
+        raise PackagingError(
+            f"cannot write the Triton repository {str(repo)!r}: {exc.strerror or exc}",
+            hint="pick a writable --repo folder",
+        ) from None
     versions: dict[int, str] = {}
     try:
         for i, r in enumerate(items, start=1):
@@ -397,9 +485,17 @@ def _write_repo(repo: Path, name: str, text: str, items: list[Release], labels: 
         (tmp / "config.pbtxt").write_text(text, encoding="utf-8")
         if labels:
             (tmp / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
-        (tmp / "onnxship-versions.json").write_text(json.dumps(
-            {str(k): {"release": v, "sha256": items[k - 1].meta.get("onnx_sha256")} for k, v in versions.items()},
-            indent=2) + "\n", encoding="utf-8")
+        (tmp / "onnxship-versions.json").write_text(
+            json.dumps(
+                {
+                    str(k): {"release": v, "sha256": items[k - 1].meta.get("onnx_sha256")}
+                    for k, v in versions.items()
+                },
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
         final = repo / name
         old = repo / f".{name}.old-{os.getpid()}-{secrets.token_hex(4)}"
         if final.exists():
@@ -409,5 +505,14 @@ def _write_repo(repo: Path, name: str, text: str, items: list[Release], labels: 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return TritonResult(model_name=name, model_dir=final, config_path=final / "config.pbtxt", config_text=text,
-                        max_batch_size=mbs, inputs=ins, outputs=outs, versions=versions, notes=notes)
+    return TritonResult(
+        model_name=name,
+        model_dir=final,
+        config_path=final / "config.pbtxt",
+        config_text=text,
+        max_batch_size=mbs,
+        inputs=ins,
+        outputs=outs,
+        versions=versions,
+        notes=notes,
+    )

@@ -23,9 +23,24 @@ from onnxship.publish._config import (
 __all__ = ["GoldenCheck", "golden_check", "log_release", "notify_published", "publish", "publish_view"]
 
 # Sidecar fields that are logged elsewhere (inputs, outputs, tags) or are not parameters.
-_META_SKIP = {"inputs", "outputs", "output_names", "dynamic_axes", "verified_dims", "candidates", "dim_fixes",
-              "diagnostics", "notes", "onnx_sha256", "git_sha", "onnxship_version", "model_name", "exported_at_utc",
-              "onnx_file", "size_bytes"}
+_META_SKIP = {
+    "inputs",
+    "outputs",
+    "output_names",
+    "dynamic_axes",
+    "verified_dims",
+    "candidates",
+    "dim_fixes",
+    "diagnostics",
+    "notes",
+    "onnx_sha256",
+    "git_sha",
+    "onnxship_version",
+    "model_name",
+    "exported_at_utc",
+    "onnx_file",
+    "size_bytes",
+}
 
 
 class GoldenCheck:
@@ -61,8 +76,10 @@ def golden_check(model_path: Path, golden_path: Path, precision: str = "fp32") -
     check = GoldenCheck(golden, compare_outputs(golden.outputs, got, tol))
     if not check.passed:
         worst = "; ".join(f"{s.name}: {s.reason}" for s in check.stats if not s.passed)
-        raise VerificationError(f"{model_path.name} does not reproduce {golden_path.name} ({worst})",
-                                hint="the bundle is damaged or was built from another model: ship a new release")
+        raise VerificationError(
+            f"{model_path.name} does not reproduce {golden_path.name} ({worst})",
+            hint="the bundle is damaged or was built from another model: ship a new release",
+        )
     return check
 
 
@@ -97,15 +114,19 @@ def publish_view(view: BundleView, config: PublishConfig) -> PublishResult:
     exp_name = experiment_name(view.name, config.experiment)
     with _mlflow.tracking(target):
         exp_id = _mlflow.ensure_experiment(exp_name, target)
-        with _mlflow.active_run(exp_id, config.run_name or view.version, {"onnxship.source": "publish"}) as run:
+        with _mlflow.active_run(
+            exp_id, config.run_name or view.version, {"onnxship.source": "publish"}
+        ) as run:
             result = log_release(view, config, target, check, run, exp_name)
     return notify_published(result, config, target)
 
 
 def _pre_checks(view: BundleView, config: PublishConfig) -> GoldenCheck | None:
     if view.passed is False:
-        raise VerificationError(f"release {view.version} failed its verification gate; it is not published",
-                                hint="fix the model and ship a new release (see its report.json)")
+        raise VerificationError(
+            f"release {view.version} failed its verification gate; it is not published",
+            hint="fix the model and ship a new release (see its report.json)",
+        )
     if config.verify_golden and view.golden_path is not None:
         return golden_check(view.model_path, view.golden_path, str(view.meta.get("precision", "fp32")))
     return None
@@ -134,14 +155,22 @@ def _params(view: BundleView, io: dict[str, list[dict[str, Any]]]) -> dict[str, 
         if isinstance(spec, dict) and "name" in spec:
             dims = spec.get("dims") or []
             text = " x ".join(
-                (f"{d['name']}={d['value']}" + (f"..{d['max']}" if d.get("max") else "")) if d.get("name")
-                else str(d.get("value")) for d in dims) or str(spec.get("shape"))
+                (f"{d['name']}={d['value']}" + (f"..{d['max']}" if d.get("max") else ""))
+                if d.get("name")
+                else str(d.get("value"))
+                for d in dims
+            ) or str(spec.get("shape"))
             params[f"input.{spec['name']}"] = f"{text} : {spec.get('dtype')}"
     for out in io["outputs"]:
         shape = " x ".join(str(d) if d is not None else "?" for d in out["shape"])
         params[f"output.{out['name']}"] = f"{shape} : {out['dtype']}"
     for key, value in meta.items():
-        if key in _META_SKIP or key in params or not isinstance(value, (str, int, float, bool)) or value is None:
+        if (
+            key in _META_SKIP
+            or key in params
+            or not isinstance(value, (str, int, float, bool))
+            or value is None
+        ):
             continue
         if looks_secret(key):
             continue  # a secret-looking key is never logged
@@ -152,8 +181,18 @@ def _params(view: BundleView, io: dict[str, list[dict[str, Any]]]) -> dict[str, 
 
 
 # Sections of report.json (onnxship.verify-report/1) that hold verification numbers; the rest is context.
-_REPORT_METRIC_SECTIONS = ("passed", "worst_output", "compare", "outputs", "shapes", "task_metrics", "tasks",
-                           "variants", "verification", "timing")
+_REPORT_METRIC_SECTIONS = (
+    "passed",
+    "worst_output",
+    "compare",
+    "outputs",
+    "shapes",
+    "task_metrics",
+    "tasks",
+    "variants",
+    "verification",
+    "timing",
+)
 
 
 def _report_metrics(report: dict[str, Any]) -> dict[str, float]:
@@ -166,8 +205,14 @@ def _report_metrics(report: dict[str, Any]) -> dict[str, float]:
     return flatten_metrics(sections, "report")
 
 
-def log_release(view: BundleView, config: PublishConfig, target: TrackingTarget, check: GoldenCheck | None,
-                run: Any, exp_name: str) -> PublishResult:
+def log_release(
+    view: BundleView,
+    config: PublishConfig,
+    target: TrackingTarget,
+    check: GoldenCheck | None,
+    run: Any,
+    exp_name: str,
+) -> PublishResult:
     """Log params, metrics, tags, bundle files and the ONNX model into the active run ``run``."""
     import onnx
 
@@ -184,18 +229,34 @@ def log_release(view: BundleView, config: PublishConfig, target: TrackingTarget,
     if view.report:
         metrics.update(_report_metrics(view.report))
     tags = {
-        "onnxship.version": __version__, "onnxship.version_tag": view.version, "onnxship.model_name": view.name,
-        "onnxship.git_sha": str(view.meta.get("git_sha", "nogit")), "onnxship.verdict": verdict,
-        "onnxship.onnx_sha256": str(view.meta.get("onnx_sha256", "")), **config.tags,
+        "onnxship.version": __version__,
+        "onnxship.version_tag": view.version,
+        "onnxship.model_name": view.name,
+        "onnxship.git_sha": str(view.meta.get("git_sha", "nogit")),
+        "onnxship.verdict": verdict,
+        "onnxship.onnx_sha256": str(view.meta.get("onnx_sha256", "")),
+        **config.tags,
     }
     with _mlflow.translate_errors(target, f"log release {view.version}"):
-        return _log_release(mlflow, view, config, target, check, run, exp_name, io, verdict, params, metrics, tags)
+        return _log_release(
+            mlflow, view, config, target, check, run, exp_name, io, verdict, params, metrics, tags
+        )
 
 
-def _log_release(mlflow: Any, view: BundleView, config: PublishConfig, target: TrackingTarget,
-                 check: GoldenCheck | None, run: Any, exp_name: str, io: dict[str, list[dict[str, Any]]],
-                 verdict: str, params: dict[str, str], metrics: dict[str, float],
-                 tags: dict[str, str]) -> PublishResult:
+def _log_release(
+    mlflow: Any,
+    view: BundleView,
+    config: PublishConfig,
+    target: TrackingTarget,
+    check: GoldenCheck | None,
+    run: Any,
+    exp_name: str,
+    io: dict[str, list[dict[str, Any]]],
+    verdict: str,
+    params: dict[str, str],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+) -> PublishResult:
     from onnxship.publish import _mlflow
 
     mlflow.log_params(params)
@@ -204,7 +265,9 @@ def _log_release(mlflow: Any, view: BundleView, config: PublishConfig, target: T
     mlflow.set_tags(tags)
     for rel in view.files():
         parent = rel.parent.as_posix()
-        mlflow.log_artifact(str(view.path / rel), artifact_path="bundle" if parent == "." else f"bundle/{parent}")
+        mlflow.log_artifact(
+            str(view.path / rel), artifact_path="bundle" if parent == "." else f"bundle/{parent}"
+        )
     if config.triton_config and (view.path / "release.json").is_file():
         tags["onnxship.triton"] = _log_triton_config(view)
         mlflow.set_tag("onnxship.triton", tags["onnxship.triton"])
@@ -212,21 +275,37 @@ def _log_release(mlflow: Any, view: BundleView, config: PublishConfig, target: T
     if config.log_model:
         golden = check.golden if check is not None else None
         info = _mlflow.log_onnx(
-            view.model_path, signature=_mlflow.signature_from_io(io, golden),
+            view.model_path,
+            signature=_mlflow.signature_from_io(io, golden),
             input_example=dict(golden.inputs) if golden is not None else None,
-            metadata={"onnxship_version_tag": view.version, "onnxship_name": view.name,
-                      "onnx_sha256": str(view.meta.get("onnx_sha256", ""))},
-            registered_model_name=config.register)
+            metadata={
+                "onnxship_version_tag": view.version,
+                "onnxship_name": view.name,
+                "onnx_sha256": str(view.meta.get("onnx_sha256", "")),
+            },
+            registered_model_name=config.register,
+        )
         model_uri = info.model_uri
         if config.register:
             version = str(info.registered_model_version)
             if config.alias:
                 _mlflow.set_alias(config.register, config.alias, version)
     return PublishResult(
-        name=view.name, version=view.version, run_id=run.info.run_id, experiment_id=run.info.experiment_id,
-        experiment_name=exp_name, tracking_uri=target.display, artifact_uri=run.info.artifact_uri,
-        model_uri=model_uri, verdict=verdict, registered_model=config.register if version else None,
-        model_version=version, alias=config.alias if version else None, params=params, metrics=metrics, tags=tags,
+        name=view.name,
+        version=view.version,
+        run_id=run.info.run_id,
+        experiment_id=run.info.experiment_id,
+        experiment_name=exp_name,
+        tracking_uri=target.display,
+        artifact_uri=run.info.artifact_uri,
+        model_uri=model_uri,
+        verdict=verdict,
+        registered_model=config.register if version else None,
+        model_version=version,
+        alias=config.alias if version else None,
+        params=params,
+        metrics=metrics,
+        tags=tags,
     )
 
 
@@ -254,11 +333,20 @@ def _log_triton_config(view: BundleView) -> str:
 def _event(result: PublishResult) -> dict[str, Any]:
     key = {k: v for k, v in result.metrics.items() if k.startswith("golden.")}
     return {
-        "event": "onnxship.model.published", "model_name": result.name, "version_tag": result.version,
-        "verdict": result.verdict, "run_id": result.run_id, "experiment": result.experiment_name,
-        "tracking_uri": result.tracking_uri, "artifact_uri": result.artifact_uri, "model_uri": result.model_uri,
-        "registered_model": result.registered_model, "model_version": result.model_version, "alias": result.alias,
-        "metrics": key, "published_at_utc": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "event": "onnxship.model.published",
+        "model_name": result.name,
+        "version_tag": result.version,
+        "verdict": result.verdict,
+        "run_id": result.run_id,
+        "experiment": result.experiment_name,
+        "tracking_uri": result.tracking_uri,
+        "artifact_uri": result.artifact_uri,
+        "model_uri": result.model_uri,
+        "registered_model": result.registered_model,
+        "model_version": result.model_version,
+        "alias": result.alias,
+        "metrics": key,
+        "published_at_utc": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 
@@ -274,10 +362,15 @@ def notify_published(result: PublishResult, config: PublishConfig, target: Track
     except PublishError as exc:
         with _mlflow.tracking(target):
             _mlflow.mlflow_module().MlflowClient().set_tag(result.run_id, "onnxship.notify", "failed")
-        err = PublishError(f"{exc.message} (run {result.run_id} of experiment {result.experiment_name!r} is "
-                           "recorded; only the notification failed)", hint=exc.hint)
+        err = PublishError(
+            f"{exc.message} (run {result.run_id} of experiment {result.experiment_name!r} is "
+            "recorded; only the notification failed)",
+            hint=exc.hint,
+        )
         err.result = result  # type: ignore[attr-defined]
         raise err from None
     with _mlflow.tracking(target):
-        _mlflow.mlflow_module().MlflowClient().set_tag(result.run_id, "onnxship.notify", result.notification.kind)
+        _mlflow.mlflow_module().MlflowClient().set_tag(
+            result.run_id, "onnxship.notify", result.notification.kind
+        )
     return result

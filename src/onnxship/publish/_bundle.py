@@ -44,8 +44,10 @@ def _read_report(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise PackagingError(f"{str(path)!r} is not readable JSON ({type(exc).__name__})",
-                             hint="the bundle is damaged: ship a new release") from None
+        raise PackagingError(
+            f"{str(path)!r} is not readable JSON ({type(exc).__name__})",
+            hint="the bundle is damaged: ship a new release",
+        ) from None
     return data if isinstance(data, dict) else None
 
 
@@ -60,5 +62,13 @@ def open_bundle(path: str | Path) -> BundleView:
     rel = read_release(path, check=True)
     report = _read_report(rel.path / "report.json")
     passed: bool | None = rel.manifest.get("passed") if isinstance(rel.manifest.get("passed"), bool) else None
-    return BundleView(path=rel.path, name=rel.name, version=rel.version, model_path=rel.model_path, meta=rel.meta,
-                      golden_path=rel.golden_path, report=report, passed=passed)
+    return BundleView(
+        path=rel.path,
+        name=rel.name,
+        version=rel.version,
+        model_path=rel.model_path,
+        meta=rel.meta,
+        golden_path=rel.golden_path,
+        report=report,
+        passed=passed,
+    )

@@ -32,8 +32,9 @@ __all__ = [
 ]
 
 STORE_SUBDIR = Path(".onnxship") / "mlflow"
-_SECRET_KEY = re.compile(r"(password|passwd|secret|token|credential|access[_-]?key|api[_-]?key|private[_-]?key)",
-                         re.IGNORECASE)
+_SECRET_KEY = re.compile(
+    r"(password|passwd|secret|token|credential|access[_-]?key|api[_-]?key|private[_-]?key)", re.IGNORECASE
+)
 _REMOTE_SCHEMES = ("http", "https", "databricks")
 
 
@@ -61,19 +62,25 @@ def check_no_secrets(values: dict[str, Any], what: str) -> None:
     """Refuse keys that name secrets: they would end up readable by anyone with access to the tracking server."""
     bad = sorted(str(k) for k in values if looks_secret(k))
     if bad:
-        raise ConfigError(f"{what} {bad} look like secrets; onnxship does not log secrets to MLflow",
-                          hint="pass credentials through the environment (AWS_ACCESS_KEY_ID, ...), not as metadata")
+        raise ConfigError(
+            f"{what} {bad} look like secrets; onnxship does not log secrets to MLflow",
+            hint="pass credentials through the environment (AWS_ACCESS_KEY_ID, ...), not as metadata",
+        )
     urls = sorted(str(k) for k, v in values.items() if isinstance(v, str) and "@" in v and mask_url(v) != v)
     if urls:
-        raise ConfigError(f"{what} {urls} hold URLs with a password; onnxship does not write secrets into "
-                          "metadata or MLflow", hint="drop the password from the URL (user@host) or leave it out")
+        raise ConfigError(
+            f"{what} {urls} hold URLs with a password; onnxship does not write secrets into "
+            "metadata or MLflow",
+            hint="drop the password from the URL (user@host) or leave it out",
+        )
 
 
 def _project_root() -> Path:
     """The git top level of the current folder, else the current folder."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=5,
-                             check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=5, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return Path.cwd()
     top = out.stdout.strip()
@@ -111,23 +118,30 @@ def resolve_tracking(tracking_uri: str | None = None, store_dir: str | Path | No
     if not uri:
         folder = Path(store_dir or os.environ.get("ONNXSHIP_MLFLOW_DIR") or _project_root() / STORE_SUBDIR)
         folder = folder.expanduser().resolve()
-        return TrackingTarget(uri=f"sqlite:///{folder / 'mlflow.db'}", artifact_root=(folder / "artifacts").as_uri(),
-                              source="embedded")
+        return TrackingTarget(
+            uri=f"sqlite:///{folder / 'mlflow.db'}",
+            artifact_root=(folder / "artifacts").as_uri(),
+            source="embedded",
+        )
     scheme = urlsplit(uri).scheme
     if scheme in _REMOTE_SCHEMES:
         return TrackingTarget(uri=uri.rstrip("/"), artifact_root=None, source=source)
     if scheme == "sqlite":
-        db = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+        db = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
         if not db or db.startswith(":memory:"):
-            raise ConfigError(f"tracking URI {uri!r} is not a sqlite file",
-                              hint="use sqlite:///path/to/mlflow.db (an in-memory store loses every run)")
+            raise ConfigError(
+                f"tracking URI {uri!r} is not a sqlite file",
+                hint="use sqlite:///path/to/mlflow.db (an in-memory store loses every run)",
+            )
         path = Path(db).expanduser().resolve()
-        return TrackingTarget(uri=f"sqlite:///{path}", artifact_root=(path.parent / "artifacts").as_uri(),
-                              source=source)
+        return TrackingTarget(
+            uri=f"sqlite:///{path}", artifact_root=(path.parent / "artifacts").as_uri(), source=source
+        )
     if scheme in ("file", "") and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
-        raise ConfigError(f"tracking URI {mask_url(uri)!r} is a file store, which MLflow no longer accepts by default",
-                          hint="use sqlite:///path/to/mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true to keep a file "
-                               "store")
+        raise ConfigError(
+            f"tracking URI {mask_url(uri)!r} is a file store, which MLflow no longer accepts by default",
+            hint="use sqlite:///path/to/mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true to keep a file store",
+        )
     return TrackingTarget(uri=uri, artifact_root=None, source=source)
 
 
@@ -153,11 +167,14 @@ class NotifyConfig:
     def __post_init__(self) -> None:
         scheme = urlsplit(self.url).scheme
         if scheme not in ("amqp", "amqps", "http", "https"):
-            raise ConfigError(f"notification URL {mask_url(self.url)!r} has scheme {scheme!r}",
-                              hint="use amqp://user:pass@host:5672/vhost (RabbitMQ) or https://... (webhook)")
+            raise ConfigError(
+                f"notification URL {mask_url(self.url)!r} has scheme {scheme!r}",
+                hint="use amqp://user:pass@host:5672/vhost (RabbitMQ) or https://... (webhook)",
+            )
         if self.exchange_type not in ("topic", "direct", "fanout", "headers"):
-            raise ConfigError(f"unknown exchange type {self.exchange_type!r}",
-                              hint="valid: topic, direct, fanout, headers")
+            raise ConfigError(
+                f"unknown exchange type {self.exchange_type!r}", hint="valid: topic, direct, fanout, headers"
+            )
         if self.timeout <= 0:
             raise ConfigError(f"notification timeout must be > 0 seconds, got {self.timeout}")
 
@@ -184,7 +201,9 @@ class NotifyResult:
 class PublishConfig:
     """How to publish a release bundle to MLflow."""
 
-    tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else the embedded sqlite store under the project
+    tracking_uri: str | None = (
+        None  # None: MLFLOW_TRACKING_URI, else the embedded sqlite store under the project
+    )
     store_dir: Path | None = None  # folder of the embedded store (default <project>/.onnxship/mlflow)
     experiment: str | None = None  # default {MODEL_ID}_{name} or {name}
     run_name: str | None = None  # default: the bundle's version tag
@@ -192,18 +211,24 @@ class PublishConfig:
     alias: str | None = None  # alias for the new model version, e.g. "champion" (needs register)
     log_model: bool = True  # mlflow.onnx.log_model with signature and input example
     verify_golden: bool = True  # re-run golden.npz through onnxruntime first; a mismatch stops the publish
-    triton_config: bool = True  # generate the release's Triton config.pbtxt and log it as triton/<name>/config.pbtxt
+    triton_config: bool = (
+        True  # generate the release's Triton config.pbtxt and log it as triton/<name>/config.pbtxt
+    )
     notify: NotifyConfig | None = None  # RabbitMQ or webhook notification after the run is recorded
     tags: dict[str, str] = field(default_factory=dict)  # extra run tags
     connect_timeout: float = 5.0  # seconds to reach a remote tracking server before giving up
 
     def __post_init__(self) -> None:
         if self.alias and not self.register:
-            raise ConfigError(f"alias {self.alias!r} given without a registered model name",
-                              hint="add --register NAME (the alias is set on the new version of NAME)")
+            raise ConfigError(
+                f"alias {self.alias!r} given without a registered model name",
+                hint="add --register NAME (the alias is set on the new version of NAME)",
+            )
         if self.alias and (self.alias.lower() == "latest" or not re.fullmatch(r"[A-Za-z0-9_-]+", self.alias)):
-            raise ConfigError(f"alias {self.alias!r} is not usable",
-                              hint="letters, digits, '_' and '-', and not 'latest' (MLflow reserves it)")
+            raise ConfigError(
+                f"alias {self.alias!r} is not usable",
+                hint="letters, digits, '_' and '-', and not 'latest' (MLflow reserves it)",
+            )
         if self.register is not None and not self.register.strip():
             raise ConfigError("registered model name is empty", hint="pass --register NAME")
         if isinstance(self.notify, str):

@@ -41,9 +41,30 @@ __all__ = [
 _FAST_ENV = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. /:]")
 _LABEL_FIELDS = ("name", "output", "task", "variant", "label", "metric", "group")
-_NOT_METRICS = {"seed", "opset", "schema", "schema_version", "version", "index", "worst_index", "value", "min", "max",
-                "input_shapes", "output_shapes", "ref_shape", "got_shape", "sample_shape", "shape", "dims",
-                "tolerance", "size_bytes", "ir_version", "is_export_shape", "histogram"}
+_NOT_METRICS = {
+    "seed",
+    "opset",
+    "schema",
+    "schema_version",
+    "version",
+    "index",
+    "worst_index",
+    "value",
+    "min",
+    "max",
+    "input_shapes",
+    "output_shapes",
+    "ref_shape",
+    "got_shape",
+    "sample_shape",
+    "shape",
+    "dims",
+    "tolerance",
+    "size_bytes",
+    "ir_version",
+    "is_export_shape",
+    "histogram",
+}
 MAX_METRICS = 1000
 
 
@@ -51,8 +72,9 @@ def mlflow_module() -> Any:
     try:
         return require("mlflow", "mlflow")
     except MissingDependencyError as exc:
-        raise MissingDependencyError("mlflow is not installed (needed to publish)",
-                                     hint="pip install 'onnxship[mlflow]'") from exc.__cause__
+        raise MissingDependencyError(
+            "mlflow is not installed (needed to publish)", hint="pip install 'onnxship[mlflow]'"
+        ) from exc.__cause__
 
 
 def check_reachable(target: TrackingTarget, timeout: float = 5.0) -> None:
@@ -62,12 +84,14 @@ def check_reachable(target: TrackingTarget, timeout: float = 5.0) -> None:
     """
     if not target.remote:
         if target.uri.startswith("sqlite:///"):
-            db = Path(target.uri[len("sqlite:///"):])
+            db = Path(target.uri[len("sqlite:///") :])
             try:
                 db.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise PublishError(f"cannot create the tracking store folder {str(db.parent)!r}: {exc.strerror}",
-                                   hint="pass --tracking-uri sqlite:///writable/path/mlflow.db") from None
+                raise PublishError(
+                    f"cannot create the tracking store folder {str(db.parent)!r}: {exc.strerror}",
+                    hint="pass --tracking-uri sqlite:///writable/path/mlflow.db",
+                ) from None
         return
     if target.uri.startswith("databricks"):
         return
@@ -83,7 +107,7 @@ def check_reachable(target: TrackingTarget, timeout: float = 5.0) -> None:
             f"MLflow tracking server {target.display} is unreachable ({type(reason).__name__}: {reason}; "
             f"timeout {timeout:g} s)",
             hint=f"start the server or fix the URI (it came from {target.source}); unset MLFLOW_TRACKING_URI to "
-                 "use the embedded sqlite store",
+            "use the embedded sqlite store",
         ) from None
 
 
@@ -131,11 +155,15 @@ def ensure_experiment(name: str, target: TrackingTarget) -> str:
                 if exp is None:
                     raise
     except MlflowException as exc:
-        raise PublishError(f"cannot open experiment {name!r} on {target.display}: {exc.message}",
-                           hint="check the tracking URI and your permissions") from None
+        raise PublishError(
+            f"cannot open experiment {name!r} on {target.display}: {exc.message}",
+            hint="check the tracking URI and your permissions",
+        ) from None
     if exp.lifecycle_stage == "deleted":
-        raise PublishError(f"experiment {name!r} on {target.display} is deleted",
-                           hint="restore it (mlflow experiments restore) or pass another --experiment")
+        raise PublishError(
+            f"experiment {name!r} on {target.display} is deleted",
+            hint="restore it (mlflow experiments restore) or pass another --experiment",
+        )
     return str(exp.experiment_id)
 
 
@@ -144,9 +172,11 @@ def ensure_no_active_run() -> None:
     mlflow = mlflow_module()
     current = mlflow.active_run()
     if current is not None:
-        raise PublishError(f"an MLflow run ({current.info.run_id}) is already active in this process",
-                           hint="onnxship opens its own run: call mlflow.end_run() first, or publish outside "
-                                "`with mlflow.start_run():`")
+        raise PublishError(
+            f"an MLflow run ({current.info.run_id}) is already active in this process",
+            hint="onnxship opens its own run: call mlflow.end_run() first, or publish outside "
+            "`with mlflow.start_run():`",
+        )
 
 
 @contextlib.contextmanager
@@ -171,18 +201,22 @@ def translate_errors(target: TrackingTarget, what: str) -> Iterator[None]:
     try:
         yield
     except MlflowException as exc:
-        raise PublishError(f"MLflow at {target.display} refused to {what}: {exc.message}",
-                           hint="a param logged twice with another value is an error in MLflow; check the run's "
-                                "params and the server's log") from None
+        raise PublishError(
+            f"MLflow at {target.display} refused to {what}: {exc.message}",
+            hint="a param logged twice with another value is an error in MLflow; check the run's "
+            "params and the server's log",
+        ) from None
     except Exception as exc:
         module = type(exc).__module__ or ""
         if not module.startswith(("botocore", "boto3", "s3transfer")):
             raise
         endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL", "the default AWS endpoint")
-        raise PublishError(f"artifact upload to S3 ({endpoint}) failed while trying to {what}: "
-                           f"{type(exc).__name__}: {str(exc)[:300]}",
-                           hint="check MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and that "
-                                "the bucket exists") from None
+        raise PublishError(
+            f"artifact upload to S3 ({endpoint}) failed while trying to {what}: "
+            f"{type(exc).__name__}: {str(exc)[:300]}",
+            hint="check MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and that "
+            "the bucket exists",
+        ) from None
 
 
 def sanitize_key(key: str) -> str:
@@ -238,11 +272,15 @@ def _tensor_spec(entry: dict[str, Any], fallback: np.ndarray | None) -> Any:
 
     dtype = entry.get("dtype", "float32")
     if dtype in ("bfloat16", "unknown", "string"):
-        raise PublishError(f"tensor {entry['name']!r} has dtype {dtype}, which an MLflow tensor signature cannot hold",
-                           hint="publish with log_model disabled (--no-model), or export in float32")
+        raise PublishError(
+            f"tensor {entry['name']!r} has dtype {dtype}, which an MLflow tensor signature cannot hold",
+            hint="publish with log_model disabled (--no-model), or export in float32",
+        )
     shape = entry.get("shape") or []
     if not shape and fallback is not None:
-        dims = [-1] * fallback.ndim  # rank unknown in the graph: take it from the golden data, every dim dynamic
+        dims = [
+            -1
+        ] * fallback.ndim  # rank unknown in the graph: take it from the golden data, every dim dynamic
     else:
         dims = [d if isinstance(d, int) and d > 0 else -1 for d in shape]
     return TensorSpec(np.dtype(dtype), tuple(dims), entry["name"])
@@ -266,12 +304,22 @@ def pip_requirements() -> list[str]:
     import onnxruntime
 
     mlflow = mlflow_module()
-    return [f"mlflow=={mlflow.__version__}", f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}",
-            f"numpy=={np.__version__}"]
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"onnx=={onnx.__version__}",
+        f"onnxruntime=={onnxruntime.__version__}",
+        f"numpy=={np.__version__}",
+    ]
 
 
-def log_onnx(model_path: Path, *, signature: Any, input_example: dict[str, np.ndarray] | None,
-             metadata: dict[str, Any], registered_model_name: str | None = None) -> Any:
+def log_onnx(
+    model_path: Path,
+    *,
+    signature: Any,
+    input_example: dict[str, np.ndarray] | None,
+    metadata: dict[str, Any],
+    registered_model_name: str | None = None,
+) -> Any:
     """``mlflow.onnx.log_model`` into the active run (CPU provider, pinned requirements); returns the ModelInfo."""
     import onnx
 
@@ -280,9 +328,15 @@ def log_onnx(model_path: Path, *, signature: Any, input_example: dict[str, np.nd
 
     proto = onnx.load(str(model_path))  # with external data
     return mlflow.onnx.log_model(
-        onnx_model=proto, name="model", signature=signature, input_example=input_example,
-        pip_requirements=pip_requirements(), onnx_execution_providers=["CPUExecutionProvider"],
-        metadata=metadata, registered_model_name=registered_model_name, await_registration_for=60,
+        onnx_model=proto,
+        name="model",
+        signature=signature,
+        input_example=input_example,
+        pip_requirements=pip_requirements(),
+        onnx_execution_providers=["CPUExecutionProvider"],
+        metadata=metadata,
+        registered_model_name=registered_model_name,
+        await_registration_for=60,
     )
 
 

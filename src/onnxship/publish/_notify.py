@@ -39,16 +39,19 @@ def _amqp(body: bytes, event: dict[str, Any], config: NotifyConfig) -> NotifyRes
     try:
         pika = require("pika", "notify")
     except MissingDependencyError as exc:
-        raise MissingDependencyError("pika is not installed (needed for RabbitMQ notifications)",
-                                     hint="pip install 'onnxship[notify]'") from exc.__cause__
+        raise MissingDependencyError(
+            "pika is not installed (needed for RabbitMQ notifications)", hint="pip install 'onnxship[notify]'"
+        ) from exc.__cause__
     from pika import exceptions as pex
 
     target = f"{mask_url(config.url)} exchange={config.exchange!r} routing_key={config.routing_key!r}"
     try:
         params = pika.URLParameters(config.url)
     except (ValueError, TypeError) as exc:
-        raise PublishError(f"notification URL {mask_url(config.url)!r} is not a valid AMQP URL ({exc})",
-                           hint="amqp://user:pass@host:5672/vhost (vhost '/' is %2F)") from None
+        raise PublishError(
+            f"notification URL {mask_url(config.url)!r} is not a valid AMQP URL ({exc})",
+            hint="amqp://user:pass@host:5672/vhost (vhost '/' is %2F)",
+        ) from None
     params.socket_timeout = config.timeout
     params.stack_timeout = config.timeout
     params.blocked_connection_timeout = config.timeout
@@ -57,26 +60,43 @@ def _amqp(body: bytes, event: dict[str, Any], config: NotifyConfig) -> NotifyRes
     try:
         connection = pika.BlockingConnection(params)
     except pex.AMQPError as exc:
-        raise PublishError(f"RabbitMQ at {mask_url(config.url)} is unreachable ({type(exc).__name__}: {exc or 'no answer'})",
-                           hint="start the broker or fix --notify; the MLflow run is recorded, re-send with "
-                                "`onnxship publish` or onnxship.publish.notify") from None
+        raise PublishError(
+            f"RabbitMQ at {mask_url(config.url)} is unreachable ({type(exc).__name__}: {exc or 'no answer'})",
+            hint="start the broker or fix --notify; the MLflow run is recorded, re-send with "
+            "`onnxship publish` or onnxship.publish.notify",
+        ) from None
     try:
         channel = connection.channel()
         channel.confirm_delivery()
         channel.exchange_declare(exchange=config.exchange, exchange_type=config.exchange_type, durable=True)
-        props = pika.BasicProperties(content_type="application/json", delivery_mode=pika.DeliveryMode.Persistent,
-                                     message_id=str(uuid.uuid4()), type=str(event.get("event", "")))
-        channel.basic_publish(exchange=config.exchange, routing_key=config.routing_key, body=body,
-                              properties=props, mandatory=config.mandatory)
+        props = pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=str(uuid.uuid4()),
+            type=str(event.get("event", "")),
+        )
+        channel.basic_publish(
+            exchange=config.exchange,
+            routing_key=config.routing_key,
+            body=body,
+            properties=props,
+            mandatory=config.mandatory,
+        )
     except pex.UnroutableError:
-        raise PublishError(f"RabbitMQ returned the notification: no queue is bound to {target}",
-                           hint="bind a queue to the exchange with this routing key, or drop --notify-mandatory") from None
+        raise PublishError(
+            f"RabbitMQ returned the notification: no queue is bound to {target}",
+            hint="bind a queue to the exchange with this routing key, or drop --notify-mandatory",
+        ) from None
     except pex.NackError:
-        raise PublishError(f"RabbitMQ refused the notification (nack) at {target}",
-                           hint="check the broker's logs (disk or memory alarm, policies)") from None
+        raise PublishError(
+            f"RabbitMQ refused the notification (nack) at {target}",
+            hint="check the broker's logs (disk or memory alarm, policies)",
+        ) from None
     except pex.AMQPError as exc:
-        raise PublishError(f"RabbitMQ notification to {target} failed ({type(exc).__name__}: {exc})",
-                           hint="check the exchange (an existing one with another type cannot be re-declared)") from None
+        raise PublishError(
+            f"RabbitMQ notification to {target} failed ({type(exc).__name__}: {exc})",
+            hint="check the exchange (an existing one with another type cannot be re-declared)",
+        ) from None
     finally:
         if connection.is_open:
             # the message is already confirmed (or the error above is the one to report)
@@ -86,19 +106,27 @@ def _amqp(body: bytes, event: dict[str, Any], config: NotifyConfig) -> NotifyRes
 
 
 def _webhook(body: bytes, event: dict[str, Any], config: NotifyConfig) -> NotifyResult:
-    req = urllib.request.Request(config.url, data=body, method="POST",
-                                 headers={"Content-Type": "application/json", "User-Agent": "onnxship"})
+    req = urllib.request.Request(
+        config.url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "onnxship"},
+    )
     target = mask_url(config.url)
     try:
         with urllib.request.urlopen(req, timeout=config.timeout) as resp:
             status = int(resp.status)
     except urllib.error.HTTPError as exc:
-        raise PublishError(f"webhook {target} answered HTTP {exc.code} to the notification",
-                           hint="check the receiver; the MLflow run is recorded") from None
+        raise PublishError(
+            f"webhook {target} answered HTTP {exc.code} to the notification",
+            hint="check the receiver; the MLflow run is recorded",
+        ) from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise PublishError(f"webhook {target} is unreachable ({type(reason).__name__}: {reason})",
-                           hint="start the receiver or fix --notify; the MLflow run is recorded") from None
+        raise PublishError(
+            f"webhook {target} is unreachable ({type(reason).__name__}: {reason})",
+            hint="start the receiver or fix --notify; the MLflow run is recorded",
+        ) from None
     if not 200 <= status < 300:
         raise PublishError(f"webhook {target} answered HTTP {status} to the notification")
     return NotifyResult(kind="webhook", target=target, event=event, confirmed=True, status=status)

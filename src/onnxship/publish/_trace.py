@@ -33,8 +33,10 @@ _OUTPUT_KEY = re.compile(r"^output(_\d+)?$")
 
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not name.replace("-", "_").replace(".", "_").isidentifier():
-        raise ConfigError(f"model name {name!r} is not usable as a model/file name",
-                          hint="use letters, digits, '-', '_' (e.g. 'mnist-classifier')")
+        raise ConfigError(
+            f"model name {name!r} is not usable as a model/file name",
+            hint="use letters, digits, '-', '_' (e.g. 'mnist-classifier')",
+        )
 
 
 def _describe(obj: Any) -> str:
@@ -57,35 +59,49 @@ def _dynamic_from(sample: Any, dynamic_axes: dict[str, dict[int, str]] | None) -
     if dynamic_axes is None:
         return {n: {0: "batch"} for n, t in samples.items() if t.dim() >= 1}
     if not isinstance(dynamic_axes, dict):
-        raise ConfigError(f"dynamic_axes must be a dict name -> {{axis: dim_name}}; got {type(dynamic_axes).__name__}",
-                          hint="e.g. dynamic_axes={'input_0': {0: 'batch', 1: 'seq'}}")
+        raise ConfigError(
+            f"dynamic_axes must be a dict name -> {{axis: dim_name}}; got {type(dynamic_axes).__name__}",
+            hint="e.g. dynamic_axes={'input_0': {0: 'batch', 1: 'seq'}}",
+        )
     dynamic: dict[str, dict[int, str]] = {}
     for key, axes in dynamic_axes.items():
         if key not in samples:
             if _OUTPUT_KEY.match(str(key)):
                 continue  # output dims are taken from verified behaviour, not from the declaration
-            raise ConfigError(f"dynamic_axes names {key!r}, which is not an input; inputs are {list(samples)}",
-                              hint="use the sample dict's keys (or 'input_0' for a single tensor)")
-        if not isinstance(axes, dict) or not all(isinstance(a, int) and isinstance(n, str) for a, n in axes.items()):
-            raise ConfigError(f"dynamic_axes[{key!r}] must map axis numbers to dim names; got {axes!r}",
-                              hint="e.g. {0: 'batch', 1: 'seq'}")
+            raise ConfigError(
+                f"dynamic_axes names {key!r}, which is not an input; inputs are {list(samples)}",
+                hint="use the sample dict's keys (or 'input_0' for a single tensor)",
+            )
+        if not isinstance(axes, dict) or not all(
+            isinstance(a, int) and isinstance(n, str) for a, n in axes.items()
+        ):
+            raise ConfigError(
+                f"dynamic_axes[{key!r}] must map axis numbers to dim names; got {axes!r}",
+                hint="e.g. {0: 'batch', 1: 'seq'}",
+            )
         dynamic[key] = dict(axes)
     return dynamic
 
 
-def _validate_sample(sample: Any, dynamic_axes: dict[str, dict[int, str]] | None) -> dict[str, dict[int, str]]:
+def _validate_sample(
+    sample: Any, dynamic_axes: dict[str, dict[int, str]] | None
+) -> dict[str, dict[int, str]]:
     """Check the sample before any training: a tensor or a dict name -> tensor, with supported dtypes."""
     import torch
 
     from onnxship.export._inputs_from_model import specs_from_samples
 
     if isinstance(sample, (tuple, list)):
-        raise ConfigError(f"sample_input is a {type(sample).__name__} of {len(sample)}; trace_pytorch takes a tensor "
-                          "or a dict name -> tensor",
-                          hint="name the inputs after forward()'s parameters: {'image': ..., 'mask': ...}")
+        raise ConfigError(
+            f"sample_input is a {type(sample).__name__} of {len(sample)}; trace_pytorch takes a tensor "
+            "or a dict name -> tensor",
+            hint="name the inputs after forward()'s parameters: {'image': ..., 'mask': ...}",
+        )
     if not isinstance(sample, (torch.Tensor, dict)):
-        raise ConfigError(f"sample_input is {_describe(sample)}; expected a torch.Tensor or a dict name -> tensor",
-                          hint="e.g. torch.randn(1, 3, 224, 224) or {'image': torch.randn(1, 3, 224, 224)}")
+        raise ConfigError(
+            f"sample_input is {_describe(sample)}; expected a torch.Tensor or a dict name -> tensor",
+            hint="e.g. torch.randn(1, 3, 224, 224) or {'image': torch.randn(1, 3, 224, 224)}",
+        )
     if isinstance(sample, dict):
         bad = [k for k in sample if not isinstance(k, str) or not k]
         if bad or not sample:
@@ -99,14 +115,22 @@ def _check_returned(obj: Any, fn: Callable[..., Any]) -> Any:
     import torch
 
     if not isinstance(obj, torch.nn.Module):
-        raise ConfigError(f"{getattr(fn, '__name__', 'the function')}() returned {_describe(obj)}; a @trace_pytorch "
-                          "function must return the trained torch.nn.Module only",
-                          hint="return model; log metrics with mlflow.log_metric(...) inside the function")
+        raise ConfigError(
+            f"{getattr(fn, '__name__', 'the function')}() returned {_describe(obj)}; a @trace_pytorch "
+            "function must return the trained torch.nn.Module only",
+            hint="return model; log metrics with mlflow.log_metric(...) inside the function",
+        )
     return obj
 
 
-def _ship_bundle(model: Any, sample: Any, dynamic: dict[str, dict[int, str]], name: str, releases: Path,
-                 export_options: dict[str, Any]) -> BundleView:
+def _ship_bundle(
+    model: Any,
+    sample: Any,
+    dynamic: dict[str, dict[int, str]],
+    name: str,
+    releases: Path,
+    export_options: dict[str, Any],
+) -> BundleView:
     """Ship the trained model (gated export -> verify -> golden -> bundle) and open the committed release."""
     from onnxship.export._inputs_from_model import specs_from_samples
     from onnxship.ship import ship
@@ -167,8 +191,10 @@ def trace_pytorch(
         publish_options["notify"] = NotifyConfig(publish_options["notify"])
     cfg = PublishConfig(**{**(config.__dict__ if config else {}), **publish_options})
     if not enable_autolog and cfg.register:
-        raise ConfigError(f"register={cfg.register!r} needs the model logged, but enable_autolog=False",
-                          hint="drop register, or keep enable_autolog=True")
+        raise ConfigError(
+            f"register={cfg.register!r} needs the model logged, but enable_autolog=False",
+            hint="drop register, or keep enable_autolog=True",
+        )
     cfg.log_model = bool(enable_autolog and cfg.log_model)
     dynamic = _validate_sample(sample_input, dynamic_axes)
     export_options = {"strategy": strategy, "allow_static": allow_static}
@@ -182,11 +208,15 @@ def trace_pytorch(
             target = resolve_tracking(cfg.tracking_uri, cfg.store_dir)
             _mlflow.check_reachable(target, cfg.connect_timeout)
             exp_name = experiment_name(model_name, cfg.experiment)
-            with tempfile.TemporaryDirectory(prefix=f"onnxship-{model_name}-") as tmp, _mlflow.tracking(target):
+            with (
+                tempfile.TemporaryDirectory(prefix=f"onnxship-{model_name}-") as tmp,
+                _mlflow.tracking(target),
+            ):
                 releases = Path(out) if out is not None else Path(tmp) / "releases"
                 exp_id = _mlflow.ensure_experiment(exp_name, target)
-                with _mlflow.active_run(exp_id, cfg.run_name or model_name,
-                                        {"onnxship.source": "trace_pytorch"}) as run:
+                with _mlflow.active_run(
+                    exp_id, cfg.run_name or model_name, {"onnxship.source": "trace_pytorch"}
+                ) as run:
                     model = _check_returned(fn(*args, **kwargs), fn)
                     view = _ship_bundle(model, sample_input, dynamic, model_name, releases, export_options)
                     check = _pre_checks(view, cfg)
@@ -238,17 +268,29 @@ def log_onnx_model(
         onnx.checker.check_model(str(path))
     except (onnx.checker.ValidationError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckError(f"{path.name} fails onnx.checker: {first[:300]}",
-                         hint="re-export the model; check the exporter's opset") from None
+        raise CheckError(
+            f"{path.name} fails onnx.checker: {first[:300]}",
+            hint="re-export the model; check the exporter's opset",
+        ) from None
     OnnxRuntimeRunner(path)  # loads in onnxruntime (CheckError/OnnxshipError otherwise)
-    cfg = PublishConfig(**{**(config.__dict__ if config else {}), **publish_options, "experiment": experiment_name})
+    cfg = PublishConfig(
+        **{**(config.__dict__ if config else {}), **publish_options, "experiment": experiment_name}
+    )
     check = golden_check(path, Path(golden)) if golden is not None else None
     name = re.sub(r"[^A-Za-z0-9_-]", "_", path.stem) or "model"
     meta = {"model_name": name, "onnx_sha256": file_sha256(path), **{k: v for k, v in metadata.items()}}
     files = [path.name] + [p.name for p in external_data_files(path, proto)]
-    view = BundleView(path=path.parent.resolve(), name=name, version=version_tag(name, utc_now(), git_sha()),
-                      model_path=path, meta=meta, golden_path=Path(golden) if golden else None, report=None,
-                      passed=None, only=[Path(f) for f in files])
+    view = BundleView(
+        path=path.parent.resolve(),
+        name=name,
+        version=version_tag(name, utc_now(), git_sha()),
+        model_path=path,
+        meta=meta,
+        golden_path=Path(golden) if golden else None,
+        report=None,
+        passed=None,
+        only=[Path(f) for f in files],
+    )
     _mlflow.ensure_no_active_run()
     target = resolve_tracking(cfg.tracking_uri, cfg.store_dir)
     _mlflow.check_reachable(target, cfg.connect_timeout)

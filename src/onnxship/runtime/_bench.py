@@ -40,21 +40,36 @@ class BenchConfig:
     min_runs: int = 30
     min_seconds: float = 1.0
     max_runs: int = 5000
-    rounds: int = 5  # engines take turns in this many rounds (each gets 1/rounds of the runs and time per round)
+    rounds: int = (
+        5  # engines take turns in this many rounds (each gets 1/rounds of the runs and time per round)
+    )
     threads: int = 0  # intra-op threads for both engines (0: each engine's default)
     seed: int = 0
     session: SessionConfig | None = None  # providers etc. for ONNX Runtime (threads above win)
-    build_missing: bool = True  # variants without a file next to the model are built (and gated) by optimize()
+    build_missing: bool = (
+        True  # variants without a file next to the model are built (and gated) by optimize()
+    )
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise ConfigError(f"batch sizes must be >= 1, got {list(self.batch_sizes)}", hint="e.g. --batch 1,8,32")
+            raise ConfigError(
+                f"batch sizes must be >= 1, got {list(self.batch_sizes)}", hint="e.g. --batch 1,8,32"
+            )
         bad = [e for e in self.engines if e not in ENGINES]
         if bad or not self.engines:
-            raise ConfigError(f"unknown engine(s) {bad or list(self.engines)}", hint=f"use {', '.join(ENGINES)}")
-        if self.warmup < 0 or self.min_runs < 1 or self.max_runs < self.min_runs or self.min_seconds < 0 \
-                or self.rounds < 1:
-            raise ConfigError("need warmup >= 0, min_runs >= 1, max_runs >= min_runs, min_seconds >= 0, rounds >= 1")
+            raise ConfigError(
+                f"unknown engine(s) {bad or list(self.engines)}", hint=f"use {', '.join(ENGINES)}"
+            )
+        if (
+            self.warmup < 0
+            or self.min_runs < 1
+            or self.max_runs < self.min_runs
+            or self.min_seconds < 0
+            or self.rounds < 1
+        ):
+            raise ConfigError(
+                "need warmup >= 0, min_runs >= 1, max_runs >= min_runs, min_seconds >= 0, rounds >= 1"
+            )
 
 
 @dataclass
@@ -89,10 +104,13 @@ class BenchResult:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant -> path, size, gate verdict
 
     def row(self, engine: str, variant: str, batch: int) -> BenchRow | None:
-        return next((r for r in self.rows if (r.engine, r.variant, r.batch) == (engine, variant, batch)), None)
+        return next(
+            (r for r in self.rows if (r.engine, r.variant, r.batch) == (engine, variant, batch)), None
+        )
 
-    def speedup(self, variant: str, batch: int, *, engine: str = "onnx", baseline: tuple[str, str] = ("onnx", "fp32")
-                ) -> float | None:
+    def speedup(
+        self, variant: str, batch: int, *, engine: str = "onnx", baseline: tuple[str, str] = ("onnx", "fp32")
+    ) -> float | None:
         """p50 of the baseline over p50 of ``variant`` (>1: the variant is faster)."""
         a, b = self.row(*baseline, batch), self.row(engine, variant, batch)
         if not a or not b or not a.p50_ms or not b.p50_ms:
@@ -100,15 +118,30 @@ class BenchResult:
         return a.p50_ms / b.p50_ms
 
     def to_dict(self) -> dict[str, Any]:
-        speedups = {f"{r.engine}/{r.variant}/b{r.batch}": self.speedup(r.variant, r.batch, engine=r.engine)
-                    for r in self.rows if r.p50_ms and (r.engine, r.variant) != ("onnx", "fp32")}
-        return {"model": str(self.model), "environment": self.environment, "config": self.config,
-                "variants": self.variants, "rows": [r.to_dict() for r in self.rows],
-                "speedup_vs_onnx_fp32_p50": speedups}
+        speedups = {
+            f"{r.engine}/{r.variant}/b{r.batch}": self.speedup(r.variant, r.batch, engine=r.engine)
+            for r in self.rows
+            if r.p50_ms and (r.engine, r.variant) != ("onnx", "fp32")
+        }
+        return {
+            "model": str(self.model),
+            "environment": self.environment,
+            "config": self.config,
+            "variants": self.variants,
+            "rows": [r.to_dict() for r in self.rows],
+            "speedup_vs_onnx_fp32_p50": speedups,
+        }
 
 
-def time_runner(runner: Runner, feeds: dict[str, np.ndarray], *, warmup: int, min_runs: int, min_seconds: float,
-                max_runs: int) -> np.ndarray:
+def time_runner(
+    runner: Runner,
+    feeds: dict[str, np.ndarray],
+    *,
+    warmup: int,
+    min_runs: int,
+    min_seconds: float,
+    max_runs: int,
+) -> np.ndarray:
     """Per-call latencies in seconds, after ``warmup`` untimed calls."""
     for _ in range(warmup):
         runner.infer(feeds)
@@ -132,8 +165,10 @@ def _fill(row: BenchRow, times: np.ndarray) -> BenchRow:
 
 def find_variant(onnx_path: Path, variant: str) -> Path | None:
     """An existing variant file: ``variants/<stem>.<variant>.onnx`` or ``<stem>.<variant>.onnx`` beside the model."""
-    for cand in (onnx_path.parent / "variants" / f"{onnx_path.stem}.{variant}.onnx",
-                 onnx_path.parent / f"{onnx_path.stem}.{variant}.onnx"):
+    for cand in (
+        onnx_path.parent / "variants" / f"{onnx_path.stem}.{variant}.onnx",
+        onnx_path.parent / f"{onnx_path.stem}.{variant}.onnx",
+    ):
         if cand.is_file():
             return cand
     return None
@@ -142,9 +177,15 @@ def find_variant(onnx_path: Path, variant: str) -> Path | None:
 def _environment(threads: int) -> dict[str, Any]:
     import onnxruntime
 
-    env = {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
-           "cpu_count": os.cpu_count(), "onnxruntime": onnxruntime.__version__, "threads": threads or "default",
-           "measured_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "onnxruntime": onnxruntime.__version__,
+        "threads": threads or "default",
+        "measured_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     try:
         import torch
 
@@ -155,8 +196,9 @@ def _environment(threads: int) -> dict[str, Any]:
     return env
 
 
-def _resolve_variants(onnx_path: Path, config: BenchConfig, model: Any,
-                      specs: Sequence[TensorSpec]) -> dict[str, dict[str, Any]]:
+def _resolve_variants(
+    onnx_path: Path, config: BenchConfig, model: Any, specs: Sequence[TensorSpec]
+) -> dict[str, dict[str, Any]]:
     from onnxship.inspect import load_onnx_checked
     from onnxship.optimize._api import OptimizeConfig, normalize_variant, optimize
     from onnxship.runtime._io import model_metadata
@@ -167,8 +209,12 @@ def _resolve_variants(onnx_path: Path, config: BenchConfig, model: Any,
         path = find_variant(onnx_path, v)
         if path:
             gate = model_metadata(load_onnx_checked(path)).get("gate")
-            found[v] = {"path": str(path), "size_bytes": path.stat().st_size, "source": "existing file",
-                        "gate_passed": gate.get("passed") if isinstance(gate, dict) else None}
+            found[v] = {
+                "path": str(path),
+                "size_bytes": path.stat().st_size,
+                "source": "existing file",
+                "gate_passed": gate.get("passed") if isinstance(gate, dict) else None,
+            }
         elif config.build_missing:
             missing.append(v)
         else:
@@ -176,16 +222,26 @@ def _resolve_variants(onnx_path: Path, config: BenchConfig, model: Any,
     if missing:
         res = optimize(onnx_path, OptimizeConfig(variants=tuple(missing)), model=model, specs=specs)
         for vr in res.variants:
-            found[vr.variant] = {"path": str(vr.path) if vr.passed else None, "size_bytes": vr.size_bytes,
-                                 "source": "built by optimize()", "gate_passed": vr.passed, "reason": vr.reason,
-                                 "excluded_nodes": vr.excluded_nodes}
+            found[vr.variant] = {
+                "path": str(vr.path) if vr.passed else None,
+                "size_bytes": vr.size_bytes,
+                "source": "built by optimize()",
+                "gate_passed": vr.passed,
+                "reason": vr.reason,
+                "excluded_nodes": vr.excluded_nodes,
+            }
             if not vr.passed:
                 found[vr.variant]["skipped"] = f"rejected by its gate: {vr.reason}"
     return found
 
 
-def bench(onnx_path: str | Path, config: BenchConfig | None = None, *, model: Any = None,
-          specs: Sequence[TensorSpec] | None = None) -> BenchResult:
+def bench(
+    onnx_path: str | Path,
+    config: BenchConfig | None = None,
+    *,
+    model: Any = None,
+    specs: Sequence[TensorSpec] | None = None,
+) -> BenchResult:
     """Measure the FP32 ONNX model, its variants and (with ``model``) PyTorch at each batch size.
 
     Example:
@@ -210,8 +266,14 @@ def bench(onnx_path: str | Path, config: BenchConfig | None = None, *, model: An
     runners: list[tuple[str, str, Runner | None, str | None]] = []
     for v, info in variants.items():
         if "onnx" in config.engines:
-            runners.append(("onnx", v, onnx_runner(info["path"], session) if info.get("path") else None,
-                            info.get("skipped")))
+            runners.append(
+                (
+                    "onnx",
+                    v,
+                    onnx_runner(info["path"], session) if info.get("path") else None,
+                    info.get("skipped"),
+                )
+            )
     if "torch" in config.engines and model is not None:
         import torch
 
@@ -224,8 +286,10 @@ def bench(onnx_path: str | Path, config: BenchConfig | None = None, *, model: An
     rows = []
     for b in config.batch_sizes:
         if batch_dim is None and first and b != first[0].value:
-            rows.extend(BenchRow(e, v, b, skipped=f"the model's batch is static ({first[0].value})")
-                        for e, v, _, _ in runners)
+            rows.extend(
+                BenchRow(e, v, b, skipped=f"the model's batch is static ({first[0].value})")
+                for e, v, _, _ in runners
+            )
             continue
         feeds = sample_feeds(specs, {batch_dim: b} if batch_dim else {}, seed=config.seed)
         # Interleave the engines in rounds, so a change in machine load hits all of them alike.
@@ -235,20 +299,37 @@ def bench(onnx_path: str | Path, config: BenchConfig | None = None, *, model: An
             time_runner(runner, feeds, warmup=config.warmup, min_runs=0, min_seconds=0.0, max_runs=0)
         for _ in range(config.rounds):
             for engine, v, runner in live:
-                times[(engine, v)].append(time_runner(
-                    runner, feeds, warmup=0, min_runs=-(-config.min_runs // config.rounds),
-                    min_seconds=config.min_seconds / config.rounds, max_runs=-(-config.max_runs // config.rounds)))
+                times[(engine, v)].append(
+                    time_runner(
+                        runner,
+                        feeds,
+                        warmup=0,
+                        min_runs=-(-config.min_runs // config.rounds),
+                        min_seconds=config.min_seconds / config.rounds,
+                        max_runs=-(-config.max_runs // config.rounds),
+                    )
+                )
         for engine, v, runner, skipped in runners:
             row = BenchRow(engine, v, b, skipped=skipped)
             if runner is None:
                 rows.append(row)
                 continue
-            row.providers = list(getattr(runner, "providers", [])) or (["torch-cpu"] if engine == "torch" else [])
+            row.providers = list(getattr(runner, "providers", [])) or (
+                ["torch-cpu"] if engine == "torch" else []
+            )
             rows.append(_fill(row, np.concatenate(times[(engine, v)])))
-    cfg = {"batch_sizes": list(config.batch_sizes), "engines": list(config.engines), "warmup": config.warmup,
-           "rounds": config.rounds,
-           "min_runs": config.min_runs, "min_seconds": config.min_seconds, "max_runs": config.max_runs,
-           "threads": config.threads, "seed": config.seed, "inputs": [str(s) for s in specs]}
+    cfg = {
+        "batch_sizes": list(config.batch_sizes),
+        "engines": list(config.engines),
+        "warmup": config.warmup,
+        "rounds": config.rounds,
+        "min_runs": config.min_runs,
+        "min_seconds": config.min_seconds,
+        "max_runs": config.max_runs,
+        "threads": config.threads,
+        "seed": config.seed,
+        "inputs": [str(s) for s in specs],
+    }
     env = _environment(config.threads)
     env["providers_requested"] = list(session.providers) if session.providers else "preference order"
     env["provider_fallbacks"] = [f.to_dict() for f in plan_providers(session.providers)[1]]

@@ -54,6 +54,8 @@ def check_engine(engine: str, has_model: bool) -> str:
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r} is not known", hint=f"use one of {', '.join(ENGINES)}")
     if engine == "torch" and not has_model:
-        raise ConfigError("engine 'torch' needs the PyTorch model",
-                          hint="pass --model file.py:factory (and --checkpoint) or use --engine onnx")
+        raise ConfigError(
+            "engine 'torch' needs the PyTorch model",
+            hint="pass --model file.py:factory (and --checkpoint) or use --engine onnx",
+        )
     return engine

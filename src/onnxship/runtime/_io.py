@@ -18,8 +18,18 @@ if TYPE_CHECKING:
 __all__ = ["model_metadata", "model_specs"]
 
 # ONNX TensorProto element types -> TensorSpec dtype names.
-_ELEM = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
-         11: "float64", 16: "bfloat16"}
+_ELEM = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    16: "bfloat16",
+}
 
 
 def model_metadata(model: onnx.ModelProto) -> dict[str, Any]:
@@ -56,8 +66,10 @@ def model_specs(model: onnx.ModelProto | str | Path) -> list[TensorSpec]:
         t = vi.type.tensor_type
         dtype = _ELEM.get(t.elem_type)
         if dtype is None:
-            raise CheckError(f"input {vi.name!r} has ONNX element type {t.elem_type}, which onnxship cannot feed",
-                             hint=f"supported: {sorted(set(_ELEM.values()))}")
+            raise CheckError(
+                f"input {vi.name!r} has ONNX element type {t.elem_type}, which onnxship cannot feed",
+                hint=f"supported: {sorted(set(_ELEM.values()))}",
+            )
         dims = []
         for axis, d in enumerate(t.shape.dim):
             if d.HasField("dim_value") and d.dim_value > 0:

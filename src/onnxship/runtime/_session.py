@@ -59,39 +59,53 @@ def normalize_provider(name: str) -> str:
         return PROVIDER_ALIASES[key.lower()]
     if key.endswith("ExecutionProvider"):
         return key
-    raise ConfigError(f"unknown execution provider {name!r}",
-                      hint=f"use one of {', '.join(PROVIDER_ALIASES)} or a full name like CUDAExecutionProvider")
+    raise ConfigError(
+        f"unknown execution provider {name!r}",
+        hint=f"use one of {', '.join(PROVIDER_ALIASES)} or a full name like CUDAExecutionProvider",
+    )
 
 
 @dataclass(frozen=True)
 class SessionConfig:
     """How to open an ONNX Runtime session."""
 
-    providers: tuple[str, ...] | None = None  # None: preference order filtered by availability; aliases allowed
+    providers: tuple[str, ...] | None = (
+        None  # None: preference order filtered by availability; aliases allowed
+    )
     intra_op_threads: int = 0  # 0: onnxruntime's default
     inter_op_threads: int = 0
     graph_optimization: str = "all"  # disable | basic | extended | all
     allow_spinning: bool = True  # False for servers: spinning threads starve the HTTP loop
-    provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per provider name; wins over below
+    provider_options: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # per provider name; wins over below
     log_severity: int = 3  # 3 = errors only
     device_id: int = 0  # GPU index for CUDA and TensorRT
     trt_fp16: bool = False  # let TensorRT build fp16 kernels
-    trt_engine_cache: str | None = None  # folder for built TensorRT engines (None: no cache, rebuilt every start)
+    trt_engine_cache: str | None = (
+        None  # folder for built TensorRT engines (None: no cache, rebuilt every start)
+    )
     trt_workspace_bytes: int = 2 * 1024**3  # TensorRT builder workspace
     cuda_cudnn_max_workspace: bool = True  # cuDNN conv algorithm search may use its largest workspace
 
     def __post_init__(self) -> None:
         if self.providers is not None:
             if isinstance(self.providers, str):
-                raise ConfigError(f"providers must be a tuple of names, got the string {self.providers!r}",
-                                  hint="e.g. providers=('cuda', 'cpu')")
+                raise ConfigError(
+                    f"providers must be a tuple of names, got the string {self.providers!r}",
+                    hint="e.g. providers=('cuda', 'cpu')",
+                )
             object.__setattr__(self, "providers", tuple(normalize_provider(p) for p in self.providers))
         if self.graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
-            raise ConfigError(f"graph_optimization {self.graph_optimization!r} is not a level",
-                              hint=f"use one of {', '.join(GRAPH_OPTIMIZATION_LEVELS)}")
+            raise ConfigError(
+                f"graph_optimization {self.graph_optimization!r} is not a level",
+                hint=f"use one of {', '.join(GRAPH_OPTIMIZATION_LEVELS)}",
+            )
         if self.intra_op_threads < 0 or self.inter_op_threads < 0:
-            raise ConfigError(f"thread counts must be >= 0 (0 = onnxruntime default), got intra="
-                              f"{self.intra_op_threads} inter={self.inter_op_threads}")
+            raise ConfigError(
+                f"thread counts must be >= 0 (0 = onnxruntime default), got intra="
+                f"{self.intra_op_threads} inter={self.inter_op_threads}"
+            )
         if self.trt_workspace_bytes <= 0:
             raise ConfigError(f"trt_workspace_bytes must be positive, got {self.trt_workspace_bytes}")
 
@@ -119,9 +133,13 @@ class SessionInfo:
     session_options: dict[str, Any] = field(default_factory=dict)  # the applied values (seed E-4: log them)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"requested": self.requested, "providers": self.providers,
-                "fallbacks": [f.to_dict() for f in self.fallbacks], "session_options": self.session_options,
-                "provider_options": self.provider_options}
+        return {
+            "requested": self.requested,
+            "providers": self.providers,
+            "fallbacks": [f.to_dict() for f in self.fallbacks],
+            "session_options": self.session_options,
+            "provider_options": self.provider_options,
+        }
 
 
 def provider_options(provider: str, config: SessionConfig | None = None) -> dict[str, str]:
@@ -134,20 +152,27 @@ def provider_options(provider: str, config: SessionConfig | None = None) -> dict
     config = config or SessionConfig()
     opts: dict[str, Any] = {}
     if provider == "TensorrtExecutionProvider":
-        opts = {"device_id": config.device_id, "trt_fp16_enable": config.trt_fp16,
-                "trt_max_workspace_size": config.trt_workspace_bytes}
+        opts = {
+            "device_id": config.device_id,
+            "trt_fp16_enable": config.trt_fp16,
+            "trt_max_workspace_size": config.trt_workspace_bytes,
+        }
         if config.trt_engine_cache:
             opts["trt_engine_cache_enable"] = True
             opts["trt_engine_cache_path"] = str(config.trt_engine_cache)
     elif provider == "CUDAExecutionProvider":
-        opts = {"device_id": config.device_id, "cudnn_conv_use_max_workspace": config.cuda_cudnn_max_workspace}
+        opts = {
+            "device_id": config.device_id,
+            "cudnn_conv_use_max_workspace": config.cuda_cudnn_max_workspace,
+        }
     opts.update(config.provider_options.get(provider, {}))
     # onnxruntime takes provider options as strings; booleans as "1"/"0".
     return {k: ("1" if v is True else "0" if v is False else str(v)) for k, v in opts.items()}
 
 
-def plan_providers(wanted: tuple[str, ...] | None = None,
-                   available: list[str] | tuple[str, ...] | None = None) -> tuple[list[str], list[ProviderFallback]]:
+def plan_providers(
+    wanted: tuple[str, ...] | None = None, available: list[str] | tuple[str, ...] | None = None
+) -> tuple[list[str], list[ProviderFallback]]:
     """Providers to try in order, and the wanted ones skipped because this onnxruntime does not offer them.
 
     CPU is always last, so a session can always be made. ``available`` defaults to ``ort.get_available_providers()``.
@@ -165,7 +190,9 @@ def plan_providers(wanted: tuple[str, ...] | None = None,
             continue
         if p in avail:
             chosen.append(p)
-        elif wanted:  # the default preference silently skips what this build lacks; an explicit ask is reported
+        elif (
+            wanted
+        ):  # the default preference silently skips what this build lacks; an explicit ask is reported
             reason = f"not available in this onnxruntime build (available: {sorted(avail)})"
             if p in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
                 reason += "; install onnxruntime-gpu on a machine with CUDA"
@@ -175,8 +202,9 @@ def plan_providers(wanted: tuple[str, ...] | None = None,
     return chosen, skipped
 
 
-def resolve_providers(wanted: tuple[str, ...] | None = None,
-                      available: list[str] | tuple[str, ...] | None = None) -> list[str]:
+def resolve_providers(
+    wanted: tuple[str, ...] | None = None, available: list[str] | tuple[str, ...] | None = None
+) -> list[str]:
     """Providers to try, in order: the wanted ones (or the preference list) that this onnxruntime offers."""
     return plan_providers(wanted, available)[0]
 
@@ -201,9 +229,12 @@ def _session_options(config: SessionConfig) -> tuple[Any, dict[str, Any]]:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     # Read back what the SessionOptions object holds (names differ across onnxruntime versions: log real values).
-    applied = {"graph_optimization_level": str(opts.graph_optimization_level).rsplit(".", 1)[-1],
-               "intra_op_num_threads": opts.intra_op_num_threads, "inter_op_num_threads": opts.inter_op_num_threads,
-               "allow_spinning": config.allow_spinning}
+    applied = {
+        "graph_optimization_level": str(opts.graph_optimization_level).rsplit(".", 1)[-1],
+        "intra_op_num_threads": opts.intra_op_num_threads,
+        "inter_op_num_threads": opts.inter_op_num_threads,
+        "allow_spinning": config.allow_spinning,
+    }
     return opts, applied
 
 
@@ -223,7 +254,9 @@ def open_session(path: str | Path | bytes, config: SessionConfig | None = None) 
 
     config = config or SessionConfig()
     if not isinstance(path, bytes) and not Path(path).is_file():
-        raise CheckError(f"ONNX file {str(path)!r} does not exist", hint="check the path (onnxship inspect PATH)")
+        raise CheckError(
+            f"ONNX file {str(path)!r} does not exist", hint="check the path (onnxship inspect PATH)"
+        )
     opts, applied = _session_options(config)
     requested = list(config.providers) if config.providers else list(PROVIDER_PREFERENCE)
     providers, fallbacks = plan_providers(config.providers)
@@ -249,8 +282,11 @@ def open_session(path: str | Path | bytes, config: SessionConfig | None = None) 
         in_use = list(sess.get_providers())
         for p in tried:
             if p not in in_use:  # onnxruntime drops a provider it cannot initialise and only logs it itself
-                fb = ProviderFallback(p, "onnxruntime did not enable it at session creation (raise log_severity "
-                                         "to 0 to see its own message)")
+                fb = ProviderFallback(
+                    p,
+                    "onnxruntime did not enable it at session creation (raise log_severity "
+                    "to 0 to see its own message)",
+                )
                 fallbacks.append(fb)
                 log.warning("execution provider %s not in use: %s", p, fb.reason)
         log.info("onnxruntime session on %s (session options %s)", in_use, applied)
@@ -258,14 +294,24 @@ def open_session(path: str | Path | bytes, config: SessionConfig | None = None) 
             prov_opts = {k: dict(v) for k, v in sess.get_provider_options().items()}
         except Exception:  # older builds lack it; the report then just has no options
             prov_opts = {}
-        return SessionInfo(session=sess, requested=requested, providers=in_use, fallbacks=fallbacks,
-                           provider_options=prov_opts, session_options=applied)
+        return SessionInfo(
+            session=sess,
+            requested=requested,
+            providers=in_use,
+            fallbacks=fallbacks,
+            provider_options=prov_opts,
+            session_options=applied,
+        )
     msg = _first_line(last_exc, 400) if last_exc else "unknown error"
     where = str(path) if not isinstance(path, bytes) else "model"
-    raise CheckError(f"onnxruntime cannot load {where}: {msg}",
-                     hint="run `onnxship inspect` on it; re-export if the file is truncated") from last_exc
+    raise CheckError(
+        f"onnxruntime cannot load {where}: {msg}",
+        hint="run `onnxship inspect` on it; re-export if the file is truncated",
+    ) from last_exc
 
 
-def create_session(path: str | Path | bytes, config: SessionConfig | None = None) -> onnxruntime.InferenceSession:
+def create_session(
+    path: str | Path | bytes, config: SessionConfig | None = None
+) -> onnxruntime.InferenceSession:
     """Open an InferenceSession (see :func:`open_session`, which also says which providers are in use and why)."""
     return open_session(path, config).session

@@ -50,8 +50,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                         hint="pick another --port (0 = any free port) or stop what uses it") from None
+        raise ServeError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="pick another --port (0 = any free port) or stop what uses it",
+        ) from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -102,9 +104,19 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str, ModelManager], None] 
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    server = _graceful_server(uvicorn)(uvicorn.Config(create_app(manager), loop=loop, http=http, lifespan="on",
-                                           log_level=config.log_level, access_log=False, timeout_keep_alive=30,
-                                           server_header=False, date_header=False))
+    server = _graceful_server(uvicorn)(
+        uvicorn.Config(
+            create_app(manager),
+            loop=loop,
+            http=http,
+            lifespan="on",
+            log_level=config.log_level,
+            access_log=False,
+            timeout_keep_alive=30,
+            server_header=False,
+            date_header=False,
+        )
+    )
     if on_ready is not None:
         on_ready(url, manager)
     log.info("serving %s version %d on %s", model.name, model.version, url)
@@ -114,7 +126,11 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str, ModelManager], None] 
         sock.close()
         manager.close()
     current = manager.current
-    return ServeResult(url=url, model_name=current[0].name if current else model.name,
-                       model_version=manager.version,
-                       requests=sum(n for (_, ep, _s), n in manager.metrics.requests.items() if ep == "infer"),
-                       reloads=dict(manager.metrics.reloads), seconds=time.perf_counter() - start)
+    return ServeResult(
+        url=url,
+        model_name=current[0].name if current else model.name,
+        model_version=manager.version,
+        requests=sum(n for (_, ep, _s), n in manager.metrics.requests.items() if ep == "infer"),
+        reloads=dict(manager.metrics.reloads),
+        seconds=time.perf_counter() - start,
+    )

@@ -100,8 +100,13 @@ class ServeApp:
                 return
 
     @staticmethod
-    async def _reply(send: Send, status: int, body: bytes, content_type: bytes = _JSON,
-                     extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    async def _reply(
+        send: Send,
+        status: int,
+        body: bytes,
+        content_type: bytes = _JSON,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
         if extra:
             headers += extra
@@ -114,14 +119,21 @@ class ServeApp:
             try:
                 n = int(length)
             except ValueError:
-                raise RequestError(400, f"Content-Length {length.decode('latin-1')!r} is not a number") from None
+                raise RequestError(
+                    400, f"Content-Length {length.decode('latin-1')!r} is not a number"
+                ) from None
             if n > self._limit:
-                raise RequestError(413, f"request body of {n} bytes exceeds the limit of {self._limit} bytes "
-                                        f"(--max-body-bytes)")
+                raise RequestError(
+                    413,
+                    f"request body of {n} bytes exceeds the limit of {self._limit} bytes (--max-body-bytes)",
+                )
         encoding = _header(scope, b"content-encoding")
         if encoding not in (None, b"identity"):
-            raise RequestError(400, f"Content-Encoding {encoding.decode('latin-1')!r} is not supported; send the "
-                                    f"body uncompressed")
+            raise RequestError(
+                400,
+                f"Content-Encoding {encoding.decode('latin-1')!r} is not supported; send the "
+                f"body uncompressed",
+            )
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -131,7 +143,9 @@ class ServeApp:
             chunk = msg.get("body", b"")
             size += len(chunk)
             if size > self._limit:
-                raise RequestError(413, f"request body exceeds the limit of {self._limit} bytes (--max-body-bytes)")
+                raise RequestError(
+                    413, f"request body exceeds the limit of {self._limit} bytes (--max-body-bytes)"
+                )
             chunks.append(chunk)
             if not msg.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -152,8 +166,9 @@ class ServeApp:
         if name != model.name:
             raise RequestError(404, f"unknown model {name!r}; this server serves {model.name!r}")
         if version is not None and version != str(model.version):
-            raise RequestError(404, f"model {name!r} has no version {version!r}; the serving version is "
-                                    f"{model.version}")
+            raise RequestError(
+                404, f"model {name!r} has no version {version!r}; the serving version is {model.version}"
+            )
         return model
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, label: list[str]) -> int:
@@ -164,7 +179,7 @@ class ServeApp:
         if path not in _OPEN_PATHS and not self._authorized(scope):
             raise RequestError(401, "missing or wrong bearer token (send 'Authorization: Bearer <token>')")
         if path.startswith("/v2/models/"):
-            parts = path[len("/v2/models/"):].split("/")
+            parts = path[len("/v2/models/") :].split("/")
             name, rest = parts[0], parts[1:]
             version = None
             if len(rest) >= 2 and rest[0] == "versions":
@@ -189,8 +204,11 @@ class ServeApp:
             raise RequestError(404, f"no route {path!r}")
         handler = self._ROUTES.get(path)
         if handler is None:
-            raise RequestError(404, f"no route {path!r}; see /v2, /v2/models/<name>, /v2/models/<name>/infer, "
-                                    f"/reload, /version, /metrics")
+            raise RequestError(
+                404,
+                f"no route {path!r}; see /v2, /v2/models/<name>, /v2/models/<name>/infer, "
+                f"/reload, /version, /metrics",
+            )
         want, fn = handler
         label[0] = path.strip("/").replace("/", "_")
         _allow(method, want)
@@ -211,8 +229,9 @@ class ServeApp:
                     try:
                         header_len = int(header)
                     except ValueError:
-                        raise RequestError(400, f"Inference-Header-Content-Length {header!r} is not a number") \
-                            from None
+                        raise RequestError(
+                            400, f"Inference-Header-Content-Length {header!r} is not a number"
+                        ) from None
                 request = parse_infer_request(body, header_len)
                 model = self._model(name, version)  # the model that answers (a reload may have happened)
                 model.signature.check(request.feeds, request.declared)
@@ -220,8 +239,9 @@ class ServeApp:
                     have = model.signature.output_names
                     unknown = [n for n, _ in request.outputs if n not in have]
                     if unknown:
-                        raise RequestError(400, f"requested output(s) {unknown} do not exist; the model's outputs "
-                                                f"are {have}")
+                        raise RequestError(
+                            400, f"requested output(s) {unknown} do not exist; the model's outputs are {have}"
+                        )
                 assert manager.current is not None and manager.current[0] is model
                 future = manager.current[1].submit(request.feeds, request.rows)
             finally:
@@ -233,20 +253,33 @@ class ServeApp:
         if json_len is None:
             await self._reply(send, 200, payload)
         else:
-            await self._reply(send, 200, payload, b"application/octet-stream",
-                              [(b"inference-header-content-length", str(json_len).encode())])
+            await self._reply(
+                send,
+                200,
+                payload,
+                b"application/octet-stream",
+                [(b"inference-header-content-length", str(json_len).encode())],
+            )
         return 200
 
     @staticmethod
     def _metadata(model: ServedModel) -> dict[str, Any]:
         sig = model.signature
-        return {"name": model.name, "versions": [str(model.version)],
-                "platform": "onnxruntime_onnx" if model.engine == "onnxruntime" else "pytorch_libtorch",
-                "inputs": [t.to_v2() for t in sig.inputs], "outputs": [t.to_v2() for t in sig.outputs],
-                "parameters": {"release": model.release, "engine": model.engine,
-                               "golden": model.golden.get("status"),
-                               "verified_dims": {t.name: [d.to_dict() for d in t.dims] for t in sig.inputs},
-                               "max_batch": sig.batch_max, "dynamic_batching": sig.batchable}}
+        return {
+            "name": model.name,
+            "versions": [str(model.version)],
+            "platform": "onnxruntime_onnx" if model.engine == "onnxruntime" else "pytorch_libtorch",
+            "inputs": [t.to_v2() for t in sig.inputs],
+            "outputs": [t.to_v2() for t in sig.outputs],
+            "parameters": {
+                "release": model.release,
+                "engine": model.engine,
+                "golden": model.golden.get("status"),
+                "verified_dims": {t.name: [d.to_dict() for d in t.dims] for t in sig.inputs},
+                "max_batch": sig.batch_max,
+                "dynamic_batching": sig.batchable,
+            },
+        }
 
     # -- other routes ----------------------------------------------------------------------------------------
     async def _live(self, scope: Scope, receive: Receive, send: Send) -> int:
@@ -259,16 +292,22 @@ class ServeApp:
         return 200 if ready else 503
 
     async def _server(self, scope: Scope, receive: Receive, send: Send) -> int:
-        await self._reply(send, 200, orjson.dumps({"name": "onnxship", "version": __version__,
-                                                   "extensions": ["binary_tensor_data"]}))
+        await self._reply(
+            send,
+            200,
+            orjson.dumps({"name": "onnxship", "version": __version__, "extensions": ["binary_tensor_data"]}),
+        )
         return 200
 
     async def _version(self, scope: Scope, receive: Receive, send: Send) -> int:
         current = self.manager.current
-        doc: dict[str, Any] = {"onnxship": __version__, "selection": self.manager.selection,
-                               "last_reload": self.manager.last_reload,
-                               "model_root": str(self.manager.root) if self.manager.root else None,
-                               "config_notes": list(self.manager.config.notes)}
+        doc: dict[str, Any] = {
+            "onnxship": __version__,
+            "selection": self.manager.selection,
+            "last_reload": self.manager.last_reload,
+            "model_root": str(self.manager.root) if self.manager.root else None,
+            "config_notes": list(self.manager.config.notes),
+        }
         if current is not None:
             doc.update(current[0].describe())
         await self._reply(send, 200, orjson.dumps(doc))
@@ -276,7 +315,9 @@ class ServeApp:
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> int:
         current = self.manager.current
-        text = self.metrics.render(current[0].name if current else None, self.manager.version, self.manager.ready)
+        text = self.metrics.render(
+            current[0].name if current else None, self.manager.version, self.manager.ready
+        )
         await self._reply(send, 200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8")
         return 200
 
@@ -287,9 +328,13 @@ class ServeApp:
             try:
                 doc = orjson.loads(body)
             except orjson.JSONDecodeError:
-                raise RequestError(400, 'the reload body is not JSON; send {"model_path": "<path>"}') from None
+                raise RequestError(
+                    400, 'the reload body is not JSON; send {"model_path": "<path>"}'
+                ) from None
             if not isinstance(doc, dict) or not set(doc) <= {"model_path"}:
-                raise RequestError(400, 'the reload body must be {"model_path": "<path below the model root>"}')
+                raise RequestError(
+                    400, 'the reload body must be {"model_path": "<path below the model root>"}'
+                )
             model_path = doc.get("model_path")
             if model_path is not None and not isinstance(model_path, str):
                 raise RequestError(400, f"model_path must be a string, got {type(model_path).__name__}")
@@ -307,8 +352,11 @@ class ServeApp:
         current = self.manager.current
         if current is None:
             return None
-        return {"model_name": current[0].name, "model_version": str(current[0].version),
-                "release": current[0].release}
+        return {
+            "model_name": current[0].name,
+            "model_version": str(current[0].version),
+            "release": current[0].release,
+        }
 
     _ROUTES: dict[str, tuple[str, Callable[..., Awaitable[int]]]] = {
         "/v2/health/live": ("GET", _live),

@@ -25,8 +25,13 @@ __all__ = ["Batcher"]
 class _Job:
     __slots__ = ("feeds", "future", "key", "rows")
 
-    def __init__(self, feeds: dict[str, np.ndarray], rows: int, key: tuple[Any, ...],
-                 future: asyncio.Future[dict[str, np.ndarray]]) -> None:
+    def __init__(
+        self,
+        feeds: dict[str, np.ndarray],
+        rows: int,
+        key: tuple[Any, ...],
+        future: asyncio.Future[dict[str, np.ndarray]],
+    ) -> None:
         self.feeds = feeds
         self.rows = rows
         self.key = key
@@ -41,9 +46,18 @@ def _first_line(exc: BaseException) -> str:
 class Batcher:
     """Queue of validated requests for one model; ``submit`` returns a future with that request's outputs."""
 
-    def __init__(self, run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], *, mergeable: bool,
-                 max_rows: int, timeout_s: float, executor: Executor, busy: Callable[[], int] = lambda: 0,
-                 on_batch: Callable[[int, int, float], None] | None = None, inline_below_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+        *,
+        mergeable: bool,
+        max_rows: int,
+        timeout_s: float,
+        executor: Executor,
+        busy: Callable[[], int] = lambda: 0,
+        on_batch: Callable[[int, int, float], None] | None = None,
+        inline_below_s: float = 0.0,
+    ) -> None:
         self.run = run
         self.mergeable = mergeable and max_rows > 1
         self.max_rows = max_rows
@@ -64,7 +78,9 @@ class Batcher:
     def submit(self, feeds: dict[str, np.ndarray], rows: int) -> asyncio.Future[dict[str, np.ndarray]]:
         """Queue one request (synchronously, so no reload can slip between validation and queueing)."""
         if self._closing:
-            raise RuntimeError("submit() on a closed batcher")  # internal: the manager hands out live batchers only
+            raise RuntimeError(
+                "submit() on a closed batcher"
+            )  # internal: the manager hands out live batchers only
         loop = asyncio.get_running_loop()
         if self._task is None:
             self._event = asyncio.Event()
@@ -165,7 +181,7 @@ class Batcher:
             return
         offset = 0
         for job in jobs:
-            _resolve(job, {k: v[offset:offset + job.rows] for k, v in out.items()})
+            _resolve(job, {k: v[offset : offset + job.rows] for k, v in out.items()})
             offset += job.rows
 
 

@@ -22,7 +22,9 @@ _ENV_KEYS = ("MODEL_PATH", "ONNXSHIP_TOKEN")
 class ServeConfig:
     """Model selection, batching, limits and auth of the server."""
 
-    model_path: str | None = None  # pinned model: a release folder, a `latest` link or an .onnx file (MODEL_PATH)
+    model_path: str | None = (
+        None  # pinned model: a release folder, a `latest` link or an .onnx file (MODEL_PATH)
+    )
     releases: str | None = None  # releases root; its <name>/latest is the second choice
     model_root: str | None = None  # /reload may only load below this folder (default: --releases, else the
     #                                 folder holding the pinned release's versions)
@@ -37,30 +39,42 @@ class ServeConfig:
     token: str | None = None  # bearer token; None: no auth
     require_golden: bool = True  # refuse models without a golden file (readiness = golden check passed)
     intra_op_threads: int = 1  # onnxruntime threads per session (1: leave a core to the HTTP loop)
-    inline_below_ms: float = 1.0  # model runs averaging below this run on the event loop (no thread hop); 0: never
+    inline_below_ms: float = (
+        1.0  # model runs averaging below this run on the event loop (no thread hop); 0: never
+    )
     log_level: str = "warning"  # uvicorn log level
     notes: tuple[str, ...] = field(default=(), compare=False)  # where settings came from (env, .env)
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
-            raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}", hint="--max-batch 1 turns batching off")
+            raise ConfigError(
+                f"max_batch must be >= 1, got {self.max_batch}", hint="--max-batch 1 turns batching off"
+            )
         if self.batch_timeout_ms < 0:
             raise ConfigError(f"batch_timeout_ms must be >= 0, got {self.batch_timeout_ms}")
         if self.max_body_bytes < 1024:
             raise ConfigError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
         if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port {self.port} is not a TCP port", hint="use 0..65535 (0 picks a free port)")
+            raise ConfigError(
+                f"port {self.port} is not a TCP port", hint="use 0..65535 (0 picks a free port)"
+            )
         if self.inline_below_ms < 0:
             raise ConfigError(f"inline_below_ms must be >= 0, got {self.inline_below_ms}")
         if self.intra_op_threads < 0:
             raise ConfigError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
         if self.token is not None and not self.token.strip():
-            raise ConfigError("the bearer token is empty", hint="pass a non-empty --token or unset ONNXSHIP_TOKEN")
+            raise ConfigError(
+                "the bearer token is empty", hint="pass a non-empty --token or unset ONNXSHIP_TOKEN"
+            )
         if self.checkpoint and not self.model_spec:
-            raise ConfigError(f"checkpoint {self.checkpoint!r} given without a model factory",
-                              hint="pass --model file.py:factory with --checkpoint")
+            raise ConfigError(
+                f"checkpoint {self.checkpoint!r} given without a model factory",
+                hint="pass --model file.py:factory with --checkpoint",
+            )
         if isinstance(self.inputs, (list, str)):
-            object.__setattr__(self, "inputs", (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs))
+            object.__setattr__(
+                self, "inputs", (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs)
+            )
 
     @property
     def loopback(self) -> bool:
@@ -79,7 +93,9 @@ class ServeConfig:
             return bundle.parent
         return None
 
-    def with_env(self, env: dict[str, str] | None = None, env_file: str | Path | None = ".env") -> ServeConfig:
+    def with_env(
+        self, env: dict[str, str] | None = None, env_file: str | Path | None = ".env"
+    ) -> ServeConfig:
         """Fill ``model_path`` and ``token`` from ``MODEL_PATH`` / ``ONNXSHIP_TOKEN`` (process env, then .env)."""
         values = read_env_file(env_file) if env_file else {}
         source = dict(os.environ if env is None else env)

@@ -37,17 +37,29 @@ def find_latest(releases: str | Path) -> Path:
 
     root = Path(releases)
     if not root.is_dir():
-        raise _error(f"releases folder {str(root)!r} does not exist", 404,
-                     hint="pass --releases DIR holding <name>/latest (written by `onnxship ship`)")
+        raise _error(
+            f"releases folder {str(root)!r} does not exist",
+            404,
+            hint="pass --releases DIR holding <name>/latest (written by `onnxship ship`)",
+        )
     if (root / MANIFEST).is_file() or current_latest(root):
         return root
-    named = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and current_latest(p))
+    named = sorted(
+        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and current_latest(p)
+    )
     if not named:
-        raise _error(f"no <name>/latest under {str(root)!r}", 404,
-                     hint="ship a release first (onnxship ship) or point MODEL_PATH at a release folder")
+        raise _error(
+            f"no <name>/latest under {str(root)!r}",
+            404,
+            hint="ship a release first (onnxship ship) or point MODEL_PATH at a release folder",
+        )
     if len(named) > 1:
-        raise _error(f"{str(root)!r} holds several models ({', '.join(p.name for p in named)}); which one to serve "
-                     f"is ambiguous", 422, hint=f"pass --releases {root / named[0].name} (one model per server)")
+        raise _error(
+            f"{str(root)!r} holds several models ({', '.join(p.name for p in named)}); which one to serve "
+            f"is ambiguous",
+            422,
+            hint=f"pass --releases {root / named[0].name} (one model per server)",
+        )
     return named[0]
 
 
@@ -83,9 +95,11 @@ class ModelManager:
         if cfg.model_spec and cfg.checkpoint:
             attempts.append(("checkpoint", None))
         if not attempts:
-            raise ServeError("no model to serve: MODEL_PATH is unset and neither --releases nor --checkpoint is given",
-                             hint="onnxship serve --releases releases/  (or MODEL_PATH=releases/<name>/<version>, "
-                                  "or --model file.py:factory --checkpoint best.pt)")
+            raise ServeError(
+                "no model to serve: MODEL_PATH is unset and neither --releases nor --checkpoint is given",
+                hint="onnxship serve --releases releases/  (or MODEL_PATH=releases/<name>/<version>, "
+                "or --model file.py:factory --checkpoint best.pt)",
+            )
         for source, value in attempts:
             try:
                 if source == "checkpoint":
@@ -108,18 +122,26 @@ class ModelManager:
             self._install(model)
             return model
         tried = "; ".join(f"{s['source']}: {s['reason']}" for s in self.selection)
-        raise ServeError(f"no model could be served ({tried})",
-                         hint="fix the first source listed, or point MODEL_PATH at a release folder")
+        raise ServeError(
+            f"no model could be served ({tried})",
+            hint="fix the first source listed, or point MODEL_PATH at a release folder",
+        )
 
     # -- serving ---------------------------------------------------------------------------------------------
     def _install(self, model: ServedModel) -> None:
         cfg = self.config
         sig = model.signature
         max_rows = min(cfg.max_batch, sig.batch_max) if sig.batch_max else cfg.max_batch
-        batcher = Batcher(model.run, mergeable=sig.batchable, max_rows=max_rows,
-                          timeout_s=cfg.batch_timeout_ms / 1000.0, executor=self.executor,
-                          busy=lambda: self.parsing, on_batch=self.metrics.batch,
-                          inline_below_s=cfg.inline_below_ms / 1000.0)
+        batcher = Batcher(
+            model.run,
+            mergeable=sig.batchable,
+            max_rows=max_rows,
+            timeout_s=cfg.batch_timeout_ms / 1000.0,
+            executor=self.executor,
+            busy=lambda: self.parsing,
+            on_batch=self.metrics.batch,
+            inline_below_s=cfg.inline_below_ms / 1000.0,
+        )
         self.version += 1
         model.version = self.version
         old = self.current
@@ -150,31 +172,42 @@ class ModelManager:
                 self.last_reload = {"ok": False, "model_path": model_path, "error": exc.message}
                 log.warning("reload of %s refused: %s", model_path, exc.message)
                 raise
-            except Exception as exc:  # an unexpected failure while loading must still leave the old model serving
+            except (
+                Exception
+            ) as exc:  # an unexpected failure while loading must still leave the old model serving
                 log.exception("reload of %s failed", model_path)
                 self.metrics.reloads["failed"] += 1
                 self.last_reload = {"ok": False, "model_path": model_path, "error": repr(exc)}
                 raise _error(f"reload of {model_path!r} failed: {type(exc).__name__}: {exc}", 422) from exc
             self._install(model)
             self.metrics.reloads["ok"] += 1
-            result = {"model_name": model.name, "model_version": str(model.version),
-                      "previous_version": str(previous.version) if previous else None,
-                      "previous_release": previous.release if previous else None,
-                      **{k: v for k, v in model.describe().items() if k not in ("model_name", "model_version")}}
+            result = {
+                "model_name": model.name,
+                "model_version": str(model.version),
+                "previous_version": str(previous.version) if previous else None,
+                "previous_release": previous.release if previous else None,
+                **{k: v for k, v in model.describe().items() if k not in ("model_name", "model_version")},
+            }
             self.last_reload = {"ok": True, "model_path": model_path, "model_version": str(model.version)}
             return result
 
     def _load(self, model_path: str | None) -> ServedModel:
         if model_path is None:
             if not self.config.releases:
-                raise _error("reload without model_path needs --releases (it loads <name>/latest)", 400,
-                             hint='POST /reload {"model_path": "<name>/<version>"}')
+                raise _error(
+                    "reload without model_path needs --releases (it loads <name>/latest)",
+                    400,
+                    hint='POST /reload {"model_path": "<name>/<version>"}',
+                )
             return load_model(locate(find_latest(self.config.releases), self.root), self.config)
         if not isinstance(model_path, str) or not model_path.strip():
             raise _error(f"model_path must be a non-empty string, got {model_path!r}", 400)
         if self.root is None:  # never load arbitrary paths: a reload needs a root to be confined to
-            raise _error(f"cannot reload {model_path!r}: this server has no model root", 403,
-                         hint="start it with --releases DIR or --model-root DIR")
+            raise _error(
+                f"cannot reload {model_path!r}: this server has no model root",
+                403,
+                hint="start it with --releases DIR or --model-root DIR",
+            )
         return load_model(locate(model_path, self.root), self.config)
 
     def close(self) -> None:

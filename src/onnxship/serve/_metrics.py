@@ -45,7 +45,9 @@ class Metrics:
     """Request, batch and reload counters of one server."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)  # (model, endpoint, status) -> count
+        self.requests: dict[tuple[str, str, int], int] = defaultdict(
+            int
+        )  # (model, endpoint, status) -> count
         self.latency: dict[str, _Histogram] = {}
         self.batch_rows = _Histogram(_BATCH_BUCKETS)
         self.batch_requests = _Histogram(_BATCH_BUCKETS)
@@ -66,31 +68,46 @@ class Metrics:
         self.inference_seconds.observe(seconds)
 
     def render(self, model_name: str | None, model_version: int, ready: bool) -> str:
-        out = ["# HELP onnxship_requests_total HTTP requests by model, endpoint and status.",
-               "# TYPE onnxship_requests_total counter"]
+        out = [
+            "# HELP onnxship_requests_total HTTP requests by model, endpoint and status.",
+            "# TYPE onnxship_requests_total counter",
+        ]
         for (model, endpoint, status), n in sorted(self.requests.items()):
-            out.append(f'onnxship_requests_total{{model="{_esc(model)}",endpoint="{endpoint}",code="{status}"}} {n}')
-        out += ["# HELP onnxship_request_duration_seconds Request latency inside the server.",
-                "# TYPE onnxship_request_duration_seconds histogram"]
+            out.append(
+                f'onnxship_requests_total{{model="{_esc(model)}",endpoint="{endpoint}",code="{status}"}} {n}'
+            )
+        out += [
+            "# HELP onnxship_request_duration_seconds Request latency inside the server.",
+            "# TYPE onnxship_request_duration_seconds histogram",
+        ]
         for endpoint, hist in sorted(self.latency.items()):
             out += hist.render("onnxship_request_duration_seconds", f'endpoint="{endpoint}"')
-        out += ["# HELP onnxship_batch_rows Rows per model run (dynamic batching).",
-                "# TYPE onnxship_batch_rows histogram", *self.batch_rows.render("onnxship_batch_rows"),
-                "# HELP onnxship_batch_requests Requests merged per model run.",
-                "# TYPE onnxship_batch_requests histogram", *self.batch_requests.render("onnxship_batch_requests"),
-                "# HELP onnxship_inference_seconds Time of one model run.",
-                "# TYPE onnxship_inference_seconds histogram",
-                *self.inference_seconds.render("onnxship_inference_seconds"),
-                "# HELP onnxship_reloads_total Reload attempts by outcome.", "# TYPE onnxship_reloads_total counter"]
+        out += [
+            "# HELP onnxship_batch_rows Rows per model run (dynamic batching).",
+            "# TYPE onnxship_batch_rows histogram",
+            *self.batch_rows.render("onnxship_batch_rows"),
+            "# HELP onnxship_batch_requests Requests merged per model run.",
+            "# TYPE onnxship_batch_requests histogram",
+            *self.batch_requests.render("onnxship_batch_requests"),
+            "# HELP onnxship_inference_seconds Time of one model run.",
+            "# TYPE onnxship_inference_seconds histogram",
+            *self.inference_seconds.render("onnxship_inference_seconds"),
+            "# HELP onnxship_reloads_total Reload attempts by outcome.",
+            "# TYPE onnxship_reloads_total counter",
+        ]
         for outcome, n in sorted(self.reloads.items()):
             out.append(f'onnxship_reloads_total{{outcome="{outcome}"}} {n}')
-        out += ["# HELP onnxship_model_version Version number of the model being served (bumped by each reload).",
-                "# TYPE onnxship_model_version gauge",
-                f'onnxship_model_version{{model="{_esc(model_name or "")}"}} {model_version}',
-                "# HELP onnxship_ready 1 when a golden-checked model is serving.", "# TYPE onnxship_ready gauge",
-                f"onnxship_ready {int(ready)}",
-                "# HELP onnxship_inflight_requests Infer requests being handled.",
-                "# TYPE onnxship_inflight_requests gauge", f"onnxship_inflight_requests {self.inflight}"]
+        out += [
+            "# HELP onnxship_model_version Version number of the model being served (bumped by each reload).",
+            "# TYPE onnxship_model_version gauge",
+            f'onnxship_model_version{{model="{_esc(model_name or "")}"}} {model_version}',
+            "# HELP onnxship_ready 1 when a golden-checked model is serving.",
+            "# TYPE onnxship_ready gauge",
+            f"onnxship_ready {int(ready)}",
+            "# HELP onnxship_inflight_requests Infer requests being handled.",
+            "# TYPE onnxship_inflight_requests gauge",
+            f"onnxship_inflight_requests {self.inflight}",
+        ]
         return "\n".join(out) + "\n"
 
 

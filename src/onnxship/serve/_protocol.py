@@ -40,26 +40,37 @@ class InferRequest:
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or len(value) > _MAX_DIMS or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
-        raise RequestError(400, f"{where}: shape must be a list of at most {_MAX_DIMS} non-negative integers, "
-                                f"got {str(value)[:80]}")
+    if (
+        not isinstance(value, list)
+        or len(value) > _MAX_DIMS
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value)
+    ):
+        raise RequestError(
+            400,
+            f"{where}: shape must be a list of at most {_MAX_DIMS} non-negative integers, "
+            f"got {str(value)[:80]}",
+        )
     return tuple(value)
 
 
 def _from_json(data: Any, shape: tuple[int, ...], dtype: np.dtype[Any], where: str) -> np.ndarray:
     if not isinstance(data, list):
-        raise RequestError(400, f"{where}: data must be a (flat or nested) list of numbers, got "
-                                f"{type(data).__name__}")
+        raise RequestError(
+            400, f"{where}: data must be a (flat or nested) list of numbers, got {type(data).__name__}"
+        )
     try:
         arr = np.asarray(data)
     except (ValueError, TypeError):
-        raise RequestError(400, f"{where}: data is a ragged nested list; send it flat or with equal lengths") \
-            from None
+        raise RequestError(
+            400, f"{where}: data is a ragged nested list; send it flat or with equal lengths"
+        ) from None
     if arr.size and arr.dtype.kind not in _KINDS[dtype.kind]:
         got = {"f": "floating-point", "b": "boolean", "U": "string", "O": "mixed or out-of-range"}.get(
-            arr.dtype.kind, arr.dtype.kind)
-        raise RequestError(400, f"{where}: data holds {got} values, not valid for datatype {datatype_of(dtype)}")
+            arr.dtype.kind, arr.dtype.kind
+        )
+        raise RequestError(
+            400, f"{where}: data holds {got} values, not valid for datatype {datatype_of(dtype)}"
+        )
     n = math.prod(shape)
     if arr.size != n:
         raise RequestError(400, f"{where}: data has {arr.size} elements but shape {list(shape)} needs {n}")
@@ -78,20 +89,25 @@ def parse_infer_request(body: bytes, header_length: int | None = None) -> InferR
     """
     if header_length is not None:
         if not 0 < header_length <= len(body):
-            raise RequestError(400, f"Inference-Header-Content-Length is {header_length} but the body has "
-                                    f"{len(body)} bytes")
+            raise RequestError(
+                400, f"Inference-Header-Content-Length is {header_length} but the body has {len(body)} bytes"
+            )
         head, binary = body[:header_length], memoryview(body)[header_length:]
     else:
         head, binary = body, memoryview(b"")
     try:
         obj = orjson.loads(head)
     except orjson.JSONDecodeError as exc:
-        raise RequestError(400, f"the request body is not valid JSON ({exc.args[0] if exc.args else exc})") from None
+        raise RequestError(
+            400, f"the request body is not valid JSON ({exc.args[0] if exc.args else exc})"
+        ) from None
     if not isinstance(obj, dict):
         raise RequestError(400, "the request body must be a JSON object with an 'inputs' list")
     inputs = obj.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise RequestError(400, "the request needs a non-empty 'inputs' list of {name, shape, datatype, data}")
+        raise RequestError(
+            400, "the request needs a non-empty 'inputs' list of {name, shape, datatype, data}"
+        )
     feeds: dict[str, np.ndarray] = {}
     declared: dict[str, str] = {}
     offset = 0
@@ -105,19 +121,27 @@ def parse_infer_request(body: bytes, header_length: int | None = None) -> InferR
         shape = _shape(tensor.get("shape"), where)
         datatype = tensor.get("datatype")
         if datatype == "BYTES":
-            raise RequestError(400, f"{where}: datatype BYTES is not supported; onnxship models take numeric tensors")
+            raise RequestError(
+                400, f"{where}: datatype BYTES is not supported; onnxship models take numeric tensors"
+            )
         dtype = numpy_dtype(datatype, where)
         params = tensor.get("parameters") or {}
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
             n = math.prod(shape)
             if not isinstance(size, int) or size != n * dtype.itemsize:
-                raise RequestError(400, f"{where}: binary_data_size {size!r} does not match shape {list(shape)} "
-                                        f"of {datatype} ({n * dtype.itemsize} bytes)")
+                raise RequestError(
+                    400,
+                    f"{where}: binary_data_size {size!r} does not match shape {list(shape)} "
+                    f"of {datatype} ({n * dtype.itemsize} bytes)",
+                )
             if offset + size > len(binary):
-                raise RequestError(400, f"{where}: the binary part of the body ends before this tensor "
-                                        f"({len(binary)} bytes, need {offset + size})")
-            arr = np.frombuffer(binary[offset:offset + size], dtype=dtype.newbyteorder("<")).reshape(shape)
+                raise RequestError(
+                    400,
+                    f"{where}: the binary part of the body ends before this tensor "
+                    f"({len(binary)} bytes, need {offset + size})",
+                )
+            arr = np.frombuffer(binary[offset : offset + size], dtype=dtype.newbyteorder("<")).reshape(shape)
             offset += size
         elif "data" in tensor:
             arr = _from_json(tensor["data"], shape, dtype, where)
@@ -141,12 +165,18 @@ def parse_infer_request(body: bytes, header_length: int | None = None) -> InferR
     params = obj.get("parameters") or {}
     binary_output = bool(isinstance(params, dict) and params.get("binary_data_output"))
     req_id = obj.get("id")
-    return InferRequest(id=str(req_id) if req_id is not None else None, feeds=feeds, declared=declared,
-                        outputs=requested, binary_output=binary_output)
+    return InferRequest(
+        id=str(req_id) if req_id is not None else None,
+        feeds=feeds,
+        declared=declared,
+        outputs=requested,
+        binary_output=binary_output,
+    )
 
 
-def encode_infer_response(model_name: str, model_version: str, request: InferRequest,
-                          outputs: dict[str, np.ndarray]) -> tuple[bytes, int | None]:
+def encode_infer_response(
+    model_name: str, model_version: str, request: InferRequest, outputs: dict[str, np.ndarray]
+) -> tuple[bytes, int | None]:
     """The response body, and the JSON header length when binary tensors follow it (else None).
 
     Raises:
@@ -157,8 +187,9 @@ def encode_infer_response(model_name: str, model_version: str, request: InferReq
     blobs: list[bytes] = []
     for name, binary in wanted:
         if name not in outputs:
-            raise RequestError(400, f"requested output {name!r} does not exist; the model's outputs are "
-                                    f"{list(outputs)}")
+            raise RequestError(
+                400, f"requested output {name!r} does not exist; the model's outputs are {list(outputs)}"
+            )
         arr = outputs[name]
         item: dict[str, Any] = {"name": name, "datatype": datatype_of(arr.dtype), "shape": list(arr.shape)}
         if binary:
@@ -186,4 +217,3 @@ def encode_infer_response(model_name: str, model_version: str, request: InferReq
 def encode_error(message: str) -> bytes:
     """The v2 error body."""
     return orjson.dumps({"error": message})
-

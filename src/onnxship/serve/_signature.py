@@ -26,16 +26,33 @@ __all__ = [
 
 # KServe v2 datatype <-> numpy dtype (BYTES is not served: onnxship models take numeric tensors).
 DATATYPES: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
 }
 _BY_DTYPE = {v: k for k, v in DATATYPES.items()}
 _ORT_TYPES = {
-    "tensor(bool)": "BOOL", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16", "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64", "tensor(int8)": "INT8", "tensor(int16)": "INT16", "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64", "tensor(float16)": "FP16", "tensor(float)": "FP32", "tensor(double)": "FP64",
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
 }
 
 
@@ -53,8 +70,10 @@ def datatype_of(dtype: np.dtype[Any]) -> str:
     try:
         return _BY_DTYPE[np.dtype(dtype)]
     except KeyError:
-        raise ServeError(f"tensor type {dtype} has no KServe v2 datatype",
-                         hint=f"serve models whose inputs and outputs are one of {', '.join(DATATYPES)}") from None
+        raise ServeError(
+            f"tensor type {dtype} has no KServe v2 datatype",
+            hint=f"serve models whose inputs and outputs are one of {', '.join(DATATYPES)}",
+        ) from None
 
 
 def numpy_dtype(datatype: str, where: str) -> np.dtype[Any]:
@@ -62,8 +81,9 @@ def numpy_dtype(datatype: str, where: str) -> np.dtype[Any]:
     try:
         return DATATYPES[datatype]
     except (KeyError, TypeError):
-        raise RequestError(400, f"{where}: datatype {datatype!r} is not supported; use one of "
-                                f"{', '.join(DATATYPES)}") from None
+        raise RequestError(
+            400, f"{where}: datatype {datatype!r} is not supported; use one of {', '.join(DATATYPES)}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -128,21 +148,33 @@ class Signature:
         for arg in session.get_inputs():
             rec_dims = (records.get(arg.name) or {}).get("dims") or []
             if not rec_dims:
-                notes.append(f"input {arg.name}: no verified dim ranges in the sidecar; dynamic dims are unbounded")
+                notes.append(
+                    f"input {arg.name}: no verified dim ranges in the sidecar; dynamic dims are unbounded"
+                )
             inputs.append(TensorInfo(arg.name, _ort_datatype(arg.type, arg.name), _dims(arg.shape, rec_dims)))
-        outputs = [TensorInfo(o.name, _ort_datatype(o.type, o.name), _dims(o.shape, [])) for o in session.get_outputs()]
+        outputs = [
+            TensorInfo(o.name, _ort_datatype(o.type, o.name), _dims(o.shape, []))
+            for o in session.get_outputs()
+        ]
         return cls._with_batching(inputs, outputs, notes)
 
     @classmethod
     def from_specs(cls, specs: list[Any], outputs: list[TensorInfo]) -> Signature:
         """Build from TensorSpecs (the PyTorch fallback, which has no ONNX graph)."""
-        inputs = [TensorInfo(s.name, datatype_of(np.dtype(s.dtype)),
-                             tuple(DimInfo(None if d.name else d.value, d.name, d.min, d.max) for d in s.dims))
-                  for s in specs]
+        inputs = [
+            TensorInfo(
+                s.name,
+                datatype_of(np.dtype(s.dtype)),
+                tuple(DimInfo(None if d.name else d.value, d.name, d.min, d.max) for d in s.dims),
+            )
+            for s in specs
+        ]
         return cls._with_batching(inputs, outputs, [])
 
     @classmethod
-    def _with_batching(cls, inputs: list[TensorInfo], outputs: list[TensorInfo], notes: list[str]) -> Signature:
+    def _with_batching(
+        cls, inputs: list[TensorInfo], outputs: list[TensorInfo], notes: list[str]
+    ) -> Signature:
         firsts = [t.dims[0] if t.dims else None for t in inputs]
         batchable = bool(inputs) and all(d is not None and d.size is None for d in firsts)
         if batchable and len({d.name for d in firsts if d is not None}) != 1:
@@ -170,33 +202,45 @@ class Signature:
         for name, arr in feeds.items():
             info = expected[name]
             if declared[name] != info.datatype:
-                raise RequestError(400, f"input {name!r} has datatype {declared[name]}, the model expects "
-                                        f"{info.datatype}")
+                raise RequestError(
+                    400, f"input {name!r} has datatype {declared[name]}, the model expects {info.datatype}"
+                )
             if arr.ndim != len(info.dims):
-                raise RequestError(400, f"input {name!r} has shape {list(arr.shape)} (rank {arr.ndim}), the model "
-                                        f"expects rank {len(info.dims)}: "
-                                        f"[{', '.join(d.describe() for d in info.dims)}]")
+                raise RequestError(
+                    400,
+                    f"input {name!r} has shape {list(arr.shape)} (rank {arr.ndim}), the model "
+                    f"expects rank {len(info.dims)}: "
+                    f"[{', '.join(d.describe() for d in info.dims)}]",
+                )
             for axis, (size, dim) in enumerate(zip(arr.shape, info.dims, strict=True)):
                 if dim.size is not None:
                     ok = size == dim.size
                 else:
                     ok = size >= dim.min and (dim.max is None or size <= dim.max)
                 if not ok:
-                    raise RequestError(400, f"input {name!r} has shape {list(arr.shape)}: axis {axis} is {size}, "
-                                            f"outside the verified range {dim.describe()}")
+                    raise RequestError(
+                        400,
+                        f"input {name!r} has shape {list(arr.shape)}: axis {axis} is {size}, "
+                        f"outside the verified range {dim.describe()}",
+                    )
                 if dim.size is None and dim.name:
                     prev = seen.setdefault(dim.name, (size, name))
                     if prev[0] != size:
-                        raise RequestError(400, f"dim {dim.name!r} is {prev[0]} in input {prev[1]!r} but {size} in "
-                                                f"input {name!r}; inputs sharing a dim must agree")
+                        raise RequestError(
+                            400,
+                            f"dim {dim.name!r} is {prev[0]} in input {prev[1]!r} but {size} in "
+                            f"input {name!r}; inputs sharing a dim must agree",
+                        )
 
 
 def _ort_datatype(ort_type: str, name: str) -> str:
     try:
         return _ORT_TYPES[ort_type]
     except KeyError:
-        raise ServeError(f"tensor {name!r} has type {ort_type}, which onnxship serve does not support",
-                         hint="onnxship serve takes numeric tensors (bool, ints, float16/32/64)") from None
+        raise ServeError(
+            f"tensor {name!r} has type {ort_type}, which onnxship serve does not support",
+            hint="onnxship serve takes numeric tensors (bool, ints, float16/32/64)",
+        ) from None
 
 
 def _dims(shape: list[Any], records: list[dict[str, Any]]) -> tuple[DimInfo, ...]:

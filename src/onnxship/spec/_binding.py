@@ -52,9 +52,16 @@ def bind_inputs(model: Any, names: list[str] | tuple[str, ...]) -> Binding:
     """
     params = _forward_params(model)
     variadic = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
-    named = [p for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                             inspect.Parameter.POSITIONAL_ONLY,
-                                             inspect.Parameter.KEYWORD_ONLY)]
+    named = [
+        p
+        for p in params
+        if p.kind
+        in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.KEYWORD_ONLY,
+        )
+    ]
     pnames = [p.name for p in named]
     matched = [n for n in names if n in pnames]
     if names and len(matched) == len(names):
@@ -69,11 +76,18 @@ def bind_inputs(model: Any, names: list[str] | tuple[str, ...]) -> Binding:
                 keyword.append((p.name, p.name))
             else:
                 gap = True
-        missing = [p.name for p in named if p.name not in names and p.default is inspect.Parameter.empty
-                   and p.kind is not inspect.Parameter.KEYWORD_ONLY]
+        missing = [
+            p.name
+            for p in named
+            if p.name not in names
+            and p.default is inspect.Parameter.empty
+            and p.kind is not inspect.Parameter.KEYWORD_ONLY
+        ]
         if missing:
-            raise ConfigError(f"forward() needs {missing} but the inputs are {list(names)}",
-                              hint="add an --input for each required forward() parameter")
+            raise ConfigError(
+                f"forward() needs {missing} but the inputs are {list(names)}",
+                hint="add an --input for each required forward() parameter",
+            )
         return Binding(tuple(positional), tuple(keyword), {n: n for n in names})
     if matched:
         raise ConfigError(
@@ -82,12 +96,18 @@ def bind_inputs(model: Any, names: list[str] | tuple[str, ...]) -> Binding:
         )
     positional_params = [p for p in named if p.kind is not inspect.Parameter.KEYWORD_ONLY]
     if len(names) > len(positional_params) and not variadic:
-        raise ConfigError(f"{len(names)} inputs given but forward() takes {len(positional_params)} "
-                          f"positional parameters {[p.name for p in positional_params]}",
-                          hint="drop the extra --input or check the model")
-    required = [p.name for p in positional_params[len(names):] if p.default is inspect.Parameter.empty]
+        raise ConfigError(
+            f"{len(names)} inputs given but forward() takes {len(positional_params)} "
+            f"positional parameters {[p.name for p in positional_params]}",
+            hint="drop the extra --input or check the model",
+        )
+    required = [p.name for p in positional_params[len(names) :] if p.default is inspect.Parameter.empty]
     if required:
-        raise ConfigError(f"forward() also needs {required}; inputs given: {list(names)}",
-                          hint="add an --input for each required forward() parameter")
-    mapping = {n: (positional_params[i].name if i < len(positional_params) else n) for i, n in enumerate(names)}
+        raise ConfigError(
+            f"forward() also needs {required}; inputs given: {list(names)}",
+            hint="add an --input for each required forward() parameter",
+        )
+    mapping = {
+        n: (positional_params[i].name if i < len(positional_params) else n) for i, n in enumerate(names)
+    }
     return Binding(tuple(names), (), mapping, by_position=bool(params))

@@ -67,7 +67,9 @@ class ExportSection:
 
     strategy: str = "auto"  # auto | dynamo | torchscript
     opsets: list[int] = field(default_factory=lambda: [17, 18])  # tried in order
-    inputs: list[str] = field(default_factory=list)  # NAME:DIMS:DTYPE[:LOW..HIGH] (default: the module's ONNXSHIP_INPUTS)
+    inputs: list[str] = field(
+        default_factory=list
+    )  # NAME:DIMS:DTYPE[:LOW..HIGH] (default: the module's ONNXSHIP_INPUTS)
     output_names: list[str] | None = None  # default: the module's ONNXSHIP_OUTPUT_NAMES, else output_N
     allow_static: bool = False  # accept a static export when no dynamic candidate verifies
     fp16: bool = False  # export in float16
@@ -118,12 +120,21 @@ class PackageSection:
 
 
 _SECTIONS: dict[str, type] = {
-    "model": ModelSection, "paths": PathsSection, "export": ExportSection, "verify": VerifySection,
-    "optimize": OptimizeSection, "package": PackageSection,
+    "model": ModelSection,
+    "paths": PathsSection,
+    "export": ExportSection,
+    "verify": VerifySection,
+    "optimize": OptimizeSection,
+    "package": PackageSection,
 }
 _NESTED: dict[tuple[str, str], type] = {("package", "triton"): TritonSection}
-_PATH_KEYS = {("model", "checkpoint"), ("paths", "releases"), ("paths", "project"), ("triton", "repo"),
-              ("verify", "data")}
+_PATH_KEYS = {
+    ("model", "checkpoint"),
+    ("paths", "releases"),
+    ("paths", "project"),
+    ("triton", "repo"),
+    ("verify", "data"),
+}
 
 
 @dataclass
@@ -139,11 +150,15 @@ class ShipConfig:
     source: str | None = None  # the YAML file it came from, if any
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, base: Path | None = None, where: str = "config") -> ShipConfig:
+    def from_dict(
+        cls, data: dict[str, Any], *, base: Path | None = None, where: str = "config"
+    ) -> ShipConfig:
         """Build from a nested dict (the YAML document); unknown keys raise ConfigError naming the valid ones."""
         if not isinstance(data, dict):
-            raise ConfigError(f"{where} must be a mapping of sections, got {type(data).__name__}",
-                              hint=f"sections: {', '.join(_SECTIONS)}")
+            raise ConfigError(
+                f"{where} must be a mapping of sections, got {type(data).__name__}",
+                hint=f"sections: {', '.join(_SECTIONS)}",
+            )
         cfg = cls(source=where)
         for section, body in data.items():
             if section not in _SECTIONS:
@@ -161,8 +176,10 @@ class ShipConfig:
 
 def _unknown(where: str, key: str, valid: list[str], what: str) -> ConfigError:
     close = difflib.get_close_matches(key, valid, n=1)
-    return ConfigError(f"unknown {what} {key!r} in {where}" + (f" (did you mean {close[0]!r}?)" if close else ""),
-                       hint=f"valid {what}s: {', '.join(valid)}")
+    return ConfigError(
+        f"unknown {what} {key!r} in {where}" + (f" (did you mean {close[0]!r}?)" if close else ""),
+        hint=f"valid {what}s: {', '.join(valid)}",
+    )
 
 
 def _check_type(value: Any, annotation: str, dotted: str, where: str) -> Any:
@@ -176,7 +193,8 @@ def _check_type(value: Any, annotation: str, dotted: str, where: str) -> Any:
         "int": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, (int, float)) and not isinstance(value, bool),
         "str": isinstance(value, (str, int, float)) and not isinstance(value, bool),
-        "list[int]": isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
+        "list[int]": isinstance(value, list)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
         "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
         "dict[str, Any]": isinstance(value, dict),
         "dict[str, str]": isinstance(value, dict) and all(isinstance(v, str) for v in value.values()),
@@ -184,8 +202,10 @@ def _check_type(value: Any, annotation: str, dotted: str, where: str) -> Any:
     if ok is None:
         return value
     if not ok:
-        raise ConfigError(f"{dotted} in {where} is {value!r} ({type(value).__name__}), expected {base}",
-                          hint=f"fix {dotted} in the config file or its ONNXSHIP_* variable")
+        raise ConfigError(
+            f"{dotted} in {where} is {value!r} ({type(value).__name__}), expected {base}",
+            hint=f"fix {dotted} in the config file or its ONNXSHIP_* variable",
+        )
     if base == "str":
         return str(value)
     if base == "float":
@@ -197,8 +217,10 @@ def _build(cls: type, body: Any, section: str, base: Path | None, where: str) ->
     if isinstance(body, cls):
         return body
     if not isinstance(body, dict):
-        raise ConfigError(f"section {section!r} in {where} must be a mapping, got {type(body).__name__}",
-                          hint=f"valid keys: {', '.join(f.name for f in fields(cls))}")
+        raise ConfigError(
+            f"section {section!r} in {where} must be a mapping, got {type(body).__name__}",
+            hint=f"valid keys: {', '.join(f.name for f in fields(cls))}",
+        )
     known = {f.name: f for f in fields(cls)}
     kwargs: dict[str, Any] = {}
     leaf = section.rsplit(".", 1)[-1]
@@ -210,10 +232,20 @@ def _build(cls: type, body: Any, section: str, base: Path | None, where: str) ->
             kwargs[key] = _build(nested, value or {}, f"{section}.{key}", base, where)
             continue
         value = _check_type(value, str(known[key].type), f"{section}.{key}", where)
-        if (leaf, key) in _PATH_KEYS and isinstance(value, str) and base is not None and not os.path.isabs(value):
+        if (
+            (leaf, key) in _PATH_KEYS
+            and isinstance(value, str)
+            and base is not None
+            and not os.path.isabs(value)
+        ):
             value = os.path.normpath(base / value)
-        if (leaf, key) == ("model", "spec") and isinstance(value, str) and ".py:" in value and base is not None \
-                and not os.path.isabs(value):
+        if (
+            (leaf, key) == ("model", "spec")
+            and isinstance(value, str)
+            and ".py:" in value
+            and base is not None
+            and not os.path.isabs(value)
+        ):
             value = os.path.normpath(base / value)  # a model file next to the config, like every other path
         if section == "package" and key == "assets" and base is not None:
             value = {k: v if os.path.isabs(v) else os.path.normpath(base / v) for k, v in value.items()}
@@ -228,22 +260,25 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     for var, raw in sorted(environ.items()):
         if not var.startswith(ENV_PREFIX):
             continue
-        rest = var[len(ENV_PREFIX):].lower()
+        rest = var[len(ENV_PREFIX) :].lower()
         section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
         if section is None:
             continue
-        key = rest[len(section) + 1:]
+        key = rest[len(section) + 1 :]
         try:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{var}={raw!r} does not parse ({exc})", hint="use a YAML scalar or [list]") from None
+            raise ConfigError(
+                f"{var}={raw!r} does not parse ({exc})", hint="use a YAML scalar or [list]"
+            ) from None
         if section == "package" and key.startswith("triton_"):
-            tree.setdefault(section, {}).setdefault("triton", {})[key[len("triton_"):]] = value
+            tree.setdefault(section, {}).setdefault("triton", {})[key[len("triton_") :]] = value
             continue
         known = [f.name for f in fields(_SECTIONS[section])]
         if key not in known:
-            raise _unknown(f"environment variable {var}", f"{section}.{key}", [f"{section}.{k}" for k in known],
-                           "key")
+            raise _unknown(
+                f"environment variable {var}", f"{section}.{key}", [f"{section}.{k}" for k in known], "key"
+            )
         tree.setdefault(section, {})[key] = value
     return tree
 
@@ -251,7 +286,9 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "assets" else v
+        out[k] = (
+            _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "assets" else v
+        )
     return out
 
 
@@ -274,11 +311,15 @@ def load_ship_config(path: str | Path | None = None, *, environ: dict[str, str] 
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{str(p)!r} is not valid YAML: {str(exc).splitlines()[0]}",
-                              hint="check indentation and quoting") from None
+            raise ConfigError(
+                f"{str(p)!r} is not valid YAML: {str(exc).splitlines()[0]}",
+                hint="check indentation and quoting",
+            ) from None
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{str(p)!r} must hold a mapping of sections, got {type(loaded).__name__}",
-                              hint=f"sections: {', '.join(_SECTIONS)}")
+            raise ConfigError(
+                f"{str(p)!r} must hold a mapping of sections, got {type(loaded).__name__}",
+                hint=f"sections: {', '.join(_SECTIONS)}",
+            )
         data, base, where = loaded or {}, p.resolve().parent, str(p)
     env = _env_overrides(dict(os.environ if environ is None else environ))
     cfg = ShipConfig.from_dict(data, base=base, where=where)

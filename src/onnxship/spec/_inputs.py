@@ -52,11 +52,21 @@ DTYPES: dict[str, str] = {
     "uint8": "uint8",
     "bool": "bool",
 }
-_ALIASES = {"float": "float32", "fp32": "float32", "fp16": "float16", "half": "float16", "double": "float64",
-            "long": "int64", "int": "int32", "bf16": "bfloat16"}
+_ALIASES = {
+    "float": "float32",
+    "fp32": "float32",
+    "fp16": "float16",
+    "half": "float16",
+    "double": "float64",
+    "long": "int64",
+    "int": "int32",
+    "bf16": "bfloat16",
+}
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_.\-/]*"
-_DIM = re.compile(r"\s*(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*)?(?P<value>\d+)(?:\s*\.\.\s*(?P<max>\d+))?\s*")
+_DIM = re.compile(
+    r"\s*(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*)?(?P<value>\d+)(?:\s*\.\.\s*(?P<max>\d+))?\s*"
+)
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _RANGE = re.compile(rf"^\s*(?P<low>{_NUM})\s*\.\.\s*(?P<high>{_NUM})\s*$")
 
@@ -138,14 +148,20 @@ class TensorSpec:
     def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
         """Rebuild a spec from :meth:`to_dict` (e.g. the ``inputs`` metadata an export embeds in the ONNX file)."""
         try:
-            dims = tuple(DimSpec(value=int(d["value"]), name=d.get("name"), max=d.get("max"),
-                                 min=int(d.get("min", 1))) for d in data["dims"])
+            dims = tuple(
+                DimSpec(value=int(d["value"]), name=d.get("name"), max=d.get("max"), min=int(d.get("min", 1)))
+                for d in data["dims"]
+            )
             rng = data.get("range")
             low, high = (float(rng[0]), float(rng[1])) if rng else (None, None)
-            return cls(name=str(data["name"]), dims=dims, dtype=str(data.get("dtype", "float32")), low=low, high=high)
+            return cls(
+                name=str(data["name"]), dims=dims, dtype=str(data.get("dtype", "float32")), low=low, high=high
+            )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise InputSpecError(f"input spec record {data!r} is not a TensorSpec.to_dict() record ({exc})",
-                                 hint="re-export the model, or pass the input specs explicitly") from None
+            raise InputSpecError(
+                f"input spec record {data!r} is not a TensorSpec.to_dict() record ({exc})",
+                hint="re-export the model, or pass the input specs explicitly",
+            ) from None
 
 
 def _fmt_num(x: float) -> str:
@@ -169,33 +185,44 @@ def _parse_dims(text: str, whole: str) -> tuple[DimSpec, ...]:
         mx = int(m["max"]) if m["max"] is not None else None
         name = m["name"]
         if name is None and mx is not None:
-            raise InputSpecError(f"input spec {whole!r}: a dim with a max must be named (e.g. seq={value}..{mx})",
-                                 hint=GRAMMAR)
+            raise InputSpecError(
+                f"input spec {whole!r}: a dim with a max must be named (e.g. seq={value}..{mx})", hint=GRAMMAR
+            )
         if mx is not None and mx < value:
-            raise InputSpecError(f"input spec {whole!r}: dim {name} has max {mx} below its sample value {value}",
-                                 hint="write name=N..MAX with N <= MAX")
+            raise InputSpecError(
+                f"input spec {whole!r}: dim {name} has max {mx} below its sample value {value}",
+                hint="write name=N..MAX with N <= MAX",
+            )
         if name is None and value == 0:
-            raise InputSpecError(f"input spec {whole!r}: a static dim of size 0 is not supported", hint=GRAMMAR)
+            raise InputSpecError(
+                f"input spec {whole!r}: a static dim of size 0 is not supported", hint=GRAMMAR
+            )
         dims.append(DimSpec(value=value, name=name, max=mx))
         pos = m.end()
         if pos >= len(text):
             break
         if text[pos] != "x":
-            raise InputSpecError(f"input spec {whole!r}: expected 'x' between dims at {text[pos:]!r}", hint=GRAMMAR)
+            raise InputSpecError(
+                f"input spec {whole!r}: expected 'x' between dims at {text[pos:]!r}", hint=GRAMMAR
+            )
         pos += 1
     return tuple(dims)
 
 
 def _check_range(name: str, dtype: str, low: float, high: float, whole: str) -> None:
     if not low < high:
-        raise InputSpecError(f"input spec {whole!r}: range {low}..{high} is empty", hint="LOW must be below HIGH")
+        raise InputSpecError(
+            f"input spec {whole!r}: range {low}..{high} is empty", hint="LOW must be below HIGH"
+        )
     if dtype == "bool":
         return
     np_dtype = np.dtype(DTYPES[dtype])
     if np.issubdtype(np_dtype, np.integer):
         if not (float(low).is_integer() and float(high).is_integer()):
-            raise InputSpecError(f"input {name!r} is {dtype} but its range {low}..{high} is not integral",
-                                 hint="use whole numbers for integer inputs")
+            raise InputSpecError(
+                f"input {name!r} is {dtype} but its range {low}..{high} is not integral",
+                hint="use whole numbers for integer inputs",
+            )
         info = np.iinfo(np_dtype)
         if low < info.min or high - 1 > info.max:
             raise InputSpecError(
@@ -206,8 +233,9 @@ def _check_range(name: str, dtype: str, low: float, high: float, whole: str) -> 
     else:
         info_f = np.finfo(np.float16 if dtype == "float16" else np.float32)
         if abs(low) > float(info_f.max) or abs(high) > float(info_f.max):
-            raise InputSpecError(f"input {name!r}: range {low}..{high} overflows {dtype}",
-                                 hint="narrow the range")
+            raise InputSpecError(
+                f"input {name!r}: range {low}..{high} overflows {dtype}", hint="narrow the range"
+            )
 
 
 def parse_input_spec(text: str) -> TensorSpec:
@@ -221,17 +249,22 @@ def parse_input_spec(text: str) -> TensorSpec:
         raise InputSpecError("empty input spec", hint=GRAMMAR)
     parts = text.split(":")
     if len(parts) not in (3, 4):
-        raise InputSpecError(f"input spec {text!r} has {len(parts)} ':'-separated fields, expected 3 or 4",
-                             hint=GRAMMAR)
+        raise InputSpecError(
+            f"input spec {text!r} has {len(parts)} ':'-separated fields, expected 3 or 4", hint=GRAMMAR
+        )
     name = parts[0].strip()
     if not re.fullmatch(_NAME, name):
-        raise InputSpecError(f"input spec {text!r}: {name!r} is not a valid input name",
-                             hint="names start with a letter or '_' (e.g. input_sequence)")
+        raise InputSpecError(
+            f"input spec {text!r}: {name!r} is not a valid input name",
+            hint="names start with a letter or '_' (e.g. input_sequence)",
+        )
     dims = _parse_dims(parts[1], text)
     dtype = _ALIASES.get(parts[2].strip().lower(), parts[2].strip().lower())
     if dtype not in DTYPES:
-        raise InputSpecError(f"input spec {text!r}: unknown dtype {parts[2].strip()!r}",
-                             hint=f"valid dtypes: {', '.join(DTYPES)}")
+        raise InputSpecError(
+            f"input spec {text!r}: unknown dtype {parts[2].strip()!r}",
+            hint=f"valid dtypes: {', '.join(DTYPES)}",
+        )
     low = high = None
     if len(parts) == 4:
         m = _RANGE.match(parts[3])
@@ -261,7 +294,9 @@ def dim_table(specs: list[TensorSpec] | tuple[TensorSpec, ...]) -> dict[str, Dim
     return table
 
 
-def sweep_points(specs: list[TensorSpec] | tuple[TensorSpec, ...], *, include_export: bool = True) -> list[dict[str, int]]:
+def sweep_points(
+    specs: list[TensorSpec] | tuple[TensorSpec, ...], *, include_export: bool = True
+) -> list[dict[str, int]]:
     """Dim assignments to verify at: the export values, then 1, an odd value and the declared max (deduplicated).
 
     Every dynamic dim moves together, so a candidate that froze any of them fails at every non-export point.

@@ -102,7 +102,9 @@ class ModelSpec:
                 hint=f"callables there: {', '.join(names[:15]) or '(none)'}",
             )
         if not callable(fn):
-            raise ModelLoadError(f"{self.target!r} is a {type(fn).__name__}, not a callable factory", hint=_SPEC_HINT)
+            raise ModelLoadError(
+                f"{self.target!r} is a {type(fn).__name__}, not a callable factory", hint=_SPEC_HINT
+            )
         return fn
 
     def module_attr(self, name: str, default: Any = None) -> Any:
@@ -113,7 +115,11 @@ class ModelSpec:
         """The model module's own export defaults: ONNXSHIP_INPUTS, ONNXSHIP_OUTPUT_NAMES, ONNXSHIP_METADATA."""
         inputs = list(self.module_attr("ONNXSHIP_INPUTS", None) or [])
         names = self.module_attr("ONNXSHIP_OUTPUT_NAMES", None)
-        return inputs, tuple(names) if names else None, dict(self.module_attr("ONNXSHIP_METADATA", None) or {})
+        return (
+            inputs,
+            tuple(names) if names else None,
+            dict(self.module_attr("ONNXSHIP_METADATA", None) or {}),
+        )
 
     def load(self) -> LoadedModel:
         """Build the model, load the checkpoint, move it to CPU in eval mode.
@@ -145,8 +151,13 @@ class ModelSpec:
             _apply_checkpoint(model, ckpt_obj, Path(self.checkpoint))  # type: ignore[arg-type]
         model = to_cpu_eval(model)
         weights_sha = ckpt_sha or state_dict_sha256(model)
-        return LoadedModel(model=model, spec=self, weights_sha256=weights_sha, torch_version=torch.__version__,
-                           checkpoint_meta=_checkpoint_meta(ckpt_obj))
+        return LoadedModel(
+            model=model,
+            spec=self,
+            weights_sha256=weights_sha,
+            torch_version=torch.__version__,
+            checkpoint_meta=_checkpoint_meta(ckpt_obj),
+        )
 
 
 @dataclass
@@ -160,16 +171,25 @@ class LoadedModel:
     checkpoint_meta: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_model_spec(text: str, *, kwargs: dict[str, Any] | None = None, checkpoint: str | Path | None = None,
-                     trust_checkpoint: bool = False) -> ModelSpec:
+def parse_model_spec(
+    text: str,
+    *,
+    kwargs: dict[str, Any] | None = None,
+    checkpoint: str | Path | None = None,
+    trust_checkpoint: bool = False,
+) -> ModelSpec:
     """Parse ``--model``; raises ConfigError for a spec without ``:factory``."""
     if not isinstance(text, str) or ":" not in text or text.endswith(":") or text.startswith(":"):
         raise ConfigError(f"model spec {text!r} has no ':factory' part", hint=_SPEC_HINT)
     ref, factory = text.rsplit(":", 1)
     if not factory.isidentifier():
         raise ConfigError(f"model spec {text!r}: {factory!r} is not a Python name", hint=_SPEC_HINT)
-    return ModelSpec(target=text, kwargs=dict(kwargs or {}),
-                     checkpoint=Path(checkpoint) if checkpoint else None, trust_checkpoint=trust_checkpoint)
+    return ModelSpec(
+        target=text,
+        kwargs=dict(kwargs or {}),
+        checkpoint=Path(checkpoint) if checkpoint else None,
+        trust_checkpoint=trust_checkpoint,
+    )
 
 
 def ensure_module(obj: Any, where: str) -> torch.nn.Module:
@@ -237,9 +257,11 @@ def _read_checkpoint(path: Path, trust: bool) -> tuple[Any, str]:
                 hint="save model.state_dict() instead, or pass --trust-checkpoint if you trust this file "
                 "(loading it runs code from it)",
             ) from None
-        raise ModelLoadError(f"checkpoint {str(path)!r} cannot be read: it does not unpickle as a torch checkpoint",
-                             hint="the file is truncated or not a torch checkpoint; re-save it with "
-                             "torch.save(model.state_dict(), path)") from None
+        raise ModelLoadError(
+            f"checkpoint {str(path)!r} cannot be read: it does not unpickle as a torch checkpoint",
+            hint="the file is truncated or not a torch checkpoint; re-save it with "
+            "torch.save(model.state_dict(), path)",
+        ) from None
     except Exception as exc:  # zip errors, EOF, truncated files
         raise ModelLoadError(
             f"checkpoint {str(path)!r} cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
@@ -276,7 +298,7 @@ def _apply_checkpoint(model: torch.nn.Module, obj: Any, path: Path) -> None:
     # Strip the prefix DataParallel / torch.compile add.
     for prefix in ("module.", "_orig_mod."):
         if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     try:
         result = model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -52,15 +52,24 @@ class OutputStats:
     tolerance: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in self.__dict__.items()}
+        return {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in self.__dict__.items()
+        }
 
 
 def compare_arrays(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> OutputStats:
     """Statistics and verdict for one output pair."""
     ref = np.asarray(ref)
     got = np.asarray(got)
-    stats = OutputStats(name=name, ref_shape=list(ref.shape), got_shape=list(got.shape), dtype=str(ref.dtype),
-                        passed=False, tolerance=tol.to_dict())
+    stats = OutputStats(
+        name=name,
+        ref_shape=list(ref.shape),
+        got_shape=list(got.shape),
+        dtype=str(ref.dtype),
+        passed=False,
+        tolerance=tol.to_dict(),
+    )
     if ref.shape != got.shape:
         stats.reason = f"shape {list(got.shape)} != reference {list(ref.shape)}"
         stats.max_abs = stats.max_rel = stats.mse = float("inf")
@@ -121,22 +130,35 @@ def compare_arrays(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance) 
         full = np.full(r.shape, -np.inf)
         full[finite] = excess
         stats.worst_index = [int(i) for i in np.unravel_index(int(np.argmax(full)), r.shape)]
-        stats.reason = (f"{stats.mismatch_count} of {rf.size} elements outside atol={tol.atol:g} rtol={tol.rtol:g} "
-                        f"(max abs {stats.max_abs:.3g}; would pass with atol={stats.min_passing_atol:.3g})")
+        stats.reason = (
+            f"{stats.mismatch_count} of {rf.size} elements outside atol={tol.atol:g} rtol={tol.rtol:g} "
+            f"(max abs {stats.max_abs:.3g}; would pass with atol={stats.min_passing_atol:.3g})"
+        )
     return stats
 
 
-def compare_outputs(ref: dict[str, np.ndarray], got: dict[str, np.ndarray],
-                    tol: Tolerance | dict[str, Tolerance] | None = None) -> list[OutputStats]:
+def compare_outputs(
+    ref: dict[str, np.ndarray],
+    got: dict[str, np.ndarray],
+    tol: Tolerance | dict[str, Tolerance] | None = None,
+) -> list[OutputStats]:
     """Compare every reference output with the candidate's output of the same name (same order as ref)."""
     tol = tol or PRECISION_TOLERANCES["fp32"]
     results = []
     for name, r in ref.items():
         t = tol.get(name, PRECISION_TOLERANCES["fp32"]) if isinstance(tol, dict) else tol
         if name not in got:
-            results.append(OutputStats(name=name, ref_shape=list(np.shape(r)), got_shape=[], dtype=str(np.asarray(r).dtype),
-                                       passed=False, reason=f"output missing from candidate (has {sorted(got)})",
-                                       tolerance=t.to_dict()))
+            results.append(
+                OutputStats(
+                    name=name,
+                    ref_shape=list(np.shape(r)),
+                    got_shape=[],
+                    dtype=str(np.asarray(r).dtype),
+                    passed=False,
+                    reason=f"output missing from candidate (has {sorted(got)})",
+                    tolerance=t.to_dict(),
+                )
+            )
             continue
         results.append(compare_arrays(name, r, got[name], t))
     return results

@@ -66,24 +66,35 @@ class DataSource(Protocol):
 
 def _chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
     for start in range(0, len(indices), size):
-        yield indices[start:start + size]
+        yield indices[start : start + size]
 
 
 def _check_array(name: str, arr: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
     """Match a data array to an input spec: same dtype kind (a safe cast within the kind), same static dims."""
     want = np.dtype(DTYPES[spec.dtype])
-    kind_ok = (arr.dtype.kind == want.kind) or (arr.dtype.kind in "iu" and want.kind in "iu") or (
-        arr.dtype.kind == "b" and want.kind == "b")
+    kind_ok = (
+        (arr.dtype.kind == want.kind)
+        or (arr.dtype.kind in "iu" and want.kind in "iu")
+        or (arr.dtype.kind == "b" and want.kind == "b")
+    )
     if not kind_ok:
-        raise ConfigError(f"{where}: input {name!r} is {arr.dtype} but the model expects {spec.dtype}",
-                          hint=f"convert it (e.g. arr.astype('{want}')) or check that the data belongs to this model")
+        raise ConfigError(
+            f"{where}: input {name!r} is {arr.dtype} but the model expects {spec.dtype}",
+            hint=f"convert it (e.g. arr.astype('{want}')) or check that the data belongs to this model",
+        )
     if arr.ndim != len(spec.dims):
-        raise ConfigError(f"{where}: input {name!r} has shape {list(arr.shape)} (rank {arr.ndim}); the model "
-                          f"expects rank {len(spec.dims)} ({spec})", hint="the first axis holds the samples")
+        raise ConfigError(
+            f"{where}: input {name!r} has shape {list(arr.shape)} (rank {arr.ndim}); the model "
+            f"expects rank {len(spec.dims)} ({spec})",
+            hint="the first axis holds the samples",
+        )
     for axis, d in enumerate(spec.dims):
         if axis and d.name is None and arr.shape[axis] != d.value:
-            raise ConfigError(f"{where}: input {name!r} has shape {list(arr.shape)}; axis {axis} must be {d.value} "
-                              f"({spec})", hint="the data was made for another model or preprocessing")
+            raise ConfigError(
+                f"{where}: input {name!r} has shape {list(arr.shape)}; axis {axis} must be {d.value} "
+                f"({spec})",
+                hint="the data was made for another model or preprocessing",
+            )
     return arr.astype(want, copy=False)
 
 
@@ -92,7 +103,9 @@ class SyntheticSource:
 
     kind = "synthetic"
 
-    def __init__(self, specs: list[TensorSpec], count: int, *, seed: int = 0, dims: dict[str, int] | None = None):
+    def __init__(
+        self, specs: list[TensorSpec], count: int, *, seed: int = 0, dims: dict[str, int] | None = None
+    ):
         if count < 1:
             raise ConfigError(f"synthetic sample count {count} must be >= 1")
         self.specs, self.count, self.seed, self.dims = list(specs), count, seed, dict(dims or {})
@@ -115,8 +128,11 @@ class SyntheticSource:
             if self.batch_dim:
                 values[self.batch_dim] = len(chunk)
             seed = self.seed * 1_000_003 + int(chunk[0]) + k
-            yield Batch(sample_feeds(self.specs, values, seed=seed), chunk,
-                        ids=[f"synthetic#{i}" for i in chunk.tolist()])
+            yield Batch(
+                sample_feeds(self.specs, values, seed=seed),
+                chunk,
+                ids=[f"synthetic#{i}" for i in chunk.tolist()],
+            )
 
 
 class NpzSource:
@@ -130,23 +146,29 @@ class NpzSource:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
         except (OSError, ValueError, EOFError) as exc:
-            raise ConfigError(f"{str(path)!r} is not a readable .npz file ({type(exc).__name__})",
-                              hint="write it with numpy.savez(path, **{input_name: array})") from None
+            raise ConfigError(
+                f"{str(path)!r} is not a readable .npz file ({type(exc).__name__})",
+                hint="write it with numpy.savez(path, **{input_name: array})",
+            ) from None
         names = [s.name for s in specs]
         label_key = next((k for k in LABEL_KEYS if k in arrays), None)
         unknown = sorted(set(arrays) - set(names) - {label_key})
         missing = [n for n in names if n not in arrays]
         if missing or unknown:
-            raise ConfigError(f"{path.name}: arrays {sorted(arrays)} do not match the model inputs {names}",
-                              hint=f"missing: {missing}, unknown: {unknown}; labels go in one of {list(LABEL_KEYS)}")
+            raise ConfigError(
+                f"{path.name}: arrays {sorted(arrays)} do not match the model inputs {names}",
+                hint=f"missing: {missing}, unknown: {unknown}; labels go in one of {list(LABEL_KEYS)}",
+            )
         self.arrays = {s.name: _check_array(s.name, arrays[s.name], s, path.name) for s in specs}
         lengths = {k: v.shape[0] for k, v in self.arrays.items()}
         self._labels = arrays[label_key].reshape(-1) if label_key else None
         if self._labels is not None:
             lengths[label_key] = self._labels.shape[0]  # type: ignore[index]
         if len(set(lengths.values())) != 1:
-            raise ConfigError(f"{path.name}: arrays hold different sample counts {lengths}",
-                              hint="axis 0 of every array is the sample axis")
+            raise ConfigError(
+                f"{path.name}: arrays hold different sample counts {lengths}",
+                hint="axis 0 of every array is the sample axis",
+            )
         self.count = next(iter(lengths.values()))
         self.description = f"{path} ({self.count} samples{', labelled' if label_key else ''})"
 
@@ -159,9 +181,12 @@ class NpzSource:
     def batches(self, indices: np.ndarray | None, batch_size: int) -> Iterator[Batch]:
         idx = np.arange(self.count) if indices is None else np.asarray(indices)
         for chunk in _chunks(idx, batch_size):
-            yield Batch({k: np.ascontiguousarray(v[chunk]) for k, v in self.arrays.items()}, chunk,
-                        labels=None if self._labels is None else self._labels[chunk],
-                        ids=[f"{self.path.name}[{i}]" for i in chunk.tolist()])
+            yield Batch(
+                {k: np.ascontiguousarray(v[chunk]) for k, v in self.arrays.items()},
+                chunk,
+                labels=None if self._labels is None else self._labels[chunk],
+                ids=[f"{self.path.name}[{i}]" for i in chunk.tolist()],
+            )
 
 
 class ImageFolderSource:
@@ -177,8 +202,10 @@ class ImageFolderSource:
             items += [(f, ci) for f in sorted((root / c).rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
         if not classes or not items:
             found = "no class sub-folders" if not classes else f"class folders {classes[:5]} but no images"
-            raise ConfigError(f"data folder {str(root)!r} has {found}",
-                              hint=f"lay it out as {root}/<class name>/<image> ({', '.join(IMAGE_SUFFIXES[:4])}, ...)")
+            raise ConfigError(
+                f"data folder {str(root)!r} has {found}",
+                hint=f"lay it out as {root}/<class name>/<image> ({', '.join(IMAGE_SUFFIXES[:4])}, ...)",
+            )
         if len(spec.dims) != 4:
             raise ConfigError(f"an image folder needs a 4-d image input; the model's input is {spec}")
         if preprocess is None:
@@ -200,8 +227,12 @@ class ImageFolderSource:
         for chunk in _chunks(idx, batch_size):
             paths = [self.items[i][0] for i in chunk.tolist()]
             x = preprocess_images(paths, self.preprocess)
-            yield Batch({self.spec.name: x}, chunk, labels=self._labels[chunk],
-                        ids=[str(p.relative_to(self.root)) for p in paths])
+            yield Batch(
+                {self.spec.name: x},
+                chunk,
+                labels=self._labels[chunk],
+                ids=[str(p.relative_to(self.root)) for p in paths],
+            )
 
 
 def _parse_cell(value: Any) -> list[Any]:
@@ -230,8 +261,10 @@ class TableSource:
         names = [s.name for s in specs]
         missing = [n for n in names if n not in columns]
         if missing:
-            raise ConfigError(f"{path.name}: columns {columns} lack the model inputs {missing}",
-                              hint=f"name one column per input ({names}); labels go in one of {list(LABEL_KEYS)}")
+            raise ConfigError(
+                f"{path.name}: columns {columns} lack the model inputs {missing}",
+                hint=f"name one column per input ({names}); labels go in one of {list(LABEL_KEYS)}",
+            )
         self.label_key = next((k for k in LABEL_KEYS if k in columns), None)
         self._labels = self._read_labels()
         self.description = f"{path} ({len(self)} rows{', labelled' if self.label_key else ''})"
@@ -244,8 +277,10 @@ class TableSource:
             pd = require("pandas", "data")
             return list(pd.read_csv(self.path, nrows=0).columns)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"{str(self.path)!r} is not a readable {'parquet' if self.is_parquet else 'CSV'} "
-                              f"file ({type(exc).__name__}: {str(exc)[:200]})") from None
+            raise ConfigError(
+                f"{str(self.path)!r} is not a readable {'parquet' if self.is_parquet else 'CSV'} "
+                f"file ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
 
     def _read_labels(self) -> np.ndarray | None:
         if self.label_key is None:
@@ -253,7 +288,9 @@ class TableSource:
                 pq = require("pyarrow.parquet", "data")
                 self._count = int(pq.ParquetFile(self.path).metadata.num_rows)
             else:
-                self._count = sum(len(c[self.specs[0].name]) for c in self._chunks_raw([self.specs[0].name], 65536))
+                self._count = sum(
+                    len(c[self.specs[0].name]) for c in self._chunks_raw([self.specs[0].name], 65536)
+                )
             return None
         parts = [c[self.label_key] for c in self._chunks_raw([self.label_key], 65536)]
         col = np.concatenate(parts) if parts else np.zeros(0, np.int64)
@@ -261,8 +298,10 @@ class TableSource:
         try:
             return col.astype(np.int64)
         except (TypeError, ValueError):
-            raise ConfigError(f"{self.path.name}: label column {self.label_key!r} does not hold integers",
-                              hint="labels are class ids / next-event ids") from None
+            raise ConfigError(
+                f"{self.path.name}: label column {self.label_key!r} does not hold integers",
+                hint="labels are class ids / next-event ids",
+            ) from None
 
     def _chunks_raw(self, columns: list[str], size: int) -> Iterator[dict[str, np.ndarray]]:
         """Column chunks as numpy: [rows, L] for equal-length list columns, [rows] (object or scalar) otherwise."""
@@ -278,7 +317,11 @@ class TableSource:
     @staticmethod
     def _arrow_column(col: Any) -> np.ndarray:
         pa = require("pyarrow", "data")
-        if pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type):
+        if (
+            pa.types.is_list(col.type)
+            or pa.types.is_large_list(col.type)
+            or pa.types.is_fixed_size_list(col.type)
+        ):
             offsets = col.offsets.to_numpy() if not pa.types.is_fixed_size_list(col.type) else None
             values = col.flatten().to_numpy(zero_copy_only=False)
             lengths = np.diff(offsets) if offsets is not None else None
@@ -300,11 +343,16 @@ class TableSource:
             try:
                 arr = col if col.dtype != object else np.asarray([_parse_cell(v) for v in col])
             except (ValueError, TypeError) as exc:
-                raise ConfigError(f"{self.path.name}: column {s.name!r} does not hold sequences of numbers ({exc})",
-                                  hint="use lists, or space/comma-separated ids") from None
+                raise ConfigError(
+                    f"{self.path.name}: column {s.name!r} does not hold sequences of numbers ({exc})",
+                    hint="use lists, or space/comma-separated ids",
+                ) from None
             if arr.dtype == object:
-                raise ConfigError(f"{self.path.name}: column {s.name!r} holds sequences of different lengths "
-                                  "within a batch", hint="pad the windows to one length (or use --batch-size 1)")
+                raise ConfigError(
+                    f"{self.path.name}: column {s.name!r} holds sequences of different lengths "
+                    "within a batch",
+                    hint="pad the windows to one length (or use --batch-size 1)",
+                )
             if len(s.dims) == 1:
                 arr = arr.reshape(-1)
             elif arr.ndim == 1:
@@ -371,27 +419,37 @@ class GoldenSource:
 
     def batches(self, indices: np.ndarray | None, batch_size: int) -> Iterator[Batch]:
         # Golden outputs are answers for exactly the stored batch: always one batch, all samples.
-        yield Batch(dict(self.golden.inputs), np.arange(self.count), reference=dict(self.golden.outputs),
-                    ids=[f"golden#{i}" for i in range(self.count)])
+        yield Batch(
+            dict(self.golden.inputs),
+            np.arange(self.count),
+            reference=dict(self.golden.outputs),
+            ids=[f"golden#{i}" for i in range(self.count)],
+        )
 
 
-def open_source(data: str | Path, specs: list[TensorSpec], *,
-                preprocess: PreprocessConfig | None = None) -> DataSource:
+def open_source(
+    data: str | Path, specs: list[TensorSpec], *, preprocess: PreprocessConfig | None = None
+) -> DataSource:
     """Pick the source for ``--data``: a folder of class folders, ``.npz``, ``.parquet``/``.csv``."""
     path = Path(data)
     if not path.exists():
-        raise ConfigError(f"data path {str(path)!r} does not exist",
-                          hint="give an image folder (class = sub-folder), a .npz, a .parquet or a .csv file")
+        raise ConfigError(
+            f"data path {str(path)!r} does not exist",
+            hint="give an image folder (class = sub-folder), a .npz, a .parquet or a .csv file",
+        )
     if path.is_dir():
         image_specs = [s for s in specs if s.is_float and len(s.dims) == 4]
         if len(specs) != 1 or not image_specs:
-            raise ConfigError(f"an image folder feeds one 4-d float input; the model has {[str(s) for s in specs]}",
-                              hint="use a .npz or parquet file for models with other inputs")
+            raise ConfigError(
+                f"an image folder feeds one 4-d float input; the model has {[str(s) for s in specs]}",
+                hint="use a .npz or parquet file for models with other inputs",
+            )
         return ImageFolderSource(path, image_specs[0], preprocess)
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return NpzSource(path, specs)
     if suffix in (".parquet", ".pq", ".csv"):
         return TableSource(path, specs)
-    raise ConfigError(f"unsupported data file {path.name!r}",
-                      hint="give an image folder, a .npz, a .parquet or a .csv file")
+    raise ConfigError(
+        f"unsupported data file {path.name!r}", hint="give an image folder, a .npz, a .parquet or a .csv file"
+    )

@@ -35,8 +35,12 @@ class Golden:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def write_golden(path: str | Path, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
-                 meta: dict[str, Any] | None = None) -> Path:
+def write_golden(
+    path: str | Path,
+    inputs: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    meta: dict[str, Any] | None = None,
+) -> Path:
     """Write golden.npz atomically."""
     path = Path(path)
     arrays: dict[str, Any] = {f"inputs/{k}": np.asarray(v) for k, v in inputs.items()}
@@ -60,11 +64,15 @@ def read_golden(path: str | Path) -> Golden:
             outputs = {k.split("/", 1)[1]: data[k] for k in keys if k.startswith("outputs/")}
             meta = json.loads(str(data["__meta__"])) if "__meta__" in keys else {}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-        raise CheckError(f"{str(path)!r} is not a readable golden file ({type(exc).__name__})",
-                         hint="golden.npz is written by `onnxship ship`; re-create it") from None
+        raise CheckError(
+            f"{str(path)!r} is not a readable golden file ({type(exc).__name__})",
+            hint="golden.npz is written by `onnxship ship`; re-create it",
+        ) from None
     if not inputs or not outputs:
-        raise CheckError(f"{str(path)!r} has no inputs/ or outputs/ arrays",
-                         hint="a golden file holds inputs/<name> and outputs/<name> arrays")
+        raise CheckError(
+            f"{str(path)!r} has no inputs/ or outputs/ arrays",
+            hint="a golden file holds inputs/<name> and outputs/<name> arrays",
+        )
     return Golden(inputs=inputs, outputs=outputs, meta=meta)
 
 
@@ -81,6 +89,8 @@ class GoldenRunner:
         if sorted(feeds) != sorted(g) or any(
             np.asarray(feeds[k]).shape != g[k].shape or not np.array_equal(feeds[k], g[k]) for k in g
         ):
-            raise CheckError("the golden runner only answers for the golden inputs",
-                             hint=f"feed exactly the arrays stored in the golden file ({sorted(g)})")
+            raise CheckError(
+                "the golden runner only answers for the golden inputs",
+                hint=f"feed exactly the arrays stored in the golden file ({sorted(g)})",
+            )
         return dict(self.golden.outputs)

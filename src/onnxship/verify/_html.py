@@ -67,14 +67,18 @@ def _status(ok: Any) -> str:
 def _table(headers: list[str], rows: list[list[str]], numeric: set[int] | None = None) -> str:
     numeric = numeric or set()
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
-                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(r))
+        + "</tr>"
+        for r in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _kv(pairs: list[tuple[str, Any]], columns: int = 1) -> str:
     cells = [f"<th>{_e(k)}</th><td>{_num(v)}</td>" for k, v in pairs if v is not None]
-    rows = "".join("<tr>" + "".join(cells[i:i + columns]) + "</tr>" for i in range(0, len(cells), columns))
+    rows = "".join("<tr>" + "".join(cells[i : i + columns]) + "</tr>" for i in range(0, len(cells), columns))
     return f"<table>{rows}</table>"
 
 
@@ -84,22 +88,29 @@ def _histogram_svg(hist: dict[str, Any], marker: float | None) -> str:
     edges = [float(x) for x in hist.get("log10_edges") or []]
     if not counts or not any(counts):
         zeros = hist.get("zeros")
-        return f'<p class="muted">all compared elements are identical ({_num(zeros)} exact zeros)</p>' if zeros \
+        return (
+            f'<p class="muted">all compared elements are identical ({_num(zeros)} exact zeros)</p>'
+            if zeros
             else '<p class="muted">no error histogram</p>'
+        )
     w, h, pad_l, pad_b = 320, 130, 34, 26
     n = len(counts)
     bw = (w - pad_l - 6) / n
     top = max(counts)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
-             f'aria-label="error histogram">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
+        f'aria-label="error histogram">'
+    ]
     parts.append(f'<line x1="{pad_l}" y1="{h - pad_b}" x2="{w - 4}" y2="{h - pad_b}" stroke="#9ca3af"/>')
     for i, c in enumerate(counts):
         if not c:
             continue
         bh = (h - pad_b - 10) * math.log10(1 + c) / math.log10(1 + top)
         x = pad_l + i * bw
-        parts.append(f'<rect x="{x:.1f}" y="{h - pad_b - bh:.1f}" width="{max(bw - 1, 1):.1f}" height="{bh:.1f}" '
-                     f'fill="#2f6fb3"><title>{c} elements</title></rect>')
+        parts.append(
+            f'<rect x="{x:.1f}" y="{h - pad_b - bh:.1f}" width="{max(bw - 1, 1):.1f}" height="{bh:.1f}" '
+            f'fill="#2f6fb3"><title>{c} elements</title></rect>'
+        )
     # x labels: every other decade of the edges (edges[k] is the left edge of bar k + 1)
     for k, edge in enumerate(edges):
         if float(edge).is_integer() and int(edge) % 2 == 0:
@@ -112,8 +123,10 @@ def _histogram_svg(hist: dict[str, Any], marker: float | None) -> str:
         if 0 < k < len(edges):
             frac = (pos - edges[k - 1]) / (edges[k] - edges[k - 1])
         x = pad_l + (k + frac) * bw
-        parts.append(f'<line x1="{x:.1f}" y1="6" x2="{x:.1f}" y2="{h - pad_b}" stroke="#c0392b" '
-                     f'stroke-dasharray="4 3"/><text x="{x + 3:.1f}" y="14" fill="#c0392b">atol</text>')
+        parts.append(
+            f'<line x1="{x:.1f}" y1="6" x2="{x:.1f}" y2="{h - pad_b}" stroke="#c0392b" '
+            f'stroke-dasharray="4 3"/><text x="{x + 3:.1f}" y="14" fill="#c0392b">atol</text>'
+        )
     parts.append(f'<text x="{pad_l}" y="{h - 4}">|onnx − ref| per element (log bins)</text>')
     parts.append(f'<text x="2" y="14">{top}</text></svg>')
     return "".join(parts)
@@ -137,28 +150,39 @@ def _shape_plot_svg(points: list[tuple[str, dict[str, float | None]]]) -> str:
         lv = math.log10(v) if v > 0 else lo  # exact zeros sit on the bottom line
         return (h - pad_b) - (h - pad_b - 14) * (lv - lo) / (hi - lo)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
-             f'aria-label="error per shape">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
+        f'aria-label="error per shape">'
+    ]
     for d in range(lo, hi + 1):
         yy = y(10.0**d)
-        parts.append(f'<line x1="{pad_l}" y1="{yy:.1f}" x2="{w - 10}" y2="{yy:.1f}" stroke="#eceff3"/>'
-                     f'<text x="{pad_l - 4}" y="{yy + 3:.1f}" text-anchor="end">1e{d}</text>')
+        parts.append(
+            f'<line x1="{pad_l}" y1="{yy:.1f}" x2="{w - 10}" y2="{yy:.1f}" stroke="#eceff3"/>'
+            f'<text x="{pad_l - 4}" y="{yy + 3:.1f}" text-anchor="end">1e{d}</text>'
+        )
     for i, (label, _) in enumerate(points):
         x = pad_l + i * step
         parts.append(f'<text x="{x:.1f}" y="{h - pad_b + 14}" text-anchor="middle">{_e(label[:22])}</text>')
     for k, name in enumerate(outputs):
         color = _COLORS[k % len(_COLORS)]
         # points where this output was not compared are left out (not drawn as zero)
-        coords = [(pad_l + i * step, y(d[name]), label, d[name]) for i, (label, d) in enumerate(points)
-                  if d.get(name) is not None]
+        coords = [
+            (pad_l + i * step, y(d[name]), label, d[name])
+            for i, (label, d) in enumerate(points)
+            if d.get(name) is not None
+        ]
         if len(coords) > 1:
             path = " ".join(f"{x:.1f},{yy:.1f}" for x, yy, _, _ in coords)
             parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.5"/>')
         for x, yy, label, v in coords:
-            parts.append(f'<circle cx="{x:.1f}" cy="{yy:.1f}" r="3.5" fill="{color}"><title>{_e(name)} @ '
-                         f'{_e(label)}: {_num(v)}</title></circle>')
-        parts.append(f'<rect x="{pad_l + k * 130}" y="{h - 16}" width="10" height="10" fill="{color}"/>'
-                     f'<text x="{pad_l + k * 130 + 14}" y="{h - 7}">{_e(name[:18])}</text>')
+            parts.append(
+                f'<circle cx="{x:.1f}" cy="{yy:.1f}" r="3.5" fill="{color}"><title>{_e(name)} @ '
+                f"{_e(label)}: {_num(v)}</title></circle>"
+            )
+        parts.append(
+            f'<rect x="{pad_l + k * 130}" y="{h - 16}" width="10" height="10" fill="{color}"/>'
+            f'<text x="{pad_l + k * 130 + 14}" y="{h - 7}">{_e(name[:18])}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -196,20 +220,29 @@ def _verdict(r: dict[str, Any]) -> str:
     named = named.get("name") if isinstance(named, dict) else named
     worst = next((o for o in outputs if named is not None and o.get("name") == named), None)
     if worst is None:
-        worst = max(outputs, key=lambda o: o.get("max_abs") if isinstance(o.get("max_abs"), (int, float))
-                    else math.inf, default=None)
-    lines = [f'<div class="big">{"PASS" if passed else "FAIL"}</div>',
-             f"<p>{_e(r.get('model_name') or r.get('backbone') or 'model')} — ONNX matches the reference "
-             f"({_e(r.get('reference') or 'torch')})" if passed else
-             f"<p>{_e(r.get('model_name') or r.get('backbone') or 'model')}: {_e(reason or 'the gate failed')}</p>"]
+        worst = max(
+            outputs,
+            key=lambda o: o.get("max_abs") if isinstance(o.get("max_abs"), (int, float)) else math.inf,
+            default=None,
+        )
+    lines = [
+        f'<div class="big">{"PASS" if passed else "FAIL"}</div>',
+        f"<p>{_e(r.get('model_name') or r.get('backbone') or 'model')} — ONNX matches the reference "
+        f"({_e(r.get('reference') or 'torch')})"
+        if passed
+        else f"<p>{_e(r.get('model_name') or r.get('backbone') or 'model')}: {_e(reason or 'the gate failed')}</p>",
+    ]
     if passed:
         lines[-1] += f" at precision {_e(r.get('precision') or compare.get('precision') or 'fp32')}</p>"
     if worst is not None:
         smallest = worst.get("smallest_passing") or {}
         tol = ", ".join(f"{k}={_num(v)}" for k, v in smallest.items() if v is not None)
-        lines.append(f"<p>worst output <b>{_e(worst.get('name'))}</b>: max abs {_num(worst.get('max_abs'))}, "
-                     f"MSE mean {_num(worst.get('mse_mean'))}" + (f"; smallest passing: {_e(tol)}" if tol else "")
-                     + "</p>")
+        lines.append(
+            f"<p>worst output <b>{_e(worst.get('name'))}</b>: max abs {_num(worst.get('max_abs'))}, "
+            f"MSE mean {_num(worst.get('mse_mean'))}"
+            + (f"; smallest passing: {_e(tol)}" if tol else "")
+            + "</p>"
+        )
     causes = r.get("likely_causes") or []
     if causes and not passed:
         lines.append("<p>likely causes: " + "; ".join(_e(c) for c in causes) + "</p>")
@@ -228,22 +261,35 @@ def _summary(r: dict[str, Any]) -> str:
     compare = r.get("compare") or {}
     env = r.get("environment") or {}
     shape = r.get("input_shape")
-    return _kv([
-        ("model", r.get("model_name") or r.get("backbone")), ("ONNX file", r.get("onnx_path")),
-        ("checkpoint", r.get("ckpt_path")), ("reference", r.get("reference")),
-        ("precision", r.get("precision")), ("task", r.get("task")),
-        ("mode", compare.get("mode")), ("sample policy", compare.get("sample_policy")),
-        ("samples compared", compare.get("sample_count")), ("classes sampled", compare.get("sampled_classes")),
-        ("input shape", str(shape) if shape is not None else None), ("opset", r.get("opset")),
-        ("dynamic axes", r.get("dynamic_axes")), ("parameters (M)", r.get("params_million")),
-        ("providers", ", ".join(r.get("providers") or []) or None), ("exported at (UTC)", r.get("exported_at_utc")),
-        ("git sha", r.get("git_sha")), ("data", _data_label(r.get("data"))),
-        ("seconds", (r.get("timing") or {}).get("seconds")),
-        ("samples / s", (r.get("timing") or {}).get("samples_per_second")),
-        ("verified at (UTC)", r.get("verified_at_utc")),
-        ("onnxruntime", env.get("onnxruntime")), ("torch", env.get("torch")),
-        ("report schema", r.get("schema")),
-    ], columns=2)
+    return _kv(
+        [
+            ("model", r.get("model_name") or r.get("backbone")),
+            ("ONNX file", r.get("onnx_path")),
+            ("checkpoint", r.get("ckpt_path")),
+            ("reference", r.get("reference")),
+            ("precision", r.get("precision")),
+            ("task", r.get("task")),
+            ("mode", compare.get("mode")),
+            ("sample policy", compare.get("sample_policy")),
+            ("samples compared", compare.get("sample_count")),
+            ("classes sampled", compare.get("sampled_classes")),
+            ("input shape", str(shape) if shape is not None else None),
+            ("opset", r.get("opset")),
+            ("dynamic axes", r.get("dynamic_axes")),
+            ("parameters (M)", r.get("params_million")),
+            ("providers", ", ".join(r.get("providers") or []) or None),
+            ("exported at (UTC)", r.get("exported_at_utc")),
+            ("git sha", r.get("git_sha")),
+            ("data", _data_label(r.get("data"))),
+            ("seconds", (r.get("timing") or {}).get("seconds")),
+            ("samples / s", (r.get("timing") or {}).get("samples_per_second")),
+            ("verified at (UTC)", r.get("verified_at_utc")),
+            ("onnxruntime", env.get("onnxruntime")),
+            ("torch", env.get("torch")),
+            ("report schema", r.get("schema")),
+        ],
+        columns=2,
+    )
 
 
 def _task_section(r: dict[str, Any]) -> str:
@@ -252,20 +298,40 @@ def _task_section(r: dict[str, Any]) -> str:
         return ""
     skip = {"per_class_top10", "gate", "nms", "task"}
     pairs = [(k, v) for k, v in t.items() if k not in skip and not isinstance(v, (dict, list))]
-    out = [f"<h2>Task agreement: {_e(t.get('task') or r.get('task'))} {_status(t.get('passed'))}</h2>",
-           _kv(pairs, columns=2)]
+    out = [
+        f"<h2>Task agreement: {_e(t.get('task') or r.get('task'))} {_status(t.get('passed'))}</h2>",
+        _kv(pairs, columns=2),
+    ]
     if t.get("gate"):
-        out.append("<p class='muted'>gate: " + ", ".join(f"{_e(k)} ≤ {_num(v)}" for k, v in t["gate"].items())
-                   + "</p>")
+        out.append(
+            "<p class='muted'>gate: "
+            + ", ".join(f"{_e(k)} ≤ {_num(v)}" for k, v in t["gate"].items())
+            + "</p>"
+        )
     if t.get("nms"):
-        out.append("<p class='muted'>shared NMS (both engines): " + ", ".join(
-            f"{_e(k)}={_num(v)}" for k, v in t["nms"].items()) + "</p>")
+        out.append(
+            "<p class='muted'>shared NMS (both engines): "
+            + ", ".join(f"{_e(k)}={_num(v)}" for k, v in t["nms"].items())
+            + "</p>"
+        )
     top = t.get("per_class_top10") or []
     if top:
         out.append("<h3>Classes with the most top-1 mismatches</h3>")
-        out.append(_table(["class", "mismatches", "samples", "rate"],
-                          [[_e(p.get("class")), _num(p.get("mismatches")), _num(p.get("samples")),
-                            _num(p.get("rate"))] for p in top], {1, 2, 3}))
+        out.append(
+            _table(
+                ["class", "mismatches", "samples", "rate"],
+                [
+                    [
+                        _e(p.get("class")),
+                        _num(p.get("mismatches")),
+                        _num(p.get("samples")),
+                        _num(p.get("rate")),
+                    ]
+                    for p in top
+                ],
+                {1, 2, 3},
+            )
+        )
     return "".join(out)
 
 
@@ -276,20 +342,50 @@ def _outputs_section(r: dict[str, Any]) -> str:
     rows = []
     for o in outputs:
         smallest = o.get("smallest_passing") or {}
-        rows.append([_e(o.get("name")), _status(o.get("passed")), _num(o.get("samples")), _num(o.get("max_abs")),
-                     _num(o.get("max_rel")), _num(o.get("mse_mean")), _num(o.get("mse_p99")),
-                     _num(o.get("cosine_min")), _num(smallest.get("atol")),
-                     _e("; ".join(o.get("failures") or []))])
+        rows.append(
+            [
+                _e(o.get("name")),
+                _status(o.get("passed")),
+                _num(o.get("samples")),
+                _num(o.get("max_abs")),
+                _num(o.get("max_rel")),
+                _num(o.get("mse_mean")),
+                _num(o.get("mse_p99")),
+                _num(o.get("cosine_min")),
+                _num(smallest.get("atol")),
+                _e("; ".join(o.get("failures") or [])),
+            ]
+        )
     cards = []
     for o in outputs:
         tol = o.get("tolerance") or {}
         marker = tol.get("atol") if isinstance(tol, dict) else None
-        cards.append(f'<div class="card"><h3>{_e(o.get("name"))} {_status(o.get("passed"))}</h3>'
-                     f'{_histogram_svg(o.get("histogram") or {}, marker)}</div>')
-    return ("<h2>Outputs</h2>" + _table(["output", "verdict", "samples", "max abs", "max rel", "MSE mean", "MSE p99",
-                                         "cosine min", "smallest passing atol", "failures"], rows,
-                                        {2, 3, 4, 5, 6, 7, 8})
-            + "<h3>Error histograms</h3><div class='grid'>" + "".join(cards) + "</div>")
+        cards.append(
+            f'<div class="card"><h3>{_e(o.get("name"))} {_status(o.get("passed"))}</h3>'
+            f"{_histogram_svg(o.get('histogram') or {}, marker)}</div>"
+        )
+    return (
+        "<h2>Outputs</h2>"
+        + _table(
+            [
+                "output",
+                "verdict",
+                "samples",
+                "max abs",
+                "max rel",
+                "MSE mean",
+                "MSE p99",
+                "cosine min",
+                "smallest passing atol",
+                "failures",
+            ],
+            rows,
+            {2, 3, 4, 5, 6, 7, 8},
+        )
+        + "<h3>Error histograms</h3><div class='grid'>"
+        + "".join(cards)
+        + "</div>"
+    )
 
 
 def _shapes_section(r: dict[str, Any]) -> str:
@@ -297,52 +393,89 @@ def _shapes_section(r: dict[str, Any]) -> str:
     if not shapes:
         return ""
     points = [(_dims_label(s), _shape_outputs(s)) for s in shapes]
-    rows = [[_e(label), _e(s.get("status")), _e(s.get("kind") or s.get("source") or ""),
-             _e("; ".join(f"{k}: {'x'.join(str(d) for d in v)}" for k, v in (s.get("input_shapes") or {}).items())),
-             _e(", ".join(f"{k}={_num(v)}" for k, v in vals.items())), _e(s.get("error") or "")]
-            for (label, vals), s in zip(points, shapes, strict=True)]
-    return ("<h2>Shapes</h2><div class='card'>" + _shape_plot_svg(points) + "</div>"
-            + _table(["dims", "status", "kind", "input shapes", "max abs per output", "error"], rows))
+    rows = [
+        [
+            _e(label),
+            _e(s.get("status")),
+            _e(s.get("kind") or s.get("source") or ""),
+            _e(
+                "; ".join(
+                    f"{k}: {'x'.join(str(d) for d in v)}" for k, v in (s.get("input_shapes") or {}).items()
+                )
+            ),
+            _e(", ".join(f"{k}={_num(v)}" for k, v in vals.items())),
+            _e(s.get("error") or ""),
+        ]
+        for (label, vals), s in zip(points, shapes, strict=True)
+    ]
+    return (
+        "<h2>Shapes</h2><div class='card'>"
+        + _shape_plot_svg(points)
+        + "</div>"
+        + _table(["dims", "status", "kind", "input shapes", "max abs per output", "error"], rows)
+    )
 
 
 def _worst_section(r: dict[str, Any]) -> str:
     worst = [w for w in r.get("worst_samples") or [] if isinstance(w, dict)]
     if not worst:
         return ""
-    keys = [k for k in ("output", "index", "id", "group", "label", "max_abs", "mse") if any(k in w for w in worst)]
+    keys = [
+        k for k in ("output", "index", "id", "group", "label", "max_abs", "mse") if any(k in w for w in worst)
+    ]
     rows = [[_num(w.get(k)) if k in ("max_abs", "mse") else _e(w.get(k)) for k in keys] for w in worst[:20]]
-    return "<h2>Worst samples</h2>" + _table(keys, rows, {i for i, k in enumerate(keys) if k in ("max_abs", "mse")})
+    return "<h2>Worst samples</h2>" + _table(
+        keys, rows, {i for i, k in enumerate(keys) if k in ("max_abs", "mse")}
+    )
 
 
 def _candidates_section(r: dict[str, Any]) -> str:
     cands = [c for c in r.get("candidates") or [] if isinstance(c, dict)]
     if not cands:
         return ""
-    rows = [[_e(c.get("strategy")), _e(c.get("opset")), _e("dynamic" if c.get("dynamic", True) else "static"),
-             f'<span class="{"ok" if c.get("outcome") == "accepted" else "bad"}">{_e(c.get("outcome"))}</span>',
-             _num(c.get("export_seconds")), _num(c.get("verify_seconds")), _e(c.get("reason") or "")]
-            for c in cands]
-    return "<h2>Export candidates</h2>" + _table(["strategy", "opset", "dims", "outcome", "export s", "verify s",
-                                                  "reason"], rows, {4, 5})
+    rows = [
+        [
+            _e(c.get("strategy")),
+            _e(c.get("opset")),
+            _e("dynamic" if c.get("dynamic", True) else "static"),
+            f'<span class="{"ok" if c.get("outcome") == "accepted" else "bad"}">{_e(c.get("outcome"))}</span>',
+            _num(c.get("export_seconds")),
+            _num(c.get("verify_seconds")),
+            _e(c.get("reason") or ""),
+        ]
+        for c in cands
+    ]
+    return "<h2>Export candidates</h2>" + _table(
+        ["strategy", "opset", "dims", "outcome", "export s", "verify s", "reason"], rows, {4, 5}
+    )
 
 
 def _diagnostics_section(r: dict[str, Any]) -> str:
     diags = [d for d in r.get("diagnostics") or [] if isinstance(d, dict)]
     notes = r.get("notes") or (r.get("compare") or {}).get("notes")
     issues = r.get("shape_issues") or {}
-    issue_lines = [str(i) if not isinstance(i, dict) else (i.get("message") or str(i))
-                   for key in ("static_axes", "output_dims") for i in (issues.get(key) or [])]
+    issue_lines = [
+        str(i) if not isinstance(i, dict) else (i.get("message") or str(i))
+        for key in ("static_axes", "output_dims")
+        for i in (issues.get(key) or [])
+    ]
     if not diags and not notes and not issue_lines:
         return ""
     out = ["<h2>Diagnostics and advice</h2>"]
     if issue_lines:
-        out.append('<div class="diag error"><b>shape issues</b><ul>' + "".join(f"<li>{_e(t)}</li>"
-                                                                          for t in issue_lines) + "</ul></div>")
+        out.append(
+            '<div class="diag error"><b>shape issues</b><ul>'
+            + "".join(f"<li>{_e(t)}</li>" for t in issue_lines)
+            + "</ul></div>"
+        )
     for d in diags:
         sev = str(d.get("severity") or "info")
-        out.append(f'<div class="diag {_e(sev)}"><b>{_e(d.get("code") or "")} {_e(d.get("title") or "")}</b> '
-                   f'<span class="muted">({_e(sev)})</span><br>{_e(d.get("message") or "")}'
-                   + (f"<br><i>advice:</i> {_e(d.get('advice'))}" if d.get("advice") else "") + "</div>")
+        out.append(
+            f'<div class="diag {_e(sev)}"><b>{_e(d.get("code") or "")} {_e(d.get("title") or "")}</b> '
+            f'<span class="muted">({_e(sev)})</span><br>{_e(d.get("message") or "")}'
+            + (f"<br><i>advice:</i> {_e(d.get('advice'))}" if d.get("advice") else "")
+            + "</div>"
+        )
     if notes:
         items = notes if isinstance(notes, list) else [notes]
         out.append("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in items) + "</ul>")
@@ -358,12 +491,23 @@ def render_html(report: dict[str, Any]) -> str:
         True
     """
     title = f"onnxship verify — {report.get('model_name') or report.get('backbone') or 'model'}"
-    body = "".join([
-        f"<h1>{_e(title)}</h1>", _verdict(report), "<h2>Summary</h2>", _summary(report), _task_section(report),
-        _candidates_section(report), _outputs_section(report), _shapes_section(report), _worst_section(report),
-        _diagnostics_section(report),
-        f"<p class='muted'>generated by onnxship {_e((report.get('environment') or {}).get('onnxship'))}</p>",
-    ])
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<style>{_CSS}</style></head><body><main>{body}</main></body></html>\n")
+    body = "".join(
+        [
+            f"<h1>{_e(title)}</h1>",
+            _verdict(report),
+            "<h2>Summary</h2>",
+            _summary(report),
+            _task_section(report),
+            _candidates_section(report),
+            _outputs_section(report),
+            _shapes_section(report),
+            _worst_section(report),
+            _diagnostics_section(report),
+            f"<p class='muted'>generated by onnxship {_e((report.get('environment') or {}).get('onnxship'))}</p>",
+        ]
+    )
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<style>{_CSS}</style></head><body><main>{body}</main></body></html>\n"
+    )

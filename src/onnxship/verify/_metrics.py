@@ -41,8 +41,14 @@ class WorstSample:
     mse: float = field(compare=False, default=0.0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"output": self.output, "index": self.index, "id": self.sample_id, "group": self.group,
-                "max_abs": _finite(self.max_abs), "mse": _finite(self.mse)}
+        return {
+            "output": self.output,
+            "index": self.index,
+            "id": self.sample_id,
+            "group": self.group,
+            "max_abs": _finite(self.max_abs),
+            "mse": _finite(self.mse),
+        }
 
 
 @dataclass
@@ -72,8 +78,13 @@ class OutputSummary:
     def smallest_passing(self) -> dict[str, Any]:
         """The loosest-needed setting of each gate that would have passed this output."""
         rtol = (self.tolerance or {}).get("rtol", _DEFAULT_RTOL)
-        return {"atol": _finite(self.min_passing_atol), "rtol": rtol, "mse_mean": _finite(self.mse_mean),
-                "mse_p99": _finite(self.mse_p99), "cosine_min": _finite(self.cosine_min)}
+        return {
+            "atol": _finite(self.min_passing_atol),
+            "rtol": rtol,
+            "mse_mean": _finite(self.mse_mean),
+            "mse_p99": _finite(self.mse_p99),
+            "cosine_min": _finite(self.cosine_min),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: (_finite(v) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -106,8 +117,12 @@ def batch_stats(ref: np.ndarray, got: np.ndarray, tolerance: Tolerance | None) -
     ref, got = np.asarray(ref), np.asarray(got)
     if ref.shape != got.shape:
         n = ref.shape[0] if ref.ndim else 1
-        return BatchStats(n, str(ref.dtype), np.full(n, np.inf),
-                          shape_error=f"shape {list(got.shape)} != reference {list(ref.shape)}")
+        return BatchStats(
+            n,
+            str(ref.dtype),
+            np.full(n, np.inf),
+            shape_error=f"shape {list(got.shape)} != reference {list(ref.shape)}",
+        )
     if ref.ndim < 2:
         ref, got = ref.reshape(-1, 1), got.reshape(-1, 1)
     n = ref.shape[0]
@@ -183,13 +198,26 @@ class OutputAccumulator:
         self._worst: list[WorstSample] = []
         self.shape_errors: list[str] = []
 
-    def update(self, ref: np.ndarray, got: np.ndarray, *, indices: np.ndarray | None = None,
-               ids: list[str] | None = None, group: str = "") -> np.ndarray:
+    def update(
+        self,
+        ref: np.ndarray,
+        got: np.ndarray,
+        *,
+        indices: np.ndarray | None = None,
+        ids: list[str] | None = None,
+        group: str = "",
+    ) -> np.ndarray:
         """Add one batch (axis 0 = samples; ``indices`` = their sample indices); returns the per-sample max abs."""
         return self.add(batch_stats(ref, got, self.tolerance), indices=indices, ids=ids, group=group)
 
-    def add(self, st: BatchStats, *, indices: np.ndarray | None = None, ids: list[str] | None = None,
-            group: str = "") -> np.ndarray:
+    def add(
+        self,
+        st: BatchStats,
+        *,
+        indices: np.ndarray | None = None,
+        ids: list[str] | None = None,
+        group: str = "",
+    ) -> np.ndarray:
         """Merge the statistics of one batch (computed once by :func:`batch_stats`, shared by several views)."""
         self.dtype = self.dtype or st.dtype
         self.samples += st.n
@@ -212,9 +240,17 @@ class OutputAccumulator:
         self._mse.append(st.mse)
         self._cos.append(st.cos)
         for i in np.argsort(-st.per_abs)[: self.max_worst]:
-            index = int(indices[i]) if indices is not None and i < len(indices) else self.samples - st.n + int(i)
-            item = WorstSample(float(st.per_abs[i]), self.name, index, ids[i] if ids and i < len(ids) else None, group,
-                               float(st.mse[i]))
+            index = (
+                int(indices[i]) if indices is not None and i < len(indices) else self.samples - st.n + int(i)
+            )
+            item = WorstSample(
+                float(st.per_abs[i]),
+                self.name,
+                index,
+                ids[i] if ids and i < len(ids) else None,
+                group,
+                float(st.mse[i]),
+            )
             if len(self._worst) < self.max_worst:
                 heapq.heappush(self._worst, item)
             elif item.max_abs > self._worst[0].max_abs:
@@ -224,7 +260,9 @@ class OutputAccumulator:
     def worst(self) -> list[WorstSample]:
         return sorted(self._worst, key=lambda w: -w.max_abs)
 
-    def summary(self, policy: GatePolicy, *, mse_override: tuple[float, float] | None = None) -> OutputSummary:
+    def summary(
+        self, policy: GatePolicy, *, mse_override: tuple[float, float] | None = None
+    ) -> OutputSummary:
         """Verdict under ``policy``; ``mse_override`` (mean, p99) replaces raw MSE (softmax MSE for classification)."""
         mse = np.concatenate(self._mse) if self._mse else np.zeros(0)
         cos = np.concatenate(self._cos) if self._cos else np.ones(0, np.float32)
@@ -240,9 +278,11 @@ class OutputAccumulator:
             failures.append(f"{self.nan_mismatches} elements are NaN/inf in only one engine")
         tol = self.tolerance
         if tol is not None and self.mismatch_count:
-            failures.append(f"{self.mismatch_count} of {self.elements} elements outside atol={tol.atol:g} "
-                            f"rtol={tol.rtol:g} (max abs {self.max_abs:.3g}; would pass with "
-                            f"atol={self.min_passing_atol:.3g})")
+            failures.append(
+                f"{self.mismatch_count} of {self.elements} elements outside atol={tol.atol:g} "
+                f"rtol={tol.rtol:g} (max abs {self.max_abs:.3g}; would pass with "
+                f"atol={self.min_passing_atol:.3g})"
+            )
         if policy.mse_mean is not None and mse_mean > policy.mse_mean:
             failures.append(f"MSE mean {mse_mean:.3g} > {policy.mse_mean:g}")
         if policy.mse_p99 is not None and mse_p99 > policy.mse_p99:
@@ -254,12 +294,28 @@ class OutputAccumulator:
             failures.append("no samples were compared")
         labels = ["<1e-12"] + [f"1e{e:g}" for e in HIST_EDGES[1:]] + [">=1e2"]
         return OutputSummary(
-            name=self.name, samples=self.samples, elements=self.elements, dtype=self.dtype,
-            sample_shape=self.sample_shape, max_abs=self.max_abs, max_rel=self.max_rel, mse_mean=mse_mean,
-            mse_p99=mse_p99, cosine_min=cos_min, cosine_mean=float(cos.mean()) if cos.size else 1.0,
-            nan_mismatches=self.nan_mismatches, mismatch_count=self.mismatch_count,
-            tolerance=tol.to_dict() if tol else None, min_passing_atol=self.min_passing_atol,
-            histogram={"log10_edges": HIST_EDGES, "labels": labels, "counts": self.hist.tolist(),
-                       "zeros": self.zeros},
-            passed=not failures, failures=failures, shape_errors=list(self.shape_errors),
+            name=self.name,
+            samples=self.samples,
+            elements=self.elements,
+            dtype=self.dtype,
+            sample_shape=self.sample_shape,
+            max_abs=self.max_abs,
+            max_rel=self.max_rel,
+            mse_mean=mse_mean,
+            mse_p99=mse_p99,
+            cosine_min=cos_min,
+            cosine_mean=float(cos.mean()) if cos.size else 1.0,
+            nan_mismatches=self.nan_mismatches,
+            mismatch_count=self.mismatch_count,
+            tolerance=tol.to_dict() if tol else None,
+            min_passing_atol=self.min_passing_atol,
+            histogram={
+                "log10_edges": HIST_EDGES,
+                "labels": labels,
+                "counts": self.hist.tolist(),
+                "zeros": self.zeros,
+            },
+            passed=not failures,
+            failures=failures,
+            shape_errors=list(self.shape_errors),
         )

@@ -32,8 +32,12 @@ class ShapeCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "dims": self.dims, "input_shapes": self.input_shapes, "status": self.status,
-            "is_export_shape": self.is_export_shape, "error": self.error, "output_shapes": self.output_shapes,
+            "dims": self.dims,
+            "input_shapes": self.input_shapes,
+            "status": self.status,
+            "is_export_shape": self.is_export_shape,
+            "error": self.error,
+            "output_shapes": self.output_shapes,
             "outputs": [o.to_dict() for o in self.outputs],
         }
 
@@ -59,8 +63,12 @@ class ParityResult:
         return max(stats, key=lambda o: o.max_abs, default=None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "reason": self.reason, "seconds": round(self.seconds, 3),
-                "checks": [c.to_dict() for c in self.checks]}
+        return {
+            "passed": self.passed,
+            "reason": self.reason,
+            "seconds": round(self.seconds, 3),
+            "checks": [c.to_dict() for c in self.checks],
+        }
 
 
 def _short(exc: BaseException) -> str:
@@ -89,8 +97,12 @@ def check_parity(
     checks: list[ShapeCheck] = []
     for i, point in enumerate(points):
         feeds = sample_feeds(specs, point, seed=seed + i)
-        check = ShapeCheck(dims=dict(point), input_shapes={k: list(v.shape) for k, v in feeds.items()},
-                           status="passed", is_export_shape=(point == export_point))
+        check = ShapeCheck(
+            dims=dict(point),
+            input_shapes={k: list(v.shape) for k, v in feeds.items()},
+            status="passed",
+            is_export_shape=(point == export_point),
+        )
         try:
             ref = reference.infer(feeds)
         except Exception as exc:
@@ -120,7 +132,10 @@ def check_parity(
         where = "at the export shape" if first.is_export_shape else f"at dims {first.dims}"
         reason = f"{len(failed)} of {len(checks)} sweep shapes failed; first {where}: {first.error}"
     elif export_point and len(others) < min(min_other_points, max(len(points) - 1, 0)):
-        reason = (f"only {len(others)} shapes besides the export shape could be checked "
-                  f"(the reference model rejected the others)")
-    return ParityResult(passed=reason is None, checks=checks, reason=reason,
-                        seconds=time.perf_counter() - start)
+        reason = (
+            f"only {len(others)} shapes besides the export shape could be checked "
+            f"(the reference model rejected the others)"
+        )
+    return ParityResult(
+        passed=reason is None, checks=checks, reason=reason, seconds=time.perf_counter() - start
+    )

@@ -58,14 +58,29 @@ class GatePolicy:
 
 
 _DEFAULTS: dict[str, GatePolicy] = {
-    "fp32": GatePolicy("fp32", elementwise=PRECISION_TOLERANCES["fp32"], mse_mean=1e-4, mse_p99=5e-4,
-                       task=TaskGate(top1_mismatch_rate=0.01, map_delta=0.01, iou_p95_delta=0.01,
-                                     decision_disagreement=0.01)),
-    "fp16": GatePolicy("fp16", mse_mean=5e-4, cosine_min=0.99,
-                       task=TaskGate(top1_mismatch_rate=0.02, map_delta=0.01, iou_p95_delta=0.01,
-                                     decision_disagreement=0.02)),
-    "int8": GatePolicy("int8", task=TaskGate(top1_mismatch_rate=0.02, map_delta=0.02, iou_p95_delta=0.05,
-                                             decision_disagreement=0.02)),
+    "fp32": GatePolicy(
+        "fp32",
+        elementwise=PRECISION_TOLERANCES["fp32"],
+        mse_mean=1e-4,
+        mse_p99=5e-4,
+        task=TaskGate(
+            top1_mismatch_rate=0.01, map_delta=0.01, iou_p95_delta=0.01, decision_disagreement=0.01
+        ),
+    ),
+    "fp16": GatePolicy(
+        "fp16",
+        mse_mean=5e-4,
+        cosine_min=0.99,
+        task=TaskGate(
+            top1_mismatch_rate=0.02, map_delta=0.01, iou_p95_delta=0.01, decision_disagreement=0.02
+        ),
+    ),
+    "int8": GatePolicy(
+        "int8",
+        task=TaskGate(
+            top1_mismatch_rate=0.02, map_delta=0.02, iou_p95_delta=0.05, decision_disagreement=0.02
+        ),
+    ),
 }
 _INT8_NO_TASK_COSINE = 0.98
 _OWN = ("mse_mean", "mse_p99", "cosine_min")
@@ -80,13 +95,20 @@ def _tolerance(value: Any, where: str) -> Tolerance:
         return Tolerance(float(value.get("atol", 0.0)), float(value.get("rtol", 0.0)))
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
         return Tolerance(float(value), 0.0)
-    raise ConfigError(f"{where}: tolerance {value!r} is not understood",
-                      hint="give Tolerance(atol, rtol), {'atol': x, 'rtol': y} or a number (atol)")
+    raise ConfigError(
+        f"{where}: tolerance {value!r} is not understood",
+        hint="give Tolerance(atol, rtol), {'atol': x, 'rtol': y} or a number (atol)",
+    )
 
 
-def resolve_policy(precision: str, task: str | None = None, *, tolerance: Any = None,
-                   per_output: dict[str, Any] | None = None,
-                   thresholds: dict[str, float | None] | None = None) -> GatePolicy:
+def resolve_policy(
+    precision: str,
+    task: str | None = None,
+    *,
+    tolerance: Any = None,
+    per_output: dict[str, Any] | None = None,
+    thresholds: dict[str, float | None] | None = None,
+) -> GatePolicy:
     """The gate for a precision, with an overall elementwise tolerance, per-output overrides and threshold changes.
 
     Example:
@@ -94,7 +116,9 @@ def resolve_policy(precision: str, task: str | None = None, *, tolerance: Any = 
         0.001
     """
     if precision not in _DEFAULTS:
-        raise ConfigError(f"unknown precision {precision!r}", hint=f"valid precisions: {', '.join(PRECISIONS)}")
+        raise ConfigError(
+            f"unknown precision {precision!r}", hint=f"valid precisions: {', '.join(PRECISIONS)}"
+        )
     if task is not None and task not in TASKS:
         raise ConfigError(f"unknown task {task!r}", hint=f"valid tasks: {', '.join(TASKS)} (or none)")
     policy = _DEFAULTS[precision]
@@ -103,16 +127,23 @@ def resolve_policy(precision: str, task: str | None = None, *, tolerance: Any = 
     if tolerance is not None:
         policy = replace(policy, elementwise=_tolerance(tolerance, "tolerance"))
     if per_output:
-        policy = replace(policy, per_output={k: _tolerance(v, f"tolerance of output {k!r}")
-                                             for k, v in per_output.items()})
+        policy = replace(
+            policy, per_output={k: _tolerance(v, f"tolerance of output {k!r}") for k, v in per_output.items()}
+        )
     for key, value in (thresholds or {}).items():
         if key not in THRESHOLDS:
-            raise ConfigError(f"unknown gate threshold {key!r}", hint=f"valid thresholds: {', '.join(THRESHOLDS)}")
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            raise ConfigError(
+                f"unknown gate threshold {key!r}", hint=f"valid thresholds: {', '.join(THRESHOLDS)}"
+            )
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+        ):
             raise ConfigError(f"threshold {key}={value!r} must be a non-negative number or None")
         if key in _TASK:
             if value is None:
-                raise ConfigError(f"task threshold {key} cannot be switched off", hint="give a number (1.0 = off)")
+                raise ConfigError(
+                    f"task threshold {key} cannot be switched off", hint="give a number (1.0 = off)"
+                )
             policy = replace(policy, task=replace(policy.task, **{key: float(value)}))
         else:
             policy = replace(policy, **{key: None if value is None else float(value)})

@@ -34,8 +34,10 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         if self.size < 1 or (self.resize is not None and self.resize < self.size):
-            raise ConfigError(f"preprocess size={self.size} resize={self.resize} is not valid",
-                              hint="size >= 1 and resize >= size")
+            raise ConfigError(
+                f"preprocess size={self.size} resize={self.resize} is not valid",
+                hint="size >= 1 and resize >= size",
+            )
         if self.layout not in ("NCHW", "NHWC"):
             raise ConfigError(f"unknown layout {self.layout!r}", hint="valid: NCHW, NHWC")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
@@ -46,11 +48,20 @@ class PreprocessConfig:
         return self.resize if self.resize is not None else int(round(self.size / 0.875))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"size": self.size, "resize": self.resize_to, "mean": list(self.mean), "std": list(self.std),
-                "layout": self.layout, "dtype": self.dtype, "steps": ["resize_shorter", "center_crop", "normalize"]}
+        return {
+            "size": self.size,
+            "resize": self.resize_to,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "layout": self.layout,
+            "dtype": self.dtype,
+            "steps": ["resize_shorter", "center_crop", "normalize"],
+        }
 
 
-def preprocess_images(paths: Sequence[str | Path], config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+def preprocess_images(
+    paths: Sequence[str | Path], config: PreprocessConfig = PreprocessConfig()
+) -> np.ndarray:
     """Load images and apply Resize(shorter side) -> CenterCrop -> Normalize; returns ``[N, 3, H, W]`` (or NHWC).
 
     Example:
@@ -74,8 +85,10 @@ def preprocess_images(paths: Sequence[str | Path], config: PreprocessConfig = Pr
                 im = im.crop((left, top, left + config.size, top + config.size))
                 arr = np.asarray(im, dtype=np.float32)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read image {str(p)!r} ({type(exc).__name__}: {exc})",
-                              hint="remove or fix the file; the data folder must hold only images") from None
+            raise ConfigError(
+                f"cannot read image {str(p)!r} ({type(exc).__name__}: {exc})",
+                hint="remove or fix the file; the data folder must hold only images",
+            ) from None
         out[i] = (arr / 255.0 - mean) / std
     if config.layout == "NCHW":
         out = out.transpose(0, 3, 1, 2)

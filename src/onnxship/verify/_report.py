@@ -45,10 +45,14 @@ def _clean(obj: Any) -> Any:
 
 def _writable(path: Path, what: str) -> Path:
     if not path.parent.is_dir():
-        raise ConfigError(f"cannot write the {what} to {str(path)!r}: folder {str(path.parent)!r} does not exist",
-                          hint="create the folder first or pick another path")
+        raise ConfigError(
+            f"cannot write the {what} to {str(path)!r}: folder {str(path.parent)!r} does not exist",
+            hint="create the folder first or pick another path",
+        )
     if path.is_dir():
-        raise ConfigError(f"cannot write the {what} to {str(path)!r}: it is a folder", hint="give a file name")
+        raise ConfigError(
+            f"cannot write the {what} to {str(path)!r}: it is a folder", hint="give a file name"
+        )
     return path
 
 
@@ -85,24 +89,44 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The report.json record (JSON-safe: NaN/inf become null)."""
-        d: dict[str, Any] = {"schema": self.schema, "passed": self.passed, "failure_reason": self.failure_reason,
-                             "hint": self.hint, "worst_output": self.worst_output}
+        d: dict[str, Any] = {
+            "schema": self.schema,
+            "passed": self.passed,
+            "failure_reason": self.failure_reason,
+            "hint": self.hint,
+            "worst_output": self.worst_output,
+        }
         d.update(self.model)
-        d.update({
-            "verified_at_utc": self.verified_at_utc, "compare": self.compare, "precision": self.precision,
-            "task": self.task, "reference": self.reference, "data": self.data, "policy": self.policy,
-            "outputs": self.outputs, "shapes": self.shapes, "task_metrics": self.task_metrics,
-            "worst_samples": self.worst_samples, "shape_issues": self.shape_issues, "sampling": self.sampling,
-            "candidates": self.candidates, "diagnostics": self.diagnostics, "environment": self.environment,
-            "timing": self.timing,
-        })
+        d.update(
+            {
+                "verified_at_utc": self.verified_at_utc,
+                "compare": self.compare,
+                "precision": self.precision,
+                "task": self.task,
+                "reference": self.reference,
+                "data": self.data,
+                "policy": self.policy,
+                "outputs": self.outputs,
+                "shapes": self.shapes,
+                "task_metrics": self.task_metrics,
+                "worst_samples": self.worst_samples,
+                "shape_issues": self.shape_issues,
+                "sampling": self.sampling,
+                "candidates": self.candidates,
+                "diagnostics": self.diagnostics,
+                "environment": self.environment,
+                "timing": self.timing,
+            }
+        )
         return _clean(d)
 
     def summary(self) -> str:
         """One line: verdict and the reason."""
         if self.passed:
-            return (f"PASSED: {self.compare.get('sample_count', 0)} samples, {len(self.outputs)} outputs, "
-                    f"{sum(1 for s in self.shapes if s.get('kind') == 'sweep')} sweep shapes ({self.precision})")
+            return (
+                f"PASSED: {self.compare.get('sample_count', 0)} samples, {len(self.outputs)} outputs, "
+                f"{sum(1 for s in self.shapes if s.get('kind') == 'sweep')} sweep shapes ({self.precision})"
+            )
         return f"FAILED: {self.failure_reason}"
 
     def write_json(self, path: str | Path) -> Path:

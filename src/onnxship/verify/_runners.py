@@ -46,7 +46,9 @@ class TorchRunner:
 
     name = "torch"
 
-    def __init__(self, model: torch.nn.Module, binding: Binding, output_names: list[str] | None = None) -> None:
+    def __init__(
+        self, model: torch.nn.Module, binding: Binding, output_names: list[str] | None = None
+    ) -> None:
         import torch
 
         self._torch = torch
@@ -64,12 +66,15 @@ class TorchRunner:
         with torch.inference_mode():
             out = self.model(*args, **kwargs)
         leaves = flatten_outputs(out)
-        arrays = [leaf.detach().cpu().numpy() if isinstance(leaf, torch.Tensor) else np.asarray(leaf)
-                  for leaf in leaves]
+        arrays = [
+            leaf.detach().cpu().numpy() if isinstance(leaf, torch.Tensor) else np.asarray(leaf)
+            for leaf in leaves
+        ]
         names = self.output_names or [f"output_{i}" for i in range(len(arrays))]
         if len(names) != len(arrays):
-            raise ConfigError(f"the model returned {len(arrays)} outputs but {len(names)} names are expected "
-                              f"({names})")
+            raise ConfigError(
+                f"the model returned {len(arrays)} outputs but {len(names)} names are expected ({names})"
+            )
         return dict(zip(names, arrays, strict=True))
 
 
@@ -92,7 +97,9 @@ class OnnxRuntimeRunner:
         unknown = sorted(set(feeds) - set(self.input_names))
         missing = [n for n in self.input_names if n not in feeds]
         if unknown or missing:
-            raise ConfigError(f"feeds {sorted(feeds)} do not match the model inputs {self.input_names}",
-                              hint=f"missing: {missing}, unknown: {unknown}")
+            raise ConfigError(
+                f"feeds {sorted(feeds)} do not match the model inputs {self.input_names}",
+                hint=f"missing: {missing}, unknown: {unknown}",
+            )
         outs = self.session.run(None, {n: feeds[n] for n in self.input_names})
         return dict(zip(self.output_names, outs, strict=True))

@@ -39,8 +39,9 @@ class SampleConfig:
         if self.hardness_bins is not None:
             b = list(self.hardness_bins)
             if len(b) < 2 or b != sorted(b) or b[0] < 0 or b[-1] > 1:
-                raise ConfigError(f"hardness bins {b} must be increasing edges within [0, 1]",
-                                  hint="e.g. 0,0.3,0.6,0.85,1")
+                raise ConfigError(
+                    f"hardness bins {b} must be increasing edges within [0, 1]", hint="e.g. 0,0.3,0.6,0.85,1"
+                )
 
 
 @dataclass
@@ -101,8 +102,9 @@ def plan_samples(n: int, labels: np.ndarray | None, config: SampleConfig) -> Sam
     return SamplePlan(idx, "stratified", n, sampled, notes=notes)
 
 
-def add_hard_samples(plan: SamplePlan, margins_of: Callable[[np.ndarray], np.ndarray],
-                     config: SampleConfig) -> SamplePlan:
+def add_hard_samples(
+    plan: SamplePlan, margins_of: Callable[[np.ndarray], np.ndarray], config: SampleConfig
+) -> SamplePlan:
     """Add up to ``hard_per_bin`` unselected samples per hardness bin (hardness = 1 - reference softmax margin).
 
     ``margins_of(indices)`` runs the reference on those samples and returns their margins.
@@ -123,12 +125,17 @@ def add_hard_samples(plan: SamplePlan, margins_of: Callable[[np.ndarray], np.nda
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         last = hi == edges[-1]
         members = pool[(hardness >= lo) & ((hardness <= hi) if last else (hardness < hi))]
-        take = rng.choice(members, size=min(config.hard_per_bin, members.size), replace=False) if members.size \
+        take = (
+            rng.choice(members, size=min(config.hard_per_bin, members.size), replace=False)
+            if members.size
             else np.zeros(0, np.int64)
+        )
         added.append(take)
         plan.hard_bins.append({"low": lo, "high": hi, "pool": int(members.size), "added": int(take.size)})
     extra = np.concatenate(added) if added else np.zeros(0, np.int64)
     plan.indices = np.sort(np.concatenate([plan.indices, extra]).astype(np.int64))
-    plan.notes.append(f"hardness bins enabled: {int(extra.size)} samples near the decision boundary added "
-                      f"from a pool of {pool.size}")
+    plan.notes.append(
+        f"hardness bins enabled: {int(extra.size)} samples near the decision boundary added "
+        f"from a pool of {pool.size}"
+    )
     return plan

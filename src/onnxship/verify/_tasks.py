@@ -53,7 +53,9 @@ class TaskGate:
     map_delta: float = 0.01  # detection: |mAP@0.5 delta| and |mAP@0.5:0.95 delta| at most this
     iou_p95_delta: float = 0.01  # detection: p95 of (1 - IoU) over matched boxes at most this
     decision_disagreement: float = 0.01  # sequence: at most this fraction of anomaly decisions may differ
-    prob_mse_mean: float | None = None  # classification: mean per-sample MSE of softmax probabilities (None: off)
+    prob_mse_mean: float | None = (
+        None  # classification: mean per-sample MSE of softmax probabilities (None: off)
+    )
     prob_mse_p99: float | None = None  # classification: p99 of the per-sample probability MSE (None: off)
 
     def to_dict(self) -> dict[str, float]:
@@ -95,8 +97,10 @@ def _rows(x: np.ndarray, what: str) -> np.ndarray:
 
 def _check_pair(ref: np.ndarray, got: np.ndarray, what: str) -> None:
     if np.shape(ref) != np.shape(got):
-        raise ConfigError(f"{what}: reference shape {list(np.shape(ref))} != candidate shape {list(np.shape(got))}",
-                          hint="both engines must answer the same batch")
+        raise ConfigError(
+            f"{what}: reference shape {list(np.shape(ref))} != candidate shape {list(np.shape(got))}",
+            hint="both engines must answer the same batch",
+        )
 
 
 def _finite(x: float) -> float | None:
@@ -115,7 +119,9 @@ class ClassificationAgreement:
     prob_mse_mean: float
     prob_mse_p99: float
     classes_seen: int  # distinct classes among the samples (by label, else by the reference's decision)
-    per_class_top10: list[dict[str, Any]]  # classes with the most mismatches: {"class", "mismatches", "samples", "rate"}
+    per_class_top10: list[
+        dict[str, Any]
+    ]  # classes with the most mismatches: {"class", "mismatches", "samples", "rate"}
     label_accuracy: dict[str, float] | None = None  # {"reference", "candidate"} when labels were given
     passed: bool = True
     reason: str | None = None
@@ -149,8 +155,9 @@ class ClassificationMetric:
         if labels is not None:
             lab = np.asarray(labels).reshape(-1).astype(np.int64)
             if lab.shape[0] != r.shape[0]:
-                raise ConfigError(f"{lab.shape[0]} labels for {r.shape[0]} samples",
-                                  hint="give one class label per sample")
+                raise ConfigError(
+                    f"{lab.shape[0]} labels for {r.shape[0]} samples", hint="give one class label per sample"
+                )
             keys = lab
             self._correct[0] += int((rt == lab).sum())
             self._correct[1] += int((gt == lab).sum())
@@ -168,24 +175,43 @@ class ClassificationMetric:
         misses = sum(self._miss.values())
         rate = misses / n if n else 0.0
         top = sorted(self._miss.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
-        per_class = [{"class": int(c), "mismatches": int(m), "samples": int(self._count[c]),
-                      "rate": m / self._count[c]} for c, m in top]
+        per_class = [
+            {
+                "class": int(c),
+                "mismatches": int(m),
+                "samples": int(self._count[c]),
+                "rate": m / self._count[c],
+            }
+            for c, m in top
+        ]
         res = ClassificationAgreement(
-            samples=n, top1_mismatch_count=misses, top1_mismatch_rate=rate, top1_match_rate=1.0 - rate,
+            samples=n,
+            top1_mismatch_count=misses,
+            top1_mismatch_rate=rate,
+            top1_match_rate=1.0 - rate,
             prob_mse_mean=float(mse.mean()) if mse.size else 0.0,
             prob_mse_p99=float(np.percentile(mse, 99)) if mse.size else 0.0,
-            classes_seen=len(self._count), per_class_top10=per_class, gate={k: v for k, v in self.gate.to_dict().items()
-                                                                 if k.startswith(("top1", "prob")) and v is not None},
+            classes_seen=len(self._count),
+            per_class_top10=per_class,
+            gate={
+                k: v
+                for k, v in self.gate.to_dict().items()
+                if k.startswith(("top1", "prob")) and v is not None
+            },
         )
         if self._labelled:
-            res.label_accuracy = {"reference": self._correct[0] / self._labelled,
-                                  "candidate": self._correct[1] / self._labelled}
+            res.label_accuracy = {
+                "reference": self._correct[0] / self._labelled,
+                "candidate": self._correct[1] / self._labelled,
+            }
         problems = []
         if n == 0:
             problems.append("no samples were compared")
         elif rate > self.gate.top1_mismatch_rate:
-            problems.append(f"top-1 mismatch rate {rate:.4f} ({misses}/{n}) > {self.gate.top1_mismatch_rate:g}; "
-                            f"worst classes {[p['class'] for p in per_class[:3]]}")
+            problems.append(
+                f"top-1 mismatch rate {rate:.4f} ({misses}/{n}) > {self.gate.top1_mismatch_rate:g}; "
+                f"worst classes {[p['class'] for p in per_class[:3]]}"
+            )
         if self.gate.prob_mse_mean is not None and res.prob_mse_mean > self.gate.prob_mse_mean:
             problems.append(f"probability MSE mean {res.prob_mse_mean:.3g} > {self.gate.prob_mse_mean:g}")
         if self.gate.prob_mse_p99 is not None and res.prob_mse_p99 > self.gate.prob_mse_p99:
@@ -195,8 +221,9 @@ class ClassificationMetric:
         return res
 
 
-def classification_agreement(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None = None,
-                             gate: TaskGate | None = None) -> ClassificationAgreement:
+def classification_agreement(
+    ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None = None, gate: TaskGate | None = None
+) -> ClassificationAgreement:
     """Top-1 agreement of two engines' class scores.
 
     Example:
@@ -215,7 +242,9 @@ class SequenceAgreement:
 
     samples: int
     top_g: int
-    labels_source: str  # "given" | "reference_top1" (no labels: the reference's top-1 stands in for the truth)
+    labels_source: (
+        str  # "given" | "reference_top1" (no labels: the reference's top-1 stands in for the truth)
+    )
     ref_in_top_g_rate: float  # fraction of samples whose true next event is in the reference's top g
     cand_in_top_g_rate: float
     decision_agreement: float  # both engines call the event normal, or both call it an anomaly
@@ -245,7 +274,9 @@ class SequenceMetric:
         self.top_g = top_g
         self.gate = gate or TaskGate()
         self.samples = 0
-        self._sums = np.zeros(7, dtype=np.int64)  # ref_in, cand_in, agree, ref_anom, cand_anom, set_same, top1_same
+        self._sums = np.zeros(
+            7, dtype=np.int64
+        )  # ref_in, cand_in, agree, ref_anom, cand_anom, set_same, top1_same
         self._labels_given: bool | None = None
 
     def update(self, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
@@ -259,19 +290,33 @@ class SequenceMetric:
         else:
             lab = np.asarray(labels).reshape(-1).astype(np.int64)
             if lab.shape[0] != r.shape[0]:
-                raise ConfigError(f"{lab.shape[0]} next-event labels for {r.shape[0]} predictions",
-                                  hint="labels must have the model output's leading dims ([N] or [N, T])")
+                raise ConfigError(
+                    f"{lab.shape[0]} next-event labels for {r.shape[0]} predictions",
+                    hint="labels must have the model output's leading dims ([N] or [N, T])",
+                )
         given = labels is not None
         if self._labels_given is not None and self._labels_given != given:
-            raise ConfigError("some batches have next-event labels and some do not",
-                              hint="give labels for every batch or for none")
+            raise ConfigError(
+                "some batches have next-event labels and some do not",
+                hint="give labels for every batch or for none",
+            )
         self._labels_given = given
         ref_in = (tr == lab[:, None]).any(axis=1)
         cand_in = (tg == lab[:, None]).any(axis=1)
         same_set = (np.sort(tr, axis=1) == np.sort(tg, axis=1)).all(axis=1)
         disagree = ref_in != cand_in
-        self._sums += np.array([ref_in.sum(), cand_in.sum(), (~disagree).sum(), (~ref_in).sum(), (~cand_in).sum(),
-                                same_set.sum(), (tr[:, 0] == tg[:, 0]).sum()], dtype=np.int64)
+        self._sums += np.array(
+            [
+                ref_in.sum(),
+                cand_in.sum(),
+                (~disagree).sum(),
+                (~ref_in).sum(),
+                (~cand_in).sum(),
+                same_set.sum(),
+                (tr[:, 0] == tg[:, 0]).sum(),
+            ],
+            dtype=np.int64,
+        )
         self.samples += r.shape[0]
         return disagree
 
@@ -279,30 +324,49 @@ class SequenceMetric:
         n = max(self.samples, 1)
         s = self._sums
         res = SequenceAgreement(
-            samples=self.samples, top_g=self.top_g,
+            samples=self.samples,
+            top_g=self.top_g,
             labels_source="given" if self._labels_given else "reference_top1",
-            ref_in_top_g_rate=s[0] / n, cand_in_top_g_rate=s[1] / n, decision_agreement=s[2] / n,
-            decision_disagreement_count=int(self.samples - s[2]), anomaly_rate_reference=s[3] / n,
-            anomaly_rate_candidate=s[4] / n, top_g_set_agreement=s[5] / n, top1_agreement=s[6] / n,
+            ref_in_top_g_rate=s[0] / n,
+            cand_in_top_g_rate=s[1] / n,
+            decision_agreement=s[2] / n,
+            decision_disagreement_count=int(self.samples - s[2]),
+            anomaly_rate_reference=s[3] / n,
+            anomaly_rate_candidate=s[4] / n,
+            top_g_set_agreement=s[5] / n,
+            top1_agreement=s[6] / n,
             gate={"decision_disagreement": self.gate.decision_disagreement},
         )
-        res.ref_in_top_g_rate, res.cand_in_top_g_rate = float(res.ref_in_top_g_rate), float(res.cand_in_top_g_rate)
+        res.ref_in_top_g_rate, res.cand_in_top_g_rate = (
+            float(res.ref_in_top_g_rate),
+            float(res.cand_in_top_g_rate),
+        )
         res.decision_agreement = float(res.decision_agreement)
         res.anomaly_rate_reference = float(res.anomaly_rate_reference)
         res.anomaly_rate_candidate = float(res.anomaly_rate_candidate)
-        res.top_g_set_agreement, res.top1_agreement = float(res.top_g_set_agreement), float(res.top1_agreement)
+        res.top_g_set_agreement, res.top1_agreement = (
+            float(res.top_g_set_agreement),
+            float(res.top1_agreement),
+        )
         if self.samples == 0:
             res.passed, res.reason = False, "no samples were compared"
         elif 1.0 - res.decision_agreement > self.gate.decision_disagreement:
             res.passed = False
-            res.reason = (f"anomaly decisions (true next event in top {self.top_g}) differ on "
-                          f"{res.decision_disagreement_count}/{self.samples} samples "
-                          f"(> {self.gate.decision_disagreement:g})")
+            res.reason = (
+                f"anomaly decisions (true next event in top {self.top_g}) differ on "
+                f"{res.decision_disagreement_count}/{self.samples} samples "
+                f"(> {self.gate.decision_disagreement:g})"
+            )
         return res
 
 
-def sequence_agreement(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None = None, top_g: int = 9,
-                       gate: TaskGate | None = None) -> SequenceAgreement:
+def sequence_agreement(
+    ref: np.ndarray,
+    got: np.ndarray,
+    labels: np.ndarray | None = None,
+    top_g: int = 9,
+    gate: TaskGate | None = None,
+) -> SequenceAgreement:
     """DeepLog top-g agreement of two engines' next-event logits.
 
     Example:
@@ -326,8 +390,9 @@ class NmsConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.iou_threshold <= 1.0 or not 0.0 <= self.conf_threshold <= 1.0:
-            raise ConfigError(f"NMS thresholds must lie in [0, 1] (conf={self.conf_threshold}, "
-                              f"iou={self.iou_threshold})")
+            raise ConfigError(
+                f"NMS thresholds must lie in [0, 1] (conf={self.conf_threshold}, iou={self.iou_threshold})"
+            )
         if self.max_detections < 1:
             raise ConfigError(f"max_detections={self.max_detections} must be >= 1")
 
@@ -366,7 +431,7 @@ def _nms_single(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> 
         keep.append(i)
         if order.size == 1:
             break
-        ious = box_iou(boxes[i:i + 1], boxes[order[1:]])[0]
+        ious = box_iou(boxes[i : i + 1], boxes[order[1:]])[0]
         order = order[1:][ious <= iou_threshold]
     return keep
 
@@ -401,8 +466,13 @@ def nms(boxes: np.ndarray, scores: np.ndarray, config: NmsConfig | None = None) 
     return Detections(boxes[idx], best[idx], labels[idx].astype(np.int64))
 
 
-def decode_detections(outputs: dict[str, np.ndarray], *, boxes: str | None = None, scores: str | None = None,
-                      box_format: str = "xyxy") -> list[tuple[np.ndarray, np.ndarray]]:
+def decode_detections(
+    outputs: dict[str, np.ndarray],
+    *,
+    boxes: str | None = None,
+    scores: str | None = None,
+    box_format: str = "xyxy",
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Split raw head outputs into per-image ``(boxes [K, 4] xyxy, scores [K, C])``.
 
     Either two outputs (``boxes`` ``[N, K, 4]`` and ``scores`` ``[N, K, C]``), or one output ``[N, K, 4 + C]``
@@ -414,23 +484,30 @@ def decode_detections(outputs: dict[str, np.ndarray], *, boxes: str | None = Non
     if boxes is None and scores is None and len(names) == 1:
         raw = np.asarray(outputs[names[0]])
         if raw.ndim != 3 or raw.shape[-1] < 5:
-            raise ConfigError(f"detection output {names[0]!r} has shape {list(raw.shape)}; expected [N, K, 4 + C]",
-                              hint="or give separate boxes [N, K, 4] and scores [N, K, C] outputs")
+            raise ConfigError(
+                f"detection output {names[0]!r} has shape {list(raw.shape)}; expected [N, K, 4 + C]",
+                hint="or give separate boxes [N, K, 4] and scores [N, K, C] outputs",
+            )
         b_all, s_all = raw[..., :4], raw[..., 4:]
     else:
         if boxes is None:
-            boxes = next((n for n in names if np.ndim(outputs[n]) == 3 and np.shape(outputs[n])[-1] == 4), None)
+            boxes = next(
+                (n for n in names if np.ndim(outputs[n]) == 3 and np.shape(outputs[n])[-1] == 4), None
+            )
         if scores is None:
             scores = next((n for n in names if n != boxes), None)
         if boxes not in outputs or scores not in outputs:
-            raise ConfigError(f"cannot find detection boxes/scores among outputs {names}",
-                              hint="name them: boxes=<[N, K, 4] output>, scores=<[N, K, C] output>")
+            raise ConfigError(
+                f"cannot find detection boxes/scores among outputs {names}",
+                hint="name them: boxes=<[N, K, 4] output>, scores=<[N, K, C] output>",
+            )
         b_all, s_all = np.asarray(outputs[boxes]), np.asarray(outputs[scores])
         if s_all.ndim == 2:
             s_all = s_all[..., None]
         if b_all.ndim != 3 or b_all.shape[-1] != 4 or s_all.shape[:2] != b_all.shape[:2]:
-            raise ConfigError(f"boxes {list(b_all.shape)} / scores {list(s_all.shape)} do not fit "
-                              "[N, K, 4] / [N, K, C]")
+            raise ConfigError(
+                f"boxes {list(b_all.shape)} / scores {list(s_all.shape)} do not fit [N, K, 4] / [N, K, C]"
+            )
     b_all = b_all.astype(np.float64)
     if box_format == "cxcywh":
         cx, cy, w, h = (b_all[..., i] for i in range(4))
@@ -455,8 +532,9 @@ def _average_precision(tp: np.ndarray, scores: np.ndarray, n_gt: int) -> float:
     return float(np.where(idx < precision.size, precision[np.minimum(idx, precision.size - 1)], 0.0).mean())
 
 
-def mean_average_precision(dets: list[Detections], gts: list[Detections],
-                           iou_thresholds: tuple[float, ...] | np.ndarray = (0.5,)) -> float:
+def mean_average_precision(
+    dets: list[Detections], gts: list[Detections], iou_thresholds: tuple[float, ...] | np.ndarray = (0.5,)
+) -> float:
     """mAP over classes present in the ground truth, averaged over ``iou_thresholds`` (greedy matching by score)."""
     if len(dets) != len(gts):
         raise ConfigError(f"{len(dets)} detection lists for {len(gts)} ground-truth lists")
@@ -474,7 +552,9 @@ def mean_average_precision(dets: list[Detections], gts: list[Detections],
                 db, ds = d.boxes[dm], d.scores[dm]
                 order = np.argsort(-ds, kind="stable")
                 used = np.zeros(gb.shape[0], dtype=bool)
-                ious = box_iou(db, gb) if gb.shape[0] and db.shape[0] else np.zeros((db.shape[0], gb.shape[0]))
+                ious = (
+                    box_iou(db, gb) if gb.shape[0] and db.shape[0] else np.zeros((db.shape[0], gb.shape[0]))
+                )
                 tp = np.zeros(db.shape[0])
                 for i in order:
                     if gb.shape[0] == 0:
@@ -525,8 +605,14 @@ _COCO_IOUS = tuple(np.round(np.arange(0.5, 0.96, 0.05), 2).tolist())
 class DetectionMetric:
     """Streaming detection agreement; keeps only post-NMS detections (at most ``max_detections`` per image)."""
 
-    def __init__(self, nms_config: NmsConfig | None = None, gate: TaskGate | None = None,
-                 boxes: str | None = None, scores: str | None = None, box_format: str = "xyxy") -> None:
+    def __init__(
+        self,
+        nms_config: NmsConfig | None = None,
+        gate: TaskGate | None = None,
+        boxes: str | None = None,
+        scores: str | None = None,
+        box_format: str = "xyxy",
+    ) -> None:
         self.nms = nms_config or NmsConfig()
         self.gate = gate or TaskGate()
         self._decode = {"boxes": boxes, "scores": scores, "box_format": box_format}
@@ -536,8 +622,12 @@ class DetectionMetric:
         self._iou_deltas: list[float] = []
         self._unmatched = [0, 0]
 
-    def update(self, ref: dict[str, np.ndarray], got: dict[str, np.ndarray],
-               ground_truth: list[Detections] | None = None) -> None:
+    def update(
+        self,
+        ref: dict[str, np.ndarray],
+        got: dict[str, np.ndarray],
+        ground_truth: list[Detections] | None = None,
+    ) -> None:
         """Add one batch of raw outputs (both engines), optionally with per-image ground truth."""
         for name in ref:
             if name in got:
@@ -575,16 +665,28 @@ class DetectionMetric:
     def result(self) -> DetectionAgreement:
         gts = self._gt if self._gt is not None else self._ref
         m50 = (mean_average_precision(self._ref, gts, (0.5,)), mean_average_precision(self._got, gts, (0.5,)))
-        mall = (mean_average_precision(self._ref, gts, _COCO_IOUS), mean_average_precision(self._got, gts, _COCO_IOUS))
+        mall = (
+            mean_average_precision(self._ref, gts, _COCO_IOUS),
+            mean_average_precision(self._got, gts, _COCO_IOUS),
+        )
         d50 = m50[1] - m50[0]
         dall = mall[1] - mall[0]
         p95 = float(np.percentile(self._iou_deltas, 95)) if self._iou_deltas else float("nan")
         res = DetectionAgreement(
-            images=len(self._ref), nms=self.nms.to_dict(), ground_truth="given" if self._gt is not None else "reference",
-            map_0_5_reference=m50[0], map_0_5_candidate=m50[1], map_0_5_0_95_reference=mall[0],
-            map_0_5_0_95_candidate=mall[1], map_0_5_delta=d50, map_0_5_0_95_delta=dall, iou_delta_p95=p95,
-            matched=len(self._iou_deltas), unmatched_reference=self._unmatched[0],
-            unmatched_candidate=self._unmatched[1], detections_reference=sum(d.boxes.shape[0] for d in self._ref),
+            images=len(self._ref),
+            nms=self.nms.to_dict(),
+            ground_truth="given" if self._gt is not None else "reference",
+            map_0_5_reference=m50[0],
+            map_0_5_candidate=m50[1],
+            map_0_5_0_95_reference=mall[0],
+            map_0_5_0_95_candidate=mall[1],
+            map_0_5_delta=d50,
+            map_0_5_0_95_delta=dall,
+            iou_delta_p95=p95,
+            matched=len(self._iou_deltas),
+            unmatched_reference=self._unmatched[0],
+            unmatched_candidate=self._unmatched[1],
+            detections_reference=sum(d.boxes.shape[0] for d in self._ref),
             detections_candidate=sum(d.boxes.shape[0] for d in self._got),
             gate={"map_delta": self.gate.map_delta, "iou_p95_delta": self.gate.iou_p95_delta},
         )
@@ -595,7 +697,9 @@ class DetectionMetric:
             if math.isfinite(v) and abs(v) > self.gate.map_delta:
                 problems.append(f"{label} delta {v:+.4f} exceeds {self.gate.map_delta:g}")
         if math.isnan(d50) and res.detections_reference + res.detections_candidate > 0 and self._gt is None:
-            problems.append("the reference has no detections above the confidence threshold to compare against")
+            problems.append(
+                "the reference has no detections above the confidence threshold to compare against"
+            )
         if math.isfinite(p95) and p95 > self.gate.iou_p95_delta:
             problems.append(f"p95 IoU delta of matched boxes {p95:.4f} exceeds {self.gate.iou_p95_delta:g}")
         if problems:
@@ -603,10 +707,17 @@ class DetectionMetric:
         return res
 
 
-def detection_agreement(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], *,
-                        nms_config: NmsConfig | None = None, ground_truth: list[Detections] | None = None,
-                        gate: TaskGate | None = None, boxes: str | None = None, scores: str | None = None,
-                        box_format: str = "xyxy") -> DetectionAgreement:
+def detection_agreement(
+    ref: dict[str, np.ndarray],
+    got: dict[str, np.ndarray],
+    *,
+    nms_config: NmsConfig | None = None,
+    ground_truth: list[Detections] | None = None,
+    gate: TaskGate | None = None,
+    boxes: str | None = None,
+    scores: str | None = None,
+    box_format: str = "xyxy",
+) -> DetectionAgreement:
     """mAP@0.5, mAP@0.5:0.95 and p95 IoU deltas of two engines' raw detection outputs after one shared NMS."""
     m = DetectionMetric(nms_config, gate, boxes=boxes, scores=scores, box_format=box_format)
     m.update(ref, got, ground_truth)

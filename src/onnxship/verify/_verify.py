@@ -38,9 +38,17 @@ from onnxship.verify._tasks import (
 
 __all__ = ["VerifyConfig", "verify"]
 
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
-               "tensor(bool)": "bool", "tensor(int16)": "int16"}
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+    "tensor(int16)": "int16",
+}
 
 
 @dataclass
@@ -62,7 +70,9 @@ class VerifyConfig:
     synthetic_count: int = 256  # size of the synthetic dataset when no data is given
     tolerance: Any = None  # overall elementwise tolerance (Tolerance, {"atol", "rtol"} or atol)
     tolerances: dict[str, Any] = field(default_factory=dict)  # per-output elementwise overrides
-    thresholds: dict[str, float | None] = field(default_factory=dict)  # gate overrides, e.g. {"mse_mean": 1e-3}
+    thresholds: dict[str, float | None] = field(
+        default_factory=dict
+    )  # gate overrides, e.g. {"mse_mean": 1e-3}
     task_output: str | None = None  # output holding logits/scores for the task (default: the first)
     top_g: int = 9  # sequence: DeepLog's g
     nms: NmsConfig = field(default_factory=NmsConfig)  # detection: the shared NMS
@@ -81,14 +91,25 @@ class VerifyConfig:
         if self.top_g < 1:
             raise ConfigError(f"top_g={self.top_g} must be >= 1")
         self.sample_config()  # validates mode and counts
-        resolve_policy(self.precision, self.task, tolerance=self.tolerance, per_output=self.tolerances,
-                       thresholds=self.thresholds)
+        resolve_policy(
+            self.precision,
+            self.task,
+            tolerance=self.tolerance,
+            per_output=self.tolerances,
+            thresholds=self.thresholds,
+        )
 
     def sample_config(self) -> SampleConfig:
-        return SampleConfig(mode=self.mode, sample_count=self.sample_count, per_class_k=self.per_class_k,
-                            min_classes=self.min_classes, max_total=self.max_total,
-                            hardness_bins=tuple(self.hardness_bins) if self.hardness_bins else None,
-                            hard_per_bin=self.hard_per_bin, seed=self.seed)
+        return SampleConfig(
+            mode=self.mode,
+            sample_count=self.sample_count,
+            per_class_k=self.per_class_k,
+            min_classes=self.min_classes,
+            max_total=self.max_total,
+            hardness_bins=tuple(self.hardness_bins) if self.hardness_bins else None,
+            hard_per_bin=self.hard_per_bin,
+            seed=self.seed,
+        )
 
 
 # ------------------------------------------------------------------------------------------------ setup helpers
@@ -100,9 +121,12 @@ def _specs_from_onnx(info: Any) -> list[TensorSpec]:
         return [TensorSpec.from_dict(d) for d in recorded]
     specs = []
     for i in info.inputs:
-        dims = tuple(DimSpec(value=d, name=None) if isinstance(d, int) and d > 0
-                     else DimSpec(value=2 if k == 0 else 8, name=str(d) if d else f"{i['name']}_dim{k}")
-                     for k, d in enumerate(i["shape"]))
+        dims = tuple(
+            DimSpec(value=d, name=None)
+            if isinstance(d, int) and d > 0
+            else DimSpec(value=2 if k == 0 else 8, name=str(d) if d else f"{i['name']}_dim{k}")
+            for k, d in enumerate(i["shape"])
+        )
         specs.append(TensorSpec(i["name"], dims, i["dtype"] if i["dtype"] != "unknown" else "float32"))
     return specs
 
@@ -113,13 +137,16 @@ def _resolve_specs(inputs: list[Any] | None, info: Any) -> list[TensorSpec]:
     specs = [s if isinstance(s, TensorSpec) else parse_input_spec(str(s)) for s in inputs]
     graph = [i["name"] for i in info.inputs]
     if sorted(s.name for s in specs) != sorted(graph):
-        raise ConfigError(f"input specs {[s.name for s in specs]} do not match the ONNX inputs {graph}",
-                          hint="give one --input per ONNX input, named as in the graph")
+        raise ConfigError(
+            f"input specs {[s.name for s in specs]} do not match the ONNX inputs {graph}",
+            hint="give one --input per ONNX input, named as in the graph",
+        )
     return specs
 
 
-def _load_reference(model: Any, checkpoint: str | Path | None, specs: list[TensorSpec],
-                    output_names: list[str]) -> tuple[Any, Any, str | None]:
+def _load_reference(
+    model: Any, checkpoint: str | Path | None, specs: list[TensorSpec], output_names: list[str]
+) -> tuple[Any, Any, str | None]:
     """A TorchRunner for the model argument; returns (runner, module, checkpoint path)."""
     from onnxship.spec._binding import bind_inputs
     from onnxship.spec._model import ModelSpec, ensure_module, parse_model_spec, to_cpu_eval
@@ -152,16 +179,25 @@ def _check_golden(golden: Golden, info: Any) -> None:
         if g and m and g != m:
             problems.append(f"golden {key} {g!r} != model {key} {m!r}")
     if problems:
-        raise CheckError("the golden file belongs to another model: " + "; ".join(problems),
-                         hint="use the golden.npz from the same release bundle as the ONNX file")
+        raise CheckError(
+            "the golden file belongs to another model: " + "; ".join(problems),
+            hint="use the golden.npz from the same release bundle as the ONNX file",
+        )
 
 
 def _environment() -> dict[str, Any]:
     import onnx
     import onnxruntime
 
-    env = {"python": platform.python_version(), "platform": platform.platform(), "numpy": np.__version__,
-           "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "onnxship": __version__, "torch": None}
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnxship": __version__,
+        "torch": None,
+    }
     torch = sys.modules.get("torch")  # report torch only when this run used it (golden-only runs need none)
     if torch is not None:
         env["torch"] = str(getattr(torch, "__version__", None))
@@ -178,15 +214,22 @@ class _Casts:
         out = {}
         for k, v in feeds.items():
             want = self.ort.get(k)
-            out[k] = v.astype(want) if want and v.dtype.kind == "f" and np.dtype(want).kind == "f" and \
-                v.dtype != np.dtype(want) else v
+            out[k] = (
+                v.astype(want)
+                if want and v.dtype.kind == "f" and np.dtype(want).kind == "f" and v.dtype != np.dtype(want)
+                else v
+            )
         return out
 
     def for_torch(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.torch_float is None:
             return feeds
-        return {k: v.astype(self.torch_float) if v.dtype.kind == "f" and v.dtype != np.dtype(self.torch_float)
-                else v for k, v in feeds.items()}
+        return {
+            k: v.astype(self.torch_float)
+            if v.dtype.kind == "f" and v.dtype != np.dtype(self.torch_float)
+            else v
+            for k, v in feeds.items()
+        }
 
 
 # ------------------------------------------------------------------------------------------------ the engine
@@ -195,16 +238,26 @@ class _Casts:
 class _Engine:
     """Runs both engines over batches and feeds the accumulators."""
 
-    def __init__(self, reference: Any, candidate: Any, casts: _Casts, policy: GatePolicy, config: VerifyConfig,
-                 output_names: list[str]) -> None:
+    def __init__(
+        self,
+        reference: Any,
+        candidate: Any,
+        casts: _Casts,
+        policy: GatePolicy,
+        config: VerifyConfig,
+        output_names: list[str],
+    ) -> None:
         self.reference, self.candidate, self.casts = reference, candidate, casts
         self.policy, self.config, self.output_names = policy, config, output_names
-        self.acc = {o: OutputAccumulator(o, policy.tolerance_for(o), max_worst=config.max_worst)
-                    for o in output_names}
+        self.acc = {
+            o: OutputAccumulator(o, policy.tolerance_for(o), max_worst=config.max_worst) for o in output_names
+        }
         self.groups: dict[str, dict[str, Any]] = {}
         self.task_output = config.task_output or output_names[0]
         if self.task_output not in output_names:
-            raise ConfigError(f"task output {self.task_output!r} is not an output of the model ({output_names})")
+            raise ConfigError(
+                f"task output {self.task_output!r} is not an output of the model ({output_names})"
+            )
         gate = policy.task_gate(config.task)
         self.task_metric: Any = None
         if config.task == "classification":
@@ -226,10 +279,11 @@ class _Engine:
         except OnnxshipError:
             raise
         except Exception as exc:
-            raise ConfigError(f"the PyTorch model fails on the data ({batch.ids[0] if batch.ids else 'batch'}): "
-                              f"{type(exc).__name__}: {str(exc)[:300]}",
-                              hint="check that the data belongs to this model (input names, dtypes, value ranges)"
-                              ) from None
+            raise ConfigError(
+                f"the PyTorch model fails on the data ({batch.ids[0] if batch.ids else 'batch'}): "
+                f"{type(exc).__name__}: {str(exc)[:300]}",
+                hint="check that the data belongs to this model (input names, dtypes, value ranges)",
+            ) from None
         self.ref_seconds += time.perf_counter() - t0
         return out
 
@@ -240,8 +294,10 @@ class _Engine:
         except OnnxshipError:
             raise
         except Exception as exc:
-            msg = f"onnxruntime failed where the reference runs ({batch.ids[0] if batch.ids else 'batch'}): " \
-                  f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+            msg = (
+                f"onnxruntime failed where the reference runs ({batch.ids[0] if batch.ids else 'batch'}): "
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+            )
             if msg not in self.errors:
                 self.errors.append(msg)
             return None
@@ -251,24 +307,46 @@ class _Engine:
 
     def _group(self, key: str, kind: str, dims: dict[str, int] | None, shapes: dict[str, list[int]]) -> dict:
         if key not in self.groups:
-            self.groups[key] = {"group": key, "kind": kind, "dims": dims or {}, "input_shapes": shapes,
-                                "status": "passed", "error": None, "samples": 0, "output_shapes": {},
-                                "acc": {o: OutputAccumulator(o, self.policy.tolerance_for(o), max_worst=1)
-                                        for o in self.output_names}}
+            self.groups[key] = {
+                "group": key,
+                "kind": kind,
+                "dims": dims or {},
+                "input_shapes": shapes,
+                "status": "passed",
+                "error": None,
+                "samples": 0,
+                "output_shapes": {},
+                "acc": {
+                    o: OutputAccumulator(o, self.policy.tolerance_for(o), max_worst=1)
+                    for o in self.output_names
+                },
+            }
         return self.groups[key]
 
-    def compare(self, batch: Batch, ref: dict[str, np.ndarray], got: dict[str, np.ndarray] | None,
-                group: dict[str, Any], *, main: bool = True) -> None:
+    def compare(
+        self,
+        batch: Batch,
+        ref: dict[str, np.ndarray],
+        got: dict[str, np.ndarray] | None,
+        group: dict[str, Any],
+        *,
+        main: bool = True,
+    ) -> None:
         n = len(batch)
         group["samples"] += n
         group["output_shapes"] = {k: list(np.shape(v)) for k, v in ref.items()}
         if got is None:
-            group["status"], group["error"] = "failed", self.errors[-1] if self.errors else "onnxruntime failed"
+            group["status"], group["error"] = (
+                "failed",
+                self.errors[-1] if self.errors else "onnxruntime failed",
+            )
             return
         missing = [o for o in self.output_names if o not in got or o not in ref]
         if missing:
-            raise CheckError(f"outputs {missing} missing (reference has {sorted(ref)}, onnxruntime has {sorted(got)})",
-                             hint="the reference and the ONNX file describe different models")
+            raise CheckError(
+                f"outputs {missing} missing (reference has {sorted(ref)}, onnxruntime has {sorted(got)})",
+                hint="the reference and the ONNX file describe different models",
+            )
         for o in self.output_names:
             st = batch_stats(ref[o], got[o], self.acc[o].tolerance)  # computed once, merged into both views
             if main:
@@ -278,8 +356,9 @@ class _Engine:
             self.samples += n
             if self.task_metric is not None:
                 if isinstance(self.task_metric, DetectionMetric):
-                    self.task_metric.update({k: ref[k] for k in self.output_names},
-                                            {k: got[k] for k in self.output_names})
+                    self.task_metric.update(
+                        {k: ref[k] for k in self.output_names}, {k: got[k] for k in self.output_names}
+                    )
                 else:
                     r, g = ref[self.task_output], got[self.task_output]
                     if np.shape(r) == np.shape(g):
@@ -300,7 +379,10 @@ def _run_data(engine: _Engine, source: DataSource, plan: SamplePlan, config: Ver
         got = engine.run_candidate(batch)
         shapes = {k: list(v.shape) for k, v in batch.feeds.items()}
         key = f"data: {_shape_key(batch.feeds)}"
-        if key not in engine.groups and sum(g["kind"] == "data" for g in engine.groups.values()) >= _MAX_GROUPS:
+        if (
+            key not in engine.groups
+            and sum(g["kind"] == "data" for g in engine.groups.values()) >= _MAX_GROUPS
+        ):
             key, shapes = "data: other shapes", {}  # per-shape stats stay bounded on ragged data
         group = engine._group(key, "data", None, shapes)
         engine.compare(batch, ref, got, group)
@@ -320,8 +402,11 @@ def _run_sweep(engine: _Engine, specs: list[TensorSpec], static: bool, config: V
     for i, point in enumerate(points):
         feeds = sample_feeds(specs, point, seed=config.seed + 7919 * (i + 1))
         first = next(iter(feeds.values()))
-        batch = Batch(feeds, np.arange(first.shape[0] if first.ndim else 1),
-                      ids=[f"sweep{point}#{k}" for k in range(first.shape[0] if first.ndim else 1)])
+        batch = Batch(
+            feeds,
+            np.arange(first.shape[0] if first.ndim else 1),
+            ids=[f"sweep{point}#{k}" for k in range(first.shape[0] if first.ndim else 1)],
+        )
         shapes = {k: list(v.shape) for k, v in feeds.items()}
         key = "sweep: " + (", ".join(f"{k}={v}" for k, v in point.items()) or "static")
         group = engine._group(key, "sweep", point, shapes)
@@ -330,7 +415,9 @@ def _run_sweep(engine: _Engine, specs: list[TensorSpec], static: bool, config: V
             ref = engine.reference.infer(engine.casts.for_torch(feeds))
         except Exception as exc:
             group["status"] = "failed" if point == export_point else "skipped"
-            group["error"] = f"the PyTorch model cannot run this shape ({type(exc).__name__}: {str(exc)[:200]})"
+            group["error"] = (
+                f"the PyTorch model cannot run this shape ({type(exc).__name__}: {str(exc)[:200]})"
+            )
             continue
         got = engine.run_candidate(batch)
         engine.compare(batch, ref, got, group, main=False)
@@ -348,12 +435,21 @@ def _output_dim_issues(info: Any, groups: list[dict[str, Any]]) -> list[dict[str
             dims = declared.get(name)
             if not dims or len(dims) != len(shape):
                 if dims and len(dims) != len(shape):
-                    issues.append({"output": name, "axis": None, "declared": dims, "observed": shape,
-                                   "where": g["group"]})
+                    issues.append(
+                        {
+                            "output": name,
+                            "axis": None,
+                            "declared": dims,
+                            "observed": shape,
+                            "where": g["group"],
+                        }
+                    )
                 continue
             for axis, (d, v) in enumerate(zip(dims, shape, strict=True)):
                 if isinstance(d, int) and d > 0 and d != v:
-                    issues.append({"output": name, "axis": axis, "declared": d, "observed": v, "where": g["group"]})
+                    issues.append(
+                        {"output": name, "axis": axis, "declared": d, "observed": v, "where": g["group"]}
+                    )
     seen, unique = set(), []
     for i in issues:
         k = (i["output"], i["axis"], str(i["declared"]))
@@ -367,66 +463,143 @@ def _output_dim_issues(info: Any, groups: list[dict[str, Any]]) -> list[dict[str
 
 
 def _diag(code: str, severity: str, title: str, message: str, advice: str) -> dict[str, Any]:
-    return {"code": code, "severity": severity, "title": title, "message": message, "advice": advice,
-            "source": "verify", "count": 1, "stage": "verify"}
+    return {
+        "code": code,
+        "severity": severity,
+        "title": title,
+        "message": message,
+        "advice": advice,
+        "source": "verify",
+        "count": 1,
+        "stage": "verify",
+    }
 
 
-def _likely_causes(outputs: list[OutputSummary], groups: list[dict[str, Any]], task_res: Any, config: VerifyConfig,
-                   reference: str, shape_issues: dict[str, list[Any]], policy: GatePolicy) -> list[dict[str, Any]]:
+def _likely_causes(
+    outputs: list[OutputSummary],
+    groups: list[dict[str, Any]],
+    task_res: Any,
+    config: VerifyConfig,
+    reference: str,
+    shape_issues: dict[str, list[Any]],
+    policy: GatePolicy,
+) -> list[dict[str, Any]]:
     diags: list[dict[str, Any]] = []
     sweep = [g for g in groups if g["kind"] == "sweep" and g["status"] != "skipped"]
     sweep_failed = [g for g in sweep if g["status"] == "failed" or not g.get("passed", True)]
     export_ok = any(g.get("is_export_shape") and g.get("passed", False) for g in sweep)
     if shape_issues.get("static_axes"):
-        diags.append(_diag("VER101", "error", "dynamic axes exported static", "; ".join(shape_issues["static_axes"]),
-                           "Re-export with the dims declared dynamic (onnxship export --input name=N..MAX); with the "
-                           "dynamo exporter, code that branches on a size specializes it: use torch.where or keep "
-                           "sizes as tensors."))
+        diags.append(
+            _diag(
+                "VER101",
+                "error",
+                "dynamic axes exported static",
+                "; ".join(shape_issues["static_axes"]),
+                "Re-export with the dims declared dynamic (onnxship export --input name=N..MAX); with the "
+                "dynamo exporter, code that branches on a size specializes it: use torch.where or keep "
+                "sizes as tensors.",
+            )
+        )
     if sweep_failed and export_ok:
-        diags.append(_diag("VER102", "error", "fails only away from the export shape",
-                           f"passes at the export shape, fails at {[g['group'] for g in sweep_failed]}",
-                           "A size was frozen during tracing (reshape/view with Python ints, int(x.size(1)), loops "
-                           "over a dimension). Keep shapes symbolic or export with the dynamo exporter."))
+        diags.append(
+            _diag(
+                "VER102",
+                "error",
+                "fails only away from the export shape",
+                f"passes at the export shape, fails at {[g['group'] for g in sweep_failed]}",
+                "A size was frozen during tracing (reshape/view with Python ints, int(x.size(1)), loops "
+                "over a dimension). Keep shapes symbolic or export with the dynamo exporter.",
+            )
+        )
     if shape_issues.get("output_dims"):
-        diags.append(_diag("VER103", "warning", "declared output dims disagree with real outputs",
-                           "; ".join(f"{i['output']}[{i['axis']}] declared {i['declared']}, got {i['observed']}"
-                                     for i in shape_issues["output_dims"][:5]),
-                           "Tools that trust declared shapes (Triton config, MLflow signatures) will be wrong; "
-                           "re-export with onnxship export, which fixes declared output dims."))
+        diags.append(
+            _diag(
+                "VER103",
+                "warning",
+                "declared output dims disagree with real outputs",
+                "; ".join(
+                    f"{i['output']}[{i['axis']}] declared {i['declared']}, got {i['observed']}"
+                    for i in shape_issues["output_dims"][:5]
+                ),
+                "Tools that trust declared shapes (Triton config, MLflow signatures) will be wrong; "
+                "re-export with onnxship export, which fixes declared output dims.",
+            )
+        )
     if any(o.nan_mismatches for o in outputs):
-        diags.append(_diag("VER104", "error", "NaN/inf in only one engine",
-                           ", ".join(o.name for o in outputs if o.nan_mismatches),
-                           "Look for log/div/sqrt of zero or overflow; in fp16 keep Softmax/LayerNorm/exp in fp32."))
+        diags.append(
+            _diag(
+                "VER104",
+                "error",
+                "NaN/inf in only one engine",
+                ", ".join(o.name for o in outputs if o.nan_mismatches),
+                "Look for log/div/sqrt of zero or overflow; in fp16 keep Softmax/LayerNorm/exp in fp32.",
+            )
+        )
     failing = [o for o in outputs if not o.passed and not o.nan_mismatches and not o.shape_errors]
     for o in failing:
         tol = policy.tolerance_for(o.name)
         atol = tol.atol if tol is not None else 0.0
         if o.cosine_min > 0.99999 and o.min_passing_atol <= max(10 * atol, 1e-5):
-            diags.append(_diag("VER105", "warning", "numerical noise just above the tolerance",
-                               f"{o.name}: max abs {o.max_abs:.3g}, would pass with atol={o.min_passing_atol:.3g}",
-                               "Different kernels and op fusion change the last bits; if the task metrics agree, "
-                               f"loosen it for this output (--tolerance '{o.name}:atol={o.min_passing_atol:.1g}')."))
+            diags.append(
+                _diag(
+                    "VER105",
+                    "warning",
+                    "numerical noise just above the tolerance",
+                    f"{o.name}: max abs {o.max_abs:.3g}, would pass with atol={o.min_passing_atol:.3g}",
+                    "Different kernels and op fusion change the last bits; if the task metrics agree, "
+                    f"loosen it for this output (--tolerance '{o.name}:atol={o.min_passing_atol:.1g}').",
+                )
+            )
         elif o.cosine_min < 0.9:
-            cause = ("the golden file was written by another model or checkpoint" if reference == "golden" else
-                     "the ONNX file was exported from other weights, the model was not in eval() (dropout, "
-                     "BatchNorm batch statistics) or the preprocessing differs between engines")
-            diags.append(_diag("VER106", "error", "outputs are unrelated", f"{o.name}: cosine {o.cosine_min:.3f}",
-                               f"Likely causes: {cause}. Re-export from the checkpoint you verify against."))
+            cause = (
+                "the golden file was written by another model or checkpoint"
+                if reference == "golden"
+                else "the ONNX file was exported from other weights, the model was not in eval() (dropout, "
+                "BatchNorm batch statistics) or the preprocessing differs between engines"
+            )
+            diags.append(
+                _diag(
+                    "VER106",
+                    "error",
+                    "outputs are unrelated",
+                    f"{o.name}: cosine {o.cosine_min:.3f}",
+                    f"Likely causes: {cause}. Re-export from the checkpoint you verify against.",
+                )
+            )
         elif config.precision == "fp32":
-            diags.append(_diag("VER107", "warning", "drift beyond fp32 noise",
-                               f"{o.name}: max abs {o.max_abs:.3g}, cosine {o.cosine_min:.6f}",
-                               "Likely causes: an op converted with different semantics (e.g. interpolate "
-                               "align_corners, GELU approximation, LayerNorm epsilon), or a normalisation mismatch. "
-                               "Bisect by exporting sub-modules; try the other exporter or opset 18."))
+            diags.append(
+                _diag(
+                    "VER107",
+                    "warning",
+                    "drift beyond fp32 noise",
+                    f"{o.name}: max abs {o.max_abs:.3g}, cosine {o.cosine_min:.6f}",
+                    "Likely causes: an op converted with different semantics (e.g. interpolate "
+                    "align_corners, GELU approximation, LayerNorm epsilon), or a normalisation mismatch. "
+                    "Bisect by exporting sub-modules; try the other exporter or opset 18.",
+                )
+            )
         else:
-            diags.append(_diag("VER108", "warning", f"{config.precision} drift beyond the gate",
-                               f"{o.name}: MSE {o.mse_mean:.3g}, cosine {o.cosine_min:.5f}",
-                               "Keep sensitive ops in fp32 (Softmax, LayerNorm, final logits) or calibrate "
-                               "quantization on more representative data."))
+            diags.append(
+                _diag(
+                    "VER108",
+                    "warning",
+                    f"{config.precision} drift beyond the gate",
+                    f"{o.name}: MSE {o.mse_mean:.3g}, cosine {o.cosine_min:.5f}",
+                    "Keep sensitive ops in fp32 (Softmax, LayerNorm, final logits) or calibrate "
+                    "quantization on more representative data.",
+                )
+            )
     if task_res is not None and not task_res.passed:
-        diags.append(_diag("VER110", "error", f"{config.task} decisions differ", task_res.reason or "",
-                           "Decisions flip on samples near the decision boundary; inspect the worst classes and "
-                           "samples, and check the precision (fp16/int8) of the final layers."))
+        diags.append(
+            _diag(
+                "VER110",
+                "error",
+                f"{config.task} decisions differ",
+                task_res.reason or "",
+                "Decisions flip on samples near the decision boundary; inspect the worst classes and "
+                "samples, and check the precision (fp16/int8) of the final layers.",
+            )
+        )
     return diags
 
 
@@ -476,10 +649,16 @@ def verify(
             model.train(True)
 
 
-def _verify(onnx_path: str | Path, model: Any, golden: str | Path | Golden | None,
-            inputs: list[TensorSpec | str] | None, config: VerifyConfig | None,
-            candidates: list[dict[str, Any]] | None, diagnostics: list[dict[str, Any]] | None,
-            overrides: dict[str, Any]) -> VerifyReport:
+def _verify(
+    onnx_path: str | Path,
+    model: Any,
+    golden: str | Path | Golden | None,
+    inputs: list[TensorSpec | str] | None,
+    config: VerifyConfig | None,
+    candidates: list[dict[str, Any]] | None,
+    diagnostics: list[dict[str, Any]] | None,
+    overrides: dict[str, Any],
+) -> VerifyReport:
     from onnxship.inspect import inspect_model
     from onnxship.runtime._session import SessionConfig
     from onnxship.verify._runners import OnnxRuntimeRunner
@@ -487,14 +666,23 @@ def _verify(onnx_path: str | Path, model: Any, golden: str | Path | Golden | Non
     start = time.perf_counter()
     config = replace(config or VerifyConfig(), **overrides) if overrides else (config or VerifyConfig())
     if model is None and golden is None:
-        raise ConfigError("nothing to verify against: give model= (PyTorch) or golden= (golden.npz)",
-                          hint="onnxship verify X.onnx --model file.py:factory  or  --golden golden.npz")
+        raise ConfigError(
+            "nothing to verify against: give model= (PyTorch) or golden= (golden.npz)",
+            hint="onnxship verify X.onnx --model file.py:factory  or  --golden golden.npz",
+        )
     info = inspect_model(onnx_path)
     specs = _resolve_specs(inputs, info)
-    policy = resolve_policy(config.precision, config.task, tolerance=config.tolerance,
-                            per_output=config.tolerances, thresholds=config.thresholds)
+    policy = resolve_policy(
+        config.precision,
+        config.task,
+        tolerance=config.tolerance,
+        per_output=config.tolerances,
+        thresholds=config.thresholds,
+    )
     # No spinning: the engines alternate batch by batch, and onnxruntime's spinning threads would starve PyTorch.
-    candidate = OnnxRuntimeRunner(Path(onnx_path), SessionConfig(providers=config.providers, allow_spinning=False))
+    candidate = OnnxRuntimeRunner(
+        Path(onnx_path), SessionConfig(providers=config.providers, allow_spinning=False)
+    )
     output_names = list(candidate.output_names)
     unknown = sorted(set(config.tolerances) - set(output_names))
     if unknown:
@@ -518,11 +706,16 @@ def _verify(onnx_path: str | Path, model: Any, golden: str | Path | Golden | Non
     # Data: the user's data (or synthetic) with PyTorch as the reference; the golden file on its own otherwise.
     source: DataSource
     if ref_runner is not None:
-        source = open_source(config.data, specs, preprocess=config.preprocess) if config.data is not None else \
-            SyntheticSource(specs, config.synthetic_count, seed=config.seed)
+        source = (
+            open_source(config.data, specs, preprocess=config.preprocess)
+            if config.data is not None
+            else SyntheticSource(specs, config.synthetic_count, seed=config.seed)
+        )
     else:
         if config.data is not None:
-            notes.append("--data ignored: without a PyTorch model only the golden inputs have reference outputs")
+            notes.append(
+                "--data ignored: without a PyTorch model only the golden inputs have reference outputs"
+            )
         source = GoldenSource(gold)  # type: ignore[arg-type]
     sample_cfg = config.sample_config()
     if source.kind == "golden":
@@ -530,10 +723,14 @@ def _verify(onnx_path: str | Path, model: Any, golden: str | Path | Golden | Non
     else:
         plan = plan_samples(len(source), source.labels(), sample_cfg)
         if sample_cfg.hardness_bins is not None:
+
             def margins_of(idx: np.ndarray) -> np.ndarray:
-                parts = [softmax_margin(engine.run_reference(b)[engine.task_output])
-                         for b in source.batches(idx, config.batch_size)]
+                parts = [
+                    softmax_margin(engine.run_reference(b)[engine.task_output])
+                    for b in source.batches(idx, config.batch_size)
+                ]
                 return np.concatenate(parts) if parts else np.zeros(0)
+
             plan = add_hard_samples(plan, margins_of, sample_cfg)
     t_data = time.perf_counter()
     _run_data(engine, source, plan, config)
@@ -541,15 +738,20 @@ def _verify(onnx_path: str | Path, model: Any, golden: str | Path | Golden | Non
     if gold is not None and ref_runner is not None:
         gsrc = GoldenSource(gold)
         for batch in gsrc.batches(None, config.batch_size):
-            engine.compare(batch, batch.reference or {}, engine.run_candidate(batch),
-                           engine._group("golden", "golden", None, {k: list(v.shape) for k, v in batch.feeds.items()}),
-                           main=False)
+            engine.compare(
+                batch,
+                batch.reference or {},
+                engine.run_candidate(batch),
+                engine._group("golden", "golden", None, {k: list(v.shape) for k, v in batch.feeds.items()}),
+                main=False,
+            )
 
     # Shape sweep over the declared dynamic dims.
     static = bool(info.metadata.get("static"))
     import onnx
 
     from onnxship.export._onnxfile import specialized_dims
+
     proto = onnx.load(str(onnx_path), load_external_data=False)
     static_axes = [] if static else specialized_dims(proto, specs)
     if ref_runner is not None and config.sweep and dim_table(specs):
@@ -560,8 +762,12 @@ def _verify(onnx_path: str | Path, model: Any, golden: str | Path | Golden | Non
     # Verdicts.
     task_res = engine.task_metric.result() if engine.task_metric is not None else None
     no_mse = replace(policy, mse_mean=None, mse_p99=None)
-    summaries = [engine.acc[o].summary(no_mse if (config.task == "classification" and o == engine.task_output)
-                                       else policy) for o in output_names]
+    summaries = [
+        engine.acc[o].summary(
+            no_mse if (config.task == "classification" and o == engine.task_output) else policy
+        )
+        for o in output_names
+    ]
     groups = []
     for g in engine.groups.values():
         outs = {o: a.summary(policy) for o, a in g["acc"].items()}
@@ -572,10 +778,23 @@ def _verify(onnx_path: str | Path, model: Any, golden: str | Path | Golden | Non
             g["status"] = "failed"
             bad = [s for s in outs.values() if not s.passed]
             g["error"] = "; ".join(f"{s.name}: {s.failures[0]}" for s in bad if s.failures)
-        groups.append({**{k: v for k, v in g.items() if k != "acc"}, "passed": g_pass,
-                       "outputs": {o: {"max_abs": s.max_abs, "mse_mean": s.mse_mean, "cosine_min": s.cosine_min,
-                                       "min_passing_atol": s.min_passing_atol, "passed": s.passed}
-                                   for o, s in outs.items() if s.samples}})
+        groups.append(
+            {
+                **{k: v for k, v in g.items() if k != "acc"},
+                "passed": g_pass,
+                "outputs": {
+                    o: {
+                        "max_abs": s.max_abs,
+                        "mse_mean": s.mse_mean,
+                        "cosine_min": s.cosine_min,
+                        "min_passing_atol": s.min_passing_atol,
+                        "passed": s.passed,
+                    }
+                    for o, s in outs.items()
+                    if s.samples
+                },
+            }
+        )
     failures: list[str] = []
     if engine.errors:
         failures.append(engine.errors[0])
@@ -587,24 +806,43 @@ def _verify(onnx_path: str | Path, model: Any, golden: str | Path | Golden | Non
         failures.append(f"{config.task}: {task_res.reason}")
     bad_groups = [g for g in groups if g["status"] == "failed" and g["kind"] != "data"]
     if bad_groups:
-        failures.append(f"{len(bad_groups)} shape(s) failed; first {bad_groups[0]['group']}: {bad_groups[0]['error']}")
+        failures.append(
+            f"{len(bad_groups)} shape(s) failed; first {bad_groups[0]['group']}: {bad_groups[0]['error']}"
+        )
     if static_axes:
         failures.append("dynamic axes exported static: " + "; ".join(static_axes))
     passed = not failures
     shape_issues = {"static_axes": static_axes, "output_dims": _output_dim_issues(info, groups)}
-    diags = list(diagnostics or []) + _likely_causes(summaries, groups, task_res, config,
-                                                     "torch" if ref_runner is not None else "golden", shape_issues,
-                                                     policy)
+    diags = list(diagnostics or []) + _likely_causes(
+        summaries,
+        groups,
+        task_res,
+        config,
+        "torch" if ref_runner is not None else "golden",
+        shape_issues,
+        policy,
+    )
     worst_any = worst or max(summaries, key=lambda s: s.max_abs, default=None)
-    worst_output = None if worst_any is None else {
-        "name": worst_any.name, "passed": worst_any.passed, "max_abs": worst_any.max_abs,
-        "min_passing_atol": worst_any.min_passing_atol, "smallest_passing": worst_any.smallest_passing(),
-        "failures": worst_any.failures}
+    worst_output = (
+        None
+        if worst_any is None
+        else {
+            "name": worst_any.name,
+            "passed": worst_any.passed,
+            "max_abs": worst_any.max_abs,
+            "min_passing_atol": worst_any.min_passing_atol,
+            "smallest_passing": worst_any.smallest_passing(),
+            "failures": worst_any.failures,
+        }
+    )
     hint = None
     if not passed:
         causes = [d["title"] for d in diags if d["source"] == "verify"]
-        hint = (f"worst output {worst_any.name!r} would pass with atol={worst_any.min_passing_atol:.3g} "
-                if worst_any else "") + (f"; likely causes: {', '.join(causes)}" if causes else "")
+        hint = (
+            f"worst output {worst_any.name!r} would pass with atol={worst_any.min_passing_atol:.3g} "
+            if worst_any
+            else ""
+        ) + (f"; likely causes: {', '.join(causes)}" if causes else "")
     seconds = time.perf_counter() - start
     labels = source.labels()
     sampled_classes = plan.sampled_classes
@@ -612,15 +850,24 @@ def _verify(onnx_path: str | Path, model: Any, golden: str | Path | Golden | Non
     mse_src = (top1 or {}) if config.task == "classification" else {}
     main = next((s for s in summaries if s.name == engine.task_output), None)
     compare = {
-        "mode": config.mode, "sample_policy": plan.policy, "sample_count": engine.samples,
-        "per_class_k": config.per_class_k, "min_classes": config.min_classes, "max_total": config.max_total,
-        "sampled_classes": sampled_classes, "sampled_images": engine.samples if source.kind == "image_folder" else 0,
+        "mode": config.mode,
+        "sample_policy": plan.policy,
+        "sample_count": engine.samples,
+        "per_class_k": config.per_class_k,
+        "min_classes": config.min_classes,
+        "max_total": config.max_total,
+        "sampled_classes": sampled_classes,
+        "sampled_images": engine.samples if source.kind == "image_folder" else 0,
         "mse_mean": mse_src.get("prob_mse_mean", main.mse_mean if main else None),
         "mse_p99": mse_src.get("prob_mse_p99", main.mse_p99 if main else None),
         "top1_match_rate": (top1 or {}).get("top1_match_rate"),
         "top1_mismatch_count": (top1 or {}).get("top1_mismatch_count"),
-        "failed": not passed, "failure_reason": "; ".join(failures) if failures else None,
-        "deltas": {"map_0_5": (top1 or {}).get("map_0_5_delta"), "map_0_5_0_95": (top1 or {}).get("map_0_5_0_95_delta")},
+        "failed": not passed,
+        "failure_reason": "; ".join(failures) if failures else None,
+        "deltas": {
+            "map_0_5": (top1 or {}).get("map_0_5_delta"),
+            "map_0_5_0_95": (top1 or {}).get("map_0_5_0_95_delta"),
+        },
         "notes": "; ".join(plan.notes + notes) or None,
     }
     first = specs[0] if specs else None
@@ -629,9 +876,11 @@ def _verify(onnx_path: str | Path, model: Any, golden: str | Path | Golden | Non
     scores = main.sample_shape[-1] if main and main.sample_shape else None
     model_fields = {
         "model_name": meta.get("model_name") or Path(onnx_path).stem,
-        "backbone": meta.get("backbone") or meta.get("model_type") or (type(module).__name__ if module is not None
-                                                                        else None),
-        "num_classes": meta.get("num_classes") or (scores if config.task in ("classification", "sequence") else None),
+        "backbone": meta.get("backbone")
+        or meta.get("model_type")
+        or (type(module).__name__ if module is not None else None),
+        "num_classes": meta.get("num_classes")
+        or (scores if config.task in ("classification", "sequence") else None),
         "ckpt_path": ckpt or meta.get("checkpoint"),
         "onnx_path": str(onnx_path),
         "onnx_sha256": info.sha256,
@@ -647,23 +896,39 @@ def _verify(onnx_path: str | Path, model: Any, golden: str | Path | Golden | Non
         "params_million": round(params / 1e6, 4),
         "providers": list(candidate.providers),
         "provider_fallbacks": [f.to_dict() for f in candidate.info.fallbacks],
-        "postprocess": {"nms": config.nms.to_dict() if config.task == "detection" else None,
-                        "applied_in": "python_common" if config.task == "detection" else None},
+        "postprocess": {
+            "nms": config.nms.to_dict() if config.task == "detection" else None,
+            "applied_in": "python_common" if config.task == "detection" else None,
+        },
     }
     report = VerifyReport(
-        passed=passed, failure_reason=compare["failure_reason"], hint=hint, worst_output=worst_output,
-        model=model_fields, compare=compare, precision=config.precision, task=config.task,
-        reference="torch" if ref_runner is not None else "golden", data=source.description,
-        policy=policy.to_dict(), outputs=[s.to_dict() for s in summaries], shapes=groups, task_metrics=top1,
+        passed=passed,
+        failure_reason=compare["failure_reason"],
+        hint=hint,
+        worst_output=worst_output,
+        model=model_fields,
+        compare=compare,
+        precision=config.precision,
+        task=config.task,
+        reference="torch" if ref_runner is not None else "golden",
+        data=source.description,
+        policy=policy.to_dict(),
+        outputs=[s.to_dict() for s in summaries],
+        shapes=groups,
+        task_metrics=top1,
         worst_samples=[w.to_dict() for o in output_names for w in engine.acc[o].worst()],
         shape_issues=shape_issues,
         sampling={**plan.to_dict(), "labels": labels is not None, "batch_size": config.batch_size},
         environment=_environment(),
-        timing={"seconds": round(seconds, 3), "reference_seconds": round(engine.ref_seconds, 3),
-                "candidate_seconds": round(engine.cand_seconds, 3),
-                "data_seconds": round(data_seconds, 3),
-                "samples_per_second": round(engine.samples / data_seconds, 2) if data_seconds > 0 else None},
-        candidates=list(candidates or []), diagnostics=diags,
+        timing={
+            "seconds": round(seconds, 3),
+            "reference_seconds": round(engine.ref_seconds, 3),
+            "candidate_seconds": round(engine.cand_seconds, 3),
+            "data_seconds": round(data_seconds, 3),
+            "samples_per_second": round(engine.samples / data_seconds, 2) if data_seconds > 0 else None,
+        },
+        candidates=list(candidates or []),
+        diagnostics=diags,
         verified_at_utc=utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     if not passed and config.raise_on_fail:

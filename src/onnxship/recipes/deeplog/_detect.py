@@ -67,7 +67,9 @@ class DetectResult:
     seq_len: int
     session: str
     metrics: dict[str, Any] | None  # onnx decisions vs alert labels (None without labels)
-    session_metrics: dict[str, Any] | None  # per session: any window flagged vs any alert (None: one stream/no labels)
+    session_metrics: (
+        dict[str, Any] | None
+    )  # per session: any window flagged vs any alert (None: one stream/no labels)
     torch: dict[str, Any] | None  # {"metrics", "agreement"} (None: no comparison)
     providers: list[str]
     out: Path | None = None
@@ -76,13 +78,25 @@ class DetectResult:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"release": self.release, "windows": self.windows, "scored": self.scored, "unknown": self.unknown,
-                "anomalies": self.anomalies, "anomaly_rate": self.anomalies / max(self.windows, 1),
-                "top_g": self.top_g, "seq_len": self.seq_len, "session": self.session, "metrics": self.metrics,
-                "session_metrics": self.session_metrics,
-                "torch": self.torch, "providers": self.providers, "out": str(self.out) if self.out else None,
-                "golden": str(self.golden) if self.golden else None, "seconds": round(self.seconds, 3),
-                "notes": self.notes}
+        return {
+            "release": self.release,
+            "windows": self.windows,
+            "scored": self.scored,
+            "unknown": self.unknown,
+            "anomalies": self.anomalies,
+            "anomaly_rate": self.anomalies / max(self.windows, 1),
+            "top_g": self.top_g,
+            "seq_len": self.seq_len,
+            "session": self.session,
+            "metrics": self.metrics,
+            "session_metrics": self.session_metrics,
+            "torch": self.torch,
+            "providers": self.providers,
+            "out": str(self.out) if self.out else None,
+            "golden": str(self.golden) if self.golden else None,
+            "seconds": round(self.seconds, 3),
+            "notes": self.notes,
+        }
 
 
 def prf(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
@@ -98,7 +112,16 @@ def prf(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     p = tp / (tp + fp) if tp + fp else 0.0
     r = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * p * r / (p + r) if p + r else 0.0
-    return {"precision": p, "recall": r, "f1": f1, "tp": tp, "fp": fp, "fn": fn, "tn": tn, "samples": len(pred)}
+    return {
+        "precision": p,
+        "recall": r,
+        "f1": f1,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "samples": len(pred),
+    }
 
 
 def top_g_decisions(logits: np.ndarray, nxt: np.ndarray, g: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +136,7 @@ def top_g_decisions(logits: np.ndarray, nxt: np.ndarray, g: int) -> tuple[np.nda
 
 def _infer(runner: Any, x: np.ndarray, batch: int) -> np.ndarray:
     name = runner.input_names[0]
-    out = [next(iter(runner.infer({name: x[i:i + batch]}).values())) for i in range(0, len(x), batch)]
+    out = [next(iter(runner.infer({name: x[i : i + batch]}).values())) for i in range(0, len(x), batch)]
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -125,12 +148,14 @@ def _torch_logits(meta: dict[str, Any], checkpoint: Path, x: np.ndarray, batch: 
 
     loaded = parse_model_spec(str(meta["model_spec"]), checkpoint=checkpoint).load()
     if meta.get("weights_sha256") and loaded.weights_sha256 != meta["weights_sha256"]:
-        raise PackagingError(f"checkpoint {str(checkpoint)!r} is not the one this release was exported from "
-                             "(weights sha256 differs)", hint="pass --checkpoint with the shipped checkpoint, "
-                             "or --no-compare-torch")
+        raise PackagingError(
+            f"checkpoint {str(checkpoint)!r} is not the one this release was exported from "
+            "(weights sha256 differs)",
+            hint="pass --checkpoint with the shipped checkpoint, or --no-compare-torch",
+        )
     name = meta["inputs"][0]["name"] if meta.get("inputs") else "input_sequence"
     runner = TorchRunner(loaded.model, bind_inputs(loaded.model, [name]))
-    out = [next(iter(runner.infer({name: x[i:i + batch]}).values())) for i in range(0, len(x), batch)]
+    out = [next(iter(runner.infer({name: x[i : i + batch]}).values())) for i in range(0, len(x), batch)]
     return np.concatenate(out)
 
 
@@ -142,17 +167,43 @@ def _pick_golden(anomalous: np.ndarray, count: int) -> np.ndarray:
     return np.sort(np.concatenate([idx_a[:n_a], idx_n[:n_n]]))
 
 
-def _write_golden(path: Path, release: Any, vocab: dict[str, int], x: np.ndarray, nxt: np.ndarray,
-                  anomalous: np.ndarray, top: np.ndarray, g: int, seq_len: int, count: int) -> Path:
+def _write_golden(
+    path: Path,
+    release: Any,
+    vocab: dict[str, int],
+    x: np.ndarray,
+    nxt: np.ndarray,
+    anomalous: np.ndarray,
+    top: np.ndarray,
+    g: int,
+    seq_len: int,
+    count: int,
+) -> Path:
     names = {i: t for t, i in vocab.items()}
     rows = []
     for i in _pick_golden(anomalous, count):
-        rows.append({"templates": [names[int(v)] for v in x[i]], "next_template": names[int(nxt[i])],
-                     "ids": [int(v) for v in x[i]], "next": int(nxt[i]), "top_g": [int(v) for v in top[i]],
-                     "anomaly": bool(anomalous[i])})
+        rows.append(
+            {
+                "templates": [names[int(v)] for v in x[i]],
+                "next_template": names[int(nxt[i])],
+                "ids": [int(v) for v in x[i]],
+                "next": int(nxt[i]),
+                "top_g": [int(v) for v in top[i]],
+                "anomaly": bool(anomalous[i]),
+            }
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, {"schema": GOLDEN_SCHEMA, "release": release.version, "model_file": release.model_path.name,
-                             "top_g": g, "seq_len": seq_len, "windows": rows})
+    atomic_write_json(
+        path,
+        {
+            "schema": GOLDEN_SCHEMA,
+            "release": release.version,
+            "model_file": release.model_path.name,
+            "top_g": g,
+            "seq_len": seq_len,
+            "windows": rows,
+        },
+    )
     return path
 
 
@@ -180,19 +231,27 @@ def detect_anomalies(config: DetectConfig) -> DetectResult:
     vocab_path = release.asset("vocab")
     seq_len = meta.get("seq_len")
     if vocab_path is None or not isinstance(seq_len, int):
-        raise PackagingError(f"release {release.version} is not a DeepLog release (vocab asset: "
-                             f"{'yes' if vocab_path else 'missing'}, seq_len: {seq_len!r})",
-                             hint="ship it with `onnxship recipes deeplog ship` (it adds both)")
+        raise PackagingError(
+            f"release {release.version} is not a DeepLog release (vocab asset: "
+            f"{'yes' if vocab_path else 'missing'}, seq_len: {seq_len!r})",
+            hint="ship it with `onnxship recipes deeplog ship` (it adds both)",
+        )
     import json
 
-    vocab, _ = validate_vocab(json.loads(vocab_path.read_text(encoding="utf-8")),
-                              ModelSizes(declared=meta.get("vocab_size")), what=f"release {release.version} vocab")
+    vocab, _ = validate_vocab(
+        json.loads(vocab_path.read_text(encoding="utf-8")),
+        ModelSizes(declared=meta.get("vocab_size")),
+        what=f"release {release.version} vocab",
+    )
     g = cfg.top_g or int(meta.get("top_g") or 9)
     df = read_parsed(cfg.parsed)
     windows, counts = session_windows(df, vocab, seq_len, session=cfg.session, time_window=cfg.time_window)
     if windows.empty:
-        raise ConfigError(f"no {counts['session']} session is longer than the model's window {seq_len} "
-                          f"(longest: {counts['longest_session']})", hint="use --session stream, or more logs")
+        raise ConfigError(
+            f"no {counts['session']} session is longer than the model's window {seq_len} "
+            f"(longest: {counts['longest_session']})",
+            hint="use --session stream, or more logs",
+        )
     x = np.stack([np.asarray(w, dtype=np.int64) for w in windows[WINDOW_COL]])
     nxt = windows[NEXT_COL].to_numpy(dtype=np.int64)
     known = (x != UNKNOWN_ID).all(axis=1) & (nxt != UNKNOWN_ID)
@@ -202,7 +261,9 @@ def detect_anomalies(config: DetectConfig) -> DetectResult:
     logits = _infer(runner, x[known], batch)
     anomalous = np.ones(len(x), dtype=bool)
     reason = np.where(known, "normal", "unknown_template").astype(object)
-    anom_k, top = top_g_decisions(logits, nxt[known], g) if known.any() else (np.zeros(0, bool), np.zeros((0, g)))
+    anom_k, top = (
+        top_g_decisions(logits, nxt[known], g) if known.any() else (np.zeros(0, bool), np.zeros((0, g)))
+    )
     anomalous[known] = anom_k
     reason[np.flatnonzero(known)[anom_k]] = "not_in_top_g"
     has_labels = windows["is_alert"].notna().any()
@@ -210,12 +271,26 @@ def detect_anomalies(config: DetectConfig) -> DetectResult:
     metrics = prf(anomalous, truth) if has_labels else None
     session_metrics = None
     if has_labels and counts["session"] != "stream":
-        per = windows.assign(_pred=anomalous, _truth=windows["window_alert"].fillna(False).to_numpy(dtype=bool))
+        per = windows.assign(
+            _pred=anomalous, _truth=windows["window_alert"].fillna(False).to_numpy(dtype=bool)
+        )
         grouped = per.groupby("session", sort=True)[["_pred", "_truth"]].any()
         session_metrics = prf(grouped["_pred"].to_numpy(), grouped["_truth"].to_numpy())
     notes = []
-    torch_part = _compare(cfg, meta, x[known], nxt[known], logits, anom_k, truth[known], batch, g, has_labels,
-                          notes, sequence_agreement)
+    torch_part = _compare(
+        cfg,
+        meta,
+        x[known],
+        nxt[known],
+        logits,
+        anom_k,
+        truth[known],
+        batch,
+        g,
+        has_labels,
+        notes,
+        sequence_agreement,
+    )
     if torch_part is not None and has_labels:
         # the unknown-template windows are flagged identically by both engines
         t_anom = anomalous.copy()
@@ -233,19 +308,48 @@ def detect_anomalies(config: DetectConfig) -> DetectResult:
         count = min(cfg.golden_count, batch)  # one batch the release was verified at
         if count < cfg.golden_count:
             notes.append(f"golden windows capped at {count}, the largest batch the release was verified at")
-        golden = _write_golden(cfg.golden_out, release, vocab, x[known], nxt[known], anom_k, top, g, seq_len, count)
+        golden = _write_golden(
+            cfg.golden_out, release, vocab, x[known], nxt[known], anom_k, top, g, seq_len, count
+        )
     if (~known).any():
-        notes.append(f"{int((~known).sum())} window(s) hold templates the release's vocabulary does not know; "
-                     "they are flagged without scoring")
-    return DetectResult(release=release.version, windows=len(x), scored=int(known.sum()), unknown=int((~known).sum()),
-                        anomalies=int(anomalous.sum()), top_g=g, seq_len=seq_len, session=counts["session"],
-                        metrics=metrics, session_metrics=session_metrics, torch=torch_part, providers=runner.providers, out=out, golden=golden,
-                        seconds=time.perf_counter() - start, notes=notes)
+        notes.append(
+            f"{int((~known).sum())} window(s) hold templates the release's vocabulary does not know; "
+            "they are flagged without scoring"
+        )
+    return DetectResult(
+        release=release.version,
+        windows=len(x),
+        scored=int(known.sum()),
+        unknown=int((~known).sum()),
+        anomalies=int(anomalous.sum()),
+        top_g=g,
+        seq_len=seq_len,
+        session=counts["session"],
+        metrics=metrics,
+        session_metrics=session_metrics,
+        torch=torch_part,
+        providers=runner.providers,
+        out=out,
+        golden=golden,
+        seconds=time.perf_counter() - start,
+        notes=notes,
+    )
 
 
-def _compare(cfg: DetectConfig, meta: dict[str, Any], x: np.ndarray, nxt: np.ndarray, logits: np.ndarray,
-             anom: np.ndarray, truth: np.ndarray, batch: int, g: int, has_labels: bool, notes: list[str],
-             sequence_agreement: Any) -> dict[str, Any] | None:
+def _compare(
+    cfg: DetectConfig,
+    meta: dict[str, Any],
+    x: np.ndarray,
+    nxt: np.ndarray,
+    logits: np.ndarray,
+    anom: np.ndarray,
+    truth: np.ndarray,
+    batch: int,
+    g: int,
+    has_labels: bool,
+    notes: list[str],
+    sequence_agreement: Any,
+) -> dict[str, Any] | None:
     if cfg.compare_torch == "never" or len(x) == 0:
         return None
     ckpt = cfg.checkpoint or (Path(meta["checkpoint"]) if meta.get("checkpoint") else None)
@@ -253,15 +357,24 @@ def _compare(cfg: DetectConfig, meta: dict[str, Any], x: np.ndarray, nxt: np.nda
     if importlib.util.find_spec("torch") is None:
         missing.append("torch is not installed (pip install 'onnxship[torch]')")
     if ckpt is None or not Path(ckpt).is_file():
-        missing.append(f"the checkpoint {str(ckpt) if ckpt else '(none recorded)'} is not here (pass --checkpoint)")
+        missing.append(
+            f"the checkpoint {str(ckpt) if ckpt else '(none recorded)'} is not here (pass --checkpoint)"
+        )
     if not meta.get("model_spec"):
         missing.append("the release metadata names no model_spec")
     if missing:
         if cfg.compare_torch == "always":
-            raise ConfigError("cannot compare with PyTorch: " + "; ".join(missing), hint="or pass --no-compare-torch")
+            raise ConfigError(
+                "cannot compare with PyTorch: " + "; ".join(missing), hint="or pass --no-compare-torch"
+            )
         notes.append("PyTorch comparison skipped: " + "; ".join(missing))
         return None
     ref = _torch_logits(meta, Path(ckpt), x, batch)  # type: ignore[arg-type]
     t_anom, _ = top_g_decisions(ref, nxt, g)
     agreement = sequence_agreement(ref, logits, labels=nxt, top_g=g).to_dict()
-    return {"checkpoint": str(ckpt), "anomalies": int(t_anom.sum()), "agreement": agreement, "_anomalous": t_anom}
+    return {
+        "checkpoint": str(ckpt),
+        "anomalies": int(t_anom.sum()),
+        "agreement": agreement,
+        "_anomalous": t_anom,
+    }

@@ -15,8 +15,10 @@ from typing import Any
 
 __all__ = ["FORMATS", "LogFormat", "get_format", "parse_bgl_line", "parse_hdfs_line"]
 
-_HDFS = re.compile(r"^(?P<date>\d{6}) (?P<time>\d{6}) (?P<pid>\d+) (?P<level>[A-Z]+) (?P<component>[^:\s]+): "
-                   r"(?P<content>.*)$")
+_HDFS = re.compile(
+    r"^(?P<date>\d{6}) (?P<time>\d{6}) (?P<pid>\d+) (?P<level>[A-Z]+) (?P<component>[^:\s]+): "
+    r"(?P<content>.*)$"
+)
 _BLOCK = re.compile(r"blk_-?\d+")
 
 
@@ -30,9 +32,16 @@ def parse_hdfs_line(line: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     blocks = list(dict.fromkeys(_BLOCK.findall(m["content"])))
-    return {"timestamp": int(ts.timestamp()), "level": m["level"], "component": m["component"], "node": None,
-            "block_id": blocks[0] if blocks else None, "block_ids": " ".join(blocks), "label": None,
-            "content": m["content"]}
+    return {
+        "timestamp": int(ts.timestamp()),
+        "level": m["level"],
+        "component": m["component"],
+        "node": None,
+        "block_id": blocks[0] if blocks else None,
+        "block_ids": " ".join(blocks),
+        "label": None,
+        "content": m["content"],
+    }
 
 
 def parse_bgl_line(line: str) -> dict[str, Any] | None:
@@ -40,8 +49,16 @@ def parse_bgl_line(line: str) -> dict[str, Any] | None:
     parts = line.split(" ", 9)
     if len(parts) < 9 or not parts[1].isdigit() or not re.fullmatch(r"\d{4}\.\d{2}\.\d{2}", parts[2]):
         return None
-    return {"timestamp": int(parts[1]), "level": parts[8], "component": parts[7], "node": parts[3],
-            "block_id": None, "block_ids": "", "label": parts[0], "content": parts[9] if len(parts) > 9 else ""}
+    return {
+        "timestamp": int(parts[1]),
+        "level": parts[8],
+        "component": parts[7],
+        "node": parts[3],
+        "block_id": None,
+        "block_ids": "",
+        "label": parts[0],
+        "content": parts[9] if len(parts) > 9 else "",
+    }
 
 
 @dataclass(frozen=True)
@@ -60,12 +77,21 @@ _HEX = (r"((?<=[^A-Za-z0-9])|^)(0x[a-fA-F0-9]+)((?=[^A-Za-z0-9])|$)", "HEX")
 _NUM = (r"((?<=[^A-Za-z0-9])|^)([\-\+]?\d+)((?=[^A-Za-z0-9])|$)", "NUM")
 
 FORMATS: dict[str, LogFormat] = {
-    "hdfs": LogFormat("hdfs", parse_hdfs_line, ((r"blk_-?\d+", "BLK"), _IP, _NUM), "block",
-                      "081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_1 "
-                      "terminating"),
-    "bgl": LogFormat("bgl", parse_bgl_line, ((r"core\.\d+", "CORE"), _IP, _HEX, _NUM), "stream",
-                     "- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.50.675872 R02-M1-N0-C:J12-U11 "
-                     "RAS KERNEL INFO instruction cache parity error corrected"),
+    "hdfs": LogFormat(
+        "hdfs",
+        parse_hdfs_line,
+        ((r"blk_-?\d+", "BLK"), _IP, _NUM),
+        "block",
+        "081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_1 terminating",
+    ),
+    "bgl": LogFormat(
+        "bgl",
+        parse_bgl_line,
+        ((r"core\.\d+", "CORE"), _IP, _HEX, _NUM),
+        "stream",
+        "- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.50.675872 R02-M1-N0-C:J12-U11 "
+        "RAS KERNEL INFO instruction cache parity error corrected",
+    ),
 }
 
 

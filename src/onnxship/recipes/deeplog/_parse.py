@@ -15,8 +15,21 @@ from onnxship.recipes.deeplog._formats import get_format
 
 __all__ = ["PARSED_COLUMNS", "ParseConfig", "ParseResult", "grouping_accuracy", "parse_logs", "read_parsed"]
 
-PARSED_COLUMNS = ["line_id", "timestamp", "level", "component", "node", "block_id", "block_ids", "label",
-                  "is_alert", "content", "template_id", "template", "log_format"]
+PARSED_COLUMNS = [
+    "line_id",
+    "timestamp",
+    "level",
+    "component",
+    "node",
+    "block_id",
+    "block_ids",
+    "label",
+    "is_alert",
+    "content",
+    "template_id",
+    "template",
+    "log_format",
+]
 
 
 @dataclass
@@ -37,7 +50,9 @@ class ParseConfig:
         if not 0.0 < self.sim_th < 1.0:
             raise ConfigError(f"sim_th={self.sim_th} is outside (0, 1)", hint="Drain uses 0.4-0.7; try 0.5")
         if self.depth < 3:
-            raise ConfigError(f"depth={self.depth} is below 3", hint="Drain needs depth >= 3; the default is 4")
+            raise ConfigError(
+                f"depth={self.depth} is below 3", hint="Drain needs depth >= 3; the default is 4"
+            )
 
 
 @dataclass
@@ -56,16 +71,25 @@ class ParseResult:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"out": str(self.out), "lines": self.lines, "parsed": self.parsed, "skipped": self.skipped,
-                "templates": self.templates, "grouping_accuracy": self.grouping_accuracy,
-                "reference": str(self.reference) if self.reference else None,
-                "reference_templates": self.reference_templates, "seconds": round(self.seconds, 3),
-                "notes": self.notes}
+        return {
+            "out": str(self.out),
+            "lines": self.lines,
+            "parsed": self.parsed,
+            "skipped": self.skipped,
+            "templates": self.templates,
+            "grouping_accuracy": self.grouping_accuracy,
+            "reference": str(self.reference) if self.reference else None,
+            "reference_templates": self.reference_templates,
+            "seconds": round(self.seconds, 3),
+            "notes": self.notes,
+        }
 
 
-_DRAIN3_HINT = ("pip install 'onnxship[drain]'; beside mlflow (whose cachetools>=5 clashes with drain3's "
-                "cachetools==4.2.1 pin) use pip install --no-deps 'drain3==0.9.11' jsonpickle, as "
-                "scripts/components.sh does")
+_DRAIN3_HINT = (
+    "pip install 'onnxship[drain]'; beside mlflow (whose cachetools>=5 clashes with drain3's "
+    "cachetools==4.2.1 pin) use pip install --no-deps 'drain3==0.9.11' jsonpickle, as "
+    "scripts/components.sh does"
+)
 
 
 def _miner(cfg: ParseConfig) -> Any:
@@ -94,8 +118,10 @@ def grouping_accuracy(predicted: list[Any], reference: list[Any]) -> float:
         0.5
     """
     if len(predicted) != len(reference):
-        raise ConfigError(f"{len(predicted)} predicted groups for {len(reference)} reference lines",
-                          hint="score the same lines on both sides")
+        raise ConfigError(
+            f"{len(predicted)} predicted groups for {len(reference)} reference lines",
+            hint="score the same lines on both sides",
+        )
     if not predicted:
         return 0.0
     pred_groups: dict[Any, set[int]] = {}
@@ -114,8 +140,10 @@ def grouping_accuracy(predicted: list[Any], reference: list[Any]) -> float:
 def _reference(cfg: ParseConfig) -> Path | None:
     if cfg.reference is not None:
         if not Path(cfg.reference).is_file():
-            raise ConfigError(f"reference {str(cfg.reference)!r} does not exist",
-                              hint="pass a loghub *_structured.csv (LineId, EventId columns) or leave it out")
+            raise ConfigError(
+                f"reference {str(cfg.reference)!r} does not exist",
+                hint="pass a loghub *_structured.csv (LineId, EventId columns) or leave it out",
+            )
         return Path(cfg.reference)
     guess = cfg.log.with_name(cfg.log.name + "_structured.csv")
     return guess if guess.is_file() else None
@@ -127,8 +155,10 @@ def _score(ref_path: Path, line_ids: list[int], template_ids: list[int]) -> tupl
     by_line = dict(zip(ref["LineId"].astype(int), ref["EventId"].astype(str), strict=True))
     missing = [i for i in line_ids if i not in by_line]
     if missing:
-        raise ConfigError(f"reference {str(ref_path)!r} has no rows for lines {missing[:5]}",
-                          hint="the reference must come from the same log file (LineId is 1-based)")
+        raise ConfigError(
+            f"reference {str(ref_path)!r} has no rows for lines {missing[:5]}",
+            hint="the reference must come from the same log file (LineId is 1-based)",
+        )
     return grouping_accuracy(template_ids, [by_line[i] for i in line_ids]), ref["EventId"].nunique()
 
 
@@ -164,8 +194,10 @@ def parse_logs(config: ParseConfig) -> ParseResult:
             cluster_ids.append(miner.add_log_message(rec["content"])["cluster_id"])
             rows.append(rec)
     if not rows:
-        raise ConfigError(f"no line of {str(cfg.log)!r} ({n_lines} lines) has the {fmt.name!r} header",
-                          hint=f"check --format (valid: hdfs, bgl); a {fmt.name} line looks like: {fmt.example}")
+        raise ConfigError(
+            f"no line of {str(cfg.log)!r} ({n_lines} lines) has the {fmt.name!r} header",
+            hint=f"check --format (valid: hdfs, bgl); a {fmt.name} line looks like: {fmt.example}",
+        )
     templates = {c.cluster_id: c.get_template() for c in miner.drain.clusters}
     for rec, cid in zip(rows, cluster_ids, strict=True):
         rec["template_id"] = int(cid)
@@ -183,9 +215,18 @@ def parse_logs(config: ParseConfig) -> ParseResult:
     if ref_path is not None:
         accuracy, ref_templates = _score(ref_path, df["line_id"].tolist(), cluster_ids)
     _write_parquet(df, cfg.out)
-    return ParseResult(out=cfg.out, lines=n_lines, parsed=len(rows), skipped=skipped, templates=len(templates),
-                       grouping_accuracy=accuracy, reference=ref_path, reference_templates=ref_templates,
-                       seconds=time.perf_counter() - start, notes=notes)
+    return ParseResult(
+        out=cfg.out,
+        lines=n_lines,
+        parsed=len(rows),
+        skipped=skipped,
+        templates=len(templates),
+        grouping_accuracy=accuracy,
+        reference=ref_path,
+        reference_templates=ref_templates,
+        seconds=time.perf_counter() - start,
+        notes=notes,
+    )
 
 
 def _write_parquet(df: Any, out: Path) -> None:
@@ -209,15 +250,21 @@ def read_parsed(path: str | Path) -> Any:
     pd = require("pandas", "logs")
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"parsed file {str(path)!r} does not exist",
-                          hint="run `onnxship recipes deeplog parse --log ... --format ... --out` first")
+        raise ConfigError(
+            f"parsed file {str(path)!r} does not exist",
+            hint="run `onnxship recipes deeplog parse --log ... --format ... --out` first",
+        )
     try:
         df = pd.read_parquet(path)
     except Exception as exc:
-        raise ConfigError(f"{str(path)!r} is not a readable parquet file ({type(exc).__name__})",
-                          hint="re-run `onnxship recipes deeplog parse`") from None
+        raise ConfigError(
+            f"{str(path)!r} is not a readable parquet file ({type(exc).__name__})",
+            hint="re-run `onnxship recipes deeplog parse`",
+        ) from None
     missing = [c for c in ("line_id", "timestamp", "template") if c not in df.columns]
     if missing:
-        raise ConfigError(f"{str(path)!r} lacks the columns {missing} (has {list(df.columns)[:12]})",
-                          hint="pass a parsed.parquet written by `onnxship recipes deeplog parse`")
+        raise ConfigError(
+            f"{str(path)!r} lacks the columns {missing} (has {list(df.columns)[:12]})",
+            hint="pass a parsed.parquet written by `onnxship recipes deeplog parse`",
+        )
     return df

@@ -26,9 +26,11 @@ __all__ = ["INPUT_NAME", "OUTPUT_NAME", "DeepLogShipConfig", "DeepLogShipResult"
 
 INPUT_NAME = "input_sequence"
 OUTPUT_NAME = "predictions"
-NOTES = ("ONNX model supports dynamic sequence lengths via dynamic_axes. seq_len is the recommended value from "
-         "training. Output: next-event logits over the vocabulary; an event is anomalous when it is not among the "
-         "top_g predictions.")
+NOTES = (
+    "ONNX model supports dynamic sequence lengths via dynamic_axes. seq_len is the recommended value from "
+    "training. Output: next-event logits over the vocabulary; an event is anomalous when it is not among the "
+    "top_g predictions."
+)
 
 
 @dataclass
@@ -43,19 +45,27 @@ class DeepLogShipConfig:
     max_seq: int = 64  # largest sequence length verified and allowed
     max_batch: int = 64  # largest batch verified and allowed
     portable: bool = False  # also write assets/vocab.portable.json {"0": "template"} for non-Python engines
-    sequences: Path | None = None  # real windows for the sequence-task check (default: sequences.parquet beside vocab)
+    sequences: Path | None = (
+        None  # real windows for the sequence-task check (default: sequences.parquet beside vocab)
+    )
     top_g: int = 9  # DeepLog's g (stored in the metadata; detect uses it by default)
     strategy: str = "auto"  # exporter chain: auto | dynamo | torchscript
     model: str | None = None  # factory spec (default: examples/deeplog/model.py:build_model)
 
     def __post_init__(self) -> None:
-        self.checkpoint, self.vocab, self.releases = Path(self.checkpoint), Path(self.vocab), Path(self.releases)
+        self.checkpoint, self.vocab, self.releases = (
+            Path(self.checkpoint),
+            Path(self.vocab),
+            Path(self.releases),
+        )
         self.sequences = Path(self.sequences) if self.sequences else None
         if self.top_g < 1:
             raise ConfigError(f"top_g={self.top_g} must be >= 1", hint="DeepLog uses 9")
         if self.seq_len is not None and not 1 <= self.seq_len <= self.max_seq:
-            raise ConfigError(f"--seq-len {self.seq_len} is outside 1..{self.max_seq}",
-                              hint="use the window the model was trained with")
+            raise ConfigError(
+                f"--seq-len {self.seq_len} is outside 1..{self.max_seq}",
+                hint="use the window the model was trained with",
+            )
 
 
 @dataclass
@@ -65,20 +75,30 @@ class DeepLogShipResult:
     release: ShipResult
     vocab_size: int
     seq_len: int
-    sequence_check: dict[str, Any] | None  # the verify report's task metrics on the real windows (None: no windows)
+    sequence_check: (
+        dict[str, Any] | None
+    )  # the verify report's task metrics on the real windows (None: no windows)
     latest_moved: bool
     seconds: float
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"release": self.release.to_dict(), "vocab_size": self.vocab_size, "seq_len": self.seq_len,
-                "sequence_check": self.sequence_check, "latest_moved": self.latest_moved,
-                "seconds": round(self.seconds, 3), "notes": self.notes}
+        return {
+            "release": self.release.to_dict(),
+            "vocab_size": self.vocab_size,
+            "seq_len": self.seq_len,
+            "sequence_check": self.sequence_check,
+            "latest_moved": self.latest_moved,
+            "seconds": round(self.seconds, 3),
+            "notes": self.notes,
+        }
 
 
 def _read_vocab(path: Path) -> Any:
     if not path.is_file():
-        raise PackagingError(f"vocab {str(path)!r} does not exist", hint="pass the vocab.json written by build")
+        raise PackagingError(
+            f"vocab {str(path)!r} does not exist", hint="pass the vocab.json written by build"
+        )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -96,21 +116,30 @@ def _check_vocab(cfg: DeepLogShipConfig, loaded: Any) -> tuple[dict[str, int], i
     emb = next((m.num_embeddings for m in module.modules() if isinstance(m, nn.Embedding)), None)
     out = next((m.out_features for m in reversed(list(module.modules())) if isinstance(m, nn.Linear)), None)
     declared = loaded.checkpoint_meta.get("vocab_size")
-    vocab, _ = validate_vocab(_read_vocab(cfg.vocab), ModelSizes(embedding=emb, output=out, declared=declared),
-                              what=f"vocab {str(cfg.vocab)!r}")
+    vocab, _ = validate_vocab(
+        _read_vocab(cfg.vocab),
+        ModelSizes(embedding=emb, output=out, declared=declared),
+        what=f"vocab {str(cfg.vocab)!r}",
+    )
     expected = loaded.checkpoint_meta.get("vocab_sha256")
     if expected and expected != _vocab_sha256(vocab):
-        raise PackagingError(f"vocab {str(cfg.vocab)!r} has the model's size ({len(vocab)}) but not the "
-                             "templates/ids it was trained with", hint="ship the vocab.json from the build the "
-                             "checkpoint was trained on, or retrain with this one")
+        raise PackagingError(
+            f"vocab {str(cfg.vocab)!r} has the model's size ({len(vocab)}) but not the "
+            "templates/ids it was trained with",
+            hint="ship the vocab.json from the build the checkpoint was trained on, or retrain with this one",
+        )
     seq_len = cfg.seq_len or loaded.checkpoint_meta.get("seq_len")
     if not isinstance(seq_len, int) or not 1 <= seq_len <= cfg.max_seq:
-        raise ConfigError(f"no usable seq_len (checkpoint says {loaded.checkpoint_meta.get('seq_len')!r})",
-                          hint=f"pass --seq-len N (1..{cfg.max_seq}), the window the model was trained with")
+        raise ConfigError(
+            f"no usable seq_len (checkpoint says {loaded.checkpoint_meta.get('seq_len')!r})",
+            hint=f"pass --seq-len N (1..{cfg.max_seq}), the window the model was trained with",
+        )
     return vocab, seq_len
 
 
-def _sequence_check(cfg: DeepLogShipConfig, sequences: Path, result: ShipResult, module: Any) -> dict[str, Any]:
+def _sequence_check(
+    cfg: DeepLogShipConfig, sequences: Path, result: ShipResult, module: Any
+) -> dict[str, Any]:
     """The real windows' top-g agreement: from the bundle's own report when ship used the same g, else a
     separate ``onnxship.verify`` run with the sequence task on the same windows."""
     from onnxship.verify._verify import VerifyConfig, verify
@@ -119,10 +148,19 @@ def _sequence_check(cfg: DeepLogShipConfig, sequences: Path, result: ShipResult,
     if metrics.get("task") == "sequence" and metrics.get("top_g") == cfg.top_g:
         metrics["source"] = "release report.json"
         return metrics
-    report = verify(result.release.model_path, model=module,
-                    config=VerifyConfig(mode="full", task="sequence", data=sequences, top_g=cfg.top_g,
-                                        batch_size=cfg.max_batch, sweep=False,
-                                        thresholds={"decision_disagreement": 0.0}))
+    report = verify(
+        result.release.model_path,
+        model=module,
+        config=VerifyConfig(
+            mode="full",
+            task="sequence",
+            data=sequences,
+            top_g=cfg.top_g,
+            batch_size=cfg.max_batch,
+            sweep=False,
+            thresholds={"decision_disagreement": 0.0},
+        ),
+    )
     metrics = dict(report.task_metrics or {})
     metrics["source"] = "onnxship.verify"
     return metrics
@@ -134,11 +172,15 @@ def _check_windows(sequences: Path, seq_len: int, n_vocab: int) -> None:
 
     x, y = window_arrays(read_sequences(sequences))
     if x.shape[1] != seq_len:
-        raise ConfigError(f"the sequences have windows of {x.shape[1]} events, the model ships with seq_len "
-                          f"{seq_len}", hint="pass the sequences.parquet of the build the model was trained on")
+        raise ConfigError(
+            f"the sequences have windows of {x.shape[1]} events, the model ships with seq_len {seq_len}",
+            hint="pass the sequences.parquet of the build the model was trained on",
+        )
     if int(min(x.min(), y.min())) < 0 or int(max(x.max(), y.max())) >= n_vocab:
-        raise ConfigError(f"the sequences use ids outside the vocabulary 0..{n_vocab - 1}",
-                          hint="pass the sequences.parquet and vocab.json of the same build")
+        raise ConfigError(
+            f"the sequences use ids outside the vocabulary 0..{n_vocab - 1}",
+            hint="pass the sequences.parquet and vocab.json of the same build",
+        )
 
 
 def ship_deeplog(config: DeepLogShipConfig) -> DeepLogShipResult:
@@ -180,14 +222,23 @@ def ship_deeplog(config: DeepLogShipConfig) -> DeepLogShipResult:
         notes.append(f"real windows for the top-g check: {sequences} (found beside the vocab)")
     if sequences is not None:
         _check_windows(sequences, seq_len, n)
-    metadata = {"model_type": "deeplog", "vocab_size": n, "seq_len": seq_len, "top_g": cfg.top_g,
-                "model_spec": spec_text, "notes": NOTES}
+    metadata = {
+        "model_type": "deeplog",
+        "vocab_size": n,
+        "seq_len": seq_len,
+        "top_g": cfg.top_g,
+        "model_spec": spec_text,
+        "notes": NOTES,
+    }
     ship_cfg = ShipConfig(
         model=ModelSection(spec=spec_text, name=cfg.name, checkpoint=str(cfg.checkpoint)),
         paths=PathsSection(releases=str(cfg.releases)),
-        export=ExportSection(strategy=cfg.strategy,
-                             inputs=[f"{INPUT_NAME}:batch=2..{cfg.max_batch} x seq={seq_len}..{cfg.max_seq}:int64:0..{n}"],
-                             output_names=[OUTPUT_NAME], metadata=metadata),
+        export=ExportSection(
+            strategy=cfg.strategy,
+            inputs=[f"{INPUT_NAME}:batch=2..{cfg.max_batch} x seq={seq_len}..{cfg.max_seq}:int64:0..{n}"],
+            output_names=[OUTPUT_NAME],
+            metadata=metadata,
+        ),
         package=PackageSection(assets={"vocab": str(cfg.vocab)}, portable=cfg.portable, update_latest=False),
     )
     if sequences is not None:  # ship's own verification then runs on the real windows with the sequence task
@@ -203,10 +254,20 @@ def ship_deeplog(config: DeepLogShipConfig) -> DeepLogShipResult:
                 f"({check.get('decision_disagreement_count')} of {check.get('samples')} top-{cfg.top_g} "
                 "decisions differ; DeepLog needs 100% agreement)",
                 hint="latest was not moved; the release folder is kept for inspection — see the export candidates "
-                     "in its report.json")
+                "in its report.json",
+            )
     else:
-        notes.append("no --sequences given: the real-window top-g check was skipped (ship's golden + sweep "
-                     "verification still ran)")
+        notes.append(
+            "no --sequences given: the real-window top-g check was skipped (ship's golden + sweep "
+            "verification still ran)"
+        )
     set_latest(result.path.parent, result.version)
-    return DeepLogShipResult(release=result, vocab_size=n, seq_len=seq_len, sequence_check=check, latest_moved=True,
-                             seconds=time.perf_counter() - start, notes=notes)
+    return DeepLogShipResult(
+        release=result,
+        vocab_size=n,
+        seq_len=seq_len,
+        sequence_check=check,
+        latest_moved=True,
+        seconds=time.perf_counter() - start,
+        notes=notes,
+    )

@@ -31,8 +31,10 @@ def default_model_spec() -> str:
     """``<repo>/examples/deeplog/model.py:build_model`` (present in a source checkout)."""
     import onnxship
 
-    return str(Path(onnxship.__file__).resolve().parents[2] / "examples" / "deeplog" / "model.py") + ":build_model"
-
+    return (
+        str(Path(onnxship.__file__).resolve().parents[2] / "examples" / "deeplog" / "model.py")
+        + ":build_model"
+    )
 
 
 @dataclass
@@ -62,9 +64,13 @@ class TrainConfig:
         self.log = Path(self.log) if self.log else self.out.with_name(self.out.name + ".train.jsonl")
         for name in ("embed_dim", "hidden", "layers", "epochs", "batch_size", "top_g"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1", hint=f"pass a positive --{name}")
+                raise ConfigError(
+                    f"{name}={getattr(self, name)} must be >= 1", hint=f"pass a positive --{name}"
+                )
         if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads={self.threads} must be >= 1", hint="or leave it out (torch's default)")
+            raise ConfigError(
+                f"threads={self.threads} must be >= 1", hint="or leave it out (torch's default)"
+            )
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"max_steps={self.max_steps} must be >= 1", hint="or leave it out")
         if not self.learning_rate > 0:
@@ -91,11 +97,20 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"checkpoint": str(self.checkpoint), "log": str(self.log), "vocab_size": self.vocab_size,
-                "seq_len": self.seq_len, "windows": self.windows, "steps": self.steps, "epochs": self.epochs,
-                "first_loss": self.first_loss, "final_loss": self.final_loss,
-                "train_top_g_hit_rate": self.train_top_g_hit_rate, "seconds": round(self.seconds, 3),
-                "notes": self.notes}
+        return {
+            "checkpoint": str(self.checkpoint),
+            "log": str(self.log),
+            "vocab_size": self.vocab_size,
+            "seq_len": self.seq_len,
+            "windows": self.windows,
+            "steps": self.steps,
+            "epochs": self.epochs,
+            "first_loss": self.first_loss,
+            "final_loss": self.final_loss,
+            "train_top_g_hit_rate": self.train_top_g_hit_rate,
+            "seconds": round(self.seconds, 3),
+            "notes": self.notes,
+        }
 
 
 def window_arrays(df: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -104,8 +119,10 @@ def window_arrays(df: Any) -> tuple[np.ndarray, np.ndarray]:
 
     lengths = {len(w) for w in df[WINDOW_COL]}
     if len(lengths) != 1:
-        raise ConfigError(f"windows have several lengths {sorted(lengths)[:5]}",
-                          hint="rebuild the sequences with one --window")
+        raise ConfigError(
+            f"windows have several lengths {sorted(lengths)[:5]}",
+            hint="rebuild the sequences with one --window",
+        )
     x = np.asarray(np.stack([np.asarray(w, dtype=np.int64) for w in df[WINDOW_COL]]), dtype=np.int64)
     return x, np.array(df[NEXT_COL].to_numpy(dtype=np.int64), copy=True)
 
@@ -122,8 +139,10 @@ def _build_model(spec_text: str, kwargs: dict[str, Any]) -> Any:
     try:
         model = fn(**kwargs)
     except TypeError as exc:
-        raise ModelLoadError(f"factory {spec_text!r} does not accept {sorted(kwargs)}: {exc}",
-                             hint="a DeepLog factory takes vocab_size, embed_dim, hidden, layers") from None
+        raise ModelLoadError(
+            f"factory {spec_text!r} does not accept {sorted(kwargs)}: {exc}",
+            hint="a DeepLog factory takes vocab_size, embed_dim, hidden, layers",
+        ) from None
     return ensure_module(model, f"factory {spec_text!r}")
 
 
@@ -147,7 +166,9 @@ def train_deeplog(config: TrainConfig) -> TrainResult:
     notes: list[str] = []
     if cfg.train_on == "normal" and "window_alert" in df.columns and df["window_alert"].notna().any():
         normal = df[~df["window_alert"].fillna(False).astype(bool)]
-        notes.append(f"trained on {len(normal)} of {len(df)} windows without alerts (DeepLog learns normal flow)")
+        notes.append(
+            f"trained on {len(normal)} of {len(df)} windows without alerts (DeepLog learns normal flow)"
+        )
         df = normal
     if df.empty:
         raise ConfigError("no windows left to train on", hint="pass --train-on all, or build more windows")
@@ -155,15 +176,25 @@ def train_deeplog(config: TrainConfig) -> TrainResult:
     seq_len = x.shape[1]
     lo, hi = int(min(x.min(), y.min())), int(max(x.max(), y.max()))
     if lo < 0 or hi >= n_vocab:
-        raise ConfigError(f"sequences use ids {lo}..{hi} but the vocabulary has {n_vocab} entries (0..{n_vocab - 1})",
-                          hint="pass the vocab.json written by the same build as the sequences")
-    model_kwargs = {"vocab_size": n_vocab, "embed_dim": cfg.embed_dim, "hidden": cfg.hidden, "layers": cfg.layers}
+        raise ConfigError(
+            f"sequences use ids {lo}..{hi} but the vocabulary has {n_vocab} entries (0..{n_vocab - 1})",
+            hint="pass the vocab.json written by the same build as the sequences",
+        )
+    model_kwargs = {
+        "vocab_size": n_vocab,
+        "embed_dim": cfg.embed_dim,
+        "hidden": cfg.hidden,
+        "layers": cfg.layers,
+    }
     spec_text = cfg.model or default_model_spec()
     model = _build_model(spec_text, model_kwargs)
     emb = next((m for m in model.modules() if isinstance(m, torch.nn.Embedding)), None)
     if emb is None or emb.num_embeddings != n_vocab:
-        raise ModelLoadError(f"the model's nn.Embedding has {getattr(emb, 'num_embeddings', None)} entries, the "
-                             f"vocabulary {n_vocab}", hint="the factory must size its nn.Embedding from vocab_size")
+        raise ModelLoadError(
+            f"the model's nn.Embedding has {getattr(emb, 'num_embeddings', None)} entries, the "
+            f"vocabulary {n_vocab}",
+            hint="the factory must size its nn.Embedding from vocab_size",
+        )
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -173,8 +204,17 @@ def train_deeplog(config: TrainConfig) -> TrainResult:
         torch.set_num_threads(threads)
 
 
-def _train(torch: Any, cfg: TrainConfig, model: Any, x: np.ndarray, y: np.ndarray, vocab: dict[str, int],
-           seq_len: int, notes: list[str], start: float) -> TrainResult:
+def _train(
+    torch: Any,
+    cfg: TrainConfig,
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    vocab: dict[str, int],
+    seq_len: int,
+    notes: list[str],
+    start: float,
+) -> TrainResult:
     n_vocab = len(vocab)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -190,7 +230,7 @@ def _train(torch: Any, cfg: TrainConfig, model: Any, x: np.ndarray, y: np.ndarra
             perm = torch.randperm(len(xt), generator=gen)
             total, batches = 0.0, 0
             for b in range(0, len(perm), cfg.batch_size):
-                idx = perm[b:b + cfg.batch_size]
+                idx = perm[b : b + cfg.batch_size]
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(model(xt[idx]), yt[idx])
                 loss.backward()
@@ -200,8 +240,18 @@ def _train(torch: Any, cfg: TrainConfig, model: Any, x: np.ndarray, y: np.ndarra
                 value = float(loss.detach())
                 first_loss = value if step == 1 else first_loss
                 total, batches = total + value, batches + 1
-                log.write(json.dumps({"step": step, "epoch": epoch, "loss": value, "grad_norm": grad_norm,
-                                      "learning_rate": opt.param_groups[0]["lr"]}) + "\n")
+                log.write(
+                    json.dumps(
+                        {
+                            "step": step,
+                            "epoch": epoch,
+                            "loss": value,
+                            "grad_norm": grad_norm,
+                            "learning_rate": opt.param_groups[0]["lr"],
+                        }
+                    )
+                    + "\n"
+                )
                 if cfg.max_steps is not None and step >= cfg.max_steps:
                     break
             epochs_done, epoch_loss = epoch + 1, total / max(batches, 1)
@@ -209,12 +259,23 @@ def _train(torch: Any, cfg: TrainConfig, model: Any, x: np.ndarray, y: np.ndarra
                 break
     model.eval()
     with torch.inference_mode():
-        logits = torch.cat([model(xt[b:b + 512]) for b in range(0, len(xt), 512)])
+        logits = torch.cat([model(xt[b : b + 512]) for b in range(0, len(xt), 512)])
         k = min(cfg.top_g, n_vocab)
         hit = float((logits.topk(k, dim=1).indices == yt[:, None]).any(dim=1).float().mean())
-    model_kwargs = {"vocab_size": n_vocab, "embed_dim": cfg.embed_dim, "hidden": cfg.hidden, "layers": cfg.layers}
-    ckpt = {"state_dict": model.state_dict(), "model_kwargs": model_kwargs, "vocab_size": n_vocab,
-            "seq_len": int(seq_len), "model_type": "deeplog", "vocab_sha256": _vocab_sha256(vocab)}
+    model_kwargs = {
+        "vocab_size": n_vocab,
+        "embed_dim": cfg.embed_dim,
+        "hidden": cfg.hidden,
+        "layers": cfg.layers,
+    }
+    ckpt = {
+        "state_dict": model.state_dict(),
+        "model_kwargs": model_kwargs,
+        "vocab_size": n_vocab,
+        "seq_len": int(seq_len),
+        "model_type": "deeplog",
+        "vocab_sha256": _vocab_sha256(vocab),
+    }
     tmp = cfg.out.with_name(f".{cfg.out.name}.tmp")
     try:
         torch.save(ckpt, tmp)
@@ -222,7 +283,17 @@ def _train(torch: Any, cfg: TrainConfig, model: Any, x: np.ndarray, y: np.ndarra
     finally:
         if tmp.exists():
             tmp.unlink()
-    return TrainResult(checkpoint=cfg.out, log=cfg.log, vocab_size=n_vocab, seq_len=int(seq_len),  # type: ignore[arg-type]
-                       windows=len(xt), steps=step, epochs=epochs_done, first_loss=first_loss,
-                       final_loss=epoch_loss, train_top_g_hit_rate=hit, seconds=time.perf_counter() - start,
-                       notes=notes)
+    return TrainResult(
+        checkpoint=cfg.out,
+        log=cfg.log,
+        vocab_size=n_vocab,
+        seq_len=int(seq_len),  # type: ignore[arg-type]
+        windows=len(xt),
+        steps=step,
+        epochs=epochs_done,
+        first_loss=first_loss,
+        final_loss=epoch_loss,
+        train_top_g_hit_rate=hit,
+        seconds=time.perf_counter() - start,
+        notes=notes,
+    )

@@ -30,7 +30,9 @@ def build_mscred(scales: int = 3, features: int = 8, window: int = 5, hidden: in
             super().__init__()
             self.gates = nn.Conv2d(2 * channels, 4 * channels, 3, 1, 1)
 
-        def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def forward(
+            self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor]:
             i, f, o, g = self.gates(torch.cat([x, h], dim=1)).chunk(4, dim=1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             return torch.sigmoid(o) * torch.tanh(c), c
@@ -39,11 +41,13 @@ def build_mscred(scales: int = 3, features: int = 8, window: int = 5, hidden: in
         def __init__(self) -> None:
             super().__init__()
             self.window = window
-            self.encoder = nn.Sequential(nn.Conv2d(scales, hidden, 3, 1, 1), nn.SELU(),
-                                         nn.Conv2d(hidden, hidden, 3, 2, 1), nn.SELU())
+            self.encoder = nn.Sequential(
+                nn.Conv2d(scales, hidden, 3, 1, 1), nn.SELU(), nn.Conv2d(hidden, hidden, 3, 2, 1), nn.SELU()
+            )
             self.cell = ConvLSTMCell(hidden)
-            self.decoder = nn.Sequential(nn.ConvTranspose2d(hidden, hidden, 4, 2, 1), nn.SELU(),
-                                         nn.Conv2d(hidden, scales, 3, 1, 1))
+            self.decoder = nn.Sequential(
+                nn.ConvTranspose2d(hidden, hidden, 4, 2, 1), nn.SELU(), nn.Conv2d(hidden, scales, 3, 1, 1)
+            )
 
         def forward(self, signatures: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             n = signatures.shape[0]

@@ -21,13 +21,21 @@ from onnxship._errors import ConfigError
 from onnxship.recipes.mscred._model import INPUT_NAME, OUTPUT_NAMES
 from onnxship.recipes.mscred._signatures import SignatureConfig, signature_windows
 
-__all__ = ["MSCRED_SPEC", "MscredShipConfig", "MscredTrainConfig", "MscredTrainResult", "ship_mscred",
-           "train_mscred"]
+__all__ = [
+    "MSCRED_SPEC",
+    "MscredShipConfig",
+    "MscredTrainConfig",
+    "MscredTrainResult",
+    "ship_mscred",
+    "train_mscred",
+]
 
 MSCRED_SPEC = "onnxship.recipes.mscred._model:build_mscred"
-NOTES = ("MSCRED: the ConvLSTM runs a Python loop over the window, so the exported graph is unrolled and the window "
-         "(dim 1 of 'signatures') is STATIC; only the batch dim is dynamic. score = mean squared residual of the "
-         "reconstructed last signature matrix; a window is anomalous when score > score_threshold.")
+NOTES = (
+    "MSCRED: the ConvLSTM runs a Python loop over the window, so the exported graph is unrolled and the window "
+    "(dim 1 of 'signatures') is STATIC; only the batch dim is dynamic. score = mean squared residual of the "
+    "reconstructed last signature matrix; a window is anomalous when score > score_threshold."
+)
 
 
 @dataclass
@@ -46,8 +54,10 @@ class MscredTrainConfig:
     def __post_init__(self) -> None:
         self.parsed, self.out_dir = Path(self.parsed), Path(self.out_dir)
         if not self.parsed.is_file():
-            raise ConfigError(f"parsed log {str(self.parsed)!r} does not exist",
-                              hint="run `onnxship recipes deeplog parse` first")
+            raise ConfigError(
+                f"parsed log {str(self.parsed)!r} does not exist",
+                hint="run `onnxship recipes deeplog parse` first",
+            )
         if self.steps < 1 or self.batch_size < 1:
             raise ConfigError(f"steps={self.steps} and batch_size={self.batch_size} must be >= 1")
 
@@ -105,15 +115,31 @@ def train_mscred(config: MscredTrainConfig) -> MscredTrainResult:
     threshold = float(np.percentile(normal, 99))
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     ckpt, windows = cfg.out_dir / "mscred.pt", cfg.out_dir / "mscred_windows.npz"
-    torch.save({"state_dict": model.state_dict(), "model_kwargs": kwargs, "signatures": sc.to_dict(),
-                "channels": sig.channels, "scale": sig.scale.tolist(), "score_threshold": threshold}, ckpt)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "model_kwargs": kwargs,
+            "signatures": sc.to_dict(),
+            "channels": sig.channels,
+            "scale": sig.scale.tolist(),
+            "score_threshold": threshold,
+        },
+        ckpt,
+    )
     np.savez(windows, **{INPUT_NAME: sig.windows})
-    return MscredTrainResult(checkpoint=ckpt, windows=windows, samples=int(x.shape[0]), loss_first=losses[0],
-                             loss_last=losses[-1], score_threshold=threshold,
-                             score_mean_normal=float(normal.mean()),
-                             score_mean_alert=float(alert.mean()) if alert.size else None,
-                             flagged_alert_windows=int((alert > threshold).sum()), alert_windows=int(alert.size),
-                             seconds=time.perf_counter() - start)
+    return MscredTrainResult(
+        checkpoint=ckpt,
+        windows=windows,
+        samples=int(x.shape[0]),
+        loss_first=losses[0],
+        loss_last=losses[-1],
+        score_threshold=threshold,
+        score_mean_normal=float(normal.mean()),
+        score_mean_alert=float(alert.mean()) if alert.size else None,
+        flagged_alert_windows=int((alert > threshold).sum()),
+        alert_windows=int(alert.size),
+        seconds=time.perf_counter() - start,
+    )
 
 
 @dataclass
@@ -121,7 +147,9 @@ class MscredShipConfig:
     """What to ship."""
 
     checkpoint: Path  # mscred.pt from train
-    windows: Path | None = None  # real windows for verification (default: mscred_windows.npz beside the checkpoint)
+    windows: Path | None = (
+        None  # real windows for verification (default: mscred_windows.npz beside the checkpoint)
+    )
     releases: Path = Path("releases")
     name: str = "mscred"
     max_batch: int = 64  # largest batch verified and allowed
@@ -150,18 +178,32 @@ def ship_mscred(config: MscredShipConfig) -> Any:
 
     cfg = config
     if not cfg.checkpoint.is_file():
-        raise ConfigError(f"checkpoint {str(cfg.checkpoint)!r} does not exist", hint="run `recipes mscred train`")
+        raise ConfigError(
+            f"checkpoint {str(cfg.checkpoint)!r} does not exist", hint="run `recipes mscred train`"
+        )
     meta = torch.load(cfg.checkpoint, map_location="cpu", weights_only=True)
     kw, sc = meta["model_kwargs"], meta["signatures"]
     dims = f"batch=2..{cfg.max_batch} x {kw['window']} x {kw['scales']} x {kw['features']} x {kw['features']}"
-    metadata = {"model_type": "mscred", "window": kw["window"], "window_static": True,
-                "dynamic_dims": ["batch"], "signatures": sc, "channels": meta["channels"], "scale": meta["scale"],
-                "score_threshold": meta["score_threshold"], "notes": NOTES}
+    metadata = {
+        "model_type": "mscred",
+        "window": kw["window"],
+        "window_static": True,
+        "dynamic_dims": ["batch"],
+        "signatures": sc,
+        "channels": meta["channels"],
+        "scale": meta["scale"],
+        "score_threshold": meta["score_threshold"],
+        "notes": NOTES,
+    }
     ship_cfg = ShipConfig(
         model=ModelSection(spec=MSCRED_SPEC, name=cfg.name, checkpoint=str(cfg.checkpoint), args=dict(kw)),
         paths=PathsSection(releases=str(cfg.releases)),
-        export=ExportSection(strategy=cfg.strategy, inputs=[f"{INPUT_NAME}:{dims}:float32:0..1"],
-                             output_names=list(OUTPUT_NAMES), metadata=metadata),
+        export=ExportSection(
+            strategy=cfg.strategy,
+            inputs=[f"{INPUT_NAME}:{dims}:float32:0..1"],
+            output_names=list(OUTPUT_NAMES),
+            metadata=metadata,
+        ),
         package=PackageSection(),
     )
     if cfg.windows is not None:

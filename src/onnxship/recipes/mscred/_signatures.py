@@ -33,12 +33,24 @@ class SignatureConfig:
     window: int = 5  # steps per model input (MSCRED's h); static in the exported model
 
     def __post_init__(self) -> None:
-        if self.features < 2 or self.bin_lines < 1 or self.window < 1 or not self.scales or min(self.scales) < 1:
-            raise ConfigError(f"bad signature settings {self}", hint="features >= 2, bin_lines/window/scales >= 1")
+        if (
+            self.features < 2
+            or self.bin_lines < 1
+            or self.window < 1
+            or not self.scales
+            or min(self.scales) < 1
+        ):
+            raise ConfigError(
+                f"bad signature settings {self}", hint="features >= 2, bin_lines/window/scales >= 1"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"features": self.features, "bin_lines": self.bin_lines, "scales": list(self.scales),
-                "window": self.window}
+        return {
+            "features": self.features,
+            "bin_lines": self.bin_lines,
+            "scales": list(self.scales),
+            "window": self.window,
+        }
 
 
 @dataclass
@@ -57,15 +69,20 @@ def log_series(parsed: str | Path, cfg: SignatureConfig) -> tuple[np.ndarray, np
 
     df = pd.read_parquet(parsed)
     if "template" not in df.columns:
-        raise ConfigError(f"{str(parsed)!r} has no 'template' column", hint="pass the parsed.parquet from parse")
+        raise ConfigError(
+            f"{str(parsed)!r} has no 'template' column", hint="pass the parsed.parquet from parse"
+        )
     top = df["template"].value_counts().index[: cfg.features - 1].tolist()
     chan = np.full(len(df), cfg.features - 1, dtype=np.int64)
     for i, t in enumerate(top):
         chan[(df["template"] == t).to_numpy()] = i
     steps = len(df) // cfg.bin_lines
     if steps < max(cfg.scales) + cfg.window:
-        raise ConfigError(f"{len(df)} lines give {steps} steps of {cfg.bin_lines}; need at least "
-                          f"{max(cfg.scales) + cfg.window}", hint="use a longer log or a smaller --bin-lines")
+        raise ConfigError(
+            f"{len(df)} lines give {steps} steps of {cfg.bin_lines}; need at least "
+            f"{max(cfg.scales) + cfg.window}",
+            hint="use a longer log or a smaller --bin-lines",
+        )
     step = np.arange(steps * cfg.bin_lines) // cfg.bin_lines
     counts = np.zeros((steps, cfg.features), np.float64)
     np.add.at(counts, (step, chan[: steps * cfg.bin_lines]), 1.0)
@@ -85,12 +102,14 @@ def signature_matrices(x: np.ndarray, scales: tuple[int, ...]) -> np.ndarray:
     return np.stack(mats, axis=1).astype(np.float32)
 
 
-def signature_windows(parsed: str | Path, cfg: SignatureConfig, scale: np.ndarray | None = None) -> Signatures:
+def signature_windows(
+    parsed: str | Path, cfg: SignatureConfig, scale: np.ndarray | None = None
+) -> Signatures:
     """The model's inputs from a parsed log: scaled series -> signature matrices -> sliding windows."""
     counts, alerts, channels = log_series(parsed, cfg)
     scale = np.maximum(counts.max(axis=0), 1.0) if scale is None else np.asarray(scale, np.float64)
     mats = signature_matrices(counts / scale, cfg.scales)
     first = max(cfg.scales) - 1  # skip steps whose largest scale is not full yet
     idx = np.arange(first + cfg.window - 1, mats.shape[0])
-    windows = np.stack([mats[i - cfg.window + 1: i + 1] for i in idx]).astype(np.float32)
+    windows = np.stack([mats[i - cfg.window + 1 : i + 1] for i in idx]).astype(np.float32)
     return Signatures(windows=windows, alerts=alerts[idx], channels=channels, scale=scale)

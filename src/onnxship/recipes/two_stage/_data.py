@@ -37,11 +37,15 @@ def make_scenes(n: int, size: int = 64, max_objects: int = 3, seed: int = 0) -> 
                 break
             w, h = (int(v) for v in rng.integers(10, 25, 2))
             x0, y0 = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
-            if any(x0 < b[2] + 2 and b[0] < x0 + w + 2 and y0 < b[3] + 2 and b[1] < y0 + h + 2 for b in boxes):
+            if any(
+                x0 < b[2] + 2 and b[0] < x0 + w + 2 and y0 < b[3] + 2 and b[1] < y0 + h + 2 for b in boxes
+            ):
                 continue
             c = int(rng.integers(0, len(COLOURS)))
             shade = np.asarray(COLOURS[c], np.float32)[:, None, None] * float(rng.uniform(0.8, 1.0))
-            images[i, :, y0:y0 + h, x0:x0 + w] = shade + 0.03 * rng.standard_normal((3, h, w)).astype(np.float32)
+            images[i, :, y0 : y0 + h, x0 : x0 + w] = shade + 0.03 * rng.standard_normal((3, h, w)).astype(
+                np.float32
+            )
             boxes.append([x0, y0, x0 + w, y0 + h])
             classes.append(c)
         all_boxes.append(np.asarray(boxes, np.float64).reshape(-1, 4))

@@ -44,8 +44,9 @@ def build_detector(num_classes: int = 1, image_size: int = 64, stride: int = 8, 
             self.backbone = nn.Sequential(*layers)
             self.head = nn.Conv2d(c_in, 5 + num_classes, 1)
             ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-            self.register_buffer("cells", torch.stack([xs, ys], -1).reshape(1, grid * grid, 2).float(),
-                                 persistent=False)
+            self.register_buffer(
+                "cells", torch.stack([xs, ys], -1).reshape(1, grid * grid, 2).float(), persistent=False
+            )
             self.stride = float(stride)
             self.num_classes = num_classes
 
@@ -70,8 +71,17 @@ def build_classifier(num_classes: int = 3, width: int = 16) -> Any:
     from torch import nn
 
     return nn.Sequential(
-        nn.Conv2d(3, width, 3, 1, 1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(width, width * 2, 3, 1, 1), nn.BatchNorm2d(width * 2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(width * 2, width * 2, 3, 1, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(3, width, 3, 1, 1),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(width, width * 2, 3, 1, 1),
+        nn.BatchNorm2d(width * 2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(width * 2, width * 2, 3, 1, 1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
         nn.Linear(width * 2, num_classes),
     )

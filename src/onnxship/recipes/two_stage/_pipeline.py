@@ -42,8 +42,12 @@ __all__ = [
 
 MANIFEST_FORMAT = "onnxship.pipeline/1"
 _FACTORIES = "onnxship.recipes.two_stage._models"
-DEFAULT_LABELS = {str(i): {"name": name, "edi_code": code} for i, (name, code) in
-                  enumerate((("red", "EDI-640000001"), ("green", "EDI-640000002"), ("blue", "EDI-640000003")))}
+DEFAULT_LABELS = {
+    str(i): {"name": name, "edi_code": code}
+    for i, (name, code) in enumerate(
+        (("red", "EDI-640000001"), ("green", "EDI-640000002"), ("blue", "EDI-640000003"))
+    )
+}
 
 
 @dataclass
@@ -56,8 +60,11 @@ class TwoStageBuildConfig:
     detector_steps: int = 150  # training steps (a few CPU seconds)
     classifier_steps: int = 120
     eval_images: int = 24  # synthetic scenes for verification and the end-to-end agreement
-    nms: NmsConfig = field(default_factory=lambda: NmsConfig(conf_threshold=0.3, iou_threshold=0.5,
-                                                             max_detections=100, class_agnostic=False))
+    nms: NmsConfig = field(
+        default_factory=lambda: NmsConfig(
+            conf_threshold=0.3, iou_threshold=0.5, max_detections=100, class_agnostic=False
+        )
+    )
     label_map: dict[str, dict[str, str]] = field(default_factory=lambda: dict(DEFAULT_LABELS))
     strategy: str = "auto"  # exporter chain for both models: auto | dynamo | torchscript
     seed: int = 0
@@ -69,8 +76,10 @@ class TwoStageBuildConfig:
         if self.crop_size < 8:
             raise ConfigError(f"crop_size={self.crop_size} must be >= 8")
         if sorted(int(k) for k in self.label_map) != list(range(len(COLOURS))):
-            raise ConfigError(f"label_map keys {sorted(self.label_map)} must be the class ids 0..{len(COLOURS) - 1}",
-                              hint='e.g. {"0": {"name": "red", "edi_code": "..."}, ...}')
+            raise ConfigError(
+                f"label_map keys {sorted(self.label_map)} must be the class ids 0..{len(COLOURS) - 1}",
+                hint='e.g. {"0": {"name": "red", "edi_code": "..."}, ...}',
+            )
 
 
 @dataclass
@@ -84,9 +93,15 @@ class PipelineResult:
     source: str = ""  # where the images came from
 
     def to_dict(self) -> dict[str, Any]:
-        return {"engine": self.engine, "manifest": self.manifest, "source": self.source, "seconds": round(self.seconds, 4),
-                "images": len(self.images), "detections": sum(len(d) for d in self.images),
-                "predictions": [{"id": i, "detections": d} for i, d in enumerate(self.images)]}
+        return {
+            "engine": self.engine,
+            "manifest": self.manifest,
+            "source": self.source,
+            "seconds": round(self.seconds, 4),
+            "images": len(self.images),
+            "detections": sum(len(d) for d in self.images),
+            "predictions": [{"id": i, "detections": d} for i, d in enumerate(self.images)],
+        }
 
 
 @dataclass
@@ -98,8 +113,12 @@ class TwoStageBuildResult:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "manifest": str(self.path / "pipeline.json"), "seconds": round(self.seconds, 3),
-                **{k: self.manifest[k] for k in ("detector", "classifier", "agreement")}}
+        return {
+            "path": str(self.path),
+            "manifest": str(self.path / "pipeline.json"),
+            "seconds": round(self.seconds, 3),
+            **{k: self.manifest[k] for k in ("detector", "classifier", "agreement")},
+        }
 
 
 def load_manifest(path: str | Path) -> tuple[dict[str, Any], Path]:
@@ -109,15 +128,19 @@ def load_manifest(path: str | Path) -> tuple[dict[str, Any], Path]:
     p = Path(path)
     p = p / "pipeline.json" if p.is_dir() else p
     if not p.is_file():
-        raise ConfigError(f"pipeline manifest {str(p)!r} does not exist",
-                          hint="pass the pipeline.json written by `onnxship recipes two-stage build`")
+        raise ConfigError(
+            f"pipeline manifest {str(p)!r} does not exist",
+            hint="pass the pipeline.json written by `onnxship recipes two-stage build`",
+        )
     try:
         manifest = json.loads(p.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise ConfigError(f"pipeline manifest {str(p)!r} is not valid JSON ({exc})") from None
     if manifest.get("format") != MANIFEST_FORMAT:
-        raise ConfigError(f"{str(p)!r} is not a pipeline manifest (format {manifest.get('format')!r})",
-                          hint=f"expected format {MANIFEST_FORMAT!r}")
+        raise ConfigError(
+            f"{str(p)!r} is not a pipeline manifest (format {manifest.get('format')!r})",
+            hint=f"expected format {MANIFEST_FORMAT!r}",
+        )
     return manifest, p.parent
 
 
@@ -137,8 +160,9 @@ def _runner(stage: dict[str, Any], root: Path, engine: str) -> Any:
     return torch_runner(spec, model_specs(onnx_path), outputs)
 
 
-def run_pipeline(manifest_path: str | Path, images: np.ndarray, engine: str = "onnx",
-                 batch: int = 16) -> PipelineResult:
+def run_pipeline(
+    manifest_path: str | Path, images: np.ndarray, engine: str = "onnx", batch: int = 16
+) -> PipelineResult:
     """Detect -> shared NMS -> crop -> classify -> label map over ``images`` ``[N, 3, H, W]`` float32 in [0, 1].
 
     Example:
@@ -151,15 +175,17 @@ def run_pipeline(manifest_path: str | Path, images: np.ndarray, engine: str = "o
     size, crop = int(manifest["preprocess"]["image_size"]), int(manifest["crop_size"])
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or images.shape[1:] != (3, size, size):
-        raise ConfigError(f"images have shape {list(images.shape)}; the detector takes [N, 3, {size}, {size}]",
-                          hint="float32 in [0, 1], channels first")
+        raise ConfigError(
+            f"images have shape {list(images.shape)}; the detector takes [N, 3, {size}, {size}]",
+            hint="float32 in [0, 1], channels first",
+        )
     nms_cfg = NmsConfig(**manifest["postprocess"]["nms"])
     labels = manifest["label_map"]
     start = time.perf_counter()
     det_runner, cls_runner = _runner(det, root, engine), _runner(cls, root, engine)
     results: list[list[dict[str, Any]]] = []
     for i in range(0, images.shape[0], batch):
-        chunk = images[i:i + batch]
+        chunk = images[i : i + batch]
         out = det_runner.infer({det["input"]: chunk})
         for img, boxes, scores in zip(chunk, out[det["outputs"][0]], out[det["outputs"][1]], strict=True):
             d = nms(boxes, scores, nms_cfg)
@@ -169,21 +195,37 @@ def run_pipeline(manifest_path: str | Path, images: np.ndarray, engine: str = "o
             crops = np.stack([crop_resize(img, b, crop) for b in d.boxes])
             probs = softmax(cls_runner.infer({cls["input"]: crops})[cls["output"]])
             top = probs.argmax(axis=1)
-            results.append([{"box": [round(float(v), 4) for v in b], "score": float(s), "class_id": int(c),
-                             "prob": float(p[c]), **labels[str(int(c))]}
-                            for b, s, c, p in zip(d.boxes, d.scores, top, probs, strict=True)])
-    return PipelineResult(engine=engine, manifest=str(root / "pipeline.json"), images=results,
-                          seconds=time.perf_counter() - start)
+            results.append(
+                [
+                    {
+                        "box": [round(float(v), 4) for v in b],
+                        "score": float(s),
+                        "class_id": int(c),
+                        "prob": float(p[c]),
+                        **labels[str(int(c))],
+                    }
+                    for b, s, c, p in zip(d.boxes, d.scores, top, probs, strict=True)
+                ]
+            )
+    return PipelineResult(
+        engine=engine,
+        manifest=str(root / "pipeline.json"),
+        images=results,
+        seconds=time.perf_counter() - start,
+    )
 
 
 def _as_detections(per_image: list[dict[str, Any]]) -> Detections:
-    return Detections(np.asarray([d["box"] for d in per_image], np.float64).reshape(-1, 4),
-                      np.asarray([d["score"] for d in per_image], np.float64),
-                      np.asarray([d["class_id"] for d in per_image], np.int64))
+    return Detections(
+        np.asarray([d["box"] for d in per_image], np.float64).reshape(-1, 4),
+        np.asarray([d["score"] for d in per_image], np.float64),
+        np.asarray([d["class_id"] for d in per_image], np.int64),
+    )
 
 
-def compare_pipelines(ref: PipelineResult, got: PipelineResult,
-                      ground_truth: list[Detections] | None = None) -> dict[str, Any]:
+def compare_pipelines(
+    ref: PipelineResult, got: PipelineResult, ground_truth: list[Detections] | None = None
+) -> dict[str, Any]:
     """End-to-end agreement of two engines' pipeline outputs (and each one's mAP against ground truth if given)."""
     matched = same_code = 0
     iou_deltas: list[float] = []
@@ -209,8 +251,12 @@ def compare_pipelines(ref: PipelineResult, got: PipelineResult,
         exact_images += int(image_same)
     n_ref, n_got = sum(len(r) for r in ref.images), sum(len(g) for g in got.images)
     res: dict[str, Any] = {
-        "reference": ref.engine, "candidate": got.engine, "images": len(ref.images),
-        "detections_reference": n_ref, "detections_candidate": n_got, "matched": matched,
+        "reference": ref.engine,
+        "candidate": got.engine,
+        "images": len(ref.images),
+        "detections_reference": n_ref,
+        "detections_candidate": n_got,
+        "matched": matched,
         "edi_code_agreement": same_code / matched if matched else None,
         "image_agreement": exact_images / len(ref.images) if ref.images else None,
         "iou_delta_max": max(iou_deltas) if iou_deltas else None,
@@ -224,21 +270,41 @@ def compare_pipelines(ref: PipelineResult, got: PipelineResult,
     return res
 
 
-def _export_and_verify(module: Any, spec: str, name: str, outputs: tuple[str, ...], out: Path, data: Path,
-                       task: str, cfg: TwoStageBuildConfig) -> dict[str, Any]:
+def _export_and_verify(
+    module: Any,
+    spec: str,
+    name: str,
+    outputs: tuple[str, ...],
+    out: Path,
+    data: Path,
+    task: str,
+    cfg: TwoStageBuildConfig,
+) -> dict[str, Any]:
     """``onnxship.export`` then ``onnxship.verify`` on real samples with the stage's task gate."""
     from onnxship.export import ExportConfig, export
     from onnxship.verify import VerifyConfig, verify
 
-    result = export(module, inputs=[spec], out=out, name=name,
-                    config=ExportConfig(strategy=cfg.strategy, output_names=outputs, seed=cfg.seed))
-    report = verify(result.path, model=module,
-                    config=VerifyConfig(mode="full", task=task, data=data, nms=cfg.nms, batch_size=8))
+    result = export(
+        module,
+        inputs=[spec],
+        out=out,
+        name=name,
+        config=ExportConfig(strategy=cfg.strategy, output_names=outputs, seed=cfg.seed),
+    )
+    report = verify(
+        result.path,
+        model=module,
+        config=VerifyConfig(mode="full", task=task, data=data, nms=cfg.nms, batch_size=8),
+    )
     report.write_json(out / f"{name}.report.json")
     if not report.passed:
         raise VerificationError(f"{name}: {report.failure_reason}", report=report)
-    return {"strategy": result.strategy, "opset": result.opset, "verdict": report.summary(),
-            "task_metrics": report.task_metrics}
+    return {
+        "strategy": result.strategy,
+        "opset": result.opset,
+        "verdict": report.summary(),
+        "task_metrics": report.task_metrics,
+    }
 
 
 def _point_latest(root: Path, version: str) -> None:
@@ -270,7 +336,9 @@ def build_two_stage(config: TwoStageBuildConfig | None = None) -> TwoStageBuildR
     torch.manual_seed(cfg.seed)
     detector, classifier = build_detector(**det_kwargs), build_classifier(**cls_kwargs)
     det_loss = train_detector(detector, steps=cfg.detector_steps, seed=cfg.seed)
-    cls_loss = train_classifier(classifier, crop_size=cfg.crop_size, steps=cfg.classifier_steps, seed=cfg.seed)
+    cls_loss = train_classifier(
+        classifier, crop_size=cfg.crop_size, steps=cfg.classifier_steps, seed=cfg.seed
+    )
 
     stamp = utc_now().strftime("%Y%m%d-%H%M%S")
     version = f"two_stage-{stamp}-{git_sha() or 'nogit'}"
@@ -284,23 +352,60 @@ def build_two_stage(config: TwoStageBuildConfig | None = None) -> TwoStageBuildR
         np.savez(stage / "classifier.samples.npz", crop=xs, label=ys)
         torch.save(detector.state_dict(), stage / "detector.pt")
         torch.save(classifier.state_dict(), stage / "classifier.pt")
-        det_v = _export_and_verify(detector, f"image:batch=2 x 3 x {cfg.image_size} x {cfg.image_size}:float32:0..1",
-                                   "detector", ("boxes", "scores"), stage, stage / "detector.samples.npz",
-                                   "detection", cfg)
-        cls_v = _export_and_verify(classifier, f"crop:batch=2 x 3 x {cfg.crop_size} x {cfg.crop_size}:float32:0..1",
-                                   "classifier", ("logits",), stage, stage / "classifier.samples.npz",
-                                   "classification", cfg)
+        det_v = _export_and_verify(
+            detector,
+            f"image:batch=2 x 3 x {cfg.image_size} x {cfg.image_size}:float32:0..1",
+            "detector",
+            ("boxes", "scores"),
+            stage,
+            stage / "detector.samples.npz",
+            "detection",
+            cfg,
+        )
+        cls_v = _export_and_verify(
+            classifier,
+            f"crop:batch=2 x 3 x {cfg.crop_size} x {cfg.crop_size}:float32:0..1",
+            "classifier",
+            ("logits",),
+            stage,
+            stage / "classifier.samples.npz",
+            "classification",
+            cfg,
+        )
         manifest: dict[str, Any] = {
-            "format": MANIFEST_FORMAT, "name": "two_stage", "version": version,
-            "created_utc": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"), "git_sha": git_sha() or "nogit",
-            "preprocess": {"image_size": cfg.image_size, "layout": "NCHW", "scale": "[0, 1] RGB, no normalisation"},
-            "detector": {"onnx": "detector.onnx", "checkpoint": "detector.pt", "factory": f"{_FACTORIES}:build_detector",
-                         "kwargs": det_kwargs, "input": "image", "outputs": ["boxes", "scores"], "box_format": "xyxy",
-                         "dynamic_axes": {"image": {"0": "batch"}}, "train_loss": det_loss, **det_v},
-            "classifier": {"onnx": "classifier.onnx", "checkpoint": "classifier.pt",
-                           "factory": f"{_FACTORIES}:build_classifier", "kwargs": cls_kwargs, "input": "crop",
-                           "output": "logits", "dynamic_axes": {"crop": {"0": "batch"}}, "train_loss": cls_loss,
-                           **cls_v},
+            "format": MANIFEST_FORMAT,
+            "name": "two_stage",
+            "version": version,
+            "created_utc": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "git_sha": git_sha() or "nogit",
+            "preprocess": {
+                "image_size": cfg.image_size,
+                "layout": "NCHW",
+                "scale": "[0, 1] RGB, no normalisation",
+            },
+            "detector": {
+                "onnx": "detector.onnx",
+                "checkpoint": "detector.pt",
+                "factory": f"{_FACTORIES}:build_detector",
+                "kwargs": det_kwargs,
+                "input": "image",
+                "outputs": ["boxes", "scores"],
+                "box_format": "xyxy",
+                "dynamic_axes": {"image": {"0": "batch"}},
+                "train_loss": det_loss,
+                **det_v,
+            },
+            "classifier": {
+                "onnx": "classifier.onnx",
+                "checkpoint": "classifier.pt",
+                "factory": f"{_FACTORIES}:build_classifier",
+                "kwargs": cls_kwargs,
+                "input": "crop",
+                "output": "logits",
+                "dynamic_axes": {"crop": {"0": "batch"}},
+                "train_loss": cls_loss,
+                **cls_v,
+            },
             "postprocess": {"nms": cfg.nms.to_dict(), "applied_in": "python_common"},
             "crop_size": cfg.crop_size,
             "crop": "xyxy box clipped to the image, bilinear resize (numpy, shared by both engines)",
@@ -313,7 +418,9 @@ def build_two_stage(config: TwoStageBuildConfig | None = None) -> TwoStageBuildR
         manifest["agreement"] = compare_pipelines(ref, got, gts)
         atomic_write_json(stage / "pipeline.json", manifest)
         if not manifest["agreement"]["passed"]:
-            raise VerificationError(f"the pipeline's torch and ONNX paths disagree end to end: {manifest['agreement']}")
+            raise VerificationError(
+                f"the pipeline's torch and ONNX paths disagree end to end: {manifest['agreement']}"
+            )
         final = cfg.out / version
         if final.exists():
             raise ConfigError(f"bundle {str(final)!r} already exists", hint="wait a second and build again")
@@ -325,8 +432,13 @@ def build_two_stage(config: TwoStageBuildConfig | None = None) -> TwoStageBuildR
     return TwoStageBuildResult(path=final, manifest=manifest, seconds=time.perf_counter() - start)
 
 
-def pipeline_images(manifest_path: str | Path, inputs: str | None = None, samples: int = 8,
-                    limit: int | None = None, seed: int = 0) -> tuple[str, np.ndarray]:
+def pipeline_images(
+    manifest_path: str | Path,
+    inputs: str | None = None,
+    samples: int = 8,
+    limit: int | None = None,
+    seed: int = 0,
+) -> tuple[str, np.ndarray]:
     """The images a pipeline run gets: a ``.npz`` (the detector's input array), an image glob/folder (the shared
     :func:`onnxship.verify._preprocess.preprocess_images`, [0, 1] values, no normalisation), or synthetic scenes."""
     import glob
@@ -338,8 +450,10 @@ def pipeline_images(manifest_path: str | Path, inputs: str | None = None, sample
     if inputs.endswith(".npz"):
         with np.load(inputs) as data:
             if name not in data:
-                raise ConfigError(f"{inputs!r} has no array {name!r} (found {sorted(data.files)})",
-                                  hint=f"save the images as {name}=[N, 3, {size}, {size}] float32 in [0, 1]")
+                raise ConfigError(
+                    f"{inputs!r} has no array {name!r} (found {sorted(data.files)})",
+                    hint=f"save the images as {name}=[N, 3, {size}, {size}] float32 in [0, 1]",
+                )
             images = np.asarray(data[name], np.float32)
         images = images[:limit] if limit else images
         return f"{inputs} ({images.shape[0]} images)", images
@@ -348,7 +462,10 @@ def pipeline_images(manifest_path: str | Path, inputs: str | None = None, sample
     pattern = str(Path(inputs) / "**" / "*") if Path(inputs).is_dir() else inputs
     files = sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ConfigError(f"no images in {inputs!r}", hint=f"a .npz, an image folder or a glob ({', '.join(IMAGE_SUFFIXES)})")
+        raise ConfigError(
+            f"no images in {inputs!r}",
+            hint=f"a .npz, an image folder or a glob ({', '.join(IMAGE_SUFFIXES)})",
+        )
     files = files[:limit] if limit else files
     pre = PreprocessConfig(size=size, resize=size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     return f"{inputs} ({len(files)} images)", preprocess_images(files, pre)

@@ -29,7 +29,9 @@ def _targets(scene: Scene, grid: int, stride: int) -> tuple[np.ndarray, np.ndarr
     return obj, box, obj > 0
 
 
-def train_detector(model: Any, *, images: int = 256, steps: int = 150, batch: int = 32, seed: int = 0) -> float:
+def train_detector(
+    model: Any, *, images: int = 256, steps: int = 150, batch: int = 32, seed: int = 0
+) -> float:
     """Train ``build_detector(num_classes=1)`` on synthetic scenes; returns the last loss."""
     import torch
     import torch.nn.functional as F
@@ -58,7 +60,9 @@ def train_detector(model: Any, *, images: int = 256, steps: int = 150, batch: in
     return float(loss.detach())
 
 
-def crops_of(scene: Scene, crop_size: int, jitter: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def crops_of(
+    scene: Scene, crop_size: int, jitter: float = 0.0, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Every ground-truth rectangle as a classifier crop (optionally with jittered boxes, like a detector's)."""
     rng = np.random.default_rng(seed)
     xs, ys = [], []
@@ -70,8 +74,9 @@ def crops_of(scene: Scene, crop_size: int, jitter: float = 0.0, seed: int = 0) -
     return np.stack(xs).astype(np.float32), np.asarray(ys, np.int64)
 
 
-def train_classifier(model: Any, *, crop_size: int = 32, images: int = 128, steps: int = 120, batch: int = 32,
-                     seed: int = 0) -> float:
+def train_classifier(
+    model: Any, *, crop_size: int = 32, images: int = 128, steps: int = 120, batch: int = 32, seed: int = 0
+) -> float:
     """Train the crop classifier on ground-truth crops with box jitter; returns the last loss."""
     import torch
     import torch.nn.functional as F

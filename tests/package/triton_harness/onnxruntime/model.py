@@ -13,9 +13,15 @@ import triton_python_backend_utils as pb_utils
 __all__ = ["TritonPythonModel"]
 
 _ORT_TO_NP = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16, "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
 }
 
 
@@ -35,14 +41,16 @@ class TritonPythonModel:
         if sorted(self.inputs) != sorted(model_in) or not set(self.outputs) <= set(model_out):
             raise pb_utils.TritonModelException(
                 f"config inputs {self.inputs} / outputs {self.outputs} do not match the model's "
-                f"{sorted(model_in)} / {sorted(model_out)}")
+                f"{sorted(model_in)} / {sorted(model_out)}"
+            )
         for section, types in (("input", model_in), ("output", model_out)):
             for t in config[section]:
                 want = pb_utils.triton_string_to_numpy(t["data_type"])
                 have = _ORT_TO_NP.get(types[t["name"]])
                 if have is None or np.dtype(want) != np.dtype(have):
                     raise pb_utils.TritonModelException(
-                        f"{t['name']}: config says {t['data_type']}, the model has {types[t['name']]}")
+                        f"{t['name']}: config says {t['data_type']}, the model has {types[t['name']]}"
+                    )
 
     def execute(self, requests):
         responses = []
@@ -53,6 +61,12 @@ class TritonPythonModel:
             except Exception as exc:  # report to the client instead of killing the stub
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
                 continue
-            responses.append(pb_utils.InferenceResponse(
-                [pb_utils.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.outputs, outs, strict=True)]))
+            responses.append(
+                pb_utils.InferenceResponse(
+                    [
+                        pb_utils.Tensor(n, np.ascontiguousarray(o))
+                        for n, o in zip(self.outputs, outs, strict=True)
+                    ]
+                )
+            )
         return responses
