@@ -18,3 +18,14 @@ def test_ruff_check():
         text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ruff_format():
+    ruff = Path(sys.executable).with_name("ruff")
+    out = subprocess.run(
+        [str(ruff), "format", "--check", "src", "tests", "examples", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
