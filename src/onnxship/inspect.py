@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,13 +41,6 @@ class InspectResult:
         }
 
 
-def _decode(value: str) -> Any:
-    try:
-        return json.loads(value)
-    except (ValueError, TypeError):
-        return value
-
-
 def load_onnx_checked(path: str | Path) -> Any:
     """Load an ONNX model proto without external data, with clear errors for missing, truncated or foreign files."""
     import onnx
@@ -85,7 +77,7 @@ def inspect_model(path: str | Path) -> InspectResult:
     """
     import numpy as np
 
-    from onnxship.export._onnxfile import declared_io, external_data_files, file_sha256
+    from onnxship.export._onnxfile import declared_io, external_data_files, file_sha256, read_metadata
 
     path = Path(path)
     model = load_onnx_checked(path)
@@ -108,7 +100,7 @@ def inspect_model(path: str | Path) -> InspectResult:
         opsets={(o.domain or "ai.onnx"): o.version for o in model.opset_import},
         producer=f"{model.producer_name} {model.producer_version}".strip(),
         ir_version=model.ir_version,
-        metadata={p.key: _decode(p.value) for p in model.metadata_props},
+        metadata=read_metadata(model),
         size_bytes=path.stat().st_size + sum(p.stat().st_size for p in ext),
         sha256=file_sha256(path),
         external_data=[p.name for p in ext],

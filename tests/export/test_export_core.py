@@ -221,3 +221,46 @@ def test_bad_sample_inputs(tmp_path):
         onnxship.export(TupleOutputModel(), {"x": [1, 2, 3]}, out=tmp_path)
     with pytest.raises(InputSpecError):
         onnxship.export(TupleOutputModel(), inputs=["x:2 x four:float32"], out=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2381546",
+        "true",
+        "null",
+        "deeplog",
+        '"quoted"',
+        "[abc",
+        18,
+        0.5,
+        True,
+        None,
+        {"a": [1, "2"]},
+        ["x", 3],
+    ],
+)
+def test_metadata_values_round_trip(value):
+    from onnxship.export._onnxfile import decode_meta_value, encode_meta_value
+
+    assert decode_meta_value(encode_meta_value(value)) == value
+    if isinstance(value, str) and value in ("deeplog", "[abc"):
+        assert encode_meta_value(value) == value  # plain strings stay plain for non-Python readers
+
+
+def test_all_digit_git_sha_stays_a_string(tmp_path):
+    """A short git sha can be all digits (seen in CI: 2381546); it must read back as a string everywhere."""
+    from onnxship.verify import verify
+
+    result = onnxship.export(
+        TupleOutputModel(),
+        torch.randn(3, 4),
+        dynamic={"input_0": {0: "batch"}},
+        out=tmp_path,
+        name="digits",
+        strategy="torchscript",
+        metadata={"git_sha": "2381546"},
+    )
+    assert onnxship.inspect_model(result.path).metadata["git_sha"] == "2381546"
+    report = verify(result.path, model=TupleOutputModel())
+    assert report.to_dict()["git_sha"] == "2381546"

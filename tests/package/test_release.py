@@ -12,6 +12,7 @@ import onnx
 import pytest
 
 from onnxship import ConfigError, PackagingError
+from onnxship.export._onnxfile import read_metadata
 from onnxship.package import (
     AssetSpec,
     ReleaseWriter,
@@ -82,7 +83,8 @@ def test_metadata_is_embedded_and_matches_the_sidecar(shipped):
     model = onnx.load(str(r1.release.model_path), load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props}
     assert props["release_version"] == r1.version
-    assert props["git_sha"] == r1.version.rsplit("-", 1)[1]
+    # typed read-back: a short sha can be all digits or look like 12e4567, which plain text would turn into a number
+    assert read_metadata(model)["git_sha"] == r1.version.rsplit("-", 1)[1]
     assert json.loads(props["assets"]) == r1.release.meta["assets"]
     assert props["vocab_size"] == "30" and props["exporter"] == "torchscript"
     meta = r1.release.meta

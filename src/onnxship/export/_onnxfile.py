@@ -22,7 +22,11 @@ __all__ = [
     "external_data_files",
     "file_sha256",
     "finalize_model",
+    "decode_meta_value",
+    "encode_meta_value",
     "fix_output_dims",
+    "read_metadata",
+    "set_metadata",
     "specialized_dims",
 ]
 
@@ -188,6 +192,40 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def encode_meta_value(value: Any) -> str:
+    """A metadata_props value: strings stay plain text unless they would read back as JSON ("2381546", "true"),
+    then they are JSON-quoted; everything else is JSON. decode_meta_value() inverts it exactly."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            return value
+        return json.dumps(value)
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def decode_meta_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, Any]:
+    """metadata_props as Python values."""
+    return {p.key: decode_meta_value(p.value) for p in model.metadata_props}
+
+
+def set_metadata(model: onnx.ModelProto, values: dict[str, Any], *, replace: bool = False) -> None:
+    """Write ``values`` into metadata_props (merged with what is there unless ``replace``), keys kept in order."""
+    props = {} if replace else {p.key: p.value for p in model.metadata_props}
+    props.update({k: encode_meta_value(v) for k, v in values.items()})
+    del model.metadata_props[:]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
 def finalize_model(
     candidate: Path,
     dest: Path,
@@ -209,11 +247,7 @@ def finalize_model(
             axes = {str(i): d.dim_param for i, d in enumerate(out.type.tensor_type.shape.dim) if d.dim_param}
             if axes:
                 metadata["dynamic_axes"][out.name] = axes
-    del model.metadata_props[:]
-    for key, value in metadata.items():
-        entry = model.metadata_props.add()
-        entry.key = key
-        entry.value = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    set_metadata(model, metadata, replace=True)
     notes: list[str] = []
     try:
         large = model.ByteSize() > PROTO_LIMIT

@@ -9,7 +9,6 @@ DO NOT import torch or onnxruntime at module level.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -180,12 +179,9 @@ class OptimizeResult:
 
 
 def _set_meta(model: onnx.ModelProto, values: dict[str, Any]) -> None:
-    props = {p.key: p.value for p in model.metadata_props}
-    for k, v in values.items():
-        props[k] = v if isinstance(v, str) else json.dumps(v, default=str)
-    del model.metadata_props[:]
-    for k, v in props.items():
-        model.metadata_props.add(key=k, value=v)
+    from onnxship.export._onnxfile import set_metadata
+
+    set_metadata(model, values)
 
 
 def _save(model: onnx.ModelProto, dest: Path) -> None:

@@ -79,16 +79,10 @@ def embed_metadata(model_path: Path, extra: dict[str, Any]) -> str:
     """
     import onnx
 
-    from onnxship.export._onnxfile import file_sha256
+    from onnxship.export._onnxfile import file_sha256, set_metadata
 
     model = onnx.load(str(model_path), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
-    for key, value in extra.items():
-        props[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    del model.metadata_props[:]
-    for key, value in props.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_metadata(model, extra)
     atomic_write(model_path, lambda tmp: onnx.save_model(model, tmp))
     sha = file_sha256(model_path)
     meta_path = model_path.with_name(model_path.name + ".meta.json")

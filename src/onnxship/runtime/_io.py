@@ -5,7 +5,6 @@ Needs onnx and numpy only.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,13 +33,9 @@ _ELEM = {
 
 def model_metadata(model: onnx.ModelProto) -> dict[str, Any]:
     """metadata_props with JSON values decoded."""
-    out: dict[str, Any] = {}
-    for p in model.metadata_props:
-        try:
-            out[p.key] = json.loads(p.value)
-        except (ValueError, TypeError):
-            out[p.key] = p.value
-    return out
+    from onnxship.export._onnxfile import read_metadata
+
+    return read_metadata(model)
 
 
 def model_specs(model: onnx.ModelProto | str | Path) -> list[TensorSpec]:
