@@ -145,10 +145,9 @@ def fix_output_dims(
             declared: str | int = dim.dim_param if dim.dim_param else dim.dim_value
             if dim.dim_param and (dim.dim_param == target or not follows):
                 continue  # already symbolic with a good name
-            if not dim.dim_param or dim.dim_param != target:
-                dim.Clear()
-                dim.dim_param = target
-                fixes.append(DimFix(out.name, axis, declared, target, values))
+            dim.Clear()
+            dim.dim_param = target
+            fixes.append(DimFix(out.name, axis, declared, target, values))
     return fixes
 
 
