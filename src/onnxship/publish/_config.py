@@ -204,7 +204,7 @@ class NotifyConfig:
     retries: int = (
         3  # attempts in all for a broker/webhook that is down or answers 5xx (then the run is FAILED)
     )
-    retry_delay: float = 1.0  # seconds before the second attempt; doubled for each further one
+    retry_delay: float = 0.5  # seconds before the second attempt; doubled for each further one
     # webhook headers; ${VAR} in a value is read from the environment when sending (a missing VAR is an error
     # before training). ONNXSHIP_NOTIFY_TOKEN, when set, adds "Authorization: Bearer <token>" unless given here.
     headers: dict[str, str] = field(default_factory=dict)

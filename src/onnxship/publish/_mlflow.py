@@ -360,9 +360,9 @@ def model_artifact_location(info: Any) -> str:
 
 def log_pytorch(model: Any, *, signature: Any, metadata: dict[str, Any]) -> Any:
     """``mlflow.pytorch.log_model`` of the trained module (pinned requirements; no slow inference)."""
-    import torch
-
     import logging
+
+    import torch
 
     mlflow_module()
     import mlflow.pytorch

@@ -86,7 +86,12 @@ def _describe(obj: Any) -> str:
         return f"a dict with keys {list(obj)[:6]}"
     if isinstance(obj, str):
         return f"a str ({obj[:60]!r})"
-    return f"a {type(obj).__module__}.{type(obj).__name__}"
+    kind = (
+        type(obj).__name__
+        if type(obj).__module__ == "builtins"
+        else f"{type(obj).__module__}.{type(obj).__name__}"
+    )
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
 def _dynamic_from(
@@ -243,8 +248,8 @@ def _cpu_model(model: Any) -> Any:
     import torch
 
     tensors = list(model.parameters()) + list(model.buffers())
-    if all(t.device.type == "cpu" for t in tensors):
-        return model
+    if all(t.device.type in ("cpu", "meta") for t in tensors):
+        return model  # (meta tensors: export refuses them with a clear error)
     memo: dict[int, Any] = {}
     for p in model.parameters():
         memo[id(p)] = torch.nn.Parameter(p.detach().to("cpu", copy=True), requires_grad=p.requires_grad)
