@@ -156,10 +156,10 @@ def prepare_target(config: PublishConfig) -> tuple[TrackingTarget, PublishConfig
     line = local_store_line(target)
     if line:
         _log.warning(line)
-    _mlflow.check_reachable(target, config.connect_timeout)
     notify = config.notify if config.notify is not None else notify_from_env()
     if notify is not None:
         preflight(notify)
+    _mlflow.check_reachable(target, config.connect_timeout)  # (creates a local store's folder)
     return target, replace(config, notify=notify)
 
 

@@ -133,7 +133,7 @@ def _amqp(body: bytes, event: dict[str, Any], config: NotifyConfig) -> NotifyRes
         props = pika.BasicProperties(
             content_type="application/json",
             delivery_mode=pika.DeliveryMode.Persistent,
-            message_id=str(uuid.uuid4()),
+            message_id=str(event.get("message_id") or uuid.uuid4()),
             type=str(event.get("event", "")),
         )
         channel.basic_publish(
