@@ -127,6 +127,10 @@ def publish_view(view: BundleView, config: PublishConfig) -> PublishResult:
     from onnxship.publish import _mlflow
 
     check = _pre_checks(view, config)
+    if config.triton_config and config.triton_max_batch_size:
+        _triton_text(
+            view, config
+        )  # an explicit max batch size the release cannot honour fails before the run
     target, config = prepare_target(config)
     exp_name = experiment_name(view.name, config.experiment)
     with _mlflow.tracking(target):
@@ -406,9 +410,9 @@ def _log_release(
     result.tags["onnxship.onnx_uri"] = result.onnx_uri
 
 
-def _log_triton_config(view: BundleView, config: PublishConfig, release: Any = None) -> str:
+def _triton_text(view: BundleView, config: PublishConfig, release: Any = None) -> tuple[str | None, str]:
     """The Triton config.pbtxt of ``onnxship package triton`` (rendered from the verified io signature and checked
-    against Triton's ModelConfig), logged as ``triton/<name>/config.pbtxt``; returns the tag value.
+    against Triton's ModelConfig) and the tag value: its artifact path, or why there is none.
 
     A model that Triton's config cannot express is recorded in the tag (the publish goes on): the ONNX model is
     still valid for every other runtime. An explicit max batch size that cannot be honoured is an error.
@@ -416,21 +420,30 @@ def _log_triton_config(view: BundleView, config: PublishConfig, release: Any = N
     from onnxship._errors import OnnxshipError, PackagingError
     from onnxship.package._release import read_release
     from onnxship.package._triton import TritonConfig, check_triton
-    from onnxship.publish._mlflow import mlflow_module
 
     try:
         rel = release if release is not None else read_release(view.path)
+        if rel is None:
+            return None, "unavailable: an input dtype has no Triton/ONNX spec"
         cfg = TritonConfig(repo=Path("."), max_batch_size=config.triton_max_batch_size)
         text = check_triton(rel, cfg)
     except PackagingError as exc:
         if config.triton_max_batch_size:
             raise
-        return f"unavailable: {exc.message}"[:500]
+        return None, f"unavailable: {exc.message}"[:500]
     except OnnxshipError as exc:
-        return f"unavailable: {exc.message}"[:500]
-    path = f"triton/{view.name}/config.pbtxt"
-    mlflow_module().log_text(text, path)
-    return path
+        return None, f"unavailable: {exc.message}"[:500]
+    return text, f"triton/{view.name}/config.pbtxt"
+
+
+def _log_triton_config(view: BundleView, config: PublishConfig, release: Any = None) -> str:
+    """Log the release's Triton config.pbtxt as ``triton/<name>/config.pbtxt``; returns the tag value."""
+    from onnxship.publish._mlflow import mlflow_module
+
+    text, tag = _triton_text(view, config, release)
+    if text is not None:
+        mlflow_module().log_text(text, tag)
+    return tag
 
 
 def build_event(result: PublishResult) -> dict[str, Any]:
