@@ -316,11 +316,12 @@ def _ship_bundle(
     from onnxship.spec import ShipConfig
 
     specs, _ = specs_from_samples(sample, dynamic)
-    cfg = ShipConfig()
+    cfg = export_options.get("ship_config") or ShipConfig()
     cfg.model.name = name
     cfg.paths.releases = str(releases)
-    cfg.export.strategy = export_options["strategy"]
-    cfg.export.allow_static = export_options["allow_static"]
+    if export_options["strategy"] is not None:
+        cfg.export.strategy = export_options["strategy"]
+    cfg.export.allow_static = bool(export_options["allow_static"] or cfg.export.allow_static)
     cfg.export.output_names = output_names
     cfg.export.metadata = {"output_names_from": names_from}
     was_training = model.training
@@ -353,7 +354,7 @@ def trace_pytorch(
     enable_autolog: bool = True,
     *,
     config: PublishConfig | None = None,
-    strategy: str = "auto",
+    strategy: str | None = None,
     allow_static: bool = False,
     out: str | Path | None = None,
     max_batch_size: int | None = None,
@@ -373,7 +374,8 @@ def trace_pytorch(
             (``mlflow.pytorch.log_model``, unless ``log_pytorch=False``). False: the bundle only.
         config: PublishConfig (tracking URI, register/alias, notify, ...); ``publish_options`` override its fields
             (an unknown keyword is a ConfigError at decoration time).
-        strategy: export strategy (auto | dynamo | torchscript).
+        strategy: export strategy (auto | dynamo | torchscript); default ``ONNXSHIP_EXPORT_STRATEGY``, else auto.
+            Other ``ONNXSHIP_<SECTION>_<KEY>`` export/verify settings of the environment apply as in ``ship``.
         allow_static: accept a static export when no dynamic candidate verifies (recorded loudly).
         out: releases folder to keep the bundle in (default: a temporary folder).
         max_batch_size: the Triton config's max_batch_size; the batch dim is verified up to it (0: no batching;
@@ -404,7 +406,7 @@ def trace_pytorch(
             f"max_batch_size={max_batch_size!r} must be an int >= 0",
             hint="e.g. max_batch_size=32 (0: no batching)",
         )
-    if strategy not in ("auto", "dynamo", "torchscript"):
+    if strategy is not None and strategy not in ("auto", "dynamo", "torchscript"):
         raise ConfigError(f"unknown export strategy {strategy!r}", hint="valid: auto, dynamo, torchscript")
     if isinstance(publish_options.get("notify"), str):
         publish_options["notify"] = NotifyConfig(publish_options["notify"])
@@ -434,6 +436,7 @@ def trace_pytorch(
             from onnxship.publish import _mlflow
 
             target, run_cfg = prepare_target(cfg)  # before any training
+            options = {**export_options, "ship_config": _env_ship_config()}
             exp_name = experiment_name(model_name, cfg.experiment)
             with (
                 tempfile.TemporaryDirectory(prefix=f"onnxship-{model_name}-") as tmp,
@@ -453,7 +456,7 @@ def trace_pytorch(
                             dynamic,
                             model_name,
                             releases,
-                            export_options,
+                            options,
                             dict_output_keys,
                             run_cfg,
                             target,
@@ -472,6 +475,19 @@ def trace_pytorch(
         return wrapper
 
     return decorate
+
+
+def _env_ship_config() -> Any:
+    """ShipConfig with the environment's ``ONNXSHIP_<SECTION>_<KEY>`` overrides (a bad one fails before training)."""
+    import os
+
+    from onnxship.spec import ShipConfig
+
+    if not any(k.startswith("ONNXSHIP_") for k in os.environ):
+        return ShipConfig()
+    from onnxship.spec import load_ship_config
+
+    return load_ship_config(None)
 
 
 def _publish_trained(
