@@ -25,15 +25,14 @@ def test_publish_to_server_with_s3_artifacts(released, mlflow_server, s3_env, mo
     assert result.artifact_uri.startswith("s3://onnxship/mlartifacts/")
     # the bundle files really are in the S3 server's bucket
     bucket = s3_env.root / s3_env.bucket
-    stored = [
-        p.name for p in bucket.rglob("*") if p.is_file() and result.run_id in str(p) or "models" in p.parts
-    ]
-    assert {"release.json", "golden.npz", "report.json", "model.onnx"} <= set(stored)
-    # the ONNX file is stored once, in the logged model; the notification's model URI names it
+    run_dir = bucket / result.artifact_uri.removeprefix("s3://onnxship/")
+    stored = {p.name for p in run_dir.rglob("*") if p.is_file()}
+    assert {"release.json", "golden.npz", "report.json", "deeplog.onnx.meta.json"} <= stored
+    # the ONNX file is stored once, in the logged model (not in bundle/); the notification's model URI names it
+    assert not [p for p in run_dir.rglob("*.onnx")]
     assert result.onnx_uri.startswith("s3://onnxship/") and result.onnx_uri.endswith("/model.onnx")
     key = result.onnx_uri.removeprefix("s3://onnxship/")
     assert (bucket / key).read_bytes() == (released.path / "deeplog.onnx").read_bytes()
-    assert not [p for p in bucket.rglob("deeplog.onnx")]
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["onnxship.version_tag"] == released.version
