@@ -256,6 +256,14 @@ def test_bad_arguments_fail_when_the_decorator_is_applied(kwargs, match, tmp_pat
     assert not (tmp_path / "mlflow.db").exists()  # nothing created
 
 
+def test_dynamic_axes_list_form_is_accepted(tmp_path):
+    from onnxship.publish._trace import _validate_sample
+
+    dyn = _validate_sample({"tokens": torch.ones(1, 9, dtype=torch.int64)}, {"tokens": [0, 1]}, 8)
+    assert dyn == {"tokens": {0: "batch..8", 1: "tokens_dim1"}}
+    assert _validate_sample(torch.randn(1, 3), {"input_0": {-1: "feat"}}, None) == {"input_0": {1: "feat"}}
+
+
 def test_output_names_gets_a_pointer_to_dict_output_keys(tmp_path):
     with pytest.raises(ConfigError) as info:
         trace_pytorch("m", torch.randn(1, 4), output_names=["logits"], store_dir=tmp_path)

@@ -115,6 +115,9 @@ def _dynamic_from(
                     f"dynamic_axes names {key!r}, which is not an input; inputs are {list(samples)}",
                     hint="use the sample dict's keys (or 'input_0' for a single tensor); outputs are output_N",
                 )
+            if isinstance(axes, (list, tuple)) and axes and all(isinstance(a, int) for a in axes):
+                # torch.onnx's list form: names are generated (axis 0 is the shared batch dim)
+                axes = {a: "batch" if a == 0 else f"{key}_dim{a}" for a in axes}
             if not isinstance(axes, dict) or not axes:
                 raise ConfigError(
                     f"dynamic_axes[{key!r}] must map axis numbers to dim names; got {axes!r}",
