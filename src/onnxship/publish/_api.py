@@ -128,9 +128,8 @@ def publish_view(view: BundleView, config: PublishConfig) -> PublishResult:
 
     check = _pre_checks(view, config)
     if config.triton_config and config.triton_max_batch_size:
-        _triton_text(
-            view, config
-        )  # an explicit max batch size the release cannot honour fails before the run
+        # an explicit max batch size the release cannot honour fails before the run
+        _triton_text(view, config)
     target, config = prepare_target(config)
     exp_name = experiment_name(view.name, config.experiment)
     with _mlflow.tracking(target):
