@@ -239,6 +239,10 @@ def test_return_result_opt_in(store):
         ({"max_batch_size": -1}, "max_batch_size"),
         ({"max_batch_size": 8, "dynamic_axes": {"input_0": {1: "feat"}}}, "dynamic axis 0"),
         ({"strategy": "onnx"}, "unknown export strategy"),
+        ({"register": 5}, "must be a string"),
+        ({"log_pytorch": "no"}, "True or False"),
+        ({"notify": 42}, "notify must be a URL"),
+        ({"notify": "ftp://x"}, "scheme"),
     ],
 )
 def test_bad_arguments_fail_when_the_decorator_is_applied(kwargs, match, tmp_path):

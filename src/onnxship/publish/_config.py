@@ -314,6 +314,28 @@ class PublishConfig:
     connect_timeout: float = 5.0  # seconds to reach a remote tracking server before giving up
 
     def __post_init__(self) -> None:
+        for name in ("tracking_uri", "experiment", "run_name", "register", "alias"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(
+                    f"{name}={value!r} must be a string (or None), got {type(value).__name__}",
+                    hint=f"e.g. {name}='deeplog'" if name != "tracking_uri" else "e.g. http://host:5000",
+                )
+        for name in ("log_model", "log_pytorch", "verify_golden", "triton_config"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"{name}={getattr(self, name)!r} must be True or False", hint=f"e.g. {name}=False"
+                )
+        if not isinstance(self.tags, dict):
+            raise ConfigError(
+                f"tags must be a dict name -> value, got {type(self.tags).__name__}",
+                hint="e.g. tags={'team': 'ml'}",
+            )
+        if self.notify is not None and not isinstance(self.notify, (str, NotifyConfig)):
+            raise ConfigError(
+                f"notify must be a URL or a NotifyConfig, got {type(self.notify).__name__}",
+                hint="e.g. notify='amqp://user:pass@host:5672/%2F' or notify='https://hooks.example/x'",
+            )
         if self.alias and not self.register:
             raise ConfigError(
                 f"alias {self.alias!r} given without a registered model name",

@@ -431,7 +431,7 @@ def trace_pytorch(
         if not callable(fn):
             raise ConfigError(
                 f"@trace_pytorch(...) decorates a function; got {_describe(fn)}",
-                hint="@trace_pytorch('name', sample)\\ndef train(): ...",
+                hint="put @trace_pytorch('name', sample) on the line above `def train(): ...`",
             )
 
         @functools.wraps(fn)
