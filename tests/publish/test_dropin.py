@@ -401,3 +401,14 @@ def test_notification_schema_is_versioned_and_strict():
     for field in ("run_id", "train_id", "model", "io", "verification"):
         assert field in schema["required"]
     assert json.dumps(schema)  # plain JSON, shipped in the package
+
+
+def test_log_onnx_model_of_a_release_file_uses_its_verified_signature(released, store, tmp_path):
+    from onnxship.package import TritonConfig, package_triton
+
+    result = log_onnx_model("release-file", released.path / "deeplog.onnx", store_dir=store, log_model=False)
+    text = Path(
+        client(store).download_artifacts(result.run_id, result.triton_config, str(tmp_path))
+    ).read_text()
+    packaged = package_triton(released.latest, TritonConfig(repo=tmp_path / "repo"))
+    assert text.replace('"deeplog"', "X") == packaged.config_text.replace('"deeplog"', "X")

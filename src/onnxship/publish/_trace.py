@@ -592,11 +592,11 @@ def log_onnx_model(
         passed=None,
         only=[Path(f) for f in files],
     )
-    triton_release = (
-        _file_release(path, proto, name, version, Path(golden) if golden else None, runner, max_batch_size)
-        if cfg.triton_config
-        else None
-    )
+    triton_release = None
+    if cfg.triton_config:
+        triton_release = _own_release(path) or _file_release(
+            path, proto, name, version, Path(golden) if golden else None, runner, max_batch_size
+        )
     target, cfg = prepare_target(cfg)
     with _mlflow.tracking(target):
         exp_id = _mlflow.ensure_experiment(experiment_name, target)
@@ -616,6 +616,20 @@ def log_onnx_model(
             )
             notify_in_run(result, cfg)
     return result
+
+
+def _own_release(path: Path) -> Any:
+    """The onnxship release the file is the model of (its verified signature then makes the Triton config)."""
+    from onnxship._errors import OnnxshipError
+    from onnxship.package._release import MANIFEST, read_release
+
+    if not (path.parent / MANIFEST).is_file():
+        return None
+    try:
+        rel = read_release(path.parent)
+    except OnnxshipError:
+        return None
+    return rel if rel.model_path.resolve() == path.resolve() else None
 
 
 def _file_release(
