@@ -86,6 +86,7 @@ def dict_run(store):
             (out["boxes"].pow(2).mean() - out["scores"][:, 0].mean()).backward()
             opt.step()
         mlflow.log_params({"precision": "fp32-user", "name": "user-name"})
+        model.body[2].eval()  # a submodule the user keeps in eval (like a frozen BatchNorm)
         return model
 
     returned = train()
@@ -95,6 +96,7 @@ def dict_run(store):
 def test_returns_the_trained_model_in_its_mode_with_its_tensors(dict_run):
     store, model, ids, returned, train = dict_run
     assert returned is model and model.training  # as trained: train mode, nothing replaced
+    assert [m.training for m in model.modules()] == [True, True, True, True, False, True, True]
     assert {id(p): p.data_ptr() for p in model.parameters()} == ids
     assert all(p.device.type == "cpu" for p in model.parameters())
     result = train.last_result

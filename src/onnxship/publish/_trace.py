@@ -242,6 +242,16 @@ def _check_returned(obj: Any, fn: Callable[..., Any]) -> Any:
     return obj
 
 
+def _modes(model: Any) -> list[tuple[Any, bool]]:
+    """Every submodule's training flag (a fine-tuned model often keeps some in eval, e.g. frozen BatchNorm)."""
+    return [(m, m.training) for m in model.modules()]
+
+
+def _restore(modes: list[tuple[Any, bool]]) -> None:
+    for m, training in modes:
+        m.training = training
+
+
 def _cpu_model(model: Any) -> Any:
     """The model to export: the model itself when it lives on the CPU (ship() restores nothing but the mode, which
     the caller restores), else a CPU copy made tensor by tensor, so the user's model never leaves its device (and
@@ -280,13 +290,13 @@ def _output_names(model: Any, sample: Any, dict_output_keys: bool) -> tuple[list
     samples = {"input_0": sample} if isinstance(sample, torch.Tensor) else dict(sample)
     binding = bind_inputs(model, list(samples))
     args, kwargs = binding.call_args({k: v.detach().cpu() for k, v in samples.items()})
-    was_training = model.training
+    modes = _modes(model)
     try:
         model.eval()
         with torch.inference_mode():
             out = model(*args, **kwargs)
     finally:
-        model.train(was_training)
+        _restore(modes)
     if not isinstance(out, dict) or not out or not all(isinstance(v, torch.Tensor) for v in out.values()):
         what = f"a dict with non-tensor values ({list(out)[:6]})" if isinstance(out, dict) else _describe(out)
         raise ConfigError(
@@ -327,11 +337,11 @@ def _ship_bundle(
     cfg.export.allow_static = bool(export_options["allow_static"] or cfg.export.allow_static)
     cfg.export.output_names = output_names
     cfg.export.metadata = {"output_names_from": names_from}
-    was_training = model.training
+    modes = _modes(model)
     try:
         result = ship(model, inputs=specs, config=cfg)
     finally:
-        model.train(was_training)  # ship() exports in eval(); the user's model keeps its mode
+        _restore(modes)  # ship() exports in eval(); the user's model keeps its modes
     return open_bundle(result.path)
 
 
@@ -507,12 +517,8 @@ def _publish_trained(
     exp_name: str,
 ) -> PublishResult:
     export_model = _cpu_model(model)
-    was_training = model.training
-    try:
-        names, names_from = _output_names(export_model, sample, dict_output_keys)
-        view = _ship_bundle(export_model, sample, dynamic, name, releases, export_options, names, names_from)
-    finally:
-        export_model.train(was_training)
+    names, names_from = _output_names(export_model, sample, dict_output_keys)
+    view = _ship_bundle(export_model, sample, dynamic, name, releases, export_options, names, names_from)
     check = _pre_checks(view, cfg)
     result = log_release(
         view, cfg, target, check, run, exp_name, source="trace_pytorch", pytorch_model=export_model
