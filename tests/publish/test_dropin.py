@@ -414,3 +414,29 @@ def test_log_onnx_model_of_a_release_file_uses_its_verified_signature(released, 
     ).read_text()
     packaged = package_triton(released.latest, TritonConfig(repo=tmp_path / "repo"))
     assert text.replace('"deeplog"', "X") == packaged.config_text.replace('"deeplog"', "X")
+
+
+class Unpicklable(nn.Linear):
+    def __init__(self) -> None:
+        super().__init__(4, 2)
+        import threading
+
+        self.lock = threading.Lock()  # a training helper left on the module
+
+
+def test_a_module_mlflow_cannot_pickle_is_a_clear_error(store):
+    @trace_pytorch("unpicklable", torch.randn(1, 4), store_dir=store, strategy="torchscript")
+    def train():
+        return Unpicklable()
+
+    with pytest.raises(PublishError, match="cannot be saved by mlflow.pytorch.log_model") as info:
+        train()
+    assert "log_pytorch=False" in info.value.hint and isinstance(info.value.model, Unpicklable)
+
+    @trace_pytorch(
+        "unpicklable", torch.randn(1, 4), store_dir=store, strategy="torchscript", log_pytorch=False
+    )
+    def train_onnx_only():
+        return Unpicklable()
+
+    assert isinstance(train_onnx_only(), Unpicklable) and train_onnx_only.last_result.model_uri

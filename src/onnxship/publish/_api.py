@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -399,9 +400,24 @@ def _log_release(
                 _mlflow.set_alias(config.register, config.alias, result.model_version)
                 result.alias = config.alias
     if pytorch_model is not None and config.log_pytorch:
-        info = _mlflow.log_pytorch(
-            pytorch_model, signature=signature, metadata={"onnxship_version_tag": view.version}
-        )
+        try:
+            info = _mlflow.log_pytorch(
+                pytorch_model, signature=signature, metadata={"onnxship_version_tag": view.version}
+            )
+        except (
+            pickle.PickleError,
+            TypeError,
+            AttributeError,
+            ValueError,
+            RecursionError,
+        ) as exc:  # user code
+            if type(exc).__module__.startswith(("botocore", "boto3", "mlflow")):
+                raise
+            raise PublishError(
+                f"the trained {type(pytorch_model).__name__} cannot be saved by mlflow.pytorch.log_model "
+                f"({type(exc).__name__}: {str(exc)[:200]})",
+                hint="pass log_pytorch=False to log the ONNX model only, or make the module picklable",
+            ) from None
         result.pytorch_model_uri = info.model_uri
         mlflow.set_tag("onnxship.pytorch_model", info.model_uri)
         result.tags["onnxship.pytorch_model"] = info.model_uri
