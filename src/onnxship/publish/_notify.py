@@ -49,6 +49,8 @@ def preflight(config: NotifyConfig | str) -> None:
         config = NotifyConfig(config)
     if config.kind == "webhook":
         config.resolved_headers()
+    else:
+        _pika()  # a missing client library fails now, not after training
     host, port = config.host_port
     what = "RabbitMQ broker" if config.kind == "rabbitmq" else "webhook"
     last: OSError | None = None
@@ -93,13 +95,17 @@ def notify(event: dict[str, Any], config: NotifyConfig | str) -> NotifyResult:
     )
 
 
-def _amqp(body: bytes, event: dict[str, Any], config: NotifyConfig) -> NotifyResult:
+def _pika() -> Any:
     try:
-        pika = require("pika", "notify")
+        return require("pika", "notify")
     except MissingDependencyError as exc:
         raise MissingDependencyError(
             "pika is not installed (needed for RabbitMQ notifications)", hint="pip install 'onnxship[notify]'"
         ) from exc.__cause__
+
+
+def _amqp(body: bytes, event: dict[str, Any], config: NotifyConfig) -> NotifyResult:
+    pika = _pika()
     from pika import exceptions as pex
 
     target = f"{mask_url(config.url)} exchange={config.exchange!r} routing_key={config.routing_key!r}"
