@@ -268,6 +268,10 @@ def test_dynamic_axes_list_form_is_accepted(tmp_path):
     dyn = _validate_sample({"tokens": torch.ones(1, 9, dtype=torch.int64)}, {"tokens": [0, 1]}, 8)
     assert dyn == {"tokens": {0: "batch..8", 1: "tokens_dim1"}}
     assert _validate_sample(torch.randn(1, 3), {"input_0": {-1: "feat"}}, None) == {"input_0": {1: "feat"}}
+    # with dict_output_keys=True the outputs' own names may appear (output dims come from the verified model)
+    assert _validate_sample(torch.randn(1, 3), {"scores": {0: "batch"}}, None, True) == {}
+    with pytest.raises(ConfigError, match="not an input"):
+        _validate_sample(torch.randn(1, 3), {"scores": {0: "batch"}}, None)
 
 
 def test_output_names_gets_a_pointer_to_dict_output_keys(tmp_path):

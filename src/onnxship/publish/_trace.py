@@ -95,7 +95,7 @@ def _describe(obj: Any) -> str:
 
 
 def _dynamic_from(
-    samples: dict[str, Any], dynamic_axes: Any, max_batch_size: int | None
+    samples: dict[str, Any], dynamic_axes: Any, max_batch_size: int | None, named_outputs: bool = False
 ) -> dict[str, dict[int, str]]:
     """onnxship's ``dynamic=`` from ``dynamic_axes`` (default: axis 0 of every input is ``batch``), every name and
     axis checked; ``max_batch_size`` becomes the batch dim's declared maximum (so the sweep verifies it)."""
@@ -109,7 +109,12 @@ def _dynamic_from(
     else:
         dynamic = {}
         for key, axes in dynamic_axes.items():
-            is_output = key not in samples and isinstance(key, str) and bool(_OUTPUT_KEY.match(key))
+            # outputs: output_N, or any name when the outputs are named by forward()'s dict keys
+            is_output = (
+                key not in samples
+                and isinstance(key, str)
+                and bool(_OUTPUT_KEY.match(key) or (named_outputs and key))
+            )
             if key not in samples and not is_output:
                 raise ConfigError(
                     f"dynamic_axes names {key!r}, which is not an input; inputs are {list(samples)}",
@@ -176,7 +181,9 @@ def _dynamic_from(
     return dynamic
 
 
-def _validate_sample(sample: Any, dynamic_axes: Any, max_batch_size: int | None) -> dict[str, dict[int, str]]:
+def _validate_sample(
+    sample: Any, dynamic_axes: Any, max_batch_size: int | None, named_outputs: bool = False
+) -> dict[str, dict[int, str]]:
     """Check the sample before any training: a tensor or a dict name -> tensor, with exportable dtypes."""
     import torch
 
@@ -225,7 +232,7 @@ def _validate_sample(sample: Any, dynamic_axes: Any, max_batch_size: int | None)
             )
         if any(s == 0 for s in t.shape):
             raise ConfigError(f"sample_input {key!r} has an empty axis (shape {list(t.shape)})")
-    dynamic = _dynamic_from(samples, dynamic_axes, max_batch_size)
+    dynamic = _dynamic_from(samples, dynamic_axes, max_batch_size, named_outputs)
     specs_from_samples(sample, dynamic)  # dtypes, ranks, dynamic axes (raises ConfigError)
     return dynamic
 
@@ -434,7 +441,7 @@ def trace_pytorch(
         )
     cfg.log_model = bool(enable_autolog and cfg.log_model)
     cfg.log_pytorch = bool(enable_autolog and cfg.log_pytorch)
-    dynamic = _validate_sample(sample_input, dynamic_axes, max_batch_size)
+    dynamic = _validate_sample(sample_input, dynamic_axes, max_batch_size, dict_output_keys)
     export_options = {"strategy": strategy, "allow_static": allow_static}
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
