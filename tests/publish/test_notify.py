@@ -287,3 +287,47 @@ def test_cli_notify_failure_exits_1_naming_the_run(released, store):
     )
     assert res.exit_code == 1 and "RabbitMQ broker" in res.output and "unreachable" in res.output
     assert "hunter2" not in res.output and "Traceback" not in res.output
+
+
+def test_cli_webhook_header_from_env(released, store, webhook, monkeypatch):
+    from typer.testing import CliRunner
+
+    from onnxship.cli import app
+
+    url, handler = webhook
+    monkeypatch.setenv("CLI_HOOK_TOKEN", "cli-tok-9")
+    res = CliRunner().invoke(
+        app,
+        [
+            "publish",
+            str(released.latest),
+            "--store-dir",
+            str(store),
+            "--no-model",
+            "--notify",
+            url,
+            "--notify-header",
+            "Authorization=Bearer ${CLI_HOOK_TOKEN}",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    (got,) = handler.received
+    assert got["auth"] == "Bearer cli-tok-9" and "cli-tok-9" not in res.output
+    assert valid(got["event"])["run_id"] == json.loads(res.stdout)["run_id"]
+    monkeypatch.delenv("CLI_HOOK_TOKEN")
+    res = CliRunner().invoke(
+        app,
+        [
+            "publish",
+            str(released.latest),
+            "--store-dir",
+            str(store),
+            "--no-model",
+            "--notify",
+            url,
+            "--notify-header",
+            "Authorization=Bearer ${CLI_HOOK_TOKEN}",
+        ],
+    )
+    assert res.exit_code == 1 and "CLI_HOOK_TOKEN" in res.output and "Traceback" not in res.output
