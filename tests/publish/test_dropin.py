@@ -341,6 +341,37 @@ def test_error_after_training_carries_the_model(store):
     assert run.info.status == "FAILED"
 
 
+def test_cpu_copy_for_export_leaves_the_model_alone():
+    """The copy made for a model on an accelerator (forced here on the CPU): tensor by tensor, ties kept."""
+    from onnxship.publish._trace import _cpu_model
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.out = nn.Linear(4, 10, bias=False)
+            self.out.weight = self.emb.weight  # tied weights
+            self.norm = nn.BatchNorm1d(4)
+
+        def forward(self, x):
+            return self.out(self.norm(self.emb(x).mean(1)))
+
+    model = Tied().train()
+    model.norm.eval()
+    before = {n: (id(t), t.data_ptr()) for n, t in model.state_dict(keep_vars=True).items()}
+    clone = _cpu_model(model, force_copy=True)
+    assert clone is not model and clone.out.weight is clone.emb.weight
+    assert (
+        clone.emb.weight is not model.emb.weight
+        and clone.emb.weight.data_ptr() != model.emb.weight.data_ptr()
+    )
+    assert [m.training for m in clone.modules()] == [m.training for m in model.modules()]
+    for n, t in clone.state_dict().items():
+        torch.testing.assert_close(t, model.state_dict()[n])
+    assert {n: (id(t), t.data_ptr()) for n, t in model.state_dict(keep_vars=True).items()} == before
+    assert _cpu_model(model) is model  # a CPU model is exported as is (nothing is moved)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_model_stays_on_its_device(tmp_path):
     model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.1), nn.Linear(8, 2)).cuda().train()

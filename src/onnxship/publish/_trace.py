@@ -259,7 +259,7 @@ def _restore(modes: list[tuple[Any, bool]]) -> None:
         m.training = training
 
 
-def _cpu_model(model: Any) -> Any:
+def _cpu_model(model: Any, force_copy: bool = False) -> Any:
     """The model to export: the model itself when it lives on the CPU (ship() restores nothing but the mode, which
     the caller restores), else a CPU copy made tensor by tensor, so the user's model never leaves its device (and
     no second copy is made on the accelerator)."""
@@ -268,7 +268,7 @@ def _cpu_model(model: Any) -> Any:
     import torch
 
     tensors = list(model.parameters()) + list(model.buffers())
-    if all(t.device.type in ("cpu", "meta") for t in tensors):
+    if not force_copy and all(t.device.type in ("cpu", "meta") for t in tensors):
         return model  # (meta tensors: export refuses them with a clear error)
     memo: dict[int, Any] = {}
     for p in model.parameters():
