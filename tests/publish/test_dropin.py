@@ -424,8 +424,11 @@ def test_log_onnx_model_writes_the_same_checked_triton_config(store, tmp_path):
     # a batch size the model was not verified at cannot be claimed: a static-batch export refuses batching
     static = tmp_path / "static.onnx"
     torch.onnx.export(model, (torch.randn(1, 7),), str(static), input_names=["x"], dynamo=False)
-    with pytest.raises(Exception, match="cannot be batched"):
+    from onnxship._errors import PackagingError
+
+    with pytest.raises(PackagingError, match="cannot be batched"):
         log_onnx_model("static-batch", static, store_dir=store, max_batch_size=4)
+    assert c.get_experiment_by_name("static-batch") is None  # refused before any run
     plain = log_onnx_model("static-batch", static, store_dir=store)
     text = Path(c.download_artifacts(plain.run_id, plain.triton_config, str(tmp_path / "p"))).read_text()
     assert "max_batch_size: 0" in text and "dims: [ 1, 7 ]" in text

@@ -21,7 +21,14 @@ from typing import Any
 
 from onnxship._errors import CheckError, ConfigError
 from onnxship._util import git_sha, utc_now
-from onnxship.publish._api import _pre_checks, golden_check, log_release, notify_in_run, prepare_target
+from onnxship.publish._api import (
+    _pre_checks,
+    _triton_text,
+    golden_check,
+    log_release,
+    notify_in_run,
+    prepare_target,
+)
 from onnxship.publish._bundle import BundleView, open_bundle
 from onnxship.publish._config import (
     NotifyConfig,
@@ -610,6 +617,10 @@ def log_onnx_model(
         triton_release = _own_release(path) or _file_release(
             path, proto, name, version, Path(golden) if golden else None, runner, max_batch_size
         )
+    if triton_release is not None and cfg.triton_max_batch_size:
+        _triton_text(
+            view, cfg, triton_release
+        )  # a max batch size the model does not run at fails before the run
     target, cfg = prepare_target(cfg)
     with _mlflow.tracking(target):
         exp_id = _mlflow.ensure_experiment(experiment_name, target)
