@@ -18,6 +18,7 @@ import orjson
 
 from onnxship._errors import OnnxshipError
 from onnxship._version import __version__
+from onnxship.serve._files import redact_paths
 from onnxship.serve._manager import ModelManager
 from onnxship.serve._model import ServedModel
 from onnxship.serve._protocol import encode_error, encode_infer_response, parse_infer_request
@@ -207,12 +208,12 @@ class ServeApp:
                 _allow(method, "GET")
                 await self._reply(send, 200, orjson.dumps(self._metadata(self._model(name, version))))
                 return 200
-            raise RequestError(404, f"no route {path!r}")
+            raise RequestError(404, f"no route {redact_paths(path)!r}")
         handler = self._ROUTES.get(path)
         if handler is None:
             raise RequestError(
                 404,
-                f"no route {path!r}; see /v2, /v2/models/<name>, /v2/models/<name>/infer, "
+                f"no route {redact_paths(path)!r}; see /v2, /v2/models/<name>, /v2/models/<name>/infer, "
                 f"/reload, /version, /metrics",
             )
         want, fn = handler
