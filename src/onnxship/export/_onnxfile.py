@@ -211,7 +211,7 @@ def external_data_locations(model: onnx.ModelProto, what: str = "model") -> list
             or (len(loc) > 1 and loc[1] == ":")
         ):
             raise CheckError(
-                f"{what}: external data location {loc!r} of tensor {t.name!r} leaves the model folder",
+                f"{what}: external data location {loc!r} leaves the model folder (tensor {t.name!r})",
                 hint="refusing to open it; re-export the model or fix the location to a file beside it",
             )
         found.append((t.name, loc))
