@@ -344,3 +344,20 @@ def test_version_and_errors_show_no_absolute_paths(tree, start_server, tmp_path)
     doc = json.loads(bodies[-2])
     assert doc["model_root"] == "releases" and doc["source"] == f"deeplog/{inside.name}/deeplog.onnx"
     assert doc["last_reload"]["model_path"] == f"deeplog/{inside.name}"
+
+
+def test_relative_flags_are_relative_to_the_working_folder(tree, start_server):
+    """--releases and MODEL_PATH as typed in a shell (relative to the working folder), /reload relative to the root."""
+    base, root, inside, _ = tree
+    rel = f"releases/deeplog/{inside.name}"
+    server = start_server(["--releases", "releases"], env={"MODEL_PATH": rel}, cwd=base)
+    _, doc = server.json("GET", "/version")
+    assert doc["selection"][0] == {
+        "source": "MODEL_PATH",
+        "ok": True,
+        "path": f"deeplog/{inside.name}/deeplog.onnx",
+    }
+    status, doc = server.json("POST", "/reload", {"model_path": f"deeplog/{inside.name}"})
+    assert status == 200, doc
+    only_model_path = start_server([], env={"MODEL_PATH": rel}, cwd=base)
+    assert only_model_path.json("GET", "/version")[1]["release"] == inside.name

@@ -46,7 +46,7 @@ def find_latest(releases: str | Path, root: str | Path | ModelRoot | None = None
             404,
             hint="pass --releases DIR holding <name>/latest (written by `onnxship ship`)",
         )
-    base = files.resolve(given, "releases folder")
+    base = files.resolve(given.absolute(), "releases folder")  # relative to the working folder, like the flag
     if (base / MANIFEST).is_file():
         return base
     latest = latest_release(base, files)
@@ -126,7 +126,8 @@ class ModelManager:
                 if source == "checkpoint":
                     model = load_torch_model(cfg)
                 else:
-                    path = value if source == "MODEL_PATH" else find_latest(value, self.files)
+                    # MODEL_PATH and --releases are relative to the working folder (/reload paths: to the root)
+                    path = os.path.abspath(value) if source == "MODEL_PATH" else find_latest(value, self.files)
                     if source == "MODEL_PATH" and not os.access(path, os.R_OK):
                         why = "does not exist" if not os.path.exists(path) else "is not readable"
                         raise ServeError(f"MODEL_PATH {self.files.show(path)!r} {why}")
