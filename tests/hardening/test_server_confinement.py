@@ -361,3 +361,48 @@ def test_relative_flags_are_relative_to_the_working_folder(tree, start_server):
     assert status == 200, doc
     only_model_path = start_server([], env={"MODEL_PATH": rel}, cwd=base)
     assert only_model_path.json("GET", "/version")[1]["release"] == inside.name
+
+
+def test_release_with_external_data_is_served_from_what_was_hashed(tree, rooted):
+    """A release whose weights live in an external data file listed in release.json: onnxruntime gets the bytes
+    that were hashed, never a same-named file it could find by itself (here: a decoy in the server's working
+    folder, where onnxruntime resolves locations of a model given as bytes)."""
+    import hashlib
+
+    _, _, inside, _ = tree
+    server, _, root = rooted
+    release = _clone(inside, root / "external" / "deeplog" / inside.name)
+    model = onnx.load(str(release / "deeplog.onnx"))
+    onnx.save_model(
+        model,
+        str(release / "deeplog.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="deeplog.onnx.data",
+        size_threshold=0,
+    )
+    data = (release / "deeplog.onnx.data").read_bytes()
+    decoy = server.log.parent / "deeplog.onnx.data"
+    decoy.write_bytes(bytes(len(data)))  # zeros: a model with these weights fails its golden check
+    sha = hashlib.sha256((release / "deeplog.onnx").read_bytes()).hexdigest()
+    meta = json.loads((release / "deeplog.onnx.meta.json").read_text())
+    meta["onnx_sha256"] = sha
+    (release / "deeplog.onnx.meta.json").write_text(json.dumps(meta))
+    manifest = json.loads((release / "release.json").read_text())
+    manifest["files"]["deeplog.onnx"] = sha
+    manifest["files"]["deeplog.onnx.meta.json"] = hashlib.sha256(
+        (release / "deeplog.onnx.meta.json").read_bytes()
+    ).hexdigest()
+    manifest["files"]["deeplog.onnx.data"] = hashlib.sha256(data).hexdigest()
+    (release / "release.json").write_text(json.dumps(manifest))
+    status, doc = server.json("POST", "/reload", {"model_path": f"external/deeplog/{inside.name}"})
+    assert status == 200 and doc["golden"]["status"] == "passed", doc
+    code, out = server.json("POST", "/v2/models/deeplog/infer", infer_body(X))
+    want = torch_outputs(_deeplog(0), {"input_sequence": X})["output_0"]
+    np.testing.assert_allclose(
+        np.asarray(out["outputs"][0]["data"], np.float32).reshape(want.shape), want, atol=1e-4
+    )
+    # the data file changed after release: refused by its hash, before onnxruntime sees it
+    (release / "deeplog.onnx.data").write_bytes(bytes(len(data)))
+    status, doc = server.json("POST", "/reload", {"model_path": f"external/deeplog/{inside.name}"})
+    assert status == 422 and "sha256 of deeplog.onnx.data" in doc["error"], doc

@@ -131,6 +131,24 @@ class ModelRoot:
         finally:
             os.close(fd)
 
+    def sha256(self, path: str | Path, what: str, *, base: Path | None = None) -> str:
+        """The sha256 of a regular file below the root, streamed from a descriptor opened like :meth:`read`."""
+        import hashlib
+
+        real = self.resolve(path, what, base)
+        fd = self.open_resolved(real, what)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise serve_error(f"{what} {self.show(real)!r} is not a regular file", 422)
+            digest = hashlib.sha256()
+            while True:
+                chunk = os.read(fd, 1 << 22)
+                if not chunk:
+                    return digest.hexdigest()
+                digest.update(chunk)
+        finally:
+            os.close(fd)
+
     def read_text(self, path: str | Path, what: str, *, base: Path | None = None) -> str:
         data = self.read(path, what, base=base, max_bytes=16 * 1024 * 1024)
         try:

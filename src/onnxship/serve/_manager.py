@@ -127,7 +127,9 @@ class ModelManager:
                     model = load_torch_model(cfg)
                 else:
                     # MODEL_PATH and --releases are relative to the working folder (/reload paths: to the root)
-                    path = os.path.abspath(value) if source == "MODEL_PATH" else find_latest(value, self.files)
+                    path = (
+                        os.path.abspath(value) if source == "MODEL_PATH" else find_latest(value, self.files)
+                    )
                     if source == "MODEL_PATH" and not os.access(path, os.R_OK):
                         why = "does not exist" if not os.path.exists(path) else "is not readable"
                         raise ServeError(f"MODEL_PATH {self.files.show(path)!r} {why}")

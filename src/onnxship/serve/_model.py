@@ -202,20 +202,28 @@ def _read_release(folder: Path, root: ModelRoot, onnx_hint: Path | None) -> Loca
                 422,
                 hint="releases are immutable: ship a new release instead of editing one",
             )
+    model = _parse_onnx(onnx_bytes, model_file)
+    wanted = {"golden.npz"} | {
+        os.path.normpath(loc).replace(os.sep, "/") for _, loc in _locations(model, model_file)
+    }  # kept in memory; every other listed file is only hashed
     contents: dict[str, bytes] = {}
     for rel, expected in files.items():
         if rel == model_file:
             continue
         if not isinstance(rel, str) or not rel or "\x00" in rel:
             raise _error(f"release {version}: {MANIFEST} lists a bad file name {str(rel)[:80]!r}", 422)
-        data = root.read(folder / rel, f"release {version}: file", base=folder)
-        if hashlib.sha256(data).hexdigest() != expected:
+        if rel in wanted:
+            data = root.read(folder / rel, f"release {version}: file", base=folder)
+            actual_rel = hashlib.sha256(data).hexdigest()
+            contents[rel] = data
+        else:
+            actual_rel = root.sha256(folder / rel, f"release {version}: file", base=folder)
+        if actual_rel != expected:
             raise _error(
                 f"release {version}: sha256 of {rel} does not match {MANIFEST}",
                 422,
                 hint="releases are immutable: ship a new release instead of editing one",
             )
-        contents[rel] = data
     golden = contents.get("golden.npz")
     if golden is None and (folder / "golden.npz").exists():
         golden = root.read(folder / "golden.npz", "golden file")
@@ -230,30 +238,36 @@ def _read_release(folder: Path, root: ModelRoot, onnx_hint: Path | None) -> Loca
         golden_bytes=golden,
         sha256=actual,
     )
-    located.external = _external_data(located, root, contents)
+    located.external = _external_data(located, root, contents, model)
     return located
 
 
-def _external_data(located: Located, root: ModelRoot, known: dict[str, bytes]) -> dict[str, bytes]:
-    """Every external data file the model refers to (main graph, subgraphs, function bodies), read through the
-    root and kept inside the model's folder; onnxruntime then gets them from memory and opens no file itself."""
+def _locations(model: Any, name: str) -> list[tuple[str, str]]:
     from onnxship.export._onnxfile import external_data_locations
 
-    model = _parse_onnx(located.onnx_bytes, located.onnx_path.name)
+    try:
+        return external_data_locations(model, name)
+    except CheckError as exc:
+        raise _error(f"cannot load {name}: {exc.message}", 422, hint=exc.hint) from None
+
+
+def _external_data(
+    located: Located, root: ModelRoot, known: dict[str, bytes], model: Any = None
+) -> dict[str, bytes]:
+    """Every external data file the model refers to (main graph, subgraphs, function bodies), read through the
+    root and kept inside the model's folder; onnxruntime then gets them from memory and opens no file itself."""
+    name = located.onnx_path.name
+    if model is None:
+        model = _parse_onnx(located.onnx_bytes, name)
     folder = located.onnx_path.parent
     out: dict[str, bytes] = {}
-    try:
-        locations = external_data_locations(model, located.onnx_path.name)
-    except CheckError as exc:
-        raise _error(f"cannot load {located.onnx_path.name}: {exc.message}", 422, hint=exc.hint) from None
-    for _, loc in locations:
+    for _, loc in _locations(model, name):
         if loc in out:
             continue
         real = root.resolve(folder / loc, "external data file")
         if folder not in real.parents:
             raise _error(
-                f"cannot load {located.onnx_path.name}: external data location {loc!r} resolves outside the "
-                f"model folder",
+                f"cannot load {name}: external data location {loc!r} resolves outside the model folder",
                 403,
                 hint="symlinks out of the model folder are refused",
             )
