@@ -261,3 +261,47 @@ def test_health_probe_under_stalled_threads(tight):
         for t in threads:
             t.join()
     assert not errors
+
+
+def test_idle_connections_past_the_open_file_limit_never_starve_the_probe(releases, tmp_path):
+    """Under a low open-file limit (200), 300 idle connections would exhaust the descriptors and accept() would
+    refuse the probe: the server keeps its connection count below the limit by closing the oldest idle ones."""
+    import os
+    import re
+    import resource
+    import subprocess
+    import urllib.request
+
+    from ..serve.conftest import ONNXSHIP  # noqa: TID252
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+
+    out = tmp_path / "out.txt"
+    env = {k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "ONNXSHIP_TOKEN")}
+    with open(out, "wb") as fh:
+        proc = subprocess.Popen(
+            [ONNXSHIP, "serve", "--port", "0", "--releases", str(releases)],
+            cwd=tmp_path,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            preexec_fn=low_limit,  # noqa: PLW1509  (only sets a resource limit in the child)
+        )
+    socks = []
+    try:
+        deadline = time.monotonic() + 60
+        while not (m := re.search(r"http://127\.0\.0\.1:(\d+)", out.read_text(errors="replace"))):
+            assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.05)
+        port = int(m.group(1))
+        for _ in range(300):
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        for _ in range(3):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=5) as r:
+                assert r.status == 200
+    finally:
+        for s in socks:
+            s.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)

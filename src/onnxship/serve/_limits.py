@@ -10,8 +10,9 @@ several workers, passes them to ``uvicorn.Config``):
 * ``body_timeout_s``: a request body must be complete within this time of its head; a stalled upload gets 408 and
   its connection is closed.
 * ``keep_alive_s``: idle keep-alive connections are closed after this long.
-* ``max_connections``: past it, the oldest idle connection (no request in progress) is closed to make room, so idle
-  or stalled clients never lock out the health probe; with none idle, the newcomer gets 503.
+* ``max_connections`` (capped by the open-file limit, see :func:`connection_budget`): past it, the oldest idle
+  connection (no request in progress) is closed to make room, so idle or stalled clients never lock out the health
+  probe; with none idle, the newcomer gets 503.
 * ``max_inflight``: requests being processed at once; more get 503 (the health probes are always answered).
 * ``shutdown_timeout_s``: after SIGTERM/SIGINT, in-flight requests get this long to finish; the rest are answered
   503 and the process exits. A second signal exits at once.
@@ -29,7 +30,14 @@ from typing import Any
 
 import orjson
 
-__all__ = ["MAX_HEAD_BYTES", "PROBE_PATHS", "ServeGuard", "guarded_protocol", "uvicorn_settings"]
+__all__ = [
+    "MAX_HEAD_BYTES",
+    "PROBE_PATHS",
+    "ServeGuard",
+    "connection_budget",
+    "guarded_protocol",
+    "uvicorn_settings",
+]
 
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers
 PROBE_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/v2/health/live/", "/v2/health/ready/"})
@@ -47,12 +55,34 @@ def _raw_response(status: int, reason: str, message: str) -> bytes:
     ).encode("latin-1") + body
 
 
+def connection_budget(reserve: int = 64) -> int:
+    """How many connections this process can hold open: the open-file limit (raised to its hard limit when
+    allowed) minus ``reserve`` descriptors for model files, logs and the runtime. Past it accept() would fail and
+    nothing, not even the health probe, could connect."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX: no such limit to respect
+        return 1 << 30
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+        if want > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+                soft = want
+            except (ValueError, OSError):
+                pass
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    return max(8, int(soft) - reserve)
+
+
 def guarded_protocol(base: type, config: Any) -> type:
     """``base`` (uvicorn's httptools or h11 protocol class) with head/body timeouts, a head size limit and the
     connection cap of ``config`` (a ServeConfig)."""
     header_timeout = float(config.header_timeout_s)
     body_timeout = float(config.body_timeout_s)
-    max_connections = int(config.max_connections)
+    max_connections = min(int(config.max_connections), connection_budget())
 
     class GuardedProtocol(base):  # type: ignore[misc, valid-type]
         _guard_timer: asyncio.TimerHandle | None = None
