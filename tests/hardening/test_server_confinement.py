@@ -322,7 +322,7 @@ def test_reload_racing_a_folder_swap_never_serves_the_outside_model(tree, tmp_pa
     finally:
         stop.set()
         thread.join(timeout=10)
-    assert served + refused == 40
+    assert served + refused == 40, (served, refused)
 
 
 # -- no absolute paths in responses ---------------------------------------------------------------------------
