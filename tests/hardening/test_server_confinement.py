@@ -406,3 +406,33 @@ def test_release_with_external_data_is_served_from_what_was_hashed(tree, rooted)
     (release / "deeplog.onnx.data").write_bytes(bytes(len(data)))
     status, doc = server.json("POST", "/reload", {"model_path": f"external/deeplog/{inside.name}"})
     assert status == 422 and "sha256 of deeplog.onnx.data" in doc["error"], doc
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("cannot read /tmp/x/releases/deeplog/v1/deeplog.onnx (EIO)", "cannot read <path> (EIO)"),
+        ("model path '/etc/passwd' is outside", "model path '<path>' is outside"),
+        ("no route '/v2/models/x/infer'", "no route '/v2/models/x/infer'"),  # URL paths stay
+        ("see releases/<name>/latest", "see releases/<name>/latest"),  # relative paths stay
+        ("onnxruntime: file /home/u/m.onnx.data, size 3", "onnxruntime: file <path>, size 3"),
+    ],
+)
+def test_redact_paths(text, shown):
+    from onnxship.serve._files import redact_paths
+
+    assert redact_paths(text) == shown
+
+
+def test_paths_are_shown_relative_to_the_root(tmp_path):
+    from onnxship.serve._files import ModelRoot
+
+    root = tmp_path / "releases"
+    (root / "deeplog").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(root)
+    files = ModelRoot(tmp_path / "link")  # the root itself is resolved once
+    assert files.show(root / "deeplog" / "x.onnx") == "deeplog/x.onnx"
+    assert files.show(tmp_path / "link" / "deeplog") == "deeplog"
+    assert files.show(root) == "."
+    assert files.show("/etc/passwd") == "…/passwd"
+    assert files.show("deeplog/v1") == "deeplog/v1"
