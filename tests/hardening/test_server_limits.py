@@ -305,3 +305,22 @@ def test_idle_connections_past_the_open_file_limit_never_starve_the_probe(releas
             s.close()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+def test_env_file_is_read_through_the_gate(tmp_path):
+    """A .env symlink leading out of its folder is refused (exit 2); a `.env/` folder (a virtualenv) is ignored."""
+    from typer.testing import CliRunner
+
+    from onnxship.cli import app
+    from onnxship.serve._config import read_env_file
+
+    (tmp_path / "venv-like").mkdir()
+    (tmp_path / "venv-like" / ".env").mkdir()
+    assert read_env_file(tmp_path / "venv-like" / ".env") == {}
+    secret = tmp_path / "secret.txt"
+    secret.write_text("MODEL_PATH=/somewhere\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / ".env").symlink_to(secret)
+    result = CliRunner().invoke(app, ["serve", "--env-file", str(work / ".env")])
+    assert result.exit_code == 2 and "outside its folder" in result.output, result.output

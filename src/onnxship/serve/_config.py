@@ -158,9 +158,9 @@ def read_env_file(path: str | Path) -> dict[str, str]:
     from onnxship.serve._files import ModelRoot
 
     path = Path(path)
-    if not (path.exists() or path.is_symlink()):
+    if not (path.exists() or path.is_symlink()) or path.is_dir():  # a `.env/` folder is often a virtualenv
         return {}
-    folder = ModelRoot(path.absolute().parent)
+    folder = ModelRoot(path.absolute().parent, "its folder")
     try:
         text = folder.read_text(path.absolute(), "env file")
     except OnnxshipError as exc:

@@ -58,8 +58,9 @@ def redact_paths(text: str) -> str:
 class ModelRoot:
     """The folder the server may read from (``None``: no root; only the PyTorch fallback serves without one)."""
 
-    def __init__(self, root: str | Path | None) -> None:
+    def __init__(self, root: str | Path | None, label: str = "the model root") -> None:
         self.path = Path(os.path.realpath(root)) if root is not None else None
+        self.label = label  # how messages name the root
 
     def __repr__(self) -> str:
         return f"ModelRoot({str(self.path)!r})"
@@ -83,9 +84,7 @@ class ModelRoot:
             raw = anchor / raw if anchor is not None else raw
         real = Path(os.path.realpath(raw))
         if not self.contains(real):
-            raise serve_error(
-                f"{what} {self.show(text)!r} is outside the model root", 403, hint=_HINT_OUTSIDE
-            )
+            raise serve_error(f"{what} {self.show(text)!r} is outside {self.label}", 403, hint=_HINT_OUTSIDE)
         return real
 
     def show(self, path: str | Path) -> str:
@@ -164,7 +163,7 @@ class ModelRoot:
                 fd = os.open(real, os.O_RDONLY | _CLOEXEC | _NONBLOCK | _NOFOLLOW)
                 if self.path is not None and not self.contains(Path(os.path.realpath(real))):
                     os.close(fd)
-                    raise serve_error(f"{what} {self.show(real)!r} left the model root while opening", 403)
+                    raise serve_error(f"{what} {self.show(real)!r} left {self.label} while opening", 403)
                 return fd
             parts = real.relative_to(self.path).parts
             fd = os.open(self.path, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
