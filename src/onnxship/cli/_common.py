@@ -18,7 +18,6 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -60,6 +59,12 @@ def fail(exc: OnnxshipError, code: int = ERROR_EXIT) -> typer.Exit:
 def _line(message: str, hint: str | None = None, code: int = ERROR_EXIT) -> typer.Exit:
     first, *rest = str(message).strip().splitlines() or [""]
     return fail(OnnxshipError(first[:500] + (" …" if rest else ""), hint=hint), code)
+
+
+def _is_cli_control(exc: BaseException) -> bool:
+    if isinstance(exc, (typer.Exit, typer.Abort, typer.BadParameter)):
+        return True
+    return any(c.__module__.split(".")[0] in ("click", "typer") for c in type(exc).__mro__[:-2])
 
 
 def _unexpected(exc: BaseException) -> typer.Exit:
@@ -129,8 +134,6 @@ def handle_errors(fn: F) -> F:
             raise fail(exc, USAGE_EXIT) from None
         except OnnxshipError as exc:
             raise fail(exc, getattr(exc, "exit_code", ERROR_EXIT)) from None
-        except (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
-            raise  # typer's own: usage errors, typer.Exit
         except SystemExit as exc:  # sys.exit() in the user's code (forward(), a hook), not onnxship's
             if debug_enabled():
                 raise
@@ -146,8 +149,8 @@ def handle_errors(fn: F) -> F:
                 "interrupted", "nothing half-written was kept; run the command again", INTERRUPT_EXIT
             ) from None
         except Exception as exc:
-            if debug_enabled():
-                raise
+            if debug_enabled() or _is_cli_control(exc):
+                raise  # typer/click's own: typer.Exit, usage errors (BadParameter), Abort
             raise _unexpected(exc) from None
 
     return wrapper  # type: ignore[return-value]
