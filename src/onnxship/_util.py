@@ -115,14 +115,17 @@ def _start_time(pid: int) -> str:
 
 
 def owner_tag() -> str:
-    """``<pid>.<start time>`` of this process: names its temp entries so that a later run can tell it is gone."""
+    """``<pid>-s<start time>`` of this process: names its temp entries so that a later run can tell it is gone
+    (``.staging-<pid>-*`` globs keep matching)."""
     pid = os.getpid()
-    return f"{pid}.{_start_time(pid)}"
+    return f"{pid}-s{_start_time(pid)}"
 
 
-def _owner_alive(owner: str) -> bool:
-    """Whether the process that made a temp entry (``<pid>`` or ``<pid>.<start>``) still runs."""
-    pid_text, _, start = owner.partition(".")
+def _owner_alive(rest: str) -> bool:
+    """Whether the process that made a temp entry (named ``<pid>-s<start>-...``, or ``<pid>-...``) still runs."""
+    parts = rest.split("-")
+    pid_text = parts[0]
+    start = parts[1][1:] if len(parts) > 2 and parts[1][:1] == "s" and parts[1][1:].isdigit() else ""
     if not pid_text.isdigit():
         return True  # not ours to judge
     pid = int(pid_text)
@@ -152,8 +155,7 @@ def clean_stale_temps(folder: str | Path, prefix: str = TEMP_PREFIX) -> list[str
     for entry in entries:
         if not entry.name.startswith(prefix):
             continue
-        owner = entry.name[len(prefix) :].split("-", 1)[0]
-        if _owner_alive(owner):
+        if _owner_alive(entry.name[len(prefix) :]):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):

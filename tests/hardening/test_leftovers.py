@@ -2,7 +2,7 @@
 export cache, files with the permissions the umask gives, and stdout that stays JSON under ``--json`` whatever the
 user's model prints.
 
-Scratch folders and temp files are named ``.onnxship-tmp-<pid>.<start>-...`` under the output folder; the next run
+Scratch folders and temp files are named ``.onnxship-tmp-<pid>-s<start>-...`` under the output folder; the next run
 in that folder removes those whose process is gone (a pid reused by another process counts as gone), never those of
 a live run.
 """
@@ -174,13 +174,15 @@ def _dead_pid() -> int:
 
 def test_stale_scratch_of_dead_or_reused_pids_goes_live_stays(tmp_path):
     dead = _dead_pid()
-    stale_dir = tmp_path / f"{TEMP_PREFIX}{dead}.123-deeplog-candidates-abcd"
+    stale_dir = tmp_path / f"{TEMP_PREFIX}{dead}-s123-deeplog-candidates-abcd"
     stale_dir.mkdir()
     (stale_dir / "torchscript-17-dyn.onnx").write_bytes(b"x" * 100)
     os.chmod(stale_dir, 0o555)  # a killed run may leave read-only folders
-    stale_file = tmp_path / f"{TEMP_PREFIX}{dead}.123-deeplog.onnx-0001.tmp"
+    stale_file = tmp_path / f"{TEMP_PREFIX}{dead}-s123-deeplog.onnx-0001.tmp"
     stale_file.write_bytes(b"half")
-    reused = tmp_path / f"{TEMP_PREFIX}{os.getpid()}.1-deeplog-candidates-beef"  # our pid, another start time
+    reused = (
+        tmp_path / f"{TEMP_PREFIX}{os.getpid()}-s1-deeplog-candidates-beef"
+    )  # our pid, another start time
     reused.mkdir()
     live = tmp_path / f"{TEMP_PREFIX}{owner_tag()}-deeplog-candidates-cafe"  # this very process: in use
     live.mkdir()
@@ -195,8 +197,8 @@ def test_export_cleans_what_killed_runs_left_in_out(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     dead = _dead_pid()
-    (out / f"{TEMP_PREFIX}{dead}.99-deeplog-candidates-0000").mkdir()
-    (out / f"{TEMP_PREFIX}{dead}.99-deeplog.onnx-1234.tmp").write_bytes(b"half a model")
+    (out / f"{TEMP_PREFIX}{dead}-s99-deeplog-candidates-0000").mkdir()
+    (out / f"{TEMP_PREFIX}{dead}-s99-deeplog.onnx-1234.tmp").write_bytes(b"half a model")
     cmd = [
         ONNXSHIP,
         "export",
@@ -234,7 +236,7 @@ def test_cache_ignores_a_half_written_entry_and_replaces_it_atomically(tmp_path,
     path.parent.mkdir(parents=True)
     path.write_text('{"outcome": "failed", "reas')  # a writer killed half-way (before the atomic writer)
     dead = _dead_pid()
-    (path.parent / f"{TEMP_PREFIX}{dead}.7-dynamo-{key}.json-0000.tmp").write_text('{"outc')
+    (path.parent / f"{TEMP_PREFIX}{dead}-s7-dynamo-{key}.json-0000.tmp").write_text('{"outc')
     assert _cache.recall(key) is None
     _cache.remember(key, "rejected", "a dim was specialised", 1.5)
     assert _cache.recall(key)["reason"] == "a dim was specialised"

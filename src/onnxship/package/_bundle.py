@@ -1,6 +1,6 @@
 """Writing a release bundle: a hidden staging folder beside the target, renamed into place when complete.
 
-A killed writer (even ``kill -9``) leaves at most a hidden ``.staging-<pid>.<start>-*`` folder, which the next writer
+A killed writer (even ``kill -9``) leaves at most a hidden ``.staging-<pid>-s<start>-*`` folder, which the next writer
 for the same model removes once its process is gone; the previous release and ``latest`` are never touched before the
 rename.
 """
