@@ -20,6 +20,7 @@ import sys
 import tempfile
 import types
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "git_sha",
     "owner_tag",
     "public_mode",
+    "scratch_dir",
     "utc_now",
     "verb_module",
     "work_dir",
@@ -206,6 +208,11 @@ def _write_error(exc: OSError, target: Path, what: str) -> Exception:
     else:
         why = exc.strerror or type(exc).__name__
     return ConfigError(f"cannot write {what} {str(target)!r}: {why}", hint="pick a writable folder")
+
+
+# The current run's scratch folder (set by optimize while it runs), for helpers deep inside that need a temp
+# folder (the quantizer's file round trip): under the output folder, so a kill leaves nothing elsewhere.
+scratch_dir: ContextVar[Path | None] = ContextVar("onnxship_scratch_dir", default=None)
 
 
 def work_dir(parent: str | Path, label: str, *, what: str = "to the output folder") -> Path:

@@ -367,3 +367,50 @@ def test_safe_names_pass(name):
     from onnxship._util import check_name
 
     assert check_name(name) == name
+
+
+# the CLI's one error boundary: anything unexpected is one line + a hint; a traceback only when asked for
+
+
+@pytest.mark.parametrize(
+    "exc, needle, code",
+    [
+        (RuntimeError("boom\nsecond line"), "unexpected RuntimeError: boom …", 1),
+        (KeyError("missing"), "unexpected KeyError", 1),
+        (MemoryError(), "out of memory", 1),
+        (OSError(28, "No space left on device", "/data/x.onnx"), "no space left on device writing", 1),
+        (PermissionError(13, "Permission denied", "/data/x"), "Permission denied", 1),
+        (SystemExit(7), "called sys.exit() while onnxship ran it (exit code 7)", 1),
+        (KeyboardInterrupt(), "interrupted", 130),
+    ],
+    ids=["bug", "keyerror", "memory", "disk-full", "permission", "sys-exit", "ctrl-c"],
+)
+def test_unexpected_errors_are_one_line(monkeypatch, tmp_path, exc, needle, code):
+    import onnxship.inspect
+
+    def broken(path):
+        raise exc
+
+    monkeypatch.setattr(onnxship.inspect, "inspect_model", broken)
+    monkeypatch.delenv("ONNXSHIP_DEBUG", raising=False)
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path / "m.onnx")])
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) in (1, 2) and lines[0].startswith("error: ") and needle in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    if isinstance(exc, RuntimeError):
+        assert lines[1].startswith("hint: ") and "--debug" in lines[1]
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_shows_the_traceback(monkeypatch, tmp_path, how):
+    import onnxship.inspect
+
+    def broken(path):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(onnxship.inspect, "inspect_model", broken)
+    args = ["inspect", str(tmp_path / "m.onnx")]
+    env = {"ONNXSHIP_DEBUG": "1"} if how == "env" else {}
+    result = CliRunner().invoke(app, ["--debug", *args] if how == "flag" else args, env=env)
+    assert isinstance(result.exception, RuntimeError)  # re-raised: the console script prints its traceback

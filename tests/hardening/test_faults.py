@@ -195,3 +195,50 @@ def test_full_disk_during_optimize_is_one_error_and_leaves_nothing(small_disk, t
     assert [n for n in _entries(variants) if not n.endswith(".json")] == [], (
         "no half-written variant or scratch"
     )
+
+
+@pytest.fixture
+def readonly_disk(tmp_path, require_component):
+    """A read-only tmpfs (root ignores folder permissions, not a read-only mount)."""
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    ok = (
+        os.geteuid() == 0
+        and shutil.which("mount") is not None
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        == 0
+    )
+    require_component(ok, "mounting a tmpfs needs root (mount -t tmpfs)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False, capture_output=True)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("export", "--out", "{ro}"), "read-only"),
+        (("export", "--out", "{ro}/sub/out"), "read-only"),
+        (("ship", "--releases", "{ro}/releases"), "read-only"),
+    ],
+    ids=["export-into-it", "export-below-it", "ship"],
+)
+def test_read_only_output_is_one_error(readonly_disk, tmp_path, args, needle):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONNXSHIP_") or k == "ONNXSHIP_CACHE_DIR"}
+    cmd = [
+        ONNXSHIP,
+        *[a.format(ro=readonly_disk) for a in args],
+        "--model",
+        EXAMPLE,
+        "--strategy",
+        "torchscript",
+    ]
+    cmd += ["--input", "input_sequence:batch=2..8 x seq=10..16:int64:0..30"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and needle in lines[0].lower(), proc.stderr

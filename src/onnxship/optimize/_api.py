@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxship._errors import ConfigError, DiskFullError, OptimizeError, is_disk_full
-from onnxship._util import atomic_write, atomic_write_json, force_rmtree, work_dir
+from onnxship._util import atomic_write, atomic_write_json, force_rmtree, scratch_dir, work_dir
 from onnxship.optimize._gate import GateConfig, GateResult, run_gate
 from onnxship.optimize._passes import (
     Fp16Pass,
@@ -305,6 +305,7 @@ def optimize(
         return prepared[simplified]
 
     results = []
+    token = scratch_dir.set(work)  # the quantizer's temp files go there too
     try:
         for variant in config.variants:
             results.append(
@@ -335,6 +336,7 @@ def optimize(
             hint="free space there or pass --out-dir on a bigger disk, then run again",
         ) from None
     finally:
+        scratch_dir.reset(token)
         force_rmtree(work)
     return result
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from onnxship._errors import ConfigError
-from onnxship._util import atomic_write
+from onnxship._util import atomic_write, check_name
 from onnxship.recipes.mscred._model import INPUT_NAME, OUTPUT_NAMES
 from onnxship.recipes.mscred._signatures import SignatureConfig, signature_windows
 
@@ -160,6 +160,7 @@ class MscredShipConfig:
     strategy: str = "auto"  # exporter chain: auto | dynamo | torchscript
 
     def __post_init__(self) -> None:
+        check_name(self.name, "--name")  # becomes releases/<name>/
         self.checkpoint, self.releases = Path(self.checkpoint), Path(self.releases)
         if self.windows is None and (self.checkpoint.parent / "mscred_windows.npz").is_file():
             self.windows = self.checkpoint.parent / "mscred_windows.npz"
