@@ -19,7 +19,8 @@
      ├── DoctorError                       a training or export log could not be read
      └── MissingDependencyError (ImportError)   an optional extra is not installed
 
-Internal bugs stay outside the tree: they keep their traceback.
+Internal bugs stay outside the tree; the CLI's boundary (cli/_common.handle_errors) still shows them as one line
+with a hint, and their traceback with ``onnxship --debug`` or ``ONNXSHIP_DEBUG=1``.
 """
 
 from __future__ import annotations

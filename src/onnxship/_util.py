@@ -116,20 +116,37 @@ def _start_time(pid: int) -> str:
         return "0"
 
 
+def _host() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+
 def owner_tag() -> str:
-    """``<pid>-s<start time>`` of this process: names its temp entries so that a later run can tell it is gone
-    (``.staging-<pid>-*`` globs keep matching)."""
+    """``<pid>-s<start time>-h<host>`` of this process: names its temp entries so that a later run can tell it is
+    gone (``.staging-<pid>-*`` globs keep matching). Entries of another host (a shared or network folder, another
+    container) are judged by age only: their pids mean nothing here."""
     pid = os.getpid()
-    return f"{pid}-s{_start_time(pid)}"
+    return f"{pid}-s{_start_time(pid)}-h{_host()}"
 
 
-def _owner_alive(rest: str) -> bool:
-    """Whether the process that made a temp entry (named ``<pid>-s<start>-...``, or ``<pid>-...``) still runs."""
+OTHER_HOST_STALE_S = 24 * 3600  # another machine's scratch entry is removed only when untouched this long
+
+
+def _owner_alive(rest: str, mtime: float | None = None) -> bool:
+    """Whether the process that made a temp entry (named ``<pid>-s<start>-h<host>-...``, ``<pid>-s<start>-...``
+    or ``<pid>-...``) may still be using it."""
+    import time
+
     parts = rest.split("-")
     pid_text = parts[0]
     start = parts[1][1:] if len(parts) > 2 and parts[1][:1] == "s" and parts[1][1:].isdigit() else ""
+    host = parts[2][1:] if start and len(parts) > 3 and parts[2][:1] == "h" else ""
     if not pid_text.isdigit():
         return True  # not ours to judge
+    if host and host != _host():
+        return mtime is None or time.time() - mtime < OTHER_HOST_STALE_S
     pid = int(pid_text)
     try:
         os.kill(pid, 0)
@@ -157,7 +174,11 @@ def clean_stale_temps(folder: str | Path, prefix: str = TEMP_PREFIX) -> list[str
     for entry in entries:
         if not entry.name.startswith(prefix):
             continue
-        if _owner_alive(entry.name[len(prefix) :]):
+        try:
+            mtime = entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        if _owner_alive(entry.name[len(prefix) :], mtime):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):

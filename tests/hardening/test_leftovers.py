@@ -186,11 +186,16 @@ def test_stale_scratch_of_dead_or_reused_pids_goes_live_stays(tmp_path):
     reused.mkdir()
     live = tmp_path / f"{TEMP_PREFIX}{owner_tag()}-deeplog-candidates-cafe"  # this very process: in use
     live.mkdir()
+    far = tmp_path / f"{TEMP_PREFIX}{dead}-s5-hffffff-deeplog-candidates-0bad"  # another machine's, recent
+    far.mkdir()
+    far_old = tmp_path / f"{TEMP_PREFIX}{dead}-s5-hffffff-deeplog-candidates-01d0"  # ... untouched for days
+    far_old.mkdir()
+    os.utime(far_old, (time.time() - 3 * 86400, time.time() - 3 * 86400))
     other = tmp_path / ".my-own-hidden-file"
     other.write_text("not ours")
     removed = clean_stale_temps(tmp_path)
-    assert sorted(removed) == sorted([stale_dir.name, stale_file.name, reused.name])
-    assert live.is_dir() and other.is_file()
+    assert sorted(removed) == sorted([stale_dir.name, stale_file.name, reused.name, far_old.name])
+    assert live.is_dir() and other.is_file() and far.is_dir()
 
 
 def test_export_cleans_what_killed_runs_left_in_out(tmp_path):

@@ -94,9 +94,9 @@ def _json_stdout() -> Iterator[None]:
     (the JSON document) writes to the real stdout."""
     real = sys.stdout
     try:
-        fd = real.fileno()
+        fd, err_fd = real.fileno(), sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):
-        fd = None  # not a real file (tests capture it): redirect Python's stdout only
+        fd = err_fd = None  # not real files (tests capture them): redirect Python's stdout only
     saved = None
     json_stream = real
     with contextlib.suppress(Exception):
@@ -104,7 +104,7 @@ def _json_stdout() -> Iterator[None]:
     if fd is not None:
         saved = os.dup(fd)
         json_stream = os.fdopen(os.dup(saved), "w", encoding=getattr(real, "encoding", None) or "utf-8")
-        os.dup2(sys.stderr.fileno(), fd)  # C-level writes of user code and libraries
+        os.dup2(err_fd, fd)  # type: ignore[arg-type]  # C-level writes of user code and libraries
     console.file = json_stream
     try:
         with contextlib.redirect_stdout(sys.stderr):
