@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxship._errors import ConfigError, VerificationError
-from onnxship._util import verb_module
+from onnxship._util import check_name, verb_module
 from onnxship.package._assets import AssetSpec, ModelSizes, PreparedAsset, prepare_assets
 from onnxship.package._bundle import ReleaseWriter, embed_metadata
 from onnxship.package._release import Release, current_latest
@@ -198,6 +198,11 @@ def ship(
     start = time.perf_counter()
     cfg = config or ShipConfig()
     model, spec = _resolve_model(model, cfg)
+    # The name becomes releases/<name>/: refuse `..`, `.`, `a/b` before anything is loaded or written.
+    if cfg.model.name is not None:
+        check_name(cfg.model.name, "model name (--name / model.name / ONNXSHIP_MODEL_NAME)")
+    elif spec is not None:
+        check_name(spec.default_name(), "model name taken from the model file (pass --name)")
     asset_specs = [AssetSpec(k, Path(v)) for k, v in cfg.package.assets.items()] + list(assets or [])
     prepare_assets(
         asset_specs, portable=cfg.package.portable

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import shutil
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import onnx
 
 from onnxship._errors import ConfigError, ExportError, OnnxshipError, is_disk_full
-from onnxship._util import atomic_write_json, git_sha, utc_now
+from onnxship._util import atomic_write_json, check_name, git_sha, utc_now, work_dir
 from onnxship._version import __version__
 from onnxship.export import _cache
 from onnxship.export._config import CandidateRecord, ExportConfig, ExportResult
@@ -159,11 +158,7 @@ def _run(
     start: float,
 ) -> ExportResult:
     name = _model_name(name, loaded)
-    if not name.replace("-", "_").replace(".", "_").isidentifier():
-        raise ConfigError(
-            f"model name {name!r} is not usable as a file name",
-            hint="use letters, digits, '-', '_' (pass --name)",
-        )
+    check_name(name, "model name (--name)")
     torch_runner = TorchRunner(module, binding)
     try:
         ref = torch_runner.infer({k: v.numpy() for k, v in values.items()})
@@ -189,8 +184,7 @@ def _run(
     tolerance = config.tolerance or PRECISION_TOLERANCES["fp16" if config.fp16 else "fp32"]
     points = sweep_points(specs)
     strategies = ["dynamo", "torchscript"] if config.strategy == "auto" else [config.strategy]
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{name}-candidates-", dir=out))
+    work = work_dir(out, f"{name}-candidates", what="to --out")  # removed below; a killed run's by the next
     candidates: list[CandidateRecord] = []
     winner: tuple[CandidateRecord, Path] | None = None
     try:

@@ -20,6 +20,16 @@ class Tolerance:
     atol: float = 1e-4  # absolute part
     rtol: float = 1e-3  # relative part
 
+    def __post_init__(self) -> None:
+        for key in ("atol", "rtol"):  # a NaN/negative tolerance would pass or fail everything silently
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                from onnxship._errors import ConfigError
+
+                raise ConfigError(
+                    f"tolerance {key}={v!r} is not a finite number >= 0", hint="e.g. atol=1e-4, rtol=1e-3"
+                )
+
     def to_dict(self) -> dict[str, float]:
         return {"atol": self.atol, "rtol": self.rtol}
 

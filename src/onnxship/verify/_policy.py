@@ -92,7 +92,9 @@ def _tolerance(value: Any, where: str) -> Tolerance:
     if isinstance(value, Tolerance):
         return value
     if isinstance(value, dict) and value and set(value) <= {"atol", "rtol"}:
-        return Tolerance(float(value.get("atol", 0.0)), float(value.get("rtol", 0.0)))
+        parts = [value.get("atol", 0.0), value.get("rtol", 0.0)]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in parts):
+            return Tolerance(float(parts[0]), float(parts[1]))  # checks finite and >= 0
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
         return Tolerance(float(value), 0.0)
     raise ConfigError(
