@@ -37,7 +37,9 @@ def ship_command(
     name: str = typer.Option(None, "--name", help="model/release name (default: from the spec)"),
     releases: Path = typer.Option(None, "--releases", help="releases root (default: releases)"),
     strategy: str = typer.Option(None, "--strategy", help="auto | dynamo | torchscript"),
-    opsets: list[int] = typer.Option(None, "--opset", help="opset(s) to try in order (default 17, then 18)"),
+    opsets: list[int] = typer.Option(
+        None, "--opset", help="opset(s) to try in order (default: dynamo 18, TorchScript 17)"
+    ),
     allow_static: bool = typer.Option(
         None,
         "--allow-static/--no-allow-static",

@@ -118,6 +118,9 @@ def export(
     loaded, restore_training = _load(model)
     module = loaded.model
     notes: list[str] = []
+    if not config.fp16 and _is_half(module):  # every entry point (trace_pytorch too) gets the fp16 gate
+        config = replace(config, fp16=True)
+        notes.append("the model's weights are float16: exported and verified as fp16 (fp16 tolerances)")
     try:
         if inputs is not None:
             specs, samples = to_specs(list(inputs)), {}
@@ -152,6 +155,13 @@ def export(
 def _static_spec(spec: TensorSpec) -> TensorSpec:
     """Every dim fixed at the user's sample size (what a static candidate is exported and verified at)."""
     return replace(spec, dims=tuple(DimSpec(value=d.value) for d in spec.dims))
+
+
+def _is_half(module: torch.nn.Module) -> bool:
+    import torch
+
+    floats = [p.dtype for p in module.parameters() if p.is_floating_point()]
+    return bool(floats) and all(d == torch.float16 for d in floats)
 
 
 def _refuse_bfloat16(module: torch.nn.Module, specs: list[TensorSpec]) -> None:
@@ -520,6 +530,9 @@ def _try_strategy(
         except OnnxshipError as exc:
             rec.reason = f"onnxruntime cannot load it: {exc.message}"
             rec.verify_seconds = time.perf_counter() - t1
+            load = classify(exc.message, None, source="onnxruntime", stage=rec.label)
+            if load.code != "ONX199":
+                rec.diagnostics = merge_diagnostics(rec.diagnostics + [load])
             # An opset conversion that wrote a file onnxruntime refuses (dynamo at 17: "Unrecognized attribute
             # num_outputs for operator Split"): another opset may load; the exporter's own opset last of all.
             native = DEFAULT_OPSETS[strategy][0]
@@ -549,6 +562,11 @@ def _try_strategy(
         if not parity or frozen_reason:
             rec.verify_seconds = time.perf_counter() - t1
             rec.reason = frozen_reason or f"parity check failed: {parity.reason}"
+            if rec.frozen and not frozen_reason:
+                rec.reason += (
+                    f"; tracing froze a value at {rec.frozen[0]}: keep sizes as tensors "
+                    "(x.size(1) without float()/int())"
+                )
             if frozen_reason:
                 rec.diagnostics = merge_diagnostics(
                     rec.diagnostics
@@ -589,24 +607,28 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 
 def _frozen_verdict(frozen: list[str], parity: ParityResult, config: ExportConfig) -> str | None:
-    """A trace that froze a tensor into a Python bool/int is accepted only when the value sweep proves it right."""
+    """A trace that froze a tensor into a Python bool/int is accepted only when the value sweep proves it right.
+
+    Returns the refusal when the frozen value is a branch on tensor values (a value variant fails), or when no value
+    variant could run to show it right; None otherwise (a shape-derived freeze is judged by the shape sweep).
+    """
     if not frozen:
         return None
     where = "; ".join(frozen[:3])
     values = parity.value_checks
-    if not parity:
-        first = next((c for c in parity.checks if c.status == "failed"), None)
-        what = f" (at {first.label}: {first.error})" if first is not None else f" ({parity.reason})"
+    bad_values = [c for c in values if c.status == "failed"]
+    if bad_values:
+        first = bad_values[0]
         return (
-            f"the trace froze a Python value computed from a tensor at {where}, and the sweep shows the export "
-            f"answers wrong{what}; rewrite it with torch.where or torch.cond"
+            f"the trace froze a Python branch on tensor values at {where}: with values {first.values} it answers "
+            f"wrong ({first.error}); rewrite it with torch.where or torch.cond"
         )
-    if not config.value_sweep:
-        return None  # the user switched the value sweep off: the shape sweep is all the evidence there is
+    if not parity or not config.value_sweep:
+        return None
     if values and not any(c.status == "passed" for c in values):
         return (
-            f"the trace froze a Python value computed from a tensor at {where}, and no value variant could run "
-            "in PyTorch to show that the frozen branch is right; rewrite it with torch.where or torch.cond"
+            f"the trace froze a Python branch on tensor values at {where}, and no value variant could run in "
+            "PyTorch to show that the frozen branch is right; rewrite it with torch.where or torch.cond"
         )
     return None
 
@@ -653,13 +675,13 @@ def _no_candidate_error(
     """One error that lists every candidate, with a hint that matches the causes (never a generic "fix it")."""
     lines = [f"{c.label}: {c.outcome} — {c.reason}" for c in candidates]
     hints: list[str] = []
-    frozen = [f for c in candidates for f in c.frozen if c.reason and "froze" in c.reason]
+    frozen = [f for c in candidates for f in c.frozen if c.reason and "Python branch" in c.reason]
     if frozen:
         hints.append(
             f"forward() branches on tensor values at {frozen[0]}: rewrite it with torch.where, or torch.cond "
             "(dynamo exporter)"
         )
-    unsupported = [d for c in candidates for d in c.diagnostics if d.code in ("ONX107", "ONX120")]
+    unsupported = [d for c in candidates for d in c.diagnostics if d.code in ("ONX107", "ONX120", "ONX122")]
     if unsupported:
         hints.append(
             f"an operator has no ONNX translation ({unsupported[0].message[:160]}): try another opset "

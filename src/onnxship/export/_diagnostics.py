@@ -192,6 +192,15 @@ RULES: tuple[DiagnosticRule, ...] = (
         "The exporter mixed positional and keyword inputs. onnxship binds named inputs to forward()'s parameters "
         "by name; pass only the inputs the graph needs and give other forward() arguments defaults.",
     ),
+    DiagnosticRule(
+        "ONX122",
+        "onnxruntime refuses an operator of the exported file",
+        r"(Unrecognized attribute: \w+ for operator|Could not find an implementation for|No Op registered for)",
+        "warning",
+        "The file uses an operator (or attribute) this onnxruntime does not implement at the file's opset, often "
+        "after a down-conversion by the dynamo exporter. onnxship retries at another opset, ending with the "
+        "exporter's own; otherwise export at an opset your runtime supports, or register a custom-op library.",
+    ),
     # The dynamo exporter's own summary line for each of its three steps (torch/onnx/_internal/exporter/_core.py).
     # Seen in saved logs (`doctor export-log`): "TorchExportError: Failed to export ..." has no "error" word
     # boundary, so without these rules the one line naming the failed step was dropped as progress output.
@@ -334,9 +343,7 @@ class Capture:
     logs: list[tuple[str, str]] = field(default_factory=list)  # (message, level)
     printed: str = ""  # what the exporter printed (progress lines), kept for the export log
     stderr: str = ""  # what went to stderr; classified line by line like a saved log
-    frozen: list[str] = field(
-        default_factory=list
-    )  # "file.py:7 (`if x.mean() > 0:`)": values tracing froze
+    frozen: list[str] = field(default_factory=list)  # "file.py:7 (`if x.mean() > 0:`)": values tracing froze
 
     def diagnostics(self) -> list[Diagnostic]:
         out = [classify(m, c, source="warning", stage=self.stage) for m, c in self.warnings]

@@ -8,6 +8,7 @@ over the declared dynamic dims catches axes that were silently frozen. DO NOT im
 from __future__ import annotations
 
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -677,6 +678,31 @@ def _likely_causes(
     return diags
 
 
+_UNSUPPORTED_OP = re.compile(
+    r"(?:Could not find an implementation for (?P<a>[\w.]+)\((?P<av>\d+)\)|"
+    r"No Op registered for (?P<b>[\w.]+) with domain_version of (?P<bv>\d+)|"
+    r"Unrecognized attribute: (?P<attr>\w+) for operator (?P<c>[\w.]+))"
+)
+
+
+def unsupported_op_hint(message: str) -> str | None:
+    """When onnxruntime refuses an operator: name it and the routes (another opset, a custom op); else None."""
+    m = _UNSUPPORTED_OP.search(message)
+    if m is None:
+        return None
+    op = m["a"] or m["b"] or m["c"]
+    at = m["av"] or m["bv"]
+    what = (
+        f"operator {op}"
+        + (f" at opset {at}" if at else "")
+        + (f" (attribute {m['attr']})" if m["attr"] else "")
+    )
+    return (
+        f"this onnxruntime does not implement {what}: re-export at another opset (onnxship export --opset 18), "
+        "upgrade onnxruntime, or register a custom-op library for it (SessionOptions.register_custom_ops_library)"
+    )
+
+
 def _evidence(
     engine: _Engine,
     source_kind: str,
@@ -802,9 +828,15 @@ def _verify(
         allow_nonfinite=config.allow_nonfinite,
     )
     # No spinning: the engines alternate batch by batch, and onnxruntime's spinning threads would starve PyTorch.
-    candidate = OnnxRuntimeRunner(
-        Path(onnx_path), SessionConfig(providers=config.providers, allow_spinning=False)
-    )
+    try:
+        candidate = OnnxRuntimeRunner(
+            Path(onnx_path), SessionConfig(providers=config.providers, allow_spinning=False)
+        )
+    except CheckError as exc:
+        op_hint = unsupported_op_hint(exc.message)
+        if op_hint is None:
+            raise
+        raise CheckError(exc.message, hint=op_hint) from None
     output_names = list(candidate.output_names)
     unknown = sorted(set(config.tolerances) - set(output_names))
     if unknown:
