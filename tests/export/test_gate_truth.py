@@ -257,6 +257,33 @@ def test_allow_static_exports_at_the_sample_shape(tmp_path):
     assert _independent_check(model, res.path, feeds) == 3
 
 
+class BagWithStarts(nn.Module):
+    """EmbeddingBag offsets under a name no heuristic knows: random values are not valid offsets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(20, 4))
+
+    def forward(self, ids, starts):
+        return nn.functional.embedding_bag(ids, self.w, starts, mode="mean")
+
+
+def test_invalid_generated_inputs_blame_the_checks_not_the_model(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(ExportError) as info:
+        onnxship.export(
+            BagWithStarts().eval(),
+            {"ids": torch.randint(0, 20, (6,)), "starts": torch.tensor([0, 3])},
+            dynamic={"ids": {0: "n"}, "starts": {0: "b"}},
+            out=tmp_path,
+            strategy="torchscript",
+        )
+    reason = info.value.candidates[0].reason
+    assert "could not make valid inputs for shape" in reason and "give a value kind or --data" in reason
+    assert "not verified" in reason and "parity check failed" not in reason
+    assert "fix the model" not in info.value.hint and "not found wrong" in info.value.hint
+
+
 def test_bfloat16_refused_up_front(tmp_path):
     with pytest.raises(ConfigError, match="bfloat16"):
         onnxship.export(nn.Linear(4, 2).eval(), torch.randn(2, 4, dtype=torch.bfloat16), out=tmp_path)
@@ -276,13 +303,18 @@ def test_int8_variant_verify_reads_precision_from_metadata(tmp_path):
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
     res = onnxship.export(model, inputs=["x:batch=4 x 16:float32"], out=tmp_path, strategy="torchscript")
     opt = onnxship.optimize(
-        res.path, onnxship.OptimizeConfig(variants=("int8-dynamic",), out_dir=tmp_path / "v"), model=model
+        res.path,
+        onnxship.OptimizeConfig(variants=("int8-dynamic", "int8-static"), out_dir=tmp_path / "v"),
+        model=model,
     )
-    variant = opt.variants[0]
-    assert variant.path is not None
-    report = onnxship.verify(variant.path, model=model, sample_count=8, synthetic_count=8)
-    assert report.precision == "int8"
-    assert "precision int8 read from the file's metadata" in (report.compare["notes"] or "")
+    for variant in opt.variants:
+        assert variant.path is not None, variant.reason
+        report = onnxship.verify(variant.path, model=model, sample_count=8, synthetic_count=8)
+        assert report.precision == "int8"
+        assert "precision int8 read from the file's metadata" in (report.compare["notes"] or "")
+        weak = " ".join(report.to_dict()["evidence"]["weak"])
+        assert "inputs are synthetic" in weak
+        assert ("INT8 calibration used synthetic data" in weak) == (variant.variant == "int8-static")
 
 
 def test_classification_class_coverage_is_reported(tmp_path):

@@ -561,7 +561,11 @@ def _try_strategy(
         frozen_reason = _frozen_verdict(rec.frozen, parity, config) if config.verify else None
         if not parity or frozen_reason:
             rec.verify_seconds = time.perf_counter() - t1
-            rec.reason = frozen_reason or f"parity check failed: {parity.reason}"
+            rec.reason = frozen_reason or (
+                f"not verified (the checks, not the candidate, fell short): {parity.reason}"
+                if parity.inconclusive
+                else f"parity check failed: {parity.reason}"
+            )
             if rec.frozen and not frozen_reason:
                 rec.reason += (
                     f"; tracing froze a value at {rec.frozen[0]}: keep sizes as tensors "
