@@ -48,6 +48,11 @@ def ship_command(
     output_names: list[str] = typer.Option(None, "--output-name", help="output names in order"),
     meta: list[str] = typer.Option(None, "--meta", help="user metadata key=value"),
     fp16: bool = typer.Option(None, "--fp16/--no-fp16", help="export in float16"),
+    allow_nonfinite: bool = typer.Option(
+        None,
+        "--allow-nonfinite/--no-allow-nonfinite",
+        help="accept NaN/Inf outputs where both engines agree (default: they fail the gate)",
+    ),
     assets: list[str] = typer.Option(
         None, "--asset", help="name=path, e.g. vocab=vocab.json, labels=labels.json"
     ),
@@ -80,6 +85,7 @@ def ship_command(
         (cfg.export, "inputs", list(inputs or []) or None),
         (cfg.package, "portable", portable),
         (cfg.verify, "golden_samples", golden_samples),
+        (cfg.verify, "allow_nonfinite", allow_nonfinite),
         (cfg.package.triton, "repo", str(triton_repo) if triton_repo else None),
     ]
     for section, key, value in overrides:
