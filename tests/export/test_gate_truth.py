@@ -350,3 +350,85 @@ def test_doctor_export_log_finds_the_root_cause(tmp_path):
     res = explain_export_log(log)
     cause = next(c for c in res.codes if c.code == "ONX121")
     assert "is invalid for input of size 40" in cause.examples[0]
+
+
+_CLI_MODELS = """
+import torch
+from torch import nn
+
+
+class NanNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return torch.sqrt(-(self.fc(x).abs() + 1.0))
+
+
+class Cnn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3))
+
+
+def nan_net():
+    torch.manual_seed(0)
+    return NanNet()
+
+
+def cnn():
+    torch.manual_seed(0)
+    return Cnn()
+"""
+
+
+def test_cli_nonfinite_and_not_runnable_wording(tmp_path):
+    from typer.testing import CliRunner
+
+    from onnxship.cli import app
+
+    (tmp_path / "m.py").write_text(_CLI_MODELS)
+    runner = CliRunner()
+    spec = f"{tmp_path / 'm.py'}:nan_net"
+    args = [
+        "export",
+        "-m",
+        spec,
+        "-i",
+        "x:batch=2 x 4:float32",
+        "--strategy",
+        "torchscript",
+        "--name",
+        "nan_net",
+    ]
+    r = runner.invoke(app, [*args, "-o", str(tmp_path / "strict")])
+    assert r.exit_code == 1 and "NaN" in r.output and "--allow-nonfinite" in r.output
+    assert not (tmp_path / "strict" / "nan_net.onnx").exists()
+    r = runner.invoke(app, [*args, "-o", str(tmp_path / "loose"), "--allow-nonfinite", "--json"])
+    assert r.exit_code == 0, r.output
+    onnx_file = tmp_path / "loose" / "nan_net.onnx"
+    r = runner.invoke(app, ["verify", str(onnx_file), "-m", spec, "-n", "4"])
+    assert r.exit_code == 1 and "NaN/Inf" in r.output
+    r = runner.invoke(app, ["verify", str(onnx_file), "-m", spec, "-n", "4", "--allow-nonfinite"])
+    assert r.exit_code == 0, r.output
+    assert "non-finite:" in r.output and "evidence:" in r.output and "synthetic" in r.output
+
+    cnn = f"{tmp_path / 'm.py'}:cnn"
+    r = runner.invoke(
+        app,
+        ["export", "-m", cnn, "-i", "x:batch=2 x 3 x h=8..16 x w=8..16:float32", "--strategy", "torchscript"]
+        + ["-o", str(tmp_path / "cnn")],
+    )
+    assert r.exit_code == 0, r.output
+    assert "3 of 4 sweep shapes verified, 1 not runnable in PyTorch" in " ".join(r.output.split())
+    r = runner.invoke(
+        app,
+        ["export", "-m", cnn, "-i", "x:batch=2 x 3 x h=8..16 x w=8..16:float32", "--json"]
+        + ["--strategy", "torchscript", "-o", str(tmp_path / "cnn2")],
+    )
+    data = json.loads(r.output)
+    assert data["opset"] == 17 and "not runnable in PyTorch" in data["sweep_summary"]

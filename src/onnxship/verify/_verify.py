@@ -7,6 +7,7 @@ over the declared dynamic dims catches axes that were silently frozen. DO NOT im
 
 from __future__ import annotations
 
+import math
 import platform
 import re
 import sys
@@ -611,7 +612,29 @@ def _likely_causes(
                 "Look for log/div/sqrt of zero or overflow; in fp16 keep Softmax/LayerNorm/exp in fp32.",
             )
         )
-    failing = [o for o in outputs if not o.passed and not o.nan_mismatches and not o.shape_errors]
+    nonfinite = [
+        o for o in outputs if (o.nonfinite_reference or o.nonfinite_candidate) and not policy.allow_nonfinite
+    ]
+    if nonfinite:
+        diags.append(
+            _diag(
+                "VER112",
+                "error",
+                "NaN/Inf outputs",
+                "; ".join(
+                    f"{o.name}: {o.nonfinite_reference} in the reference, {o.nonfinite_candidate} in onnxruntime "
+                    f"(first at {o.nonfinite_where})"
+                    for o in nonfinite
+                ),
+                "NaN == NaN is not agreement: a served model would answer null. Find the log/div/sqrt of zero or "
+                "the overflow that makes them; pass --allow-nonfinite only if they are expected.",
+            )
+        )
+    failing = [
+        o
+        for o in outputs
+        if not o.passed and not o.nan_mismatches and not o.shape_errors and o not in nonfinite
+    ]
     for o in failing:
         tol = policy.tolerance_for(o.name)
         atol = tol.atol if tol is not None else 0.0
@@ -1002,11 +1025,23 @@ def _verify(
     hint = None
     if not passed:
         causes = [d["title"] for d in diags if d["source"] == "verify"]
-        hint = (
-            f"worst output {worst_any.name!r} would pass with atol={worst_any.min_passing_atol:.3g} "
-            if worst_any
-            else ""
-        ) + (f"; likely causes: {', '.join(causes)}" if causes else "")
+        nonfinite = [
+            o.name for o in summaries if (o.nonfinite_reference or o.nonfinite_candidate) and not o.passed
+        ]
+        if nonfinite:
+            lead = (
+                f"outputs {nonfinite} hold NaN/Inf: find the log/div/sqrt/overflow that makes them, or pass "
+                "--allow-nonfinite if they are expected "
+            )
+        elif worst_any is not None and math.isfinite(worst_any.min_passing_atol):
+            tol = policy.tolerance_for(worst_any.name)
+            lead = (
+                f"worst output {worst_any.name!r} would pass with atol={worst_any.min_passing_atol:.3g}"
+                + (f" (gate: atol={tol.atol:g} rtol={tol.rtol:g}) " if tol is not None else " ")
+            )
+        else:
+            lead = ""
+        hint = lead + (f"; likely causes: {', '.join(causes)}" if causes else "")
     seconds = time.perf_counter() - start
     labels = source.labels()
     sampled_classes = plan.sampled_classes
