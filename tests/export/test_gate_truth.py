@@ -172,6 +172,9 @@ def test_nonfinite_allowed_explicitly_and_counted(tmp_path):
     assert not strict.passed and "NaN/Inf" in strict.failure_reason
     out = strict.to_dict()["outputs"][0]
     assert out["nonfinite_reference"] > 0 and out["nonfinite_candidate"] > 0
+    assert strict.to_dict()["evidence"]["nonfinite"]["output_0"]["reference"] == out["nonfinite_reference"]
+    html = strict.write_html(tmp_path / "report.html").read_text()
+    assert "NaN/Inf in the reference" in html and "synthetic inputs" in html
     loose = onnxship.verify(res.path, model=model, sample_count=4, synthetic_count=4, allow_nonfinite=True)
     assert loose.passed
 

@@ -487,6 +487,10 @@ def _evidence_line(r: dict[str, Any]) -> str:
     ev = r.get("evidence") or {}
     parts = [str(p) for p in (ev.get("inputs"), ev.get("sweep")) if p]
     weak = [str(w) for w in ev.get("weak") or []]
+    for name, n in (ev.get("nonfinite") or {}).items():
+        parts.append(
+            f"{name}: {n.get('reference')} NaN/Inf in the reference, {n.get('candidate')} in onnxruntime"
+        )
     if not parts and not weak:
         return ""
     flag = f" <b>weak evidence:</b> {_e('; '.join(weak))}" if weak else ""

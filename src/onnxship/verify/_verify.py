@@ -1101,6 +1101,15 @@ def _verify(
         },
     }
     evidence = _evidence(engine, source.kind, groups, info.metadata, config)
+    evidence["nonfinite"] = {
+        o.name: {
+            "reference": o.nonfinite_reference,
+            "candidate": o.nonfinite_candidate,
+            "first": o.nonfinite_where,
+        }
+        for o in summaries
+        if o.nonfinite_reference or o.nonfinite_candidate
+    }
     if (evidence.get("class_coverage") or {}).get("weak"):
         diags.append(
             _diag(
