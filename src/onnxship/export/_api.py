@@ -483,7 +483,8 @@ def _try_strategy(
                 error = exc
         rec.export_seconds = time.perf_counter() - t0
         rec.diagnostics = cap.diagnostics()
-        rec.frozen = list(cap.frozen)
+        # the user's own lines first: a warning inside torch.nn.functional points at the library, not the model
+        rec.frozen = sorted(cap.frozen, key=lambda site: "site-packages" in site)
         if error is not None:
             inner = root_cause(error)
             d = classify(
