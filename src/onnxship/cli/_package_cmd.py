@@ -118,6 +118,8 @@ def _render_ship(result: ShipResult) -> None:
         f" {result.seconds:.1f} s)",
         soft_wrap=True,
     )
+    for w in (report.evidence or {}).get("weak") or []:
+        console.print(f"  [yellow]evidence:[/] {w}", soft_wrap=True)
     console.print(f"  bundle:  {result.path}", soft_wrap=True)
     console.print(
         f"  model:   {result.release.model_path.name}  sha256 {str(result.release.meta['onnx_sha256'])[:16]}…"

@@ -1,8 +1,8 @@
 """The value sweep: the same inputs shifted, scaled and set to edge values, so data-dependent branches are taken.
 
 Random N(0, 1) samples take one side of a Python ``if x.mean() > -1.0`` every time; a TorchScript trace that froze the
-other side passes every shape check. The value sweep feeds each float input as ``x - 3``, ``x + 3``, ``10·x``, zeros and
-a constant, and each id input at its smallest and largest valid id, so both sides of such branches are compared.
+other side passes every shape check. The value sweep feeds each float input as ``x - 3``, ``x + 3``, ``10·x``, ``-x``,
+zeros and a constant, and each id input at its smallest and largest valid id, so both sides of such branches are compared.
 
 Structural inputs keep their values: masks stay valid masks, offsets/lengths/indices stay valid, booleans are not
 touched. An input whose declared range the shifted values would leave is clipped back into it (a model that only
@@ -51,6 +51,7 @@ VALUE_VARIANTS: tuple[ValueVariant, ...] = (
     ValueVariant("x-3", lambda x: x - 3.0, "low"),
     ValueVariant("x+3", lambda x: x + 3.0, "high"),
     ValueVariant("10x", lambda x: x * 10.0),
+    ValueVariant("-x", lambda x: -x),
     ValueVariant("zeros", np.zeros_like),
     ValueVariant("constant", lambda x: np.full_like(x, 0.5)),
 )
@@ -94,11 +95,12 @@ def value_variants(
                 continue
             if arr.dtype.kind == "f" and variant.floats is not None:
                 v = np.asarray(variant.floats(arr.astype(np.float64)))
-                if spec.low is not None and spec.high is not None:
-                    v = np.clip(v, spec.low, np.nextafter(spec.high, spec.low))
                 if _kind(spec) in ("positive", "positives"):
                     v = np.abs(v) + 1e-3
                 v = v.astype(arr.dtype)
+                if spec.low is not None and spec.high is not None:  # [LOW, HIGH) in the input's own dtype
+                    top = np.nextafter(np.asarray(spec.high, arr.dtype), np.asarray(spec.low, arr.dtype))
+                    v = np.clip(v, np.asarray(spec.low, arr.dtype), top).astype(arr.dtype)
                 changed = changed or not np.array_equal(v, arr)
                 new[name] = v
             elif arr.dtype.kind in "iu" and variant.ints is not None:
