@@ -287,6 +287,22 @@ def test_invalid_generated_inputs_blame_the_checks_not_the_model(tmp_path):
     assert "fix the model" not in info.value.hint and "not found wrong" in info.value.hint
 
 
+def test_verify_says_its_own_inputs_are_invalid(tmp_path):
+    torch.manual_seed(0)
+    model = BagWithStarts().eval()
+    res = onnxship.export(
+        model,
+        {"ids": torch.randint(0, 20, (6,)), "starts": torch.tensor([0, 3])},
+        dynamic={"ids": {0: "n"}, "starts": {0: "b"}},
+        out=tmp_path,
+        strategy="torchscript",
+        verify=False,  # only to get a file; the gate itself is what is tested here
+    )
+    with pytest.raises(ConfigError, match="could not make valid inputs") as info:
+        onnxship.verify(res.path, model=model, sample_count=8, synthetic_count=8)
+    assert "--data" in info.value.hint and "not found wrong" in info.value.hint
+
+
 def test_bfloat16_refused_up_front(tmp_path):
     with pytest.raises(ConfigError, match="bfloat16"):
         onnxship.export(nn.Linear(4, 2).eval(), torch.randn(2, 4, dtype=torch.bfloat16), out=tmp_path)

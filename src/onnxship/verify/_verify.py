@@ -289,6 +289,14 @@ class _Engine:
         except OnnxshipError:
             raise
         except Exception as exc:
+            if batch.ids and str(batch.ids[0]).startswith("synthetic"):  # onnxship's inputs, not the user's data
+                shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in batch.feeds.items())
+                raise ConfigError(
+                    f"could not make valid inputs for shape {shapes}: PyTorch rejects the generated samples "
+                    f"({type(exc).__name__}: {str(exc)[:300]})",
+                    hint="give a value kind or range per input (--input NAME:DIMS:DTYPE:LOW..HIGH) or real "
+                    "samples with --data; the ONNX file was not found wrong",
+                ) from None
             raise ConfigError(
                 f"the PyTorch model fails on the data ({batch.ids[0] if batch.ids else 'batch'}): "
                 f"{type(exc).__name__}: {str(exc)[:300]}",
