@@ -289,7 +289,9 @@ class _Engine:
         except OnnxshipError:
             raise
         except Exception as exc:
-            if batch.ids and str(batch.ids[0]).startswith("synthetic"):  # onnxship's inputs, not the user's data
+            if batch.ids and str(batch.ids[0]).startswith(
+                "synthetic"
+            ):  # onnxship's inputs, not the user's data
                 shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in batch.feeds.items())
                 raise ConfigError(
                     f"could not make valid inputs for shape {shapes}: PyTorch rejects the generated samples "
@@ -433,7 +435,7 @@ def _run_sweep(engine: _Engine, specs: list[TensorSpec], static: bool, config: V
         points = [p for p in points if p == export_point]
         notes.append("the model was exported STATIC: only the export shape is swept")
     generated_ok: bool | None = None
-    for i, point in enumerate(points):
+    for i, point in enumerate(points):  # grows while it runs: probes of points PyTorch cannot run
         feeds = sample_feeds(specs, point, seed=config.seed + 7919 * (i + 1))
         first = next(iter(feeds.values()))
         batch = Batch(
@@ -467,6 +469,12 @@ def _run_sweep(engine: _Engine, specs: list[TensorSpec], static: bool, config: V
                 group["error"] = f"the PyTorch model cannot run the export shape ({short})"
             else:
                 group["error"] = f"not runnable in PyTorch at {where} ({short})"
+                # move each of its dims alone too (as check_parity does): one axis's size rule must not
+                # leave the other axes unverified
+                for name, value in point.items():
+                    probe = {**export_point, name: value}
+                    if value != export_point.get(name) and probe not in points:
+                        points.append(probe)
             continue
         got = engine.run_candidate(batch)
         engine.compare(batch, ref, got, group, main=False)
