@@ -455,3 +455,27 @@ def test_cli_nonfinite_and_not_runnable_wording(tmp_path):
     )
     data = json.loads(r.output)
     assert data["opset"] == 17 and "not runnable in PyTorch" in data["sweep_summary"]
+
+
+def test_verify_names_an_unsupported_operator(tmp_path):
+    from onnx import TensorProto, helper
+
+    from onnxship import CheckError
+
+    graph = helper.make_graph(
+        [helper.make_node("FancyOp", ["x"], ["y"], domain="com.example")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
+    path = tmp_path / "custom.onnx"
+    onnx.save(
+        helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+        ),
+        str(path),
+    )
+    with pytest.raises(CheckError) as info:
+        onnxship.verify(path, model=nn.Identity())
+    assert "com.example:FancyOp" in info.value.hint and "custom-op" in info.value.hint
+    assert "--allow-static" not in info.value.hint

@@ -721,7 +721,8 @@ def _likely_causes(
 _UNSUPPORTED_OP = re.compile(
     r"(?:Could not find an implementation for (?P<a>[\w.]+)\((?P<av>\d+)\)|"
     r"No Op registered for (?P<b>[\w.]+) with domain_version of (?P<bv>\d+)|"
-    r"Unrecognized attribute: (?P<attr>\w+) for operator (?P<c>[\w.]+))"
+    r"Unrecognized attribute: (?P<attr>\w+) for operator (?P<c>[\w.]+)|"
+    r"(?P<d>[\w.]+:[\w.]+)\(-?\d+\) is not a registered function/op)"
 )
 
 
@@ -730,7 +731,7 @@ def unsupported_op_hint(message: str) -> str | None:
     m = _UNSUPPORTED_OP.search(message)
     if m is None:
         return None
-    op = m["a"] or m["b"] or m["c"]
+    op = m["a"] or m["b"] or m["c"] or m["d"]
     at = m["av"] or m["bv"]
     what = (
         f"operator {op}"
