@@ -479,3 +479,11 @@ def test_verify_names_an_unsupported_operator(tmp_path):
         onnxship.verify(path, model=nn.Identity())
     assert "com.example:FancyOp" in info.value.hint and "custom-op" in info.value.hint
     assert "--allow-static" not in info.value.hint
+
+
+def test_trace_pytorch_refuses_bfloat16_before_training():
+    pytest.importorskip("mlflow")
+    from onnxship.publish import trace_pytorch
+
+    with pytest.raises(ConfigError, match="bfloat16"):
+        trace_pytorch("bf16-model", torch.randn(2, 4, dtype=torch.bfloat16))
