@@ -47,7 +47,9 @@ def export_command(
         help="opset(s) to try in order (default: dynamo 18, TorchScript 17; retried on failure)",
     ),
     allow_static: bool = typer.Option(
-        False, "--allow-static", help="accept a static export when no dynamic candidate verifies"
+        False,
+        "--allow-static",
+        help="accept a static export (at the sample shape, same checks) when no dynamic candidate verifies",
     ),
     output_names: list[str] = typer.Option(
         None, "--output-name", help="output names in order (default output_N)"
