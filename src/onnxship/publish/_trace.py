@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxship._errors import CheckError, ConfigError
-from onnxship._util import git_sha, utc_now
+from onnxship._util import check_name, git_sha, utc_now
 from onnxship.publish._api import (
     _pre_checks,
     _triton_text,
@@ -77,11 +77,7 @@ def _check_kwargs(options: dict[str, Any], own: list[str], where: str) -> None:
 
 
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not name.replace("-", "_").replace(".", "_").isidentifier():
-        raise ConfigError(
-            f"model name {name!r} is not usable as a model/file name",
-            hint="use letters, digits, '-', '_' (e.g. 'mnist-classifier')",
-        )
+    check_name(name, "model name")
 
 
 def _describe(obj: Any) -> str:
