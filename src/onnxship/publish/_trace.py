@@ -508,9 +508,16 @@ def _env_ship_config() -> Any:
 
     if not any(k.startswith("ONNXSHIP_") for k in os.environ):
         return ShipConfig()
-    from onnxship.spec import load_ship_config
+    from onnxship.spec._config import _env_overrides
 
-    return load_ship_config(None)
+    # only the keys the environment sets are validated (defaults stay defaults)
+    cfg = ShipConfig.from_dict(_env_overrides(dict(os.environ)), base=None, where="ONNXSHIP_* environment")
+    if cfg.export.strategy not in ("auto", "dynamo", "torchscript"):
+        raise ConfigError(
+            f"ONNXSHIP_EXPORT_STRATEGY={cfg.export.strategy!r} is not an export strategy",
+            hint="valid: auto, dynamo, torchscript",
+        )
+    return cfg
 
 
 def _publish_trained(
