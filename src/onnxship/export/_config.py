@@ -14,10 +14,12 @@ from onnxship.spec._inputs import TensorSpec
 from onnxship.verify._compare import Tolerance
 from onnxship.verify._parity import ParityResult
 
-__all__ = ["DEFAULT_OPSETS", "MIN_OPSET", "CandidateRecord", "ExportConfig", "ExportResult"]
+__all__ = ["DEFAULT_OPSETS", "MIN_OPSET", "PREFERENCE", "CandidateRecord", "ExportConfig", "ExportResult"]
 
 MIN_OPSET = 7
-STRATEGY_CHOICES = ("auto", "dynamo", "torchscript")
+STRATEGY_CHOICES = ("auto", "fastest", "dynamo", "torchscript")
+# auto and fastest run these candidates concurrently (a worker process each), in this order of preference
+PREFERENCE = ("dynamo", "torchscript")
 # Each exporter's own opsets first: dynamo implements opset 18 and converts down (a conversion that can fail or
 # write files onnxruntime refuses); TorchScript's mature opset is 17. The later ones are retries.
 DEFAULT_OPSETS: dict[str, tuple[int, ...]] = {"dynamo": (18, 20), "torchscript": (17, 18)}
@@ -27,7 +29,9 @@ DEFAULT_OPSETS: dict[str, tuple[int, ...]] = {"dynamo": (18, 20), "torchscript":
 class ExportConfig:
     """How to export."""
 
-    strategy: str = "auto"  # auto (dynamo, then torchscript) | dynamo | torchscript
+    # auto: dynamo and TorchScript run concurrently, dynamo preferred | fastest: the first verified one wins |
+    # dynamo | torchscript
+    strategy: str = "auto"
     opsets: tuple[int, ...] | None = None  # tried in order on failure; None: each exporter's DEFAULT_OPSETS
     allow_static: bool = False  # accept a static export when no dynamic candidate verifies (recorded loudly)
     output_names: tuple[str, ...] | None = None  # default output_0..n
@@ -94,6 +98,8 @@ class CandidateRecord:
     frozen: list[str] = field(
         default_factory=list
     )  # TorchScript: where tracing froze a tensor into a Python value
+    started_at: float = 0.0  # wall clock (time.time()) when the attempt began; comparable across workers
+    finished_at: float = 0.0  # wall clock when its verdict was reached
 
     @property
     def label(self) -> str:
@@ -111,6 +117,8 @@ class CandidateRecord:
             "file_opset": self.file_opset,
             "specialized": self.specialized,
             "frozen": self.frozen,
+            "started_at": round(self.started_at, 3),
+            "finished_at": round(self.finished_at, 3),
             "diagnostics": [d.to_dict() for d in self.diagnostics],
             "parity": self.parity.to_dict() if self.parity is not None else None,  # a failed one is falsy
             "gate": None

@@ -1,0 +1,223 @@
+"""Export candidates side by side: a worker process per candidate, the verdict by policy.
+
+``auto`` used to pay for the dynamo attempt before TorchScript could start, so a fallback cost both exporters in
+sequence. Here every candidate of a group (dynamo and TorchScript at one dynamic/static mode) runs in its own worker
+process at once, each through the full gate (export/_candidates.py), and the parent decides:
+
+- ``preference`` (``auto``): the first candidate in preference order that verifies, decided as soon as every
+  candidate before it has failed; the others are stopped.
+- ``fastest``: the first candidate to pass the full gate, whichever it is; the others are stopped.
+
+Workers start with ``fork`` where the platform has it (nothing to pickle, no torch import to pay); with
+``ONNXSHIP_EXPORT_START_METHOD=spawn`` or ``forkserver`` the job is pickled, and a job that cannot be pickled (a model
+class defined inside a function) runs in-process instead. ``ONNXSHIP_EXPORT_CONCURRENCY=0`` runs candidates one after
+another in the parent (preference order, stopping at the first verified one).
+
+User code runs in the worker, inside the same error boundary as in-process: anything it raises, ``sys.exit()``
+included, becomes that candidate's "failed" record, and a worker that dies without answering is recorded as such;
+what it prints goes to stderr, never into a ``--json`` result on stdout.
+
+DO NOT import torch at module level.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from onnxship._errors import ExportError
+from onnxship.export._candidates import CandidateJob, CandidateOutcome, try_candidate
+from onnxship.export._config import CandidateRecord
+
+__all__ = ["GroupResult", "run_group", "start_method"]
+
+POLICIES = ("preference", "fastest")
+
+
+@dataclass
+class GroupResult:
+    """Each job's outcome in job order, and the index of the chosen one (None: none verified)."""
+
+    outcomes: list[CandidateOutcome]
+    chosen: int | None
+
+
+def start_method() -> str:
+    """The multiprocessing start method for candidate workers (ONNXSHIP_EXPORT_START_METHOD, else fork)."""
+    methods = multiprocessing.get_all_start_methods()
+    asked = os.environ.get("ONNXSHIP_EXPORT_START_METHOD", "").strip()
+    if asked in methods:
+        return asked
+    return "fork" if "fork" in methods else "spawn"
+
+
+def _concurrent_enabled() -> bool:
+    return os.environ.get("ONNXSHIP_EXPORT_CONCURRENCY", "1").strip() not in ("0", "false", "no", "off")
+
+
+def run_group(jobs: list[CandidateJob], policy: str = "preference") -> GroupResult:
+    """Run the jobs (in preference order) and choose one by ``policy``; a single job runs in-process."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}")
+    if len(jobs) <= 1 or not _concurrent_enabled():
+        return _sequential(jobs)
+    method = start_method()
+    if method != "fork":
+        try:
+            pickle.dumps(jobs)
+        except Exception:  # a model class defined in a function cannot reach a spawned worker
+            return _sequential(jobs)
+    return _concurrent(jobs, policy, multiprocessing.get_context(method))
+
+
+def _sequential(jobs: list[CandidateJob]) -> GroupResult:
+    outcomes: list[CandidateOutcome] = []
+    for i, job in enumerate(jobs):
+        outcome = try_candidate(job)
+        outcomes.append(outcome)
+        if outcome.path is not None:
+            return GroupResult(outcomes, i)
+    return GroupResult(outcomes, None)
+
+
+def _worker(conn: Connection, job: CandidateJob, threads: int) -> None:
+    """A candidate in its own process: user code inside the boundary, one message back, stdout kept clean."""
+    try:
+        os.dup2(2, 1)  # the model's prints go to stderr: stdout may carry the parent's --json result
+        sys.stdout = sys.stderr
+        import torch
+
+        torch.set_num_threads(threads)  # the candidates share the cores instead of oversubscribing them
+        message: tuple[Any, ...] = ("done", try_candidate(job))
+    except ExportError as exc:  # a full disk: no candidate would fit
+        message = ("export_error", exc.message, exc.hint)
+    except BaseException as exc:  # noqa: BLE001 - the worker's boundary: sys.exit() and KeyboardInterrupt too
+        message = ("crashed", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=3))
+    try:
+        conn.send(message)
+    except Exception as exc:  # an outcome that cannot be pickled is still an answer
+        conn.send(("crashed", f"the worker's result could not be sent back: {type(exc).__name__}: {exc}", ""))
+    finally:
+        conn.close()
+        os._exit(0)  # no atexit hooks or finalizers of the parent's objects run twice
+
+
+def _crashed_outcome(job: CandidateJob, reason: str, started: float) -> CandidateOutcome:
+    opset = job.config.opsets_for(job.strategy)[0]
+    rec = CandidateRecord(
+        strategy=job.strategy, opset=opset, outcome="failed", dynamic=job.dynamic, reason=reason
+    )
+    rec.started_at, rec.finished_at = started, time.time()
+    return CandidateOutcome([rec])
+
+
+def _concurrent(jobs: list[CandidateJob], policy: str, ctx: Any) -> GroupResult:
+    threads = max(1, (os.cpu_count() or 1) // len(jobs))
+    procs: list[Any] = []
+    conns: list[Connection] = []
+    started: list[float] = []
+    try:
+        for job in jobs:
+            parent, child = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker, args=(child, job, threads), daemon=True)
+            started.append(time.time())
+            proc.start()
+            child.close()
+            procs.append(proc)
+            conns.append(parent)
+        results: list[CandidateOutcome | None] = [None] * len(jobs)
+        chosen = _decide(results, policy, [])
+        finish_order: list[int] = []
+        while chosen is None and any(r is None for r in results):
+            waiting = {c: i for i, c in enumerate(conns) if results[i] is None}
+            sentinels = {procs[i].sentinel: i for i in waiting.values()}
+            for ready in wait([*waiting, *sentinels]):
+                i = waiting.get(ready, sentinels.get(ready))  # type: ignore[arg-type]
+                if i is None or results[i] is not None:
+                    continue
+                results[i] = _receive(conns[i], procs[i], jobs[i], started[i])
+                finish_order.append(i)
+            chosen = _decide(results, policy, finish_order)
+        return GroupResult(_settle(results, jobs, chosen, policy, started), chosen)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for conn in conns:
+            conn.close()
+
+
+def _receive(conn: Connection, proc: Any, job: CandidateJob, started: float) -> CandidateOutcome:
+    message: tuple[Any, ...] | None = None
+    try:
+        if conn.poll(0.5 if not proc.is_alive() else None):
+            message = conn.recv()
+    except (EOFError, OSError):
+        message = None
+    if message is None:
+        proc.join(timeout=5)
+        return _crashed_outcome(
+            job,
+            f"export failed: the worker process exited with code {proc.exitcode} before answering "
+            "(the model's code ended the process); strategy='torchscript' runs it in-process",
+            started,
+        )
+    if message[0] == "done":
+        return message[1]
+    if message[0] == "export_error":
+        raise ExportError(message[1], hint=message[2])
+    return _crashed_outcome(job, f"export failed: {message[1]}", started)
+
+
+def _decide(results: list[CandidateOutcome | None], policy: str, finish_order: list[int]) -> int | None:
+    if policy == "fastest":
+        return next((i for i in finish_order if results[i] is not None and results[i].path is not None), None)
+    for i, r in enumerate(results):
+        if r is None:
+            return None  # a preferred candidate is still running
+        if r.path is not None:
+            return i
+    return None
+
+
+def _settle(
+    results: list[CandidateOutcome | None],
+    jobs: list[CandidateJob],
+    chosen: int | None,
+    policy: str,
+    started: list[float],
+) -> list[CandidateOutcome]:
+    """Every job gets an outcome: candidates stopped or passed over are recorded as skipped, with why."""
+    winner = results[chosen].accepted.label if chosen is not None else ""  # type: ignore[union-attr]
+    why = "auto prefers it" if policy == "preference" else "it verified first (fastest)"
+    out: list[CandidateOutcome] = []
+    for i, r in enumerate(results):
+        if r is None:
+            job = jobs[i]
+            rec = CandidateRecord(
+                strategy=job.strategy,
+                opset=job.config.opsets_for(job.strategy)[0],
+                outcome="skipped",
+                dynamic=job.dynamic,
+                reason=f"stopped: {winner} verified and {why}",
+            )
+            rec.started_at, rec.finished_at = started[i], time.time()
+            r = CandidateOutcome([rec])
+        elif i != chosen and r.path is not None:
+            acc = r.records[-1]
+            acc.outcome, acc.reason = "skipped", f"verified too, but {winner} won: {why}"
+            r = CandidateOutcome(r.records)
+        out.append(r)
+    return out
