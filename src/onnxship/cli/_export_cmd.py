@@ -40,7 +40,12 @@ def export_command(
     model_args: list[str] = typer.Option(None, "--model-arg", help="factory keyword argument key=value"),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="output folder"),
     name: str = typer.Option(None, "--name", help="model name (default: from the spec)"),
-    strategy: str = typer.Option("auto", "--strategy", help="auto | dynamo | torchscript"),
+    strategy: str = typer.Option(
+        "auto",
+        "--strategy",
+        help="auto (dynamo and TorchScript concurrently, dynamo preferred) | fastest (the first verified one) "
+        "| dynamo | torchscript",
+    ),
     opsets: list[int] = typer.Option(
         None,
         "--opset",

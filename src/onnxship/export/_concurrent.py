@@ -69,18 +69,35 @@ def run_group(jobs: list[CandidateJob], policy: str = "preference") -> GroupResu
     if len(jobs) <= 1 or not _concurrent_enabled():
         return _sequential(jobs)
     method = start_method()
-    if method != "fork":
-        try:
-            pickle.dumps(jobs)
-        except Exception:  # a model class defined in a function cannot reach a spawned worker
-            return _sequential(jobs)
+    if method != "fork" and not _picklable(jobs):
+        return _sequential(jobs)
     return _concurrent(jobs, policy, multiprocessing.get_context(method))
+
+
+def _picklable(jobs: list[CandidateJob]) -> bool:
+    """A spawned worker unpickles the job in a fresh interpreter: every model class must be importable there."""
+    import importlib.util
+
+    try:
+        pickle.dumps(jobs)
+        for job in jobs:
+            for mod in job.module.modules():
+                name = type(mod).__module__
+                if name == "__main__" or importlib.util.find_spec(name) is None:
+                    return False
+    except Exception:  # a class defined in a function, a model file loaded by path
+        return False
+    return True
 
 
 def _sequential(jobs: list[CandidateJob]) -> GroupResult:
     outcomes: list[CandidateOutcome] = []
     for i, job in enumerate(jobs):
-        outcome = try_candidate(job)
+        started = time.time()
+        try:
+            outcome = try_candidate(job)
+        except SystemExit as exc:  # the model's code called sys.exit() while exporting: that candidate failed
+            outcome = _crashed_outcome(job, f"export failed: SystemExit: {exc}", started)
         outcomes.append(outcome)
         if outcome.path is not None:
             return GroupResult(outcomes, i)

@@ -1,0 +1,177 @@
+"""auto and fastest run dynamo and TorchScript side by side (a worker process each) and choose by policy.
+
+Concurrency is asserted on the candidates' recorded start/finish timestamps (wall clock, comparable across the
+worker processes), never on absolute times. These tests run the dynamo exporter: seconds each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import onnxship
+from onnxship import ExportError
+from onnxship.testing import SmallCNN
+
+pytestmark = pytest.mark.slow
+
+SPEC = ["x:batch=2 x 4:float32"]
+
+
+class Plain(torch.nn.Module):
+    """Both exporters verify it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x).relu()
+
+
+class TraceOnly(Plain):
+    """torch.export (dynamo) cannot take it; tracing (TorchScript) can."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_exporting():
+            raise NotImplementedError("this layer has no torch.export support")
+        return self.lin(x).relu()
+
+
+def _overlap(a, b) -> bool:
+    return a.started_at < b.finished_at and b.started_at < a.finished_at
+
+
+def test_auto_prefers_dynamo_when_both_verify(tmp_path):
+    torch.manual_seed(0)
+    result = onnxship.export(Plain().eval(), inputs=SPEC, out=tmp_path, name="plain")
+    assert result.strategy == "dynamo"
+    dyn, ts = result.candidates
+    assert (dyn.strategy, dyn.outcome) == ("dynamo", "accepted")
+    assert ts.strategy == "torchscript" and ts.outcome == "skipped"
+    assert "auto prefers" in ts.reason and "dynamo/opset18" in ts.reason
+    assert _overlap(dyn, ts)  # TorchScript ran while dynamo was still exporting
+    side = json.loads(result.meta_path.read_text())
+    assert [c["outcome"] for c in side["candidates"]] == ["accepted", "skipped"]
+    assert side["candidates"][0]["started_at"] > 0 and side["candidates"][0]["finished_at"] > 0
+
+
+def test_auto_falls_back_to_torchscript_without_paying_in_sequence(tmp_path):
+    torch.manual_seed(0)
+    result = onnxship.export(TraceOnly().eval(), inputs=SPEC, out=tmp_path / "a", name="t")
+    assert result.strategy == "torchscript"
+    dyn, ts = result.candidates
+    assert (dyn.strategy, dyn.outcome) == ("dynamo", "failed") and "torch.export support" in dyn.reason
+    assert (ts.strategy, ts.outcome) == ("torchscript", "accepted")
+    assert _overlap(dyn, ts)  # the fallback was verified while dynamo was failing, not after it
+    assert ts.started_at < dyn.finished_at
+    # the cache still remembers the dynamo failure: the next export skips it and runs TorchScript alone
+    again = onnxship.export(TraceOnly().eval(), inputs=SPEC, out=tmp_path / "b", name="t")
+    assert again.strategy == "torchscript"
+    assert again.candidates[0].outcome == "skipped" and again.candidates[0].reason.startswith(
+        "cached: failed"
+    )
+
+
+def test_fastest_takes_the_first_verified_candidate(tmp_path):
+    torch.manual_seed(0)
+    result = onnxship.export(Plain().eval(), inputs=SPEC, out=tmp_path, name="plain", strategy="fastest")
+    won = result.accepted
+    others = [c for c in result.candidates if c is not won]
+    assert [c.strategy for c in result.candidates] == ["dynamo", "torchscript"]  # preference order kept
+    assert len(others) == 1 and others[0].outcome == "skipped"
+    assert "fastest" in others[0].reason
+    assert won.finished_at <= others[0].finished_at
+    assert _overlap(won, others[0])
+
+
+def test_fastest_with_a_forkserver_worker(tmp_path, monkeypatch):
+    """The spawn-safe path: the job is pickled to a fresh interpreter (the model class must be importable)."""
+    monkeypatch.setenv("ONNXSHIP_EXPORT_START_METHOD", "forkserver")
+    torch.manual_seed(0)
+    result = onnxship.export(
+        SmallCNN().eval(), inputs=["image:batch=2 x 3 x 16 x 16:float32"], out=tmp_path, strategy="fastest"
+    )
+    assert result.accepted.outcome == "accepted" and len(result.candidates) == 2
+
+
+_MODELS = """
+import os, sys
+import torch
+
+print("model module imported")  # a chatty module: must not reach --json's stdout
+
+
+class Quits(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        if torch.compiler.is_exporting():
+            print("quitting from forward")
+            sys.exit(3)
+        print("forward ran")
+        return self.lin(x)
+
+
+class Dies(Quits):
+    def forward(self, x):
+        if torch.compiler.is_exporting() or torch.jit.is_tracing():
+            os._exit(7)
+        return self.lin(x)
+
+
+def quits():
+    return Quits()
+
+
+def dies():
+    return Dies()
+"""
+
+
+def _cli(tmp_path, factory: str, *extra: str) -> subprocess.CompletedProcess:
+    (tmp_path / "models.py").write_text(_MODELS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "300"}
+    cmd = [sys.executable, "-c", "from onnxship.cli import main; main()", "export", "-m"]
+    cmd += [f"{tmp_path / 'models.py'}:{factory}", "-i", SPEC[0], "-o", str(tmp_path / factory), *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_user_code_that_exits_in_a_worker_stays_inside_the_boundary(tmp_path):
+    r = _cli(tmp_path, "quits", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)  # the model's prints went to stderr, not into the JSON
+    assert doc["strategy"] == "torchscript"
+    dyn = doc["candidates"][0]
+    assert dyn["outcome"] == "failed" and "SystemExit: 3" in dyn["reason"]
+    assert "Traceback" not in r.stderr
+
+
+def test_a_worker_that_dies_gives_one_clear_error(tmp_path):
+    r = _cli(tmp_path, "dies")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr + r.stdout
+    assert r.stderr.count("exited with code 7") >= 2  # each candidate says its worker ended the process
+    assert not list((tmp_path / "dies").glob("*.onnx"))
+    with pytest.raises(ExportError, match="no export candidate"):
+        onnxship.export(
+            _load(tmp_path, "dies"),
+            inputs=SPEC,
+            out=tmp_path / "api",
+            name="dies",
+            strategy="fastest",
+            use_cache=False,  # the CLI run above cached dynamo's failure: TorchScript alone runs in-process
+        )
+
+
+def _load(tmp_path, factory: str):
+    from onnxship.spec import parse_model_spec
+
+    return parse_model_spec(f"{tmp_path / 'models.py'}:{factory}")
