@@ -232,13 +232,14 @@ def ship(
         )
     export_config = ExportConfig(
         strategy=cfg.export.strategy,
-        opsets=tuple(cfg.export.opsets),
+        opsets=tuple(cfg.export.opsets) or None,  # None: each exporter's default opsets
         allow_static=cfg.export.allow_static,
         output_names=tuple(output_names) if output_names else None,
         fp16=cfg.export.fp16,
         tolerance=tolerance,
         metadata=metadata,
         seed=cfg.export.seed,
+        allow_nonfinite=cfg.verify.allow_nonfinite,
     )
     triton_config = _triton_config(cfg)  # bad Triton options fail before the export
     notes: list[str] = []
@@ -296,13 +297,14 @@ def ship(
             golden=golden_path,
             inputs=specs,
             config=VerifyConfig(
-                precision="fp16" if cfg.export.fp16 else "fp32",
+                precision=str(result.metadata.get("precision") or ("fp16" if cfg.export.fp16 else "fp32")),
                 tolerance=tolerance,
                 mode=v.mode,
                 sample_count=v.sample_count,
                 task=v.task,
                 data=v.data,
                 seed=v.seed,
+                allow_nonfinite=v.allow_nonfinite,
             ),
             candidates=[c.to_dict() for c in result.candidates],
             diagnostics=[d.to_dict() for d in result.diagnostics],

@@ -391,6 +391,14 @@ def _one_variant(
         {
             "precision": precision,
             "variant": variant,
+            # what INT8 ranges were calibrated on: verify reports synthetic calibration as weak evidence
+            "calibration": None
+            if variant != "int8-static"
+            else (
+                str(config.calibration)
+                if config.calibration
+                else "synthetic (generated from the input specs)"
+            ),
             "source_onnx": source.name,
             "source_sha256": source_sha,
             "optimize_passes": res.passes,

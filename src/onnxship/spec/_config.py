@@ -4,7 +4,7 @@
 
     model:    {spec: examples/deeplog/model.py:build_model, name: deeplog, checkpoint: null, args: {}}
     paths:    {releases: releases, project: null}
-    export:   {strategy: auto, opsets: [17, 18], inputs: [...], output_names: [...], allow_static: false, ...}
+    export:   {strategy: auto, opsets: [], inputs: [...], output_names: [...], allow_static: false, ...}
     verify:   {golden_samples: 8, mode: smoke, sample_count: 32, task: null, data: null, seed: 0, atol: null, ...}
     optimize: {variants: []}
     package:  {assets: {vocab: vocab.json}, portable: false, update_latest: true, triton: {repo: null, ...}}
@@ -67,7 +67,9 @@ class ExportSection:
     """How to export (see ExportConfig)."""
 
     strategy: str = "auto"  # auto | dynamo | torchscript
-    opsets: list[int] = field(default_factory=lambda: [17, 18])  # tried in order
+    opsets: list[int] = field(
+        default_factory=list
+    )  # tried in order; []: each exporter's (dynamo 18, TorchScript 17)
     inputs: list[str] = field(
         default_factory=list
     )  # NAME:DIMS:DTYPE[:LOW..HIGH] (default: the module's ONNXSHIP_INPUTS)
@@ -90,6 +92,9 @@ class VerifySection:
     seed: int = 0  # seed of the golden inputs and of sampling
     atol: float | None = None  # absolute tolerance (default: the precision's)
     rtol: float | None = None  # relative tolerance (default: the precision's)
+    allow_nonfinite: bool = (
+        False  # accept NaN/Inf outputs where both engines agree (default: they fail the gate)
+    )
 
 
 @dataclass
