@@ -244,7 +244,7 @@ def _check_range(value: Any, leaf: str, key: str, dotted: str, where: str) -> No
         return
     if (leaf, key) == ("export", "opsets"):
         bad = [v for v in value if not _OPSETS[0] <= v <= _OPSETS[1]]
-        if bad or not value:
+        if bad:  # [] means each exporter's default
             raise ConfigError(
                 f"{dotted} in {where} is {value!r}: each opset must be in {_OPSETS[0]}..{_OPSETS[1]}",
                 hint="e.g. [17, 18]",
