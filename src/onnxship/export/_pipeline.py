@@ -26,6 +26,7 @@ from onnxship.export._concurrent import run_group
 from onnxship.export._config import PREFERENCE, CandidateRecord, ExportConfig
 from onnxship.export._diagnostics import Diagnostic
 from onnxship.export._onnxfile import declared_io, file_sha256, finalize_model
+from onnxship.export._refusal import no_candidate_error
 from onnxship.spec._binding import Binding
 from onnxship.spec._inputs import TensorSpec, dim_table, sweep_points
 from onnxship.spec._model import LoadedModel
@@ -195,7 +196,7 @@ def search(plan: Plan, work: Path) -> Search:
                     _cache.remember(keys[slot_index], last.outcome, last.reason, seconds)
         if winner is not None:
             return winner
-    raise _no_candidate_error(candidates, plan.has_dynamic, config)
+    raise no_candidate_error(candidates, plan.has_dynamic, config)
 
 
 def finalise(plan: Plan, found: Search) -> Final:
@@ -340,66 +341,6 @@ def note_diagnostics(notes: list[str], static: bool, specs: list[TensorSpec]) ->
             )
         )
     return out
-
-
-def _dims_are_the_problem(c: CandidateRecord) -> bool:
-    """The candidate is right at the export shape and wrong (or static) elsewhere: a static export would do."""
-    if c.specialized:
-        return True
-    p = c.parity
-    if p is None or p.passed or p.inconclusive:
-        return False
-    failed = [x for x in p.checks if x.status == "failed"]
-    export_ok = any(x.is_export_shape and x.kind == "shape" and x.status == "passed" for x in p.checks)
-    return export_ok and bool(failed) and all(x.kind == "shape" and not x.is_export_shape for x in failed)
-
-
-def _no_candidate_error(
-    candidates: list[CandidateRecord], has_dynamic: bool, config: ExportConfig
-) -> ExportError:
-    """One error that lists every candidate, with a hint that matches the causes (never a generic "fix it")."""
-    lines = [f"{c.label}: {c.outcome} — {c.reason}" for c in candidates]
-    hints: list[str] = []
-    frozen = [f for c in candidates for f in c.frozen if c.reason and "Python branch" in c.reason]
-    if frozen:
-        hints.append(
-            f"forward() branches on tensor values at {frozen[0]}: rewrite it with torch.where, or torch.cond "
-            "(dynamo exporter)"
-        )
-    unsupported = [d for c in candidates for d in c.diagnostics if d.code in ("ONX107", "ONX120", "ONX122")]
-    if unsupported:
-        hints.append(
-            f"an operator has no ONNX translation ({unsupported[0].message[:160]}): try another opset "
-            "(--opset 18, 20), replace the op in forward(), or register a custom translation "
-            "(torch.onnx.export(custom_translation_table=...) / a custom op in onnxruntime)"
-        )
-    numeric = [c for c in candidates if c.parity is not None and not c.parity and not c.parity.inconclusive]
-    if numeric and not frozen:
-        worst = [
-            f"{o.name} (max abs {o.max_abs:.3g}, atol={o.tolerance.get('atol', 0):g} "
-            f"rtol={o.tolerance.get('rtol', 0):g})"
-            for c in numeric
-            for x in c.parity.checks  # type: ignore[union-attr]
-            for o in x.outputs
-            if not o.passed
-        ]
-        if worst:
-            hints.append("outputs differ from PyTorch: " + ", ".join(dict.fromkeys(worst[:3])))
-    inconclusive = [c for c in candidates if c.parity is not None and c.parity.inconclusive]
-    if inconclusive and not numeric:
-        hints.append(
-            "the checks could not run enough shapes: give each input a value kind or range, a dim step "
-            "(name=N..MAX/STEP), or real samples (--data); the candidate itself was not found wrong"
-        )
-    if has_dynamic and not config.allow_static and any(_dims_are_the_problem(c) for c in candidates):
-        hints.append(
-            "the dims are the problem: pass --allow-static to accept a static model (recorded loudly)"
-        )
-    return ExportError(
-        "no export candidate produced a verified ONNX model:\n  " + "\n  ".join(lines),
-        hint="; ".join(hints) or "see the candidates above; each reason says what failed",
-        candidates=candidates,
-    )
 
 
 def _metadata(
