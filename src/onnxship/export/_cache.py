@@ -5,8 +5,7 @@ and when it fails or is rejected for a model (a data-dependent branch, a dim it 
 same way for the same code, whatever the weights. ``auto`` records such outcomes under a fingerprint of the model's
 code and structure, the input specs, the opsets and the torch version, and on the next export of that model skips
 straight to TorchScript, saying so in the candidate table (``fastest`` uses it too). Retrained weights keep the
-fingerprint; edited code or
-specs change it. ``--no-cache`` (``ExportConfig.use_cache=False``) always tries dynamo.
+fingerprint; edited code or specs change it. ``--no-cache`` (``ExportConfig.use_cache=False``) always tries dynamo.
 
 The cache lives in ``$ONNXSHIP_CACHE_DIR`` (default ``$XDG_CACHE_HOME/onnxship`` or ``~/.cache/onnxship``). It is
 best effort: an unreadable or unwritable cache never fails an export.
