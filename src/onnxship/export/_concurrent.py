@@ -11,7 +11,8 @@ process at once, each through the full gate (export/_candidates.py), and the par
 Workers start with ``fork`` where the platform has it (nothing to pickle, no torch import to pay); with
 ``ONNXSHIP_EXPORT_START_METHOD=spawn`` or ``forkserver`` the job is pickled, and a job that cannot be pickled (a model
 class defined inside a function) runs in-process instead. ``ONNXSHIP_EXPORT_CONCURRENCY=0`` runs candidates one after
-another in the parent (preference order, stopping at the first verified one).
+another in the parent (preference order, stopping at the first verified one), as does an export inside a daemonic
+process (a multiprocessing Pool worker), which may not start children.
 
 User code runs in the worker, inside the same error boundary as in-process: anything it raises, ``sys.exit()``
 included, becomes that candidate's "failed" record, and a worker that dies without answering is recorded as such;
@@ -59,6 +60,8 @@ def start_method() -> str:
 
 
 def _concurrent_enabled() -> bool:
+    if multiprocessing.current_process().daemon:  # a daemonic process (a Pool worker) may not start children
+        return False
     return os.environ.get("ONNXSHIP_EXPORT_CONCURRENCY", "1").strip() not in ("0", "false", "no", "off")
 
 
