@@ -139,14 +139,18 @@ def _crashed_outcome(job: CandidateJob, reason: str, started: float) -> Candidat
 
 
 def _concurrent(jobs: list[CandidateJob], policy: str, ctx: Any) -> GroupResult:
-    threads = max(1, (os.cpu_count() or 1) // len(jobs))
+    cores = os.cpu_count() or 1
+    share = max(1, cores // len(jobs))
+    # auto waits for the preferred candidate, which usually outlives the others: it keeps every core's worth of
+    # threads; the rest share the cores (fastest: all share)
+    threads = [cores if i == 0 and policy == "preference" else share for i in range(len(jobs))]
     procs: list[Any] = []
     conns: list[Connection] = []
     started: list[float] = []
     try:
-        for job in jobs:
+        for job, n_threads in zip(jobs, threads, strict=True):
             parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker, args=(child, job, threads), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, job, n_threads), daemon=True)
             started.append(time.time())
             proc.start()
             child.close()
