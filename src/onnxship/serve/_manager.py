@@ -138,7 +138,7 @@ class ModelManager:
             max_rows=max_rows,
             timeout_s=cfg.batch_timeout_ms / 1000.0,
             executor=self.executor,
-            busy=lambda: self.parsing,
+            preferred=cfg.preferred_batch,
             on_batch=self.metrics.batch,
             inline_below_s=cfg.inline_below_ms / 1000.0,
         )
