@@ -17,7 +17,7 @@ from onnxship.serve._app import create_app
 from onnxship.serve._config import ServeConfig
 from onnxship.serve._manager import ModelManager
 
-__all__ = ["ServeResult", "bind_socket", "serve"]
+__all__ = ["ServeResult", "bind_socket", "reserve_port", "serve", "uvicorn_server"]
 
 log = logging.getLogger("onnxship.serve")
 
@@ -59,16 +59,127 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _graceful_server(uvicorn: Any) -> Any:
-    """uvicorn.Server that stops on SIGINT/SIGTERM and returns (uvicorn re-raises the signal after shutdown, which
-    would kill the process before serve() can report)."""
+def reserve_port(host: str, port: int, what: str = "--port") -> socket.socket:
+    """A bound, NOT listening socket with SO_REUSEPORT: it fixes the port (0 picks one) while the processes that
+    serve bind their own listening sockets to it (the kernel spreads connections over them).
+
+    Raises:
+        ServeError: the port is in use or cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServeError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint=f"pick another {what} (0 = any free port) or stop what uses it",
+        ) from None
+    return sock
+
+
+def listen_reuseport(host: str, port: int) -> socket.socket:
+    """A listening socket on a port reserved by :func:`reserve_port` (one per worker process)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+def _one_write_protocol(base: type) -> type:
+    """uvicorn's HTTP protocol writing each response with one send(): the status line and headers are held until
+    the body follows (uvicorn writes them separately, and with TCP_NODELAY each write is a packet and a syscall)."""
+
+    class _Coalescing:
+        __slots__ = ("_held", "_t")
+
+        def __init__(self, transport: Any) -> None:
+            self._t = transport
+            self._held: bytes | None = None
+
+        def write(self, data: bytes) -> None:
+            held = self._held
+            if held is not None:
+                self._held = None
+                self._t.write(held + data)
+            elif data[:9] == b"HTTP/1.1 " and data[9:12] != b"100":  # a response head: wait for its body
+                self._held = bytes(data)
+            else:
+                self._t.write(data)
+
+        def flush(self) -> None:
+            if self._held is not None:
+                held, self._held = self._held, None
+                self._t.write(held)
+
+        def close(self) -> None:
+            self.flush()
+            self._t.close()
+
+        def write_eof(self) -> None:
+            self.flush()
+            self._t.write_eof()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._t, name)
+
+    class OneWriteProtocol(base):  # type: ignore[misc, valid-type]
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(_Coalescing(transport))
+
+        def on_response_complete(self) -> None:
+            self.transport.flush()  # a HEAD response has no body write to carry its head
+            super().on_response_complete()
+
+    return OneWriteProtocol
+
+
+def uvicorn_server(app: Any, config: ServeConfig, signals: tuple[int, ...] | None = None) -> Any:
+    """The uvicorn.Server for ``app``: uvloop + httptools when installed, one write per response, no access log,
+    proxy headers only when asked (--proxy-headers)."""
+    import importlib.util
+
+    uvicorn = require("uvicorn", "serve")
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http: Any = "h11"
+    if importlib.util.find_spec("httptools"):
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        http = _one_write_protocol(HttpToolsProtocol)
+    return _graceful_server(uvicorn, signals)(
+        uvicorn.Config(
+            app,
+            loop=loop,
+            http=http,
+            lifespan="on",
+            log_level=config.log_level,
+            access_log=False,
+            timeout_keep_alive=30,
+            server_header=False,
+            date_header=False,
+            proxy_headers=config.proxy_headers,
+        )
+    )
+
+
+def _graceful_server(uvicorn: Any, signals: tuple[int, ...] | None = None) -> Any:
+    """uvicorn.Server that stops on SIGINT/SIGTERM (or ``signals``) and returns (uvicorn re-raises the signal after
+    shutdown, which would kill the process before serve() can report)."""
     import contextlib
     import signal
+
+    caught = signals if signals is not None else (signal.SIGINT, signal.SIGTERM)
 
     class GracefulServer(uvicorn.Server):  # type: ignore[misc, name-defined]
         @contextlib.contextmanager
         def capture_signals(self):  # type: ignore[no-untyped-def]
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in caught}
             try:
                 yield
             finally:
@@ -92,9 +203,12 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str, ModelManager], None] 
     Example:
         >>> serve(ServeConfig(releases="releases").with_env())  # doctest: +SKIP
     """
-    uvicorn = require("uvicorn", "serve")
+    require("uvicorn", "serve")
     require("orjson", "serve")
-    import importlib.util
+    if config.workers > 1:
+        from onnxship.serve._workers import run_cluster
+
+        return run_cluster(config, on_ready=on_ready)
 
     start = time.perf_counter()
     manager = ModelManager(config)
@@ -102,21 +216,14 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str, ModelManager], None] 
     sock = bind_socket(config.host, config.port)
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    server = _graceful_server(uvicorn)(
-        uvicorn.Config(
-            create_app(manager),
-            loop=loop,
-            http=http,
-            lifespan="on",
-            log_level=config.log_level,
-            access_log=False,
-            timeout_keep_alive=30,
-            server_header=False,
-            date_header=False,
-        )
-    )
+    app = create_app(manager)
+    grpc_hold = None
+    if config.grpc_port is not None:
+        from onnxship.serve._grpc import attach_grpc
+
+        grpc_hold = reserve_port(config.host, config.grpc_port, "--grpc-port")
+        manager.grpc_address = attach_grpc(app, config.host, grpc_hold.getsockname()[1])  # type: ignore[attr-defined]
+    server = uvicorn_server(app, config)
     if on_ready is not None:
         on_ready(url, manager)
     log.info("serving %s version %d on %s", model.name, model.version, url)
@@ -124,6 +231,8 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str, ModelManager], None] 
         server.run(sockets=[sock])
     finally:
         sock.close()
+        if grpc_hold is not None:
+            grpc_hold.close()
         manager.close()
     current = manager.current
     return ServeResult(

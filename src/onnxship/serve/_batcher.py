@@ -74,7 +74,8 @@ class Batcher:
         timeout_s: float,
         executor: Executor,
         preferred: Sequence[int] = (),
-        busy: Callable[[], int] | None = None,  # accepted for compatibility; the delay no longer depends on it
+        busy: Callable[[], int]
+        | None = None,  # accepted for compatibility; the delay no longer depends on it
         on_batch: Callable[[int, int, float], None] | None = None,
         inline_below_s: float = 0.0,
     ) -> None:

@@ -38,7 +38,9 @@ class ServeConfig:
     preferred_batch: tuple[int, ...] = ()  # batch sizes sent as soon as they can be formed
     workers: int = 1  # server processes sharing the port, each with its own session and batcher
     grpc_port: int | None = None  # also serve KServe v2 gRPC on this port (0: any free port)
-    proxy_headers: bool = False  # trust X-Forwarded-For/-Proto from --forwarded-allow-ips (uvicorn's middleware)
+    proxy_headers: bool = (
+        False  # trust X-Forwarded-For/-Proto from --forwarded-allow-ips (uvicorn's middleware)
+    )
     max_body_bytes: int = 16 * 1024 * 1024  # larger request bodies get 413
     token: str | None = None  # bearer token; None: no auth
     require_golden: bool = True  # refuse models without a golden file (readiness = golden check passed)
@@ -72,7 +74,9 @@ class ServeConfig:
                 hint="pass sizes between 1 and --max-batch, e.g. --preferred-batch 8 --preferred-batch 16",
             )
         if self.workers < 1:
-            raise ConfigError(f"workers must be >= 1, got {self.workers}", hint="--workers 1 runs one process")
+            raise ConfigError(
+                f"workers must be >= 1, got {self.workers}", hint="--workers 1 runs one process"
+            )
         if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
             raise ConfigError(
                 f"gRPC port {self.grpc_port} is not a TCP port", hint="use 0..65535 (0 picks a free port)"

@@ -128,7 +128,7 @@ class ModelManager:
         )
 
     # -- serving ---------------------------------------------------------------------------------------------
-    def _install(self, model: ServedModel) -> None:
+    def _install(self, model: ServedModel, version: int | None = None) -> None:
         cfg = self.config
         sig = model.signature
         max_rows = min(cfg.max_batch, sig.batch_max) if sig.batch_max else cfg.max_batch
@@ -142,7 +142,9 @@ class ModelManager:
             on_batch=self.metrics.batch,
             inline_below_s=cfg.inline_below_ms / 1000.0,
         )
-        self.version += 1
+        self.version = (
+            self.version + 1 if version is None else version
+        )  # worker processes: the cluster's number
         model.version = self.version
         old = self.current
         self.current = (model, batcher)  # the swap: one assignment on the event loop thread
