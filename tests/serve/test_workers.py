@@ -1,0 +1,126 @@
+"""`onnxship serve --workers N`: several processes on one port stay one server. A reload reaches every worker (or
+none), /version names one model version everywhere, /metrics sums every worker, a dead worker is replaced."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import time
+
+import numpy as np
+import pytest
+
+X = np.random.default_rng(3).integers(0, 30, size=(2, 10)).astype(np.int64)
+BODY = json.dumps(
+    {
+        "inputs": [
+            {"name": "input_sequence", "shape": [2, 10], "datatype": "INT64", "data": X.reshape(-1).tolist()}
+        ]
+    }
+)
+CONNECTIONS = 40  # fresh connections: SO_REUSEPORT hashes each to a worker; 40 miss one of 2 with p = 2**-39
+
+
+def _fresh(server, method: str, path: str, body: str | None = None) -> tuple[int, dict]:
+    host, port = server.hostport.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request(method, path, body, {"Content-Type": "application/json"} if body else {})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def _survey(server) -> dict[int, set[str]]:
+    """worker pid -> model versions it reported, over many fresh connections."""
+    seen: dict[int, set[str]] = {}
+    for _ in range(CONNECTIONS):
+        status, doc = _fresh(server, "GET", "/version")
+        assert status == 200
+        seen.setdefault(doc["worker_pid"], set()).add(f"{doc['model_version']}:{doc['release']}")
+    return seen
+
+
+@pytest.fixture(scope="module")
+def server(bundles, start_server):
+    return start_server(["--releases", str(bundles.root), "--workers", "2"])
+
+
+def test_two_workers_serve_one_port_with_one_version(server, bundles):
+    assert "workers=2" in server.output()
+    seen = _survey(server)
+    assert len(seen) == 2, seen  # both processes answer
+    assert os.getpid() not in seen and server.proc.pid not in seen  # workers, not the supervisor
+    assert all(v == {f"1:{bundles.v1.name}"} for v in seen.values()), seen
+
+
+def test_reload_reaches_every_worker_and_failures_reach_none(server, bundles):
+    status, doc = server.json("POST", "/reload", {"model_path": f"deeplog/{bundles.bad_golden.name}"})
+    assert status == 422 and "golden check" in doc["error"]
+    assert all(v == {f"1:{bundles.v1.name}"} for v in _survey(server).values())
+
+    status, doc = server.json("POST", "/reload", {"model_path": f"deeplog/{bundles.v2.name}"})
+    assert status == 200 and doc["model_version"] == "2", doc
+    seen = _survey(server)  # right after the answer: every worker already serves version 2
+    assert len(seen) == 2 and all(v == {f"2:{bundles.v2.name}"} for v in seen.values()), seen
+    want = bundles.expected(bundles.v2.name, {"input_sequence": X})
+    for _ in range(CONNECTIONS):
+        status, out = _fresh(server, "POST", "/v2/models/deeplog/infer", BODY)
+        assert status == 200 and out["model_version"] == "2"
+        np.testing.assert_allclose(
+            np.asarray(out["outputs"][0]["data"], np.float32).reshape(2, 30), want, atol=1e-5
+        )
+
+    status, doc = server.json("POST", "/reload", {})  # latest again: one more version, everywhere
+    assert status == 200 and doc["model_version"] == "3" and doc["release"] == bundles.v1.name
+    assert all(v == {f"3:{bundles.v1.name}"} for v in _survey(server).values())
+
+
+def test_metrics_sum_every_worker(bundles, start_server):
+    s = start_server(["--releases", str(bundles.root), "--workers", "2"])
+    for _ in range(CONNECTIONS):
+        assert _fresh(s, "POST", "/v2/models/deeplog/infer", BODY)[0] == 200
+    assert s.json("POST", "/reload", {"model_path": f"deeplog/{bundles.v2.name}"})[0] == 200
+    for _ in range(3):  # asked on any worker, the same totals
+        text = s.request("GET", "/metrics")[2].decode()
+        assert f'onnxship_requests_total{{model="deeplog",endpoint="infer",code="200"}} {CONNECTIONS}' in text
+        assert 'onnxship_reloads_total{outcome="ok"} 1' in text  # one reload, not one per worker
+        assert "onnxship_model_version" in text and re.search(
+            r'onnxship_model_version\{model="deeplog"\} 2', text
+        )
+        rows = re.search(r"^onnxship_batch_rows_sum (\S+)", text, re.M)
+        assert rows and float(rows.group(1)) == 2 * CONNECTIONS  # rows the batchers ran, over both workers
+
+
+def test_a_dead_worker_is_replaced_with_the_current_model(bundles, start_server):
+    s = start_server(["--releases", str(bundles.root), "--workers", "2"])
+    assert s.json("POST", "/reload", {"model_path": f"deeplog/{bundles.v2.name}"})[0] == 200
+    before = _survey(s)
+    victim = sorted(before)[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            seen = _survey(s)
+        except (ConnectionError, OSError):  # connections hashed to the dead worker's socket until it is gone
+            time.sleep(0.2)
+            continue
+        if len(seen) == 2 and victim not in seen:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"no replacement worker: {s.output()[-2000:]}")
+    assert all(v == {f"2:{bundles.v2.name}"} for v in seen.values()), seen  # the replacement serves version 2
+
+
+def test_stop_reports_every_worker(bundles, start_server):
+    s = start_server(["--releases", str(bundles.root), "--workers", "2"])
+    for _ in range(10):
+        assert _fresh(s, "POST", "/v2/models/deeplog/infer", BODY)[0] == 200
+    s.stop()
+    assert s.proc.returncode == 0, s.output()
+    assert "stopped: 10 infer requests" in s.output()
