@@ -237,3 +237,34 @@ def test_preferred_sizes_outside_max_batch_are_a_config_error(bad):
 
     with pytest.raises(ConfigError, match="preferred batch"):
         ServeConfig(releases="r", max_batch=32, preferred_batch=tuple(bad))
+
+
+def test_run_now_only_when_the_batch_would_be_this_request_alone():
+    model = Model()
+
+    async def main():
+        b = Batcher(
+            model,
+            mergeable=True,
+            max_rows=8,
+            timeout_s=0.0,
+            executor=ThreadPoolExecutor(1),
+            inline_below_s=1.0,
+        )
+        assert b.run_now(rows(1), 1) is None  # no run measured yet: it could be slow, never block the loop
+        await b.submit(rows(1), 1)  # measured now (a sub-second numpy model)
+        out = b.run_now(rows(1, 5), 1)
+        np.testing.assert_array_equal(out["y"], expected(rows(1, 5)["x"]))
+        queued = b.submit(rows(1), 1)
+        assert b.run_now(rows(1), 1) is None  # something is queued: join it instead
+        await queued
+        with pytest.raises(RequestError, match="cannot run this input"):
+            b.run_now({"x": -np.ones((1, 3), np.int64)}, 1)
+        delayed = Batcher(model, mergeable=True, max_rows=8, timeout_s=0.01, executor=ThreadPoolExecutor(1))
+        delayed.inline_below_s, delayed._run_ewma = 1.0, 0.0
+        assert delayed.run_now(rows(1), 1) is None  # a queue delay was asked for: honour it
+        slow = Batcher(model, mergeable=True, max_rows=8, timeout_s=0.0, executor=ThreadPoolExecutor(1))
+        assert slow.run_now(rows(1), 1) is None  # inline runs turned off
+
+    run(main())
+    assert model.calls == [1, 1, 1]

@@ -17,7 +17,8 @@ X = RNG.integers(0, 30, size=(3, 12)).astype(np.int64)
 
 @pytest.fixture(scope="module")
 def server(bundles, start_server):
-    return start_server(["--releases", str(bundles.root), "--max-body-bytes", "65536"])
+    # one process here (the protocol tests); the reload tests below run the default, one worker per core
+    return start_server(["--releases", str(bundles.root), "--max-body-bytes", "65536", "--workers", "1"])
 
 
 def _client(server):

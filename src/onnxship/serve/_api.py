@@ -152,7 +152,7 @@ def uvicorn_server(app: Any, config: ServeConfig, signals: tuple[int, ...] | Non
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
         http = _one_write_protocol(HttpToolsProtocol)
-    return _graceful_server(uvicorn, signals)(
+    server = _graceful_server(uvicorn, signals)(
         uvicorn.Config(
             app,
             loop=loop,
@@ -166,6 +166,12 @@ def uvicorn_server(app: Any, config: ServeConfig, signals: tuple[int, ...] | Non
             proxy_headers=config.proxy_headers,
         )
     )
+    tasks = getattr(getattr(server, "server_state", None), "tasks", None)
+    if isinstance(tasks, set) and hasattr(app, "in_flight"):
+        # uvicorn creates one task per parsed request: requests parsed in the same loop iteration are all in this
+        # set before the first one's handler runs, so "only me" really means no batch could form now
+        app.in_flight = tasks.__len__
+    return server
 
 
 def _graceful_server(uvicorn: Any, signals: tuple[int, ...] | None = None) -> Any:
