@@ -58,7 +58,7 @@ class ServeApp:
     def __init__(self, manager: ModelManager, cluster: Cluster | None = None) -> None:
         self.manager = manager
         self.metrics = manager.metrics
-        self.cluster = cluster  # several worker processes: /reload and /metrics go through it
+        self.cluster = cluster  # several worker processes: /metrics sums them all
         token = manager.config.token
         self._token = token.encode("utf-8") if token else None
         self._limit = manager.config.max_body_bytes
@@ -384,10 +384,8 @@ class ServeApp:
             if model_path is not None and not isinstance(model_path, str):
                 raise RequestError(400, f"model_path must be a string, got {type(model_path).__name__}")
         try:
-            if self.cluster is not None:  # every worker loads, checks and swaps, or none does
-                result = await self.cluster.reload(model_path)
-            else:
-                result = await self.manager.reload(model_path)
+            # with several workers the manager's `agree` hook has every worker load and check it, or none swaps
+            result = await self.manager.reload(model_path)
         except OnnxshipError as exc:
             status = int(getattr(exc, "status", 422))
             detail = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,9 @@ class ModelManager:
         self.last_reload: dict[str, Any] | None = None
         self.current: tuple[ServedModel, Batcher] | None = None
         self._lock: asyncio.Lock | None = None
+        # several worker processes: called with a reload's checked model before it is installed; loads it in every
+        # other worker and returns the version all of them swap to (raises ServeError to refuse the reload)
+        self.agree: Callable[[ServedModel], Awaitable[int]] | None = None
 
     # -- selection -------------------------------------------------------------------------------------------
     def start(self) -> ServedModel:
@@ -169,6 +173,7 @@ class ModelManager:
             previous = self.current[0] if self.current else None
             try:
                 model = await asyncio.get_running_loop().run_in_executor(self.loader, self._load, model_path)
+                version = await self.agree(model) if self.agree is not None else None
             except OnnxshipError as exc:
                 self.metrics.reloads["failed"] += 1
                 self.last_reload = {"ok": False, "model_path": model_path, "error": exc.message}
@@ -181,7 +186,7 @@ class ModelManager:
                 self.metrics.reloads["failed"] += 1
                 self.last_reload = {"ok": False, "model_path": model_path, "error": repr(exc)}
                 raise _error(f"reload of {model_path!r} failed: {type(exc).__name__}: {exc}", 422) from exc
-            self._install(model)
+            self._install(model, version)
             self.metrics.reloads["ok"] += 1
             result = {
                 "model_name": model.name,

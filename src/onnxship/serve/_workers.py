@@ -33,7 +33,7 @@ from onnxship._errors import OnnxshipError, ServeError
 from onnxship.serve._config import ServeConfig
 from onnxship.serve._manager import ModelManager
 from onnxship.serve._metrics import Metrics
-from onnxship.serve._model import ServedModel, _error, load_model, load_torch_model, locate
+from onnxship.serve._model import ServedModel, _error, load_torch_model
 
 __all__ = ["Cluster", "WorkerLink", "default_workers", "run_cluster"]
 
@@ -137,45 +137,17 @@ class WorkerLink:
         finally:
             self._waiting.pop(rid, None)
 
-    async def reload(self, model_path: str | None) -> dict[str, Any]:
-        """``POST /reload`` on this worker: check here, then on every worker, then swap everywhere.
+    async def agree(self, model: ServedModel) -> int:
+        """The manager's reload hook: ``model`` passed its checks here; have every other worker load and check
+        it too and return the version all of them swap to.
 
         Raises:
-            ServeError: with ``status`` (as :meth:`ModelManager.reload`); nothing changed on any worker.
+            ServeError: another worker refused it (its reason, its status); no worker swapped.
         """
-        manager = self.manager
-        previous = manager.current[0] if manager.current else None
-        try:
-            model = await asyncio.get_running_loop().run_in_executor(
-                manager.loader, manager._load, model_path
-            )
-        except OnnxshipError as exc:
-            self._failed(model_path, exc.message)
-            raise
-        except Exception as exc:  # an unexpected failure while loading must still leave the old model serving
-            log.exception("reload of %s failed", model_path)
-            self._failed(model_path, repr(exc))
-            raise _error(f"reload of {model_path!r} failed: {type(exc).__name__}: {exc}", 422) from exc
-        spec = ("torch",) if model.engine == "torch" else ("path", model.source)
-        reply = await self._ask("reload", spec)
+        reply = await self._ask("reload", spec_of(model))
         if not reply["ok"]:
-            self._failed(model_path, reply["error"])
             raise _error(reply["error"], int(reply.get("status", 422)))
-        manager._install(model, int(reply["version"]))
-        manager.metrics.reloads["ok"] += 1
-        manager.last_reload = {"ok": True, "model_path": model_path, "model_version": str(model.version)}
-        return {
-            "model_name": model.name,
-            "model_version": str(model.version),
-            "previous_version": str(previous.version) if previous else None,
-            "previous_release": previous.release if previous else None,
-            **{k: v for k, v in model.describe().items() if k not in ("model_name", "model_version")},
-        }
-
-    def _failed(self, model_path: str | None, error: str) -> None:
-        self.manager.metrics.reloads["failed"] += 1
-        self.manager.last_reload = {"ok": False, "model_path": model_path, "error": error}
-        log.warning("reload of %s refused: %s", model_path, error)
+        return int(reply["version"])
 
     async def metrics_text(self) -> str:
         """The Prometheus text of every worker's counters, summed."""
@@ -190,10 +162,26 @@ class WorkerLink:
 Cluster = WorkerLink  # what ServeApp talks to
 
 
-def _load_spec(manager: ModelManager, spec: tuple[str, ...]) -> ServedModel:
+def spec_of(model: ServedModel) -> tuple[Any, ...]:
+    """How another worker loads exactly ``model``: its path (the model root applies) and the sha256 it had."""
+    if model.engine == "torch":
+        return ("torch",)
+    return ("path", model.source, model.meta.get("onnx_sha256"))
+
+
+def _load_spec(manager: ModelManager, spec: tuple[Any, ...]) -> ServedModel:
     if spec[0] == "torch":
         return load_torch_model(manager.config)
-    return manager._load(spec[1])  # confined to the model root, as any reload
+    model = manager._load(spec[1])  # through the model root, as any reload
+    want, got = spec[2], model.meta.get("onnx_sha256")
+    if want and got and want != got:
+        raise _error(
+            f"{spec[1]} changed on disk while the server's workers loaded it (sha256 {got[:12]}, expected "
+            f"{want[:12]})",
+            409,
+            hint="retry the reload once the release is no longer being written",
+        )
+    return model
 
 
 def _worker_main(
@@ -211,9 +199,7 @@ def _worker_main(
         else:
             kind, spec, selection, version = conn.recv()
             assert kind == "load"
-            model = (
-                load_torch_model(config) if spec[0] == "torch" else load_model(locate(spec[1], None), config)
-            )
+            model = _load_spec(manager, spec)
             manager.selection = selection
             manager._install(model, version)
         sock = listen_reuseport(config.host, rest) if isinstance(rest, int) else rest
@@ -226,6 +212,7 @@ def _worker_main(
         conn.send(("failed", f"worker {index}: {type(exc).__name__}: {exc}", None))
         raise
     link = WorkerLink(conn, manager, index)
+    manager.agree = link.agree
     app = create_app(manager, link)
     app.on_startup.append(link.attach)
     app.on_shutdown.append(link.detach)
@@ -234,7 +221,7 @@ def _worker_main(
         from onnxship.serve._grpc import attach_grpc
 
         grpc_address = attach_grpc(app, config.host, grpc_port)
-    spec = ("torch",) if model.engine == "torch" else ("path", model.source)
+    spec = spec_of(model)
     conn.send(
         (
             "ready",
