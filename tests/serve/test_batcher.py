@@ -268,3 +268,37 @@ def test_run_now_only_when_the_batch_would_be_this_request_alone():
 
     run(main())
     assert model.calls == [1, 1, 1]
+
+
+def test_validate_runs_once_per_batch_and_refuses_only_the_offenders():
+    model = Model()
+    checked: list[int] = []
+
+    def ids_below_100(feeds):
+        checked.append(int(feeds["x"].shape[0]))
+        if int(feeds["x"].max()) >= 100:
+            raise RequestError(400, "ids must be below 100")
+
+    async def main():
+        b = Batcher(
+            model,
+            mergeable=True,
+            max_rows=32,
+            timeout_s=0.0,
+            executor=ThreadPoolExecutor(1),
+            validate=ids_below_100,
+        )
+        ok = await asyncio.gather(*[b.submit(rows(1, i), 1) for i in range(4)])
+        mixed = [
+            b.submit(rows(1), 1),
+            b.submit({"x": np.full((1, 3), 500, np.int64)}, 1),
+            b.submit(rows(2), 2),
+        ]
+        return ok, await asyncio.gather(*mixed, return_exceptions=True)
+
+    ok, (a, bad, c) = run(main())
+    assert checked[0] == 4  # one check for the whole first batch
+    assert isinstance(bad, RequestError) and "below 100" in bad.message
+    np.testing.assert_array_equal(a["y"], expected(rows(1)["x"]))
+    np.testing.assert_array_equal(c["y"], expected(rows(2)["x"]))
+    assert model.calls == [4, 3]  # the two good requests of the mixed batch still ran together
