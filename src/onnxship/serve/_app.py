@@ -63,6 +63,9 @@ class ServeApp:
         self._token = token.encode("utf-8") if token else None
         self._limit = manager.config.max_body_bytes
         self._infer_paths: dict[str, tuple[str, str | None]] = {}  # URL -> (model name, version)
+        # HTTP requests this process is handling, including ones whose handler has not started yet (the server
+        # runner sets it; the default never lets a request skip the batcher)
+        self.in_flight: Callable[[], int] = lambda: 2
         # awaited on lifespan startup/shutdown (the gRPC server, the worker control channel)
         self.on_startup: list[Callable[[], Awaitable[None]]] = []
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
@@ -286,7 +289,7 @@ class ServeApp:
             request = parse_infer_request(body, header_len)
             model = self._model(name, version)  # the model that answers (a reload may have happened)
             outputs = await submit_checked(
-                self.manager, model, request.feeds, request.declared, request.outputs
+                self.manager, model, request.feeds, request.declared, request.outputs, self.in_flight() <= 1
             )
             payload, json_len = encode_infer_response(model.name, str(model.version), request, outputs)
         finally:
@@ -420,10 +423,12 @@ async def submit_checked(
     feeds: dict[str, Any],
     declared: dict[str, str],
     outputs: list[tuple[str, bool]] | None,
+    solo: bool = False,
 ) -> dict[str, Any]:
     """Validate a parsed request against ``model``'s signature, queue it on that model's batcher, await it.
 
-    Shared by REST and gRPC: the same checks and the same batcher answer both.
+    Shared by REST and gRPC: the same checks and the same batcher answer both. ``solo``: the caller knows no
+    other request is in flight in this process, so an idle batcher may run it at once (see Batcher.run_now).
 
     Raises:
         RequestError: 400 when the tensors do not fit the verified signature or name unknown outputs.
@@ -440,7 +445,12 @@ async def submit_checked(
     current = manager.current
     assert current is not None and current[0] is model  # no await since _model(): no reload slipped in
     first = next(iter(feeds.values()))
-    return await current[1].submit(feeds, int(first.shape[0]) if first.ndim else 1)
+    rows = int(first.shape[0]) if first.ndim else 1
+    if solo:
+        out = current[1].run_now(feeds, rows)
+        if out is not None:
+            return out
+    return await current[1].submit(feeds, rows)
 
 
 class _Headers:

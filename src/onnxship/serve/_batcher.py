@@ -99,6 +99,7 @@ class Batcher:
         self._closing = False
         self._running = False  # a batch is being executed (possibly on the executor thread)
         self.batches = 0
+        self.direct = 0  # requests run_now() ran in place
 
     def submit(self, feeds: dict[str, np.ndarray], rows: int) -> asyncio.Future[dict[str, np.ndarray]]:
         """Queue one request (synchronously, so no reload can slip between validation and queueing)."""
@@ -148,6 +149,7 @@ class Batcher:
         seconds = time.perf_counter() - start
         self._run_ewma = 0.8 * self._run_ewma + 0.2 * seconds
         self.batches += 1
+        self.direct += 1
         if self.on_batch is not None:
             self.on_batch(rows, 1, seconds)
         return out
