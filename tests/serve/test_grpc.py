@@ -95,7 +95,13 @@ def _code(exc: InferenceServerException) -> str:
         ("other", X, "INT64", "NOT_FOUND", "unknown model 'other'"),
         ("deeplog", X.astype(np.float32), "FP32", "INVALID_ARGUMENT", "the model expects INT64"),
         ("deeplog", np.zeros((1, 33), np.int64), "INT64", "INVALID_ARGUMENT", "outside the verified range"),
-        ("deeplog", np.full((1, 10), 99, np.int64), "INT64", "INVALID_ARGUMENT", "cannot run this input"),
+        (
+            "deeplog",
+            np.full((1, 10), 99, np.int64),
+            "INT64",
+            "INVALID_ARGUMENT",
+            "99",
+        ),  # an id past the vocabulary
         ("deeplog", X.reshape(1, 3, 12), "INT64", "INVALID_ARGUMENT", "rank 3"),
     ],
 )
