@@ -386,6 +386,8 @@ def _summary(points: list[dict]) -> dict:
     for key in ("req_per_s", "p50_ms", "p99_ms"):
         vals = [p[key] for p in points if isinstance(p.get(key), (int, float)) and p[key] == p[key]]
         out[key] = statistics.median(vals) if vals else None
+        if key == "req_per_s" and vals:  # the spread over rounds says how much the machine's load moved it
+            out["req_per_s_range"] = [min(vals), max(vals)]
     return out
 
 
@@ -396,7 +398,14 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/serve_throughput.json"))
     ap.add_argument("--no-mlflow", action="store_true", help="skip `mlflow models serve`")
     ap.add_argument("--no-triton", action="store_true", help="skip Triton")
+    ap.add_argument(
+        "--readme", help="rewrite the ratio table between the serve-ratios markers of this README"
+    )
+    ap.add_argument("--readme-only", action="store_true", help="only rewrite --readme from an existing --out")
     args = ap.parse_args()
+    if args.readme_only:
+        _write_readme(Path(args.readme), json.loads(Path(args.out).read_text()))
+        return
     for tool in ("wrk", "h2load"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (scripts/components.sh installs it: wrk, nghttp2-client)")
@@ -503,6 +512,76 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({"ratios": ratios, "goals": goals, "skipped": skipped}, indent=2))
+    if args.readme:
+        _write_readme(Path(args.readme), results)
+
+
+MARK_BEGIN, MARK_END = "<!-- serve-ratios:begin -->", "<!-- serve-ratios:end -->"
+
+
+def _write_readme(readme: Path, results: dict) -> None:
+    """The README's table of this benchmark's ratios (between the serve-ratios markers)."""
+    r, g = results["ratios"], results["goals"]
+
+    def x(v: float | None) -> str:
+        return "not measured" if v is None else f"{v:.2f}x"
+
+    def ms(v: float | None, plus: bool = False) -> str:
+        return "not measured" if v is None else f"{'+' if plus and v >= 0 else ''}{v:.2f} ms"
+
+    def goal(key: str, text: str) -> str:
+        met = g.get(key)
+        return f"{text} ({'met' if met else 'not met' if met is not None else 'not measured'})"
+
+    rows = [
+        (
+            "c=32: onnxship REST / Triton 2.51, dynamic batching",
+            x(r["c32_onnxship_rest_over_triton_dynamic_batching"]),
+            goal("c32_at_least_1.3x_triton", ">= 1.3x"),
+        ),
+        (
+            "c=32: onnxship REST / `mlflow models serve`",
+            x(r["c32_onnxship_rest_over_mlflow_models_serve"]),
+            goal("c32_at_least_10x_mlflow", ">= 10x"),
+        ),
+        (
+            "c=32: onnxship REST / FastAPI + onnxruntime",
+            x(r["c32_onnxship_rest_over_fastapi_onnxruntime"]),
+            "",
+        ),
+        ("c=32: default workers / `--workers 1`", x(r["c32_onnxship_rest_over_one_worker"]), ""),
+        (
+            "c=32: onnxship gRPC / REST",
+            x(r["c32_onnxship_grpc_over_rest"]),
+            goal("grpc_beats_rest_c32", "> 1x"),
+        ),
+        ("c=1: onnxship gRPC / REST", x(r["c1_onnxship_grpc_over_rest"]), ""),
+        (
+            "c=32: p99 latency, onnxship REST",
+            ms(r["c32_onnxship_rest_p99_ms"]),
+            goal("c32_p99_at_most_12ms", "<= 12 ms"),
+        ),
+        (
+            "c=1: added latency over in-process onnxruntime (p50)",
+            ms(r["c1_added_latency_ms_p50"], True),
+            goal("c1_added_latency_at_most_0.25ms_p50", "<= 0.25 ms"),
+        ),
+    ]
+    load = results["machine"].get("load_average_at_end")
+    lines = [
+        MARK_BEGIN,
+        f"Last run: {results['measured_at_utc']}, {results['machine']['cpus']} cores shared with other jobs "
+        f"(load average {load[0]:.1f} at the end), {results['rounds']} interleaved rounds of "
+        f"{results['seconds_per_point']} s per point; medians over rounds.",
+        "",
+        "| measured in the same run | ratio | goal |",
+        "|---|---|---|",
+        *[f"| {a} | {b} | {c} |" for a, b, c in rows],
+        MARK_END,
+    ]
+    text = readme.read_text()
+    start, end = text.index(MARK_BEGIN), text.index(MARK_END) + len(MARK_END)
+    readme.write_text(text[:start] + "\n".join(lines) + text[end:])
 
 
 def _check_answers(targets: dict[str, tuple[str, str]]) -> None:
