@@ -124,3 +124,28 @@ def test_stop_reports_every_worker(bundles, start_server):
     s.stop()
     assert s.proc.returncode == 0, s.output()
     assert "stopped: 10 infer requests" in s.output()
+
+
+def test_concurrent_reloads_on_different_workers_end_in_one_version(bundles, start_server):
+    """Reloads sent at once (fresh connections, so to different workers) are applied one after the other: each
+    gets its own version number and every worker ends on the same release."""
+    import threading
+
+    s = start_server(["--releases", str(bundles.root), "--workers", "2"])
+    plan = [bundles.v2, bundles.v1, bundles.v2, bundles.v1]
+    answers: list[tuple[int, dict]] = []
+
+    def reload(path) -> None:
+        answers.append(_fresh(s, "POST", "/reload", json.dumps({"model_path": str(path)})))
+
+    threads = [threading.Thread(target=reload, args=(p,)) for p in plan]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert [st for st, _ in answers] == [200] * len(plan), answers
+    versions = sorted(int(doc["model_version"]) for _, doc in answers)
+    assert versions == [2, 3, 4, 5]  # one number per reload, none shared
+    last = max(answers, key=lambda a: int(a[1]["model_version"]))[1]
+    seen = _survey(s)
+    assert len(seen) == 2 and all(v == {f"5:{last['release']}"} for v in seen.values()), seen
