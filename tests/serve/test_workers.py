@@ -149,3 +149,16 @@ def test_concurrent_reloads_on_different_workers_end_in_one_version(bundles, sta
     last = max(answers, key=lambda a: int(a[1]["model_version"]))[1]
     seen = _survey(s)
     assert len(seen) == 2 and all(v == {f"5:{last['release']}"} for v in seen.values()), seen
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cap"), [("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000", 1)]
+)
+def test_default_workers_follow_the_cpu_quota(tmp_path, cpu_max, cap):
+    from onnxship.serve._workers import default_workers
+
+    f = tmp_path / "cpu.max"
+    f.write_text(cpu_max)
+    cores = len(os.sched_getaffinity(0))
+    assert default_workers(str(f)) == (cores if cap is None else min(cores, cap))
+    assert default_workers(str(tmp_path / "absent")) == cores

@@ -44,12 +44,20 @@ _SNAPSHOT_TIMEOUT_S = 10.0
 _START_TIMEOUT_S = 600.0
 
 
-def default_workers() -> int:
-    """One worker per usable core."""
+def default_workers(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """One worker per usable core: the CPUs this process may run on, capped by a cgroup v2 CPU quota (a container
+    limited to 2 CPUs on a 64-core node gets 2 workers, not 64)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = open(cgroup_cpu_max).read().split()[:2]  # noqa: SIM115 - one short read
+        if quota != "max" and int(period) > 0:
+            cores = min(cores, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota here
+    return max(1, cores)
 
 
 # -- the worker's side -------------------------------------------------------------------------------------------
