@@ -1,4 +1,4 @@
-"""Small shared helpers: git sha, UTC time, atomic file writes."""
+"""Small shared helpers: git sha, UTC time, atomic file writes, usable cores."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "git_sha",
+    "usable_cores",
     "public_mode",
     "utc_now",
     "verb_module",
@@ -101,3 +102,19 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def usable_cores(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The CPUs this process may run on, capped by a cgroup v2 CPU quota (a container limited to 2 CPUs on a 64-core
+    node gets 2, not 64)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path(cgroup_cpu_max).read_text().split()[:2]
+        if quota != "max" and int(period) > 0:
+            cores = min(cores, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota here
+    return max(1, cores)

@@ -45,19 +45,10 @@ _START_TIMEOUT_S = 600.0
 
 
 def default_workers(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
-    """One worker per usable core: the CPUs this process may run on, capped by a cgroup v2 CPU quota (a container
-    limited to 2 CPUs on a 64-core node gets 2 workers, not 64)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    try:
-        quota, period = open(cgroup_cpu_max).read().split()[:2]  # noqa: SIM115 - one short read
-        if quota != "max" and int(period) > 0:
-            cores = min(cores, -(-int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 quota here
-    return max(1, cores)
+    """One worker per usable core (CPU affinity, capped by a cgroup v2 CPU quota)."""
+    from onnxship._util import usable_cores
+
+    return usable_cores(cgroup_cpu_max)
 
 
 # -- the worker's side -------------------------------------------------------------------------------------------
