@@ -35,13 +35,14 @@ def _fresh(server, method: str, path: str, body: str | None = None) -> tuple[int
         conn.close()
 
 
-def _survey(server) -> dict[int, set[str]]:
-    """worker pid -> model versions it reported, over many fresh connections."""
+def _survey(server, last_reload: bool = False) -> dict[int, set[str]]:
+    """worker pid -> model versions it reported (and its last_reload), over many fresh connections."""
     seen: dict[int, set[str]] = {}
     for _ in range(CONNECTIONS):
         status, doc = _fresh(server, "GET", "/version")
         assert status == 200
-        seen.setdefault(doc["worker_pid"], set()).add(f"{doc['model_version']}:{doc['release']}")
+        extra = f":{json.dumps(doc['last_reload'], sort_keys=True)}" if last_reload else ""
+        seen.setdefault(doc["worker_pid"], set()).add(f"{doc['model_version']}:{doc['release']}{extra}")
     return seen
 
 
@@ -62,11 +63,16 @@ def test_reload_reaches_every_worker_and_failures_reach_none(server, bundles):
     status, doc = server.json("POST", "/reload", {"model_path": f"deeplog/{bundles.bad_golden.name}"})
     assert status == 422 and "golden check" in doc["error"]
     assert all(v == {f"1:{bundles.v1.name}"} for v in _survey(server).values())
+    notes = {v.pop().split(":", 2)[2] for v in _survey(server, last_reload=True).values()}
+    assert (
+        len(notes) == 1 and json.loads(notes.pop())["ok"] is False
+    )  # every worker tells the same last_reload
 
     status, doc = server.json("POST", "/reload", {"model_path": f"deeplog/{bundles.v2.name}"})
     assert status == 200 and doc["model_version"] == "2", doc
-    seen = _survey(server)  # right after the answer: every worker already serves version 2
-    assert len(seen) == 2 and all(v == {f"2:{bundles.v2.name}"} for v in seen.values()), seen
+    seen = _survey(server, last_reload=True)  # right after the answer: every worker already serves version 2
+    assert len(seen) == 2 and len(set().union(*seen.values())) == 1, seen
+    assert all(v.pop().startswith(f"2:{bundles.v2.name}:") for v in seen.values())
     want = bundles.expected(bundles.v2.name, {"input_sequence": X})
     for _ in range(CONNECTIONS):
         status, out = _fresh(server, "POST", "/v2/models/deeplog/infer", BODY)

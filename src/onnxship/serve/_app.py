@@ -390,10 +390,14 @@ class ServeApp:
             # with several workers the manager's `agree` hook has every worker load and check it, or none swaps
             result = await self.manager.reload(model_path)
         except OnnxshipError as exc:
+            if self.cluster is not None:
+                await self.cluster.reloaded()
             status = int(getattr(exc, "status", 422))
             detail = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
             await self._reply(send, status, orjson.dumps({"error": detail, "serving": self._serving()}))
             return status
+        if self.cluster is not None:
+            await self.cluster.reloaded()
         await self._reply(send, 200, orjson.dumps(result))
         return 200
 

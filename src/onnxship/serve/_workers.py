@@ -100,10 +100,13 @@ class WorkerLink:
         elif kind == "prepare":
             asyncio.ensure_future(self._prepare(rid, msg[2]))
         elif kind == "commit":
-            model = self._prepared.pop(rid)
-            self.manager._install(model, msg[2])
-            self.manager.last_reload = {"ok": True, "model_path": model.source, "model_version": str(msg[2])}
+            self.manager._install(self._prepared.pop(rid), msg[2])
             self._send(("committed", rid))
+        elif (
+            kind == "note"
+        ):  # another worker's reload outcome: /version shows the same last_reload everywhere
+            self.manager.last_reload = msg[2]
+            self._send(("noted", rid))
         elif kind == "abort":
             self._prepared.pop(rid, None)
         elif kind == "snapshot":
@@ -147,6 +150,13 @@ class WorkerLink:
         if not reply["ok"]:
             raise _error(reply["error"], int(reply.get("status", 422)))
         return int(reply["version"])
+
+    async def reloaded(self) -> None:
+        """After a reload on this worker (done or refused): every worker records the same ``last_reload``."""
+        try:
+            await self._ask("note", self.manager.last_reload)
+        except Exception as exc:  # the reload itself is done: its answer must not fail over bookkeeping
+            log.warning("could not share the reload outcome with the other workers: %s", exc)
 
     async def metrics_text(self) -> str:
         """The Prometheus text of every worker's counters, summed."""
@@ -377,6 +387,8 @@ class _Supervisor:
         kind, rid = msg[0], msg[1]
         if kind == "reload":
             asyncio.ensure_future(self._reload(w, rid, msg[2]))
+        elif kind == "note":
+            asyncio.ensure_future(self._note(w, rid, msg[2]))
         elif kind == "metrics":
             asyncio.ensure_future(self._metrics(w, rid))
         else:  # an answer: prepared / committed / snapshot
@@ -453,6 +465,16 @@ class _Supervisor:
             self.version = version
             self.info["spec"] = spec
             self._send(origin, ("reply", rid, {"ok": True, "version": version}))
+
+    async def _note(self, origin: _Worker, rid: str, record: Any) -> None:
+        assert self._lock is not None
+        async with self._lock:  # after the reload it describes has been committed everywhere
+            others = [w for w in self.workers if w is not origin and w.alive]
+            await asyncio.gather(
+                *(self._ask(w, "note", "noted", rid, record, timeout=_SNAPSHOT_TIMEOUT_S) for w in others),
+                return_exceptions=True,
+            )
+        self._send(origin, ("reply", rid, None))
 
     async def _snapshots(self) -> list[dict[str, Any]]:
         self._count += 1
