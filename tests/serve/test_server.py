@@ -343,6 +343,10 @@ def test_torch_fallback_server_refuses_path_reloads(start_server, deeplog_checkp
         (["--batch-timeout-ms", "-1"], "batch_timeout_ms"),
         (["--token", " "], "token is empty"),
         (["--checkpoint", "x.pt"], "without a model factory"),
+        (["--workers", "0"], "workers must be >= 1"),
+        (["--max-batch", "16", "--preferred-batch", "32"], "outside 1..16"),
+        (["--grpc-port", "70000"], "gRPC port 70000 is not a TCP port"),
+        (["--port", "9000", "--grpc-port", "9000"], "is the REST --port too"),
     ],
 )
 def test_bad_flags_are_usage_errors(args, message, tmp_path, monkeypatch):

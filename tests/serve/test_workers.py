@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,3 +169,25 @@ def test_default_workers_follow_the_cpu_quota(tmp_path, cpu_max, cap):
     cores = len(os.sched_getaffinity(0))
     assert default_workers(str(f)) == (cores if cap is None else min(cores, cap))
     assert default_workers(str(tmp_path / "absent")) == cores
+
+
+def test_a_port_in_use_is_refused_not_shared(bundles, start_server, tmp_path):
+    """A second server on the first one's port (both with SO_REUSEPORT workers) fails clearly instead of taking
+    half of its connections."""
+    import subprocess
+    import sys
+
+    s = start_server(["--releases", str(bundles.root), "--workers", "2"])
+    port = s.hostport.split(":")[1]
+    exe = str(Path(sys.executable).with_name("onnxship"))
+    for flag in ("--port", "--grpc-port"):
+        args = ["--port", port] if flag == "--port" else ["--port", "0", "--grpc-port", port]
+        out = subprocess.run(
+            [exe, "serve", "--releases", str(bundles.root), "--workers", "2", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        assert out.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in out.stderr, out.stderr[-500:]
+        assert "Traceback" not in out.stderr
