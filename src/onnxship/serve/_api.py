@@ -15,6 +15,7 @@ from typing import Any
 from onnxship._errors import ServeError, require
 from onnxship.serve._app import create_app
 from onnxship.serve._config import ServeConfig
+from onnxship.serve._limits import ServeGuard, uvicorn_settings
 from onnxship.serve._manager import ModelManager
 
 __all__ = ["ServeResult", "bind_socket", "reserve_port", "serve", "uvicorn_server"]
@@ -146,31 +147,17 @@ def _one_write_protocol(base: type) -> type:
     return OneWriteProtocol
 
 
-def uvicorn_server(app: Any, config: ServeConfig, signals: tuple[int, ...] | None = None) -> Any:
+def uvicorn_server(
+    app: Any, config: ServeConfig, signals: tuple[int, ...] | None = None, slots: Any = None
+) -> Any:
     """The uvicorn.Server for ``app``: uvloop + httptools when installed, one write per response, no access log,
     proxy headers only when asked (--proxy-headers)."""
-    import importlib.util
-
     uvicorn = require("uvicorn", "serve")
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http: Any = "h11"
-    if importlib.util.find_spec("httptools"):
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-        http = _one_write_protocol(HttpToolsProtocol)
+    settings = uvicorn_settings(config)  # the connection limits (serve/_limits.py)
+    settings["http"] = _one_write_protocol(settings["http"])
+    settings["proxy_headers"] = config.proxy_headers
     server = _graceful_server(uvicorn, signals)(
-        uvicorn.Config(
-            app,
-            loop=loop,
-            http=http,
-            lifespan="on",
-            log_level=config.log_level,
-            access_log=False,
-            timeout_keep_alive=30,
-            server_header=False,
-            date_header=False,
-            proxy_headers=config.proxy_headers,
-        )
+        uvicorn.Config(ServeGuard(app, config.max_inflight, slots), **settings)
     )
     tasks = getattr(getattr(server, "server_state", None), "tasks", None)
     if isinstance(tasks, set) and hasattr(app, "in_flight"):
@@ -182,7 +169,8 @@ def uvicorn_server(app: Any, config: ServeConfig, signals: tuple[int, ...] | Non
 
 def _graceful_server(uvicorn: Any, signals: tuple[int, ...] | None = None) -> Any:
     """uvicorn.Server that stops on SIGINT/SIGTERM (or ``signals``) and returns (uvicorn re-raises the signal after
-    shutdown, which would kill the process before serve() can report)."""
+    shutdown, which would kill the process before serve() can report). A second signal of either kind stops without
+    waiting for in-flight requests (uvicorn alone only forces on a second SIGINT)."""
     import contextlib
     import signal
 
@@ -197,6 +185,11 @@ def _graceful_server(uvicorn: Any, signals: tuple[int, ...] | None = None) -> An
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit:
+                self.force_exit = True
+            super().handle_exit(sig, frame)
 
     return GracefulServer
 

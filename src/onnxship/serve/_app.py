@@ -19,6 +19,7 @@ import orjson
 
 from onnxship._errors import OnnxshipError
 from onnxship._version import __version__
+from onnxship.serve._files import redact_paths
 from onnxship.serve._manager import ModelManager
 from onnxship.serve._model import ServedModel
 from onnxship.serve._protocol import encode_error, encode_infer_response, parse_infer_request
@@ -75,6 +76,8 @@ class ServeApp:
         if kind != "http":
             if kind == "lifespan":
                 await self._lifespan(receive, send)
+            elif kind == "websocket":  # only reachable when uvicorn runs with websocket support: refuse (403)
+                await send({"type": "websocket.close", "code": 1008})
             return
         start = time.perf_counter()
         hit = self._infer_paths.get(scope["path"])  # the hot path: no parsing, no allocation for routing
@@ -222,6 +225,10 @@ class ServeApp:
         method: str = scope["method"]
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/")
+        if _header(scope, b"upgrade") is not None:
+            raise RequestError(
+                400, "protocol upgrades (WebSocket, h2c) are not supported: this server speaks HTTP/1.1 only"
+            )
         if path not in _OPEN_PATHS and not self._authorized(scope):
             raise RequestError(401, "missing or wrong bearer token (send 'Authorization: Bearer <token>')")
         if path.startswith("/v2/models/"):
@@ -253,12 +260,12 @@ class ServeApp:
                 _allow(method, "GET")
                 await self._reply(send, 200, orjson.dumps(self._metadata(self._model(name, version))))
                 return 200
-            raise RequestError(404, f"no route {path!r}")
+            raise RequestError(404, f"no route {redact_paths(path)!r}")
         handler = self._ROUTES.get(path)
         if handler is None:
             raise RequestError(
                 404,
-                f"no route {path!r}; see /v2, /v2/models/<name>, /v2/models/<name>/infer, "
+                f"no route {redact_paths(path)!r}; see /v2, /v2/models/<name>, /v2/models/<name>/infer, "
                 f"/reload, /version, /metrics",
             )
         want, fn = handler
@@ -269,6 +276,10 @@ class ServeApp:
     # -- infer -----------------------------------------------------------------------------------------------
     async def _infer(self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None) -> int:
         headers = _Headers(scope)
+        if headers.upgrade is not None:
+            raise RequestError(
+                400, "protocol upgrades (WebSocket, h2c) are not supported: this server speaks HTTP/1.1 only"
+            )
         if self._token is not None and not self._authorized(scope, headers.authorization or b""):
             raise RequestError(401, "missing or wrong bearer token (send 'Authorization: Bearer <token>')")
         _allow(scope["method"], "POST")
@@ -286,8 +297,9 @@ class ServeApp:
                     raise RequestError(
                         400, f"Inference-Header-Content-Length {header!r} is not a number"
                     ) from None
-            request = parse_infer_request(body, header_len)
             model = self._model(name, version)  # the model that answers (a reload may have happened)
+            # shapes are checked against the signature before any array is built
+            request = parse_infer_request(body, header_len, model.signature)
             outputs = await submit_checked(
                 self.manager, model, request.feeds, request.declared, request.outputs, self.in_flight() <= 1
             )
@@ -349,7 +361,7 @@ class ServeApp:
             "onnxship": __version__,
             "selection": self.manager.selection,
             "last_reload": self.manager.last_reload,
-            "model_root": str(self.manager.root) if self.manager.root else None,
+            "model_root": self.manager.public_root,  # never the absolute path
             "config_notes": list(self.manager.config.notes),
             "worker_pid": os.getpid(),  # which server process answered (several with --workers)
         }
@@ -438,7 +450,7 @@ async def submit_checked(
         RequestError: 400 when the tensors do not fit the verified signature or name unknown outputs.
     """
     sig = model.signature
-    sig.check(feeds, declared)
+    sig.check(feeds, declared, ids=False)  # ids: once per batch, by the batcher (Batcher.validate)
     if outputs is not None:
         have = sig.output_names
         unknown = [n for n, _ in outputs if n not in have]
@@ -460,10 +472,11 @@ async def submit_checked(
 class _Headers:
     """The request headers the infer path reads, found in one pass."""
 
-    __slots__ = ("authorization", "content_encoding", "content_length", "inference_header")
+    __slots__ = ("authorization", "content_encoding", "content_length", "inference_header", "upgrade")
 
     def __init__(self, scope: Scope) -> None:
         self.authorization = self.content_encoding = self.content_length = self.inference_header = None
+        self.upgrade = None
         for key, value in scope["headers"]:
             if key == b"content-length":
                 self.content_length = value
@@ -473,6 +486,8 @@ class _Headers:
                 self.inference_header = value
             elif key == b"content-encoding":
                 self.content_encoding = value
+            elif key == b"upgrade":
+                self.upgrade = value
 
 
 def _allow(method: str, want: str) -> None:

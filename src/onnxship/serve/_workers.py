@@ -194,7 +194,13 @@ def _load_spec(manager: ModelManager, spec: tuple[Any, ...]) -> ServedModel:
 
 
 def _worker_main(
-    config: ServeConfig, index: int, select: bool, rest: Any, grpc_port: int | None, conn: Any
+    config: ServeConfig,
+    index: int,
+    select: bool,
+    rest: Any,
+    grpc_port: int | None,
+    conn: Any,
+    slots: Any = None,
 ) -> None:
     """Entry point of one worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor stops us
@@ -247,7 +253,7 @@ def _worker_main(
             },
         )
     )
-    server = uvicorn_server(app, config, signals=(signal.SIGTERM,))
+    server = uvicorn_server(app, config, signals=(signal.SIGTERM,), slots=slots)
     try:
         server.run(sockets=[sock])
     finally:
@@ -294,6 +300,9 @@ class _Supervisor:
         self.config = config
         self.ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
         self.workers: list[_Worker] = []
+        # --max-inflight is the server's cap: one semaphore shared by every worker
+        cap = getattr(config, "max_inflight", None)
+        self.slots = self.ctx.BoundedSemaphore(cap) if cap else None
         self.rest: Any = None
         self.grpc_port: int | None = None
         self.info: dict[str, Any] = {}
@@ -309,7 +318,7 @@ class _Supervisor:
         parent, child = self.ctx.Pipe(duplex=True)
         proc = self.ctx.Process(
             target=_worker_main,
-            args=(self.config, index, select, self.rest, self.grpc_port, child),
+            args=(self.config, index, select, self.rest, self.grpc_port, child, self.slots),
             name=f"onnxship-serve-{index}",
         )
         proc.start()
@@ -339,7 +348,9 @@ class _Supervisor:
             hint="run with --workers 1 --log-level info to see why",
         )
 
-    def terminate_all(self, timeout: float = 30.0) -> None:
+    def terminate_all(self, timeout: float | None = None) -> None:
+        if timeout is None:  # the workers' own graceful shutdown, then a margin
+            timeout = float(getattr(self.config, "shutdown_timeout_s", 20) or 20) + 10
         for w in self.workers:
             if w.proc.is_alive():
                 w.proc.terminate()
