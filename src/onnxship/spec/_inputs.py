@@ -150,7 +150,7 @@ class TensorSpec:
     dtype: str = "float32"
     low: float | None = None  # lower bound of generated values (inclusive)
     high: float | None = None  # upper bound of generated values (exclusive for integers)
-    meta: dict[str, Any] = field(default_factory=dict, compare=False)  # e.g. where a default range came from
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # range source, sample
     kind: str | None = None  # value kind; None: ids for integers, normal (uniform with a range) for floats
     of: str | None = None  # the dim a structural kind refers to
 

@@ -177,12 +177,12 @@ def plan_sweep(
             before = plan.rules.get(n)
             plan.rules[n] = rule if before is None else f"{before} and {rule}"
             plan.specs = _with_dim(plan.specs, n, **changes)
-            step = changes.get("step") or table[n].step
-            example = f"{n}={table[n].value}..MAX/{step}" if step else f"min {changes.get('min')}"
-            plan.notes.append(
-                f"dim {n!r} must be {rule}: PyTorch itself fails at {n}={', '.join(map(str, sorted(failing)))}; "
-                f"the sweep uses only such sizes (declare it, e.g. {example}, to skip this probe)"
-            )
+            fails = ", ".join(map(str, sorted(failing)))
+            if "step" in changes:
+                how = f"the sweep uses only multiples (declare {n}={table[n].value}..MAX/{changes['step']} to skip this probe)"
+            else:
+                how = f"the sweep and the declared range start at {changes['min']}"
+            plan.notes.append(f"dim {n!r} must be {rule}: PyTorch itself fails at {n}={fails}; {how}")
             changed = True
         if not changed:
             break

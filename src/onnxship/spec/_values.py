@@ -108,7 +108,9 @@ def effective_kind(spec: TensorSpec) -> str:
 def _looks_like_mask(spec: TensorSpec) -> bool:
     if "mask" not in spec.name.lower() or not (spec.is_integer or spec.dtype == "bool"):
         return False
-    return spec.low is None or (spec.low == 0 and spec.high == 2)
+    if spec.low is None or spec.high is None:
+        return True
+    return spec.low >= 0 and spec.high <= 2  # a 0/1 range (a sample of all ones reads as 1..2)
 
 
 def default_bounds(spec: TensorSpec) -> tuple[float, float]:
@@ -269,6 +271,8 @@ def infer_kinds(specs: list[TensorSpec]) -> tuple[list[TensorSpec], list[str]]:
         if new is None:
             out.append(spec)
             continue
+        if new.meta.get("range_source") == "sample":  # the sample's min..max says nothing about a structure
+            new = new.with_range(None, None)
         out.append(new)
         notes.append(
             f"input {spec.name!r}: values generated as {new.kind_text} because {why}; "

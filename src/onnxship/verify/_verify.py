@@ -20,7 +20,7 @@ import numpy as np
 from onnxship._errors import CheckError, ConfigError, OnnxshipError, VerificationError
 from onnxship._util import git_sha, utc_now
 from onnxship._version import __version__
-from onnxship.spec._inputs import DimSpec, TensorSpec, dim_table, parse_input_spec, sample_feeds, sweep_points
+from onnxship.spec._inputs import DimSpec, TensorSpec, dim_table, sample_feeds, sweep_points
 from onnxship.verify._data import Batch, DataSource, GoldenSource, SyntheticSource, open_source
 from onnxship.verify._golden import Golden, read_golden
 from onnxship.verify._metrics import OutputAccumulator, OutputSummary, batch_stats
@@ -134,7 +134,9 @@ def _specs_from_onnx(info: Any) -> list[TensorSpec]:
 def _resolve_specs(inputs: list[Any] | None, info: Any) -> list[TensorSpec]:
     if inputs is None:
         return _specs_from_onnx(info)
-    specs = [s if isinstance(s, TensorSpec) else parse_input_spec(str(s)) for s in inputs]
+    from onnxship.spec._inputs import parse_input_specs  # resolves shared, bare and derived dims
+
+    specs = parse_input_specs([s if isinstance(s, TensorSpec) else str(s) for s in inputs])
     graph = [i["name"] for i in info.inputs]
     if sorted(s.name for s in specs) != sorted(graph):
         raise ConfigError(
