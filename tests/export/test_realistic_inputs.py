@@ -373,3 +373,42 @@ def test_dict_input_is_flattened_to_dotted_names(tmp_path_factory):
         result.path, model=model, config=onnxship.VerifyConfig(sample_count=4, synthetic_count=4)
     )
     assert report.passed
+
+
+def test_kv_cache_decoder_with_an_undeclared_sum_is_probed(tmp_path_factory):
+    b, s, p = 2, 3, 4
+    sample = {
+        "x": torch.randn(b, s, 16),
+        "past_k": torch.randn(b, 1, p, 16),
+        "past_v": torch.randn(b, 1, p, 16),
+        "attention_mask": torch.ones(b, p + s, dtype=torch.long),
+    }
+    dynamic = {
+        "x": {0: "batch", 1: "seq"},
+        "past_k": {0: "batch", 2: "past"},
+        "past_v": {0: "batch", 2: "past"},
+        "attention_mask": {0: "batch", 1: "total"},  # really past + seq, not declared
+    }
+    model, result = _export(
+        KVCacheDecoder(),
+        tmp_path_factory,
+        "kvprobe",
+        sample_inputs=sample,
+        dynamic=dynamic,
+        strategy="torchscript",
+    )
+    mask = next(x for x in result.inputs if x.name == "attention_mask")
+    assert set(mask.dims[1].parts) == {"past", "seq"} and mask.kind == "mask"
+    assert any("'total' must equal" in n for n in result.notes), result.notes
+    rng = np.random.default_rng(7)
+    feeds = []
+    for bb, ss, pp in ((1, 1, 2), (3, 2, 6), (2, 6, 1)):
+        feeds.append(
+            {
+                "x": rng.standard_normal((bb, ss, 16)).astype(np.float32),
+                "past_k": rng.standard_normal((bb, 1, pp, 16)).astype(np.float32),
+                "past_v": rng.standard_normal((bb, 1, pp, 16)).astype(np.float32),
+                "attention_mask": _padded_mask(rng, bb, pp + ss),
+            }
+        )
+    _independent_check(result, model, feeds)

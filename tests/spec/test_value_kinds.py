@@ -259,3 +259,34 @@ def test_dotted_names_bind_to_a_dict_parameter():
     args, kwargs = b.call_args({"inputs.image": 1, "inputs.meta.extra": 2, "scale": 3})
     assert args == ({"image": 1, "meta": {"extra": 2}}, 3) and not kwargs
     assert not b.by_position
+
+
+class FakeKV:
+    """Runs only when the mask covers past + new tokens, and (alias) when ``mseq`` equals ``seq``."""
+
+    def infer(self, feeds):
+        x, past, mask = feeds["x"], feeds["past"], feeds["mask"]
+        if mask.shape[1] != past.shape[1] + x.shape[1]:
+            raise RuntimeError("The size of tensor a must match the size of tensor b")
+        if "tags" in feeds and feeds["tags"].shape[1] != x.shape[1]:
+            raise RuntimeError("shape mismatch")
+        return {"y": x.sum(axis=1)}
+
+
+def test_probe_infers_sums_and_aliases_between_dims():
+    specs = parse_input_specs(
+        [
+            "x:batch=2 x seq=3:float32",
+            "past:batch x past=4:float32",
+            "mask:batch x total=7:int64:mask",
+            "tags:batch x mseq=3:int64",
+        ]
+    )
+    plan = plan_sweep(FakeKV(), specs)
+    table = dim_table(plan.specs)
+    assert set(table["total"].parts) == {"past", "seq"}
+    assert table["mseq"].parts == ("seq",) or table["seq"].parts == ("mseq",)
+    assert not plan.problem and not plan.dropped
+    assert all(p["total"] == p["past"] + p["seq"] and p["mseq"] == p["seq"] for p in plan.points)
+    assert {p["seq"] for p in plan.points} != {3} and {p["past"] for p in plan.points} != {4}
+    assert any("'total' must equal" in n for n in plan.notes)

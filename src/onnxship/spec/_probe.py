@@ -15,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from onnxship._errors import InputSpecError
 from onnxship.spec._inputs import DimSpec, TensorSpec, dim_table, resolve_specs, sample_feeds, sweep_points
 
 __all__ = ["MULTIPLES", "SweepPlan", "plan_sweep"]
 
 MULTIPLES = (2, 4, 8, 16, 32)
-_MAX_RUNS = 48  # reference runs the probe may spend
+_MAX_RUNS = 64  # reference runs the probe may spend
 
 
 @dataclass
@@ -134,7 +135,60 @@ def _find_rule(
     least = hi_k * base
     if least <= d.min:
         return None
+    above = least if least != d.value else d.value + base  # some size other than the export one must run
+    if not runs(above):
+        return None
     return f"at least {least}", {"min": least}
+
+
+def _failing(prober: _Prober, specs: list[TensorSpec], points: list[dict[str, int]]) -> list[dict[str, int]]:
+    return [p for p in points[1:] if prober.error(specs, p) is not None]
+
+
+def _infer_relations(prober: _Prober, plan: SweepPlan) -> None:
+    """A dim that only runs when it equals another dim, or the sum of two (a mask over past + new tokens declared
+    with its own name), becomes derived from them: the sweep then moves it with its parts."""
+    for _ in range(4):
+        table = dim_table(plan.specs)
+        roots = {n: d.value for n, d in table.items() if not d.parts}
+        failing = _failing(prober, plan.specs, plan.points)
+        if not failing:
+            return
+        suspects = {n for p in failing for n in roots if p[n] != roots[n]}
+        best: tuple[int, str, tuple[str, ...], list[TensorSpec]] | None = None
+        for t in sorted(suspects):
+            others = [n for n in roots if n != t]
+            options = [(a,) for a in others if roots[a] == roots[t]]
+            options += [
+                (a, b)
+                for i, a in enumerate(others)
+                for b in others[i + 1 :]
+                if roots[a] + roots[b] == roots[t]
+            ]
+            for parts in options:
+                try:
+                    trial = _with_dim(
+                        plan.specs, t, parts=parts, offset=0, value=0, max=None, step=None, min=1
+                    )
+                except InputSpecError:  # t is itself part of a derived dim
+                    continue
+                points = sweep_points(trial)
+                left = _failing(prober, trial, points)
+                runs_moved = [p for p in points[1:] if p[t] != points[0][t] and p not in left]
+                if not runs_moved or len(left) >= len(failing):
+                    continue  # t must run somewhere it moves now, and fewer points may fail
+                if best is None or len(left) < best[0]:
+                    best = (len(left), t, parts, trial)
+        if best is None:
+            return
+        _, t, parts, trial = best
+        plan.specs, plan.points = trial, sweep_points(trial)
+        rel = "+".join(parts)
+        plan.rules[t] = f"= {' + '.join(parts)}"
+        plan.notes.append(
+            f"dim {t!r} must equal {' + '.join(parts)}: PyTorch itself fails when it moves on its own; the sweep "
+            f"moves it with {' and '.join(repr(p) for p in parts)} (declare {t}={rel} to skip this probe)"
+        )
 
 
 def plan_sweep(
@@ -187,6 +241,7 @@ def plan_sweep(
         if not changed:
             break
         plan.points = sweep_points(plan.specs)
+    _infer_relations(prober, plan)
     # Drop what still fails, and name dims that could not be moved at all.
     table = dim_table(plan.specs)
     export = {n: d.value for n, d in table.items() if not d.parts}
