@@ -290,3 +290,23 @@ def test_probe_infers_sums_and_aliases_between_dims():
     assert all(p["total"] == p["past"] + p["seq"] and p["mseq"] == p["seq"] for p in plan.points)
     assert {p["seq"] for p in plan.points} != {3} and {p["past"] for p in plan.points} != {4}
     assert any("'total' must equal" in n for n in plan.notes)
+
+
+def test_position_ids_are_inferred_and_structural_kinds_are_marked():
+    from onnxship.spec._values import is_structural
+
+    specs, notes = infer_kinds(parse_input_specs(["input_ids:b=2 x s=5:int64", "position_ids:b x s:int64"]))
+    assert specs[1].kind == "positions" and notes
+    assert is_structural(specs[1]) and not is_structural(specs[0])
+    assert (sample_feeds(specs, {"b": 3, "s": 7})["position_ids"] == np.arange(7)).all()
+    # the Python API builds the same specs from TensorSpec/DimSpec
+    from onnxship.spec import DimSpec
+
+    mask = TensorSpec(
+        "attention_mask",
+        (DimSpec(0, "b", bare=True), DimSpec(0, "t", parts=("s",), offset=2)),
+        "int64",
+        kind="mask",
+    )
+    resolved = parse_input_specs([specs[0], mask])
+    assert resolved[1].shape == (2, 7)

@@ -20,7 +20,17 @@ from onnxship._errors import InputSpecError
 if TYPE_CHECKING:
     from onnxship.spec._inputs import TensorSpec
 
-__all__ = ["KINDS", "Kind", "check_kind", "default_bounds", "effective_kind", "generate", "infer_kinds"]
+__all__ = [
+    "KINDS",
+    "STRUCTURAL",
+    "Kind",
+    "check_kind",
+    "default_bounds",
+    "effective_kind",
+    "generate",
+    "infer_kinds",
+    "is_structural",
+]
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,15 @@ KINDS: dict[str, Kind] = {
         "0, 1, 2, ... along the last axis; positions(DIM) starts at the size of DIM (past length)",
     ),
 }
+
+
+# Kinds whose values carry structure: shifting, scaling or redrawing them makes inputs the model never sees.
+STRUCTURAL = frozenset({"mask", "offsets", "lengths", "indices", "positions"})
+
+
+def is_structural(spec: TensorSpec) -> bool:
+    """Whether an input's values are structural (a mask, offsets, ...): value sweeps must leave them as they are."""
+    return effective_kind(spec) in STRUCTURAL
 
 
 def check_kind(kind: str, of: str | None, dtype: str, where: str) -> None:
@@ -268,6 +287,13 @@ def infer_kinds(specs: list[TensorSpec]) -> tuple[list[TensorSpec], list[str]]:
             if target is not None and (sample is None or int(np.min(sample)) >= 1):
                 new = spec.with_kind("lengths", target, "inferred")
                 why = f"its name says lengths (of axis {target})"
+        elif (
+            spec.is_integer
+            and ("position_ids" in lname or lname in ("positions", "pos_ids", "position"))
+            and (sample is None or _is_positions(sample))
+        ):
+            new = spec.with_kind("positions", None, "inferred")
+            why = "its name says position ids"
         if new is None:
             out.append(spec)
             continue
@@ -289,3 +315,8 @@ def _is_prefix_like_mask(sample: Any) -> bool:
 def _is_offsets(sample: Any) -> bool:
     arr = np.asarray(sample).reshape(-1)
     return bool(arr.size and arr[0] == 0 and (np.diff(arr) >= 0).all())
+
+
+def _is_positions(sample: Any) -> bool:
+    arr = np.asarray(sample)
+    return bool(arr.ndim and arr.shape[-1] and (arr == np.arange(arr.shape[-1])).all())
