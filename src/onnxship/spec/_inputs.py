@@ -422,7 +422,8 @@ def parse_input_spec(text: str) -> TensorSpec:
     parts = text.split(":")
     if len(parts) not in (3, 4, 5):
         raise InputSpecError(
-            f"input spec {text!r} has {len(parts)} ':'-separated fields, expected 3 to 5", hint=GRAMMAR
+            f"input spec {text!r} has {len(parts)} ':'-separated fields, expected 3 or 4 (5 with both a kind and a range)",
+            hint=GRAMMAR,
         )
     name = parts[0].strip()
     if not re.fullmatch(_NAME, name):
