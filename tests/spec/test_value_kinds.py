@@ -310,3 +310,17 @@ def test_position_ids_are_inferred_and_structural_kinds_are_marked():
     )
     resolved = parse_input_specs([specs[0], mask])
     assert resolved[1].shape == (2, 7)
+
+
+def test_kinds_are_declared_with_sample_tensors():
+    torch = pytest.importorskip("torch")
+    from onnxship.export._inputs_from_model import specs_from_samples
+
+    specs, _ = specs_from_samples(
+        {"items": torch.arange(6), "starts": torch.tensor([0, 4])},
+        {"items": {0: "n"}, "starts": {0: "bags"}},
+        {"starts": "offsets(n)"},
+    )
+    assert (specs[1].kind, specs[1].of, specs[1].low) == ("offsets", "n", None)
+    with pytest.raises(InputSpecError, match="needs an integer dtype"):
+        specs_from_samples({"x": torch.zeros(2)}, None, {"x": "offsets(n)"})

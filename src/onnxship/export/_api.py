@@ -200,7 +200,8 @@ def _run(
         )
     torch_runner.output_names = output_names
     tolerance = config.tolerance or PRECISION_TOLERANCES["fp16" if config.fp16 else "fp32"]
-    sweep = plan_sweep(torch_runner, specs, seed=config.seed)  # size rules PyTorch itself imposes
+    # Size rules PyTorch itself imposes (multiples, minimums, dims that move together) before any candidate.
+    sweep = plan_sweep(torch_runner, specs, seed=config.seed, probe=config.verify)
     specs, points = sweep.specs, sweep.points
     notes += sweep.notes
     if sweep.problem and not config.allow_static:

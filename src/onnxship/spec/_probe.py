@@ -198,16 +198,18 @@ def plan_sweep(
     points: list[dict[str, int]] | None = None,
     seed: int = 0,
     rounds: int = 3,
+    probe: bool = True,
 ) -> SweepPlan:
     """Check each sweep point on the reference; find size rules for the dims that fail and re-plan with them.
 
     Returns the specs with rules recorded (``DimSpec.step`` / ``min``), the points the reference runs (the export
     point first) and notes saying what was found. Points the reference still rejects are dropped and listed.
+    ``probe=False`` only plans the points (nothing runs).
     """
     specs = resolve_specs(specs)
     prober = _Prober(reference, seed)
     plan = SweepPlan(specs=specs, points=points if points is not None else sweep_points(specs))
-    if not dim_table(specs):
+    if not probe or not dim_table(specs):
         return plan
     for _ in range(rounds):
         table = dim_table(plan.specs)
