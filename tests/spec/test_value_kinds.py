@@ -324,3 +324,11 @@ def test_kinds_are_declared_with_sample_tensors():
     assert (specs[1].kind, specs[1].of, specs[1].low) == ("offsets", "n", None)
     with pytest.raises(InputSpecError, match="needs an integer dtype"):
         specs_from_samples({"x": torch.zeros(2)}, None, {"x": "offsets(n)"})
+
+
+def test_probe_finds_a_window_multiple_that_is_not_a_power_of_two():
+    plan = plan_sweep(
+        FakeReference(lambda s: s % 28 == 0), _image_spec("image:batch=2 x 3 x height=56 x width=56:float32")
+    )
+    assert plan.rules["height"] == "a multiple of 28"
+    assert all(p["height"] % 28 == 0 for p in plan.points) and len(plan.points) >= 4

@@ -3,7 +3,7 @@
 A ViT with patch 16, a UNet with four poolings or an FPN with ``interpolate(scale_factor=2)`` needs H and W to be
 multiples of some N; a CNN needs a minimum size. When eager PyTorch fails at a sweep point, the failure says nothing
 about the export: onnxship moves each dim on its own to find the culprit, probes multiples of 2, 4, 8, 16 and 32
-(and a minimum size), records the rule in the dim (``step`` / ``min``, written into the metadata) and sweeps only
+(then other divisors of the export size, e.g. 28 for patch 4 x window 7; and a minimum size), records the rule in the dim (``step`` / ``min``, written into the metadata) and sweeps only
 sizes that follow it. A dim for which no other size runs is reported as "could not make valid inputs", never as a
 fault of the exported candidate.
 
@@ -108,7 +108,8 @@ def _find_rule(
     def runs(size: int) -> bool:
         return d.allowed(size) and prober.error(specs, _at(table, export, name, size)) is None
 
-    for m in MULTIPLES:
+    divisors = [k for k in range(3, d.value + 1) if d.value % k == 0 and k not in MULTIPLES]
+    for m in (*MULTIPLES, *divisors):  # powers of two first, then e.g. 28 (patch 4 x window 7)
         if m <= base or m % base or d.value % m:
             continue
         ups = sorted({max(m, -(-v // m) * m) for v in failing})
