@@ -332,3 +332,21 @@ def test_probe_finds_a_window_multiple_that_is_not_a_power_of_two():
     )
     assert plan.rules["height"] == "a multiple of 28"
     assert all(p["height"] % 28 == 0 for p in plan.points) and len(plan.points) >= 4
+
+
+def test_id_ranges_come_from_the_embedding_each_input_feeds():
+    torch = pytest.importorskip("torch")
+    from onnxship.export._inputs_from_model import default_int_ranges
+
+    class TwoTables(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.words, self.types = torch.nn.Embedding(50, 4), torch.nn.Embedding(2, 4)
+
+        def forward(self, input_ids, token_type_ids):
+            return self.words(input_ids.reshape(-1)) + self.types(token_type_ids.flatten())
+
+    specs = parse_input_specs(["input_ids:b=2 x s=5:int64", "token_type_ids:b x s:int64"])
+    out, notes = default_int_ranges(TwoTables(), specs)
+    assert [(s.low, s.high) for s in out] == [(0, 50), (0, 2)]
+    assert "the size of the nn.Embedding it feeds" in notes[0]

@@ -149,9 +149,52 @@ def to_specs(inputs: list[str | TensorSpec]) -> list[TensorSpec]:
     return parse_input_specs(list(inputs))
 
 
+def _embedding_consumers(
+    model: torch.nn.Module, specs: list[TensorSpec], names: list[str], low: int
+) -> dict[str, int]:
+    """For id inputs fed straight into an nn.Embedding/EmbeddingBag: that embedding's size (one probe forward)."""
+    import torch
+
+    from onnxship.spec._binding import bind_inputs
+    from onnxship.spec._inputs import sample_feeds
+
+    probe_specs = [s.with_range(0, low) if s.name in names else s for s in specs]
+    try:
+        tensors = {k: torch.from_numpy(v) for k, v in sample_feeds(probe_specs, seed=0).items()}
+        binding = bind_inputs(model, [s.name for s in specs])
+    except Exception:  # the probe is an optimisation: keep the safe default
+        return {}
+    seen: dict[str, list[int]] = {}
+
+    def record(mod: Any, args: tuple[Any, ...]) -> None:
+        for n in names:
+            t = tensors[n]
+            a = args[0] if args else None
+            if a is t or (
+                isinstance(a, torch.Tensor) and a.numel() == t.numel() and a.data_ptr() == t.data_ptr()
+            ):  # the input itself or a view of it (reshape, flatten)
+                seen.setdefault(n, []).append(int(mod.num_embeddings))
+
+    hooks = [
+        m.register_forward_pre_hook(record)
+        for m in model.modules()
+        if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))
+    ]
+    try:
+        args, kwargs = binding.call_args(tensors)
+        with torch.inference_mode():
+            model(*args, **kwargs)
+    except Exception:  # the user's model: any failure means "use the safe default"
+        return {}
+    finally:
+        for h in hooks:
+            h.remove()
+    return {n: min(v) for n, v in seen.items()}
+
+
 def default_int_ranges(model: torch.nn.Module, specs: list[TensorSpec]) -> tuple[list[TensorSpec], list[str]]:
     """Infer obvious value kinds (masks, offsets, lengths; see ``infer_kinds``) and bound integer ids without a range
-    by the model's embedding size, so samples are realistic ids."""
+    by the size of the nn.Embedding they feed (else the model's smallest), so samples are realistic ids."""
     import torch
 
     sizes = [
@@ -160,18 +203,25 @@ def default_int_ranges(model: torch.nn.Module, specs: list[TensorSpec]) -> tuple
         if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))
     ]
     specs, notes = infer_kinds(list(specs))
+    ids = [
+        s.name
+        for s in specs
+        if s.is_integer and s.low is None and s.kind in (None, "ids") and "mask" not in s.name.lower()
+    ]
+    if not (ids and sizes):
+        return specs, notes
+    fed = _embedding_consumers(model, specs, ids, min(sizes))
     out = []
     for spec in specs:
-        if (
-            spec.is_integer
-            and spec.low is None
-            and sizes
-            and spec.kind in (None, "ids")
-            and "mask" not in spec.name.lower()
-        ):
-            high = min(sizes)
+        if spec.name in ids:
+            high = fed.get(spec.name, min(sizes))
             spec = spec.with_range(0, high, "nn.Embedding.num_embeddings")
-            notes.append(f"input {spec.name!r}: ids drawn from 0..{high} (the model's nn.Embedding size)")
+            why = (
+                "the size of the nn.Embedding it feeds"
+                if spec.name in fed
+                else "the model's smallest nn.Embedding"
+            )
+            notes.append(f"input {spec.name!r}: ids drawn from 0..{high} ({why})")
         out.append(spec)
     return out, notes
 
