@@ -412,3 +412,59 @@ def test_kv_cache_decoder_with_an_undeclared_sum_is_probed(tmp_path_factory):
             }
         )
     _independent_check(result, model, feeds)
+
+
+MODEL_FILE = """
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Seg(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.down, self.up = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(7, 2, 1)
+
+    def forward(self, image, pixel_mask):
+        low = F.max_pool2d(torch.relu(self.down(image)), 4)
+        feats = torch.cat([image, F.interpolate(low, scale_factor=4.0, mode="nearest")], 1)
+        return self.up(feats) * pixel_mask[:, None, :, :].float().mean(-1, keepdim=True)
+
+
+def build():
+    torch.manual_seed(0)
+    return Seg()
+"""
+
+
+def test_cli_grammar_with_steps_bare_dims_and_kinds(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from onnxship.cli import app
+
+    (tmp_path / "seg.py").write_text(MODEL_FILE)
+    r = CliRunner().invoke(
+        app,
+        [
+            "export",
+            "--model",
+            str(tmp_path / "seg.py") + ":build",
+            "--input",
+            "image:batch=2 x 3 x height=16..32/4 x width=16..32/4:float32:image",
+            "--input",
+            "pixel_mask:batch x height x width:bool",
+            "--strategy",
+            "torchscript",
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "out" / "seg.onnx.meta.json").read_text())
+    image, mask = meta["inputs"]
+    assert image["kind"] == "image" and [d.get("step") for d in image["dims"]][2:] == [4, 4]
+    assert mask["kind"] == "mask" and mask["sample_shape"] == [2, 16, 16]
+    assert all(p["height"] % 4 == 0 and p["width"] % 4 == 0 for p in meta["verified_dims"])
