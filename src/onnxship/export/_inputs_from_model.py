@@ -29,6 +29,11 @@ __all__ = ["bump_dummy_dims", "default_int_ranges", "specs_from_samples", "to_sp
 
 def _torch_dtype_name(t: torch.Tensor) -> str:
     name = str(t.dtype).replace("torch.", "")
+    if name == "bfloat16":  # refused here so every entry point (trace_pytorch too) refuses it before any work
+        raise ConfigError(
+            "sample input dtype torch.bfloat16 cannot be verified (numpy and most ONNX runtimes have no bfloat16)",
+            hint="pass float32 samples (x.float()) and a float32 model, or float16 with fp16=True / --fp16",
+        )
     if name not in DTYPES:
         raise ConfigError(
             f"sample input dtype {t.dtype} is not supported", hint=f"supported: {', '.join(DTYPES)}"
@@ -124,10 +129,7 @@ def specs_from_samples(
             raise ConfigError(f"dynamic axes {sorted(axes)} of {name!r} exceed its rank {t.dim()}")
         dtype = _torch_dtype_name(t)
         spec = TensorSpec(name=name, dims=tuple(dims), dtype=dtype)
-        arr = t.detach().cpu()
-        if arr.dtype == _torch().bfloat16:
-            arr = arr.float()
-        spec.meta["sample"] = arr.numpy()
+        spec.meta["sample"] = t.detach().cpu().numpy()  # bfloat16 was refused by _torch_dtype_name
         if name in kinds:
             from onnxship.spec._inputs import parse_kind
 
@@ -137,12 +139,6 @@ def specs_from_samples(
             spec = spec.with_range(float(t.min()), float(t.max()) + 1, "sample")
         specs.append(spec)
     return resolve_specs(specs), samples
-
-
-def _torch() -> Any:
-    import torch
-
-    return torch
 
 
 def to_specs(inputs: list[str | TensorSpec]) -> list[TensorSpec]:

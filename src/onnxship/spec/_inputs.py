@@ -34,6 +34,7 @@ __all__ = [
     "GRAMMAR",
     "DimSpec",
     "TensorSpec",
+    "check_sample_size",
     "dim_table",
     "parse_dynamic_dim",
     "parse_input_spec",
@@ -240,34 +241,58 @@ class TensorSpec:
         try:
             dims = tuple(
                 DimSpec(
-                    value=int(d["value"]),
-                    name=d.get("name"),
-                    max=d.get("max"),
-                    min=int(d.get("min", 1)),
-                    step=int(d["step"]) if d.get("step") else None,
+                    value=_whole(d["value"], "value"),
+                    name=_dim_name(d.get("name")),
+                    max=None if d.get("max") is None else _whole(d["max"], "max"),
+                    min=_whole(d.get("min", 1), "min"),
+                    step=_whole(d["step"], "step") or None if d.get("step") else None,
                     parts=tuple(str(p) for p in d.get("parts") or ()),
-                    offset=int(d.get("offset") or 0),
+                    offset=_whole(d.get("offset") or 0, "offset"),
                 )
                 for d in data["dims"]
             )
+            for d in dims:
+                if d.max is not None and d.max < d.value:
+                    raise ValueError(f"dim {d.name} has max {d.max} below its value {d.value}")
             rng = data.get("range")
             low, high = (float(rng[0]), float(rng[1])) if rng else (None, None)
+            dtype = str(data.get("dtype", "float32"))
+            if dtype not in DTYPES:
+                raise ValueError(f"unknown dtype {dtype!r}")
             kind = data.get("kind")
             of = data.get("of")
-            return cls(
+            spec = cls(
                 name=str(data["name"]),
                 dims=dims,
-                dtype=str(data.get("dtype", "float32")),
+                dtype=dtype,
                 low=low,
                 high=high,
                 kind=str(kind) if kind else None,
                 of=str(of) if of is not None else None,
             )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise InputSpecError(
                 f"input spec record {data!r} is not a TensorSpec.to_dict() record ({exc})",
                 hint="re-export the model, or pass the input specs explicitly",
             ) from None
+        return spec  # no memory check here: a release made on a big machine still opens on a small one
+
+
+def _whole(value: Any, what: str) -> int:
+    """A dim size from a metadata record: a non-negative whole number (2 or 2.0; not 2.5, "2", true, nan)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"dim {what} {value!r} is not a whole number")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"dim {what} {value!r} is not a whole number")
+    if value < 0:
+        raise ValueError(f"dim {what} {value!r} is negative")
+    return int(value)
+
+
+def _dim_name(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"dim name {value!r} is not a string")
 
 
 def _fmt_num(x: float) -> str:
@@ -454,9 +479,47 @@ def parse_input_spec(text: str) -> TensorSpec:
                 raise InputSpecError(f"input spec {text!r}: two value kinds", hint=GRAMMAR)
             kind, of = parse_kind(extra, dtype, f"input spec {text!r}")
     spec = TensorSpec(name=name, dims=dims, dtype=dtype, low=low, high=high, kind=kind, of=of)
+    check_sample_size(spec, text)
     if kind is not None:
         spec = spec.with_kind(kind, of, "spec")
     return spec.with_range(low, high, "spec") if low is not None else spec
+
+
+def _memory_bytes() -> int:
+    try:
+        import os
+
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 64 * 2**30
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} B"
+
+
+def check_sample_size(spec: TensorSpec, whole: str | None = None) -> None:
+    """Refuse dims whose largest sample (dynamic dims at their max, or 2N+1 without one, as the shape sweep uses
+    them) would not fit in half this machine's memory: checked before anything is allocated."""
+    shape = [
+        d.value if d.name is None else (d.max if d.max is not None else 2 * d.value + 1) for d in spec.dims
+    ]
+    elements = 1
+    for v in shape:
+        elements *= max(int(v), 0)
+    size = elements * np.dtype(DTYPES.get(spec.dtype, "float32")).itemsize
+    limit = _memory_bytes() // 2
+    if size > limit:
+        where = f"input spec {whole!r}" if whole else f"input {spec.name!r}"
+        raise InputSpecError(
+            f"{where}: the largest sample {'x'.join(map(str, shape))} {spec.dtype} needs {_human(size)}, more "
+            f"than half of this machine's {_human(limit * 2)} of memory",
+            hint="use smaller dims (the sample value N and the ..MAX of dynamic dims)",
+        )
 
 
 def parse_input_specs(items: list[str | TensorSpec] | tuple[str | TensorSpec, ...]) -> list[TensorSpec]:
