@@ -220,8 +220,11 @@ def test_probe_finds_a_multiple_rule_and_sweeps_only_multiples():
     plan = plan_sweep(FakeReference(lambda s: s % 16 == 0), _image_spec())
     assert plan.rules == {"height": "a multiple of 16", "width": "a multiple of 16"}
     assert any("'height' must be a multiple of 16" in n for n in plan.notes)
-    assert all(p["height"] % 16 == 0 and p["width"] % 16 == 0 for p in plan.points)
-    assert {p["batch"] for p in plan.points} >= {1, 2, 3}  # the batch axis is still checked
+    assert all(p["height"] % 16 == 0 and p["width"] % 16 == 0 for p in plan.runnable)
+    assert {p["batch"] for p in plan.runnable} >= {1, 2, 3}
+    assert plan.unrunnable and all(
+        p in plan.points for p in plan.unrunnable
+    )  # reported, not verified  # the batch axis is still checked
     assert dim_table(plan.specs)["height"].step == 16 and not plan.problem
 
 
@@ -229,7 +232,7 @@ def test_probe_finds_a_minimum_size():
     plan = plan_sweep(FakeReference(lambda s: s >= 12), _image_spec())
     assert plan.rules["height"] == "at least 12"
     assert dim_table(plan.specs)["height"].min == 12
-    assert all(p["height"] >= 12 for p in plan.points) and len(plan.points) >= 4
+    assert all(p["height"] >= 12 for p in plan.runnable) and len(plan.runnable) >= 4
 
 
 def test_probe_names_a_dim_that_never_moves():
@@ -241,8 +244,8 @@ def test_probe_names_a_dim_that_never_moves():
 def test_probe_costs_nothing_when_every_point_runs():
     ref = FakeReference(lambda s: True)
     plan = plan_sweep(ref, _image_spec())
-    assert plan.points == sweep_points(_image_spec()) and not plan.notes
-    assert ref.calls == len(plan.points) - 1
+    assert plan.points == sweep_points(_image_spec()) and not plan.notes and not plan.unrunnable
+    assert ref.calls == len(plan.points)  # each point once, plus generated inputs at the export shape
 
 
 # ------------------------------------------------------------------------------------------------ dict inputs
@@ -287,8 +290,8 @@ def test_probe_infers_sums_and_aliases_between_dims():
     assert set(table["total"].parts) == {"past", "seq"}
     assert table["mseq"].parts == ("seq",) or table["seq"].parts == ("mseq",)
     assert not plan.problem and not plan.dropped
-    assert all(p["total"] == p["past"] + p["seq"] and p["mseq"] == p["seq"] for p in plan.points)
-    assert {p["seq"] for p in plan.points} != {3} and {p["past"] for p in plan.points} != {4}
+    assert all(p["total"] == p["past"] + p["seq"] and p["mseq"] == p["seq"] for p in plan.runnable)
+    assert {p["seq"] for p in plan.runnable} != {3} and {p["past"] for p in plan.runnable} != {4}
     assert any("'total' must equal" in n for n in plan.notes)
 
 
@@ -331,7 +334,7 @@ def test_probe_finds_a_window_multiple_that_is_not_a_power_of_two():
         FakeReference(lambda s: s % 28 == 0), _image_spec("image:batch=2 x 3 x height=56 x width=56:float32")
     )
     assert plan.rules["height"] == "a multiple of 28"
-    assert all(p["height"] % 28 == 0 for p in plan.points) and len(plan.points) >= 4
+    assert all(p["height"] % 28 == 0 for p in plan.runnable) and len(plan.runnable) >= 4
 
 
 def test_id_ranges_come_from_the_embedding_each_input_feeds():

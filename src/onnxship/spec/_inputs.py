@@ -35,6 +35,7 @@ __all__ = [
     "DimSpec",
     "TensorSpec",
     "check_sample_size",
+    "complete_point",
     "dim_table",
     "parse_dynamic_dim",
     "parse_input_spec",
@@ -648,6 +649,16 @@ def _complete(point: dict[str, int], table: dict[str, DimSpec]) -> dict[str, int
     for name, d in table.items():
         if d.parts:
             out[name] = sum(point[p] for p in d.parts) + d.offset
+    return out
+
+
+def complete_point(point: dict[str, int], specs: list[TensorSpec] | tuple[TensorSpec, ...]) -> dict[str, int]:
+    """The point with every derived dim (``total=past+seq``) recomputed from its parts."""
+    table = dim_table(specs)
+    out = dict(point)
+    for name, d in table.items():
+        if d.parts and all(p in out for p in d.parts):
+            out[name] = sum(int(out[p]) for p in d.parts) + d.offset
     return out
 
 

@@ -33,9 +33,15 @@ class SweepPlan:
     notes: list[str] = field(default_factory=list)
     rules: dict[str, str] = field(default_factory=dict)  # dim -> "a multiple of 16" / "at least 32"
     dropped: list[dict[str, Any]] = field(default_factory=list)  # points PyTorch rejects: {"dims", "error"}
-    stuck: dict[str, str] = field(
-        default_factory=dict
-    )  # root dims no other size of which runs -> first error
+    stuck: dict[str, str] = field(default_factory=dict)  # root dims no other size runs -> first error
+    unrunnable: list[dict[str, int]] = field(
+        default_factory=list
+    )  # at the end of points: PyTorch rejects them
+
+    @property
+    def runnable(self) -> list[dict[str, int]]:
+        """The points PyTorch runs (the export point first)."""
+        return [p for p in self.points if p not in self.unrunnable]
 
     @property
     def problem(self) -> str | None:
@@ -203,8 +209,10 @@ def plan_sweep(
 ) -> SweepPlan:
     """Check each sweep point on the reference; find size rules for the dims that fail and re-plan with them.
 
-    Returns the specs with rules recorded (``DimSpec.step`` / ``min``), the points the reference runs (the export
-    point first) and notes saying what was found. Points the reference still rejects are dropped and listed.
+    Returns the specs with rules recorded (``DimSpec.step`` / ``min``), the points (the export point first, then the
+    points the reference runs, then the ones it rejected: the shape check reports those as not runnable) and notes
+    saying what was found. When generated values fail even at the export shape nothing is probed (that is a
+    value problem for the checks to report, not a size rule).
     ``probe=False`` only plans the points (nothing runs).
     """
     specs = resolve_specs(specs)
@@ -212,6 +220,10 @@ def plan_sweep(
     plan = SweepPlan(specs=specs, points=points if points is not None else sweep_points(specs))
     if not probe or not dim_table(specs):
         return plan
+    generated = [replace(s, meta={k: v for k, v in s.meta.items() if k != "sample"}) for s in specs]
+    if prober.error(generated, plan.points[0]) is not None:
+        return plan  # generated values are invalid even at the export shape: a value problem, not a size rule
+    initial_bad = [p for p in plan.points[1:] if prober.error(specs, p) is not None]
     for _ in range(rounds):
         table = dim_table(plan.specs)
         export = {n: d.value for n, d in table.items() if not d.parts}
@@ -271,5 +283,9 @@ def plan_sweep(
             f"rejects them ({shown}); give value kinds (mask, offsets(n), lengths(seq)), size rules "
             f"(height=224..512/16) or --data"
         )
-    plan.points = kept
+    # Sizes PyTorch rejected stay in the sweep, reported as not runnable there (never as verified).
+    for p in initial_bad + [d["dims"] for d in plan.dropped]:
+        if p not in kept and p not in plan.unrunnable:
+            plan.unrunnable.append(p)
+    plan.points = kept + plan.unrunnable
     return plan

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxship.spec._inputs import TensorSpec, sample_feeds, sweep_points
+from onnxship.spec._inputs import TensorSpec, complete_point, dim_table, sample_feeds, sweep_points
 from onnxship.verify._compare import OutputStats, Tolerance, compare_outputs, nonfinite_finding
 from onnxship.verify._runners import Runner
 from onnxship.verify._values import value_variants
@@ -250,11 +250,14 @@ def check_parity(
     # A point PyTorch cannot run moves several dims at once: move each of them alone as well, so a size rule on one
     # axis (a CNN's minimum height) does not leave the others (the batch) unverified.
     tried = [dict(p) for p in points]
+    derived = {n: bool(d.parts) for n, d in dim_table(specs).items()}
     for c in [c for c in checks if c.kind == "shape" and c.status == "skipped" and not c.inputs_invalid]:
         for name, value in c.dims.items():
             if value == export_point.get(name):
                 continue
-            probe = {**export_point, name: value}
+            if derived.get(name):
+                continue  # a derived dim (total=past+seq) moves with its parts
+            probe = complete_point({**export_point, name: value}, specs)
             if probe in tried:
                 continue
             tried.append(probe)
