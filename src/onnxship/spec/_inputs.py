@@ -701,12 +701,13 @@ def sample_feeds(
     values: dict[str, int] | None = None,
     *,
     seed: int = 0,
+    use_samples: bool = True,
 ) -> dict[str, np.ndarray]:
     """Inputs that follow the specs at the given dim values (default: the export values).
 
     Values follow each input's kind (``mask``: prefix masks, ``offsets``: valid bag offsets, ...). Where an input
     carries the user's sample tensor (``spec.meta["sample"]``) and the shape is the sample's, the sample is used as
-    given.
+    given (``use_samples=False``: always generated, e.g. to test whether generated values are valid).
     """
     from onnxship.spec._values import generate
 
@@ -721,7 +722,7 @@ def sample_feeds(
     feeds: dict[str, np.ndarray] = {}
     for spec in specs:
         shape = spec.shape_for(sizes)
-        sample = spec.meta.get("sample")
+        sample = spec.meta.get("sample") if use_samples else None
         if sample is not None and tuple(np.shape(sample)) == shape:
             feeds[spec.name] = np.array(sample, dtype=np.dtype(DTYPES[spec.dtype]), copy=True)
             continue

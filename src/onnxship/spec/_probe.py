@@ -220,9 +220,11 @@ def plan_sweep(
     plan = SweepPlan(specs=specs, points=points if points is not None else sweep_points(specs))
     if not probe or not dim_table(specs):
         return plan
-    generated = [replace(s, meta={k: v for k, v in s.meta.items() if k != "sample"}) for s in specs]
-    if prober.error(generated, plan.points[0]) is not None:
-        return plan  # generated values are invalid even at the export shape: a value problem, not a size rule
+    for k in range(3):  # generated (not the user's) values at the export shape: a few draws
+        try:
+            reference.infer(sample_feeds(specs, plan.points[0], seed=seed + 7 + k, use_samples=False))
+        except Exception:
+            return plan  # invalid even at the export shape: a value problem for the checks to report, not a size rule
     initial_bad = [p for p in plan.points[1:] if prober.error(specs, p) is not None]
     for _ in range(rounds):
         table = dim_table(plan.specs)
