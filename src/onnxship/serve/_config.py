@@ -33,7 +33,10 @@ class ServeConfig:
     inputs: tuple[str, ...] = ()  # PyTorch fallback: input specs (default: the module's ONNXSHIP_INPUTS)
     host: str = "127.0.0.1"  # bind address (loopback unless asked otherwise)
     port: int = 8000  # 0: pick a free port
-    max_batch: int = 32  # largest merged batch (capped by the verified max of the batch dim)
+    max_batch: int | None = (
+        None  # largest batch per request and per merged batch; None: the release's largest
+    )
+    #                               batch (declared and verified); a value above it is refused
     batch_timeout_ms: float = 2.0  # how long a batch waits for requests still being read
     max_body_bytes: int = 16 * 1024 * 1024  # larger request bodies get 413
     token: str | None = None  # bearer token; None: no auth
@@ -46,7 +49,7 @@ class ServeConfig:
     notes: tuple[str, ...] = field(default=(), compare=False)  # where settings came from (env, .env)
 
     def __post_init__(self) -> None:
-        if self.max_batch < 1:
+        if self.max_batch is not None and self.max_batch < 1:
             raise ConfigError(
                 f"max_batch must be >= 1, got {self.max_batch}", hint="--max-batch 1 turns batching off"
             )

@@ -21,6 +21,8 @@ from onnxship.serve._config import ServeConfig
 from onnxship.serve._metrics import Metrics
 from onnxship.serve._model import ServedModel, _error, load_model, load_torch_model, locate
 
+DEFAULT_MERGE_ROWS = 32  # merged batch when neither the release nor --max-batch bounds the batch dim
+
 __all__ = ["ModelManager", "find_latest"]
 
 log = logging.getLogger("onnxship.serve")
@@ -131,7 +133,7 @@ class ModelManager:
     def _install(self, model: ServedModel) -> None:
         cfg = self.config
         sig = model.signature
-        max_rows = min(cfg.max_batch, sig.batch_max) if sig.batch_max else cfg.max_batch
+        max_rows = sig.batch_max or cfg.max_batch or DEFAULT_MERGE_ROWS  # sig carries the release's limit
         batcher = Batcher(
             model.run,
             mergeable=sig.batchable,
