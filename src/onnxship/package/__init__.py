@@ -12,6 +12,7 @@ from onnxship.package._assets import (
     validate_vocab,
 )
 from onnxship.package._bundle import ReleaseWriter, embed_metadata
+from onnxship.package._kserve import KServeConfig, KServeResult, package_kserve
 from onnxship.package._limits import SERVING_KEY, ServingLimits, serving_limits
 from onnxship.package._release import (
     MANIFEST,
@@ -45,6 +46,8 @@ __all__ = [
     "SERVING_KEY",
     "TRITON_DTYPES",
     "AssetSpec",
+    "KServeConfig",
+    "KServeResult",
     "ModelSizes",
     "PreparedAsset",
     "Release",
@@ -59,6 +62,7 @@ __all__ = [
     "current_latest",
     "embed_metadata",
     "list_releases",
+    "package_kserve",
     "package_triton",
     "parse_asset_arg",
     "parse_triton_config",
