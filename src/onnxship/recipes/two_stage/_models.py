@@ -142,6 +142,9 @@ def build_yolo_detector(model_yaml: str = "yolov8n.yaml", num_classes: int = 1, 
         raise MissingDependencyError(
             f"Ultralytics cannot build {model_yaml!r} ({exc})", hint="e.g. yolov8n.yaml or yolo11n.yaml"
         ) from None
+    # Recompute the anchor grid on every call instead of caching it by input shape: a cached grid made during an
+    # inference-mode forward would be baked into a trace (and cannot be saved for autograd).
+    model.model[-1].dynamic = True
     stride = int(max(model.stride.tolist())) if hasattr(model, "stride") else 32
     if image_size % stride:
         raise ValueError(f"image_size {image_size} must be a multiple of the model's largest stride {stride}")

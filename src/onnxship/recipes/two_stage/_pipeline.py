@@ -314,19 +314,31 @@ def _export_and_verify(
     """``onnxship.export`` then ``onnxship.verify`` on real samples with the stage's task gate."""
     from onnxship.export import ExportConfig, export
     from onnxship.verify import VerifyConfig, verify
+    from onnxship.verify._compare import Tolerance
 
+    # YOLO's raw boxes are pixels decoded through a 16-bin softmax times the stride (up to 32): float32 rounding in
+    # the head grows by that factor (measured: up to ~0.02 px on random weights), so its elementwise tolerance is
+    # 0.05 px absolute, far below what IoU or NMS can notice; the detection task gate (mAP deltas after the shared
+    # NMS) is the decision that matters for it.
+    tolerance = Tolerance(atol=0.05, rtol=3e-3) if box_format == "yolo" else None
     result = export(
         module,
         inputs=[spec],
         out=out,
         name=name,
-        config=ExportConfig(strategy=cfg.strategy, output_names=outputs, seed=cfg.seed),
+        config=ExportConfig(strategy=cfg.strategy, output_names=outputs, seed=cfg.seed, tolerance=tolerance),
     )
     report = verify(
         result.path,
         model=module,
         config=VerifyConfig(
-            mode="full", task=task, data=data, nms=cfg.nms, batch_size=8, box_format=box_format
+            mode="full",
+            task=task,
+            data=data,
+            nms=cfg.nms,
+            batch_size=8,
+            box_format=box_format,
+            tolerance=tolerance,
         ),
     )
     report.write_json(out / f"{name}.report.json")
@@ -335,6 +347,7 @@ def _export_and_verify(
     return {
         "strategy": result.strategy,
         "opset": result.opset,
+        "tolerance": tolerance.to_dict() if tolerance else "default",
         "verdict": report.summary(),
         "task_metrics": report.task_metrics,
     }
