@@ -212,6 +212,7 @@ def test_rewriting_replaces_the_folder(shipped, tmp_path):
         (["--storage-uri", "s3://b/p", "--memory", "lots"], "not a Kubernetes quantity"),
         (["--storage-uri", "s3://b/p", "--max-batch-size", "64"], "above the declared batch maximum 16"),
         (["--storage-uri", "s3://b/p", "--name", "Deep_Log"], "not a valid InferenceService name"),
+        (["--storage-uri", "s3://b/p", "--max-batch-size", "0"], "--max-batch-size 0 must be >= 1"),
     ],
 )
 def test_cli_errors_are_one_line_and_write_nothing(shipped, tmp_path, extra, needle):

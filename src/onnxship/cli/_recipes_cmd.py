@@ -339,10 +339,14 @@ def two_stage_build_command(
     iou: float = typer.Option(0.5, "--iou", help="NMS IoU threshold"),
     strategy: str = typer.Option("auto", "--strategy", help="exporter chain: auto | dynamo | torchscript"),
     classifier: str = typer.Option(
-        "builtin", "--classifier", help="builtin | timm:NAME (e.g. timm:convnext_atto; needs onnxship[families])"
+        "builtin",
+        "--classifier",
+        help="builtin | timm:NAME (e.g. timm:convnext_atto; needs onnxship[families])",
     ),
     detector: str = typer.Option(
-        "builtin", "--detector", help="builtin | yolo:MODEL.yaml (e.g. yolo:yolov8n.yaml; needs onnxship[families])"
+        "builtin",
+        "--detector",
+        help="builtin | yolo:MODEL.yaml (e.g. yolo:yolov8n.yaml; needs onnxship[families])",
     ),
     threads: int = typer.Option(None, "--threads", help="torch intra-op threads (default: torch's)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),

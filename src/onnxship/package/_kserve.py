@@ -236,8 +236,9 @@ def package_kserve(release_path: str | Path, cfg: KServeConfig) -> KServeResult:
     release = read_release(Path(release_path))
     limits = serving_limits(release.meta)
     notes: list[str] = []
+    # Triton takes 0 (no batch dim); onnxship serve's smallest limit is 1 row per request
     max_batch = limits.resolve(
-        cfg.max_batch_size, "--max-batch-size", zero_disables=True, error=PackagingError
+        cfg.max_batch_size, "--max-batch-size", zero_disables=cfg.runtime == "triton", error=PackagingError
     )
     out = Path(cfg.out) if cfg.out is not None else Path("kserve") / _dns_name(release.name)
     try:
