@@ -17,7 +17,9 @@ Goal: 0 shipped-wrong.
 Usage:
     python benchmarks/zoo.py [--quick] [--only NAME ...] [--out benchmarks/results/zoo.json]
 
-``--quick`` uses the TorchScript exporter (the gate is the same; dynamo adds minutes per model on 2 cores).
+``--quick`` uses the TorchScript exporter (the gate is the same; dynamo adds minutes per model on 2 cores); a model
+it refuses is re-run with the full ``auto`` chain (dynamo first) and judged by the same checker (``with_auto``), so
+the counts say whether a refusal was deserved.
 timm and Ultralytics import torchvision, made importable here by ``tests/_torchvision_shim.py`` (see its docstring).
 """
 
@@ -466,6 +468,9 @@ def main() -> int:
         "--strategy", default=None, help="auto | dynamo | torchscript (default: auto, --quick: torchscript)"
     )
     ap.add_argument("--only", nargs="*", default=None, help="entry names (or prefixes) to run")
+    ap.add_argument(
+        "--no-retry", action="store_true", help="do not re-run refused models with the full auto chain"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "zoo.json")
     args = ap.parse_args()
     strategy = args.strategy or ("torchscript" if args.quick else "auto")
@@ -489,16 +494,30 @@ def main() -> int:
                     "verdict": "benchmark-error",
                     "reason": traceback.format_exception_only(exc)[-1].strip(),
                 }
+            if r["verdict"] == "refused" and strategy != "auto" and not args.no_retry:
+                # was the refusal deserved? the full chain (dynamo first) on the same model, same checker
+                retry = run_entry(e, "auto", Path(tmp) / "auto")
+                r["with_auto"] = {
+                    k: retry.get(k) for k in ("verdict", "strategy", "reason", "problems", "seconds")
+                }
             print(
                 r["verdict"],
                 r.get("seconds", ""),
                 (r.get("reason") or "; ".join(r.get("problems") or []))[:160],
+                f"(auto: {r['with_auto']['verdict']})" if "with_auto" in r else "",
                 flush=True,
             )
             results.append(r)
     counts: dict[str, int] = {}
     for r in results:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    # refused by the quick run but shipped correct by the full chain: not wrong, but a refusal one exporter avoids
+    counts["refused_but_auto_ships_correct"] = sum(
+        1 for r in results if r.get("with_auto", {}).get("verdict") == "shipped-correct"
+    )
+    counts["refused_and_auto_ships_wrong"] = sum(
+        1 for r in results if r.get("with_auto", {}).get("verdict") == "shipped-wrong"
+    )
     import onnxruntime
 
     doc = {
@@ -523,7 +542,7 @@ def main() -> int:
         args.out.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"[zoo] wrote {args.out}")
     print(json.dumps(counts))
-    return 1 if counts.get("shipped-wrong") else 0
+    return 1 if counts.get("shipped-wrong") or counts["refused_and_auto_ships_wrong"] else 0
 
 
 if __name__ == "__main__":
