@@ -193,6 +193,15 @@ def test_triton_runtime_writes_the_model_repository(shipped, tmp_path):
     cfg = parse_triton_config((repo / "deeplog" / "config.pbtxt").read_text())
     assert cfg.name == "deeplog" and cfg.max_batch_size == 8 and cfg.dynamic_batching is not None
     assert (repo / "deeplog" / "1" / "model.onnx").read_bytes() == r2.release.model_path.read_bytes()
+    # readiness waits for Triton's warmup: one golden sample, stored raw under warmup/
+    (w,) = cfg.model_warmup
+    assert w.batch_size == 1 and list(w.inputs) == ["input_sequence"]
+    from onnxship.verify import read_golden
+
+    sample = read_golden(r2.path / "golden.npz").inputs["input_sequence"][0]
+    assert list(w.inputs["input_sequence"].dims) == list(sample.shape)
+    raw = (repo / "deeplog" / "warmup" / w.inputs["input_sequence"].input_data_file).read_bytes()
+    assert raw == sample.tobytes()
 
 
 def test_rewriting_replaces_the_folder(shipped, tmp_path):

@@ -165,6 +165,11 @@ def triton_command(
     max_queue_delay_us: int = typer.Option(0, "--max-queue-delay-us", help="dynamic batching queue delay"),
     version_policy: str = typer.Option("latest:1", "--version-policy", help="all | latest:N | specific:1,3"),
     name: str = typer.Option(None, "--name", help="Triton model name (default: the release name)"),
+    warmup: bool = typer.Option(
+        False,
+        "--warmup",
+        help="model_warmup on a golden.npz sample (Triton runs it before the model is ready)",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Write <repo>/<name>/config.pbtxt and <repo>/<name>/<N>/model.onnx from verified releases."""
@@ -180,6 +185,7 @@ def triton_command(
         max_queue_delay_us=max_queue_delay_us,
         version_policy=version_policy,
         model_name=name,
+        warmup=warmup,
     )
     result = package_triton(list(releases), cfg)
     if as_json:

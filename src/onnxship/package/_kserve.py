@@ -8,9 +8,10 @@ Two runtimes:
   serves it. Its readiness probe is ``/v2/health/ready``, which turns 200 only after the release's golden check
   passed (the ONNX model re-run on ``golden.npz`` agrees with the PyTorch outputs recorded at release time).
 * ``triton``: KServe's Triton runtime (``modelFormat: triton``) over a model repository written next to the
-  manifest; upload ``model_repository/`` to ``--storage-uri``. Triton has no golden check: its readiness probe asks
-  whether the model loaded (``/v2/models/<name>/ready``); for that runtime the golden check is the one ``ship`` ran
-  before the release existed. Choose the onnxship runtime when "ready" must mean "reproduces the golden outputs".
+  manifest; upload ``model_repository/`` to ``--storage-uri``. Its readiness probe asks for the model
+  (``/v2/models/<name>/ready``), which Triton reports only after running the repository's ``model_warmup``: one
+  ``golden.npz`` sample. Triton does not compare the outputs with the recorded ones (only onnxship serve does);
+  for that runtime the comparison is the one ``ship`` ran before the release existed. Choose the onnxship runtime when "ready" must mean "reproduces the golden outputs".
 
 The largest batch comes from the release's serving limits (see ``_limits.py``), like every other consumer.
 
@@ -262,6 +263,7 @@ def package_kserve(release_path: str | Path, cfg: KServeConfig) -> KServeResult:
                     kind="KIND_GPU" if cfg.gpus else "KIND_CPU",
                     dynamic_batching=bool(max_batch),
                     model_name=release.name,
+                    warmup=True,  # Triton runs a golden sample before it reports the model ready
                 ),
             )
             notes += triton.notes

@@ -70,6 +70,7 @@ class TritonConfig:
     instances: int = 1  # instance_group count
     kind: str = "KIND_CPU"  # KIND_CPU | KIND_GPU | KIND_AUTO
     dynamic_batching: bool = False  # add a dynamic_batching block
+    warmup: bool = False  # model_warmup on one golden.npz sample: Triton runs it before the model turns ready
     preferred_batch_sizes: tuple[int, ...] = ()  # dynamic_batching.preferred_batch_size
     max_queue_delay_us: int = 0  # dynamic_batching.max_queue_delay_microseconds
     version_policy: str = "latest:1"  # all | latest:N | specific:1,3
@@ -286,8 +287,12 @@ def build_config(
     outputs: list[TritonTensor],
     config: TritonConfig,
     label_file: tuple[str, str] | None = None,
+    warmup: dict[str, tuple[str, list[int], str]] | None = None,
 ) -> Any:
-    """Triton's ``ModelConfig`` protobuf message for a model (``label_file``: (output name, file name))."""
+    """Triton's ``ModelConfig`` protobuf message for a model.
+
+    ``label_file``: (output name, file name); ``warmup``: input name -> (data type, dims, file under warmup/).
+    """
     pb = _model_config_pb2()
     msg = pb.ModelConfig(
         name=name,
@@ -314,6 +319,12 @@ def build_config(
         msg.dynamic_batching.preferred_batch_size.extend(config.preferred_batch_sizes)
         if config.max_queue_delay_us:
             msg.dynamic_batching.max_queue_delay_microseconds = config.max_queue_delay_us
+    if warmup:
+        w = msg.model_warmup.add(name="golden", batch_size=1, count=1)
+        for input_name, (data_type, dims, file) in warmup.items():
+            w.inputs[input_name].data_type = pb.DataType.Value(data_type)
+            w.inputs[input_name].dims.extend(dims)
+            w.inputs[input_name].input_data_file = file
     return msg
 
 
@@ -324,12 +335,13 @@ def render_config(
     outputs: list[TritonTensor],
     config: TritonConfig,
     label_file: tuple[str, str] | None = None,
+    warmup: dict[str, tuple[str, list[int], str]] | None = None,
 ) -> str:
     """config.pbtxt text: the ``ModelConfig`` message printed by protobuf's text format."""
     from google.protobuf import text_format
 
     return text_format.MessageToString(
-        build_config(name, max_batch_size, inputs, outputs, config, label_file),
+        build_config(name, max_batch_size, inputs, outputs, config, label_file, warmup),
         use_short_repeated_primitives=True,
     )
 
@@ -421,8 +433,15 @@ def check_triton(release: Release, config: TritonConfig) -> str:
     """Build and validate the config.pbtxt text for one release without writing anything."""
     mbs, ins, outs, _ = triton_signature(release, config.max_batch_size)
     name = config.model_name or release.name
+    warm = _warmup(release, mbs, ins) if config.warmup else None
     text = render_config(
-        name, mbs, ins, outs, config, (outs[0].name, "labels.txt") if _labels(release, outs) else None
+        name,
+        mbs,
+        ins,
+        outs,
+        config,
+        (outs[0].name, "labels.txt") if _labels(release, outs) else None,
+        {k: v[0] for k, v in warm.items()} if warm else None,
     )
     _check_parsed(parse_triton_config(text), name, mbs, ins, outs, config)
     return text
@@ -462,9 +481,41 @@ def package_triton(releases: list[str | Path] | str | Path, config: TritonConfig
     assert sig is not None
     _, _, mbs, ins, outs, notes = sig
     labels = _labels(items[-1], outs)
-    text = render_config(name, mbs, ins, outs, config, (outs[0].name, "labels.txt") if labels else None)
+    warm = _warmup(items[-1], mbs, ins) if config.warmup else None
+    if config.warmup and not warm:
+        notes.append(f"no warmup: release {items[-1].version} has no golden.npz")
+    text = render_config(
+        name,
+        mbs,
+        ins,
+        outs,
+        config,
+        (outs[0].name, "labels.txt") if labels else None,
+        {k: v[0] for k, v in warm.items()} if warm else None,
+    )
     _check_parsed(parse_triton_config(text), name, mbs, ins, outs, config)
-    return _write_repo(config.repo, name, text, items, labels, mbs, ins, outs, notes)
+    files = {v[0][2]: v[1] for v in warm.values()} if warm else {}
+    return _write_repo(config.repo, name, text, items, labels, mbs, ins, outs, notes, files)
+
+
+def _warmup(
+    release: Release, mbs: int, ins: list[TritonTensor]
+) -> dict[str, tuple[tuple[str, list[int], str], bytes]] | None:
+    """One golden sample per input as Triton warmup data: name -> ((data type, dims, file), raw bytes)."""
+    if release.golden_path is None:
+        return None
+    from onnxship.verify._golden import read_golden
+
+    golden = read_golden(release.golden_path).inputs
+    out: dict[str, tuple[tuple[str, list[int], str], bytes]] = {}
+    for i, t in enumerate(ins):
+        if t.name not in golden:
+            return None
+        arr = golden[t.name]
+        sample = arr[0] if mbs > 0 else arr  # batched: one row (batch_size 1); else the whole tensor
+        dims = list(sample.shape) if t.reshape is None else [1]
+        out[t.name] = ((t.data_type, dims, f"input_{i}"), sample.tobytes(order="C"))
+    return out
 
 
 def _labels(release: Release, outs: list[TritonTensor]) -> list[str] | None:
@@ -486,6 +537,7 @@ def _write_repo(
     ins: list[TritonTensor],
     outs: list[TritonTensor],
     notes: list[str],
+    warmup_files: dict[str, bytes] | None = None,
 ) -> TritonResult:
     try:
         repo.mkdir(parents=True, exist_ok=True)
@@ -506,6 +558,10 @@ def _write_repo(
                 shutil.copyfile(data, vdir / data.name)  # the model references it by this name
             versions[i] = r.version
         (tmp / "config.pbtxt").write_text(text, encoding="utf-8")
+        if warmup_files:
+            (tmp / "warmup").mkdir()
+            for fname, data in warmup_files.items():
+                (tmp / "warmup" / fname).write_bytes(data)
         if labels:
             (tmp / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
         (tmp / "onnxship-versions.json").write_text(
