@@ -341,12 +341,12 @@ def two_stage_build_command(
     classifier: str = typer.Option(
         "builtin",
         "--classifier",
-        help="builtin | timm:NAME (e.g. timm:convnext_atto; needs onnxship[families])",
+        help="builtin | timm:NAME (e.g. timm:convnext_atto; needs the families extra)",
     ),
     detector: str = typer.Option(
         "builtin",
         "--detector",
-        help="builtin | yolo:MODEL.yaml (e.g. yolo:yolov8n.yaml; needs onnxship[families])",
+        help="builtin | yolo:MODEL.yaml (e.g. yolo:yolov8n.yaml; needs the families extra)",
     ),
     threads: int = typer.Option(None, "--threads", help="torch intra-op threads (default: torch's)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),

@@ -51,7 +51,8 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if self.max_batch is not None and self.max_batch < 1:
             raise ConfigError(
-                f"max_batch must be >= 1, got {self.max_batch}", hint="--max-batch 1 turns batching off"
+                f"max_batch must be >= 1, got {self.max_batch}",
+                hint="--max-batch 1 serves one row per request (no merging)",
             )
         if self.batch_timeout_ms < 0:
             raise ConfigError(f"batch_timeout_ms must be >= 0, got {self.batch_timeout_ms}")
