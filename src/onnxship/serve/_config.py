@@ -33,10 +33,9 @@ class ServeConfig:
     inputs: tuple[str, ...] = ()  # PyTorch fallback: input specs (default: the module's ONNXSHIP_INPUTS)
     host: str = "127.0.0.1"  # bind address (loopback unless asked otherwise)
     port: int = 8000  # 0: pick a free port
-    max_batch: int | None = (
-        None  # largest batch per request and per merged batch; None: the release's largest
-    )
-    #                               batch (declared and verified); a value above it is refused
+    # largest batch per request and per merged batch; None: the release's largest batch (declared, verified by the
+    # sweep); a value above it is refused
+    max_batch: int | None = None
     batch_timeout_ms: float = 2.0  # how long a batch waits for requests still being read
     max_body_bytes: int = 16 * 1024 * 1024  # larger request bodies get 413
     token: str | None = None  # bearer token; None: no auth
