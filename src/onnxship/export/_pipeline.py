@@ -28,8 +28,9 @@ from onnxship.export._diagnostics import Diagnostic
 from onnxship.export._onnxfile import declared_io, file_sha256, finalize_model
 from onnxship.export._refusal import no_candidate_error
 from onnxship.spec._binding import Binding
-from onnxship.spec._inputs import TensorSpec, dim_table, sweep_points
+from onnxship.spec._inputs import TensorSpec, dim_table
 from onnxship.spec._model import LoadedModel
+from onnxship.spec._probe import plan_sweep
 from onnxship.verify._compare import PRECISION_TOLERANCES
 from onnxship.verify._parity import ParityResult
 from onnxship.verify._runners import TorchRunner
@@ -66,6 +67,7 @@ class Plan:
     static_specs: list[TensorSpec]
     static_values: dict[str, Any]
     output_names: list[str] = field(default_factory=list)
+    points: list[dict[str, int]] = field(default_factory=list)  # the sweep shapes (plan_sizes)
 
     @property
     def has_dynamic(self) -> bool:
@@ -122,6 +124,20 @@ def reference(plan: Plan) -> TorchRunner:
     return runner
 
 
+def plan_sizes(plan: Plan, runner: TorchRunner) -> None:
+    """Size rules PyTorch itself imposes (multiples, minimums, dims that move together), before any candidate."""
+    config = plan.config
+    sweep = plan_sweep(runner, plan.specs, seed=config.seed, probe=config.verify)
+    plan.specs, plan.points = sweep.specs, sweep.points
+    plan.notes += sweep.notes
+    if sweep.problem and not config.allow_static:
+        raise ExportError(
+            sweep.problem,
+            hint="declare size rules (height=224..512/16), value kinds (mask, offsets(n), lengths(seq)) or give "
+            "--data; a dim no other size of which works should be static",
+        )
+
+
 def _strategies(config: ExportConfig) -> list[str]:
     return list(PREFERENCE) if config.strategy in ("auto", "fastest") else [config.strategy]
 
@@ -151,7 +167,7 @@ def search(plan: Plan, work: Path) -> Search:
     """Run the candidates, dynamic first and then static (with --allow-static); raise when none verifies."""
     config = plan.config
     tolerance = config.tolerance or PRECISION_TOLERANCES["fp16" if config.fp16 else "fp32"]
-    points = sweep_points(plan.specs)
+    points = plan.points
     modes = [True] + ([False] if plan.has_dynamic and config.allow_static else [])
     policy = "fastest" if config.strategy == "fastest" else "preference"
     candidates: list[CandidateRecord] = []

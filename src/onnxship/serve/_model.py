@@ -479,6 +479,7 @@ def load_model(located: Located, config: ServeConfig) -> ServedModel:
     session = info.session
     try:
         signature = Signature.from_session(session, located.meta)
+        signature = signature.with_batch_limit(_max_batch(config, located.meta))
     except ServeError as exc:
         raise _error(f"{name}: {exc.message}", 422, hint=exc.hint) from None
     except (TypeError, ValueError, AttributeError) as exc:  # a hand-edited sidecar of a bare .onnx
@@ -516,6 +517,15 @@ def load_model(located: Located, config: ServeConfig) -> ServedModel:
     )
 
 
+def _max_batch(config: ServeConfig, meta: dict[str, Any]) -> int | None:
+    """``--max-batch`` checked against the release's largest batch (the one Triton and MLflow get too)."""
+    from onnxship.package._limits import serving_limits
+
+    if config.max_batch is None:
+        return None
+    return serving_limits(meta).resolve(config.max_batch, "--max-batch", error=ServeError)
+
+
 def load_torch_model(config: ServeConfig) -> ServedModel:
     """The PyTorch fallback (the third model source): the factory plus checkpoint, run eagerly.
 
@@ -534,7 +544,7 @@ def load_torch_model(config: ServeConfig) -> ServedModel:
             hint="pip install 'onnxship[torch]', or serve an ONNX release (--releases / MODEL_PATH)",
         ) from None
     from onnxship.spec._binding import bind_inputs
-    from onnxship.spec._inputs import parse_input_spec, sample_feeds
+    from onnxship.spec._inputs import parse_input_specs, sample_feeds
     from onnxship.spec._model import parse_model_spec
     from onnxship.verify._runners import TorchRunner
 
@@ -547,7 +557,7 @@ def load_torch_model(config: ServeConfig) -> ServedModel:
                 f"no input specs for {config.model_spec}",
                 hint="pass --input NAME:DIMS:DTYPE or define ONNXSHIP_INPUTS in the model module",
             )
-        specs = [parse_input_spec(s) for s in inputs]
+        specs = parse_input_specs(inputs)
         loaded = spec.load()
         out_names = spec.module_attr("ONNXSHIP_OUTPUT_NAMES", None)
         runner = TorchRunner(
@@ -575,6 +585,7 @@ def load_torch_model(config: ServeConfig) -> ServedModel:
         for n, a in probe.items()
     ]
     signature = Signature.from_specs(specs, outputs)
+    signature = signature.with_batch_limit(_max_batch(config, {"inputs": [s.to_dict() for s in specs]}))
     name = spec.default_name()
     return ServedModel(
         name=name,
