@@ -316,7 +316,7 @@ def detect_command(
     _notes(r.notes)
 
 
-# ------------------------------------------------------------------------------------------ two-stage (seed 004)
+# ------------------------------------------------------------------------------------------ two-stage ------------
 two_stage_app = typer.Typer(
     help="Two-stage detect -> NMS -> crop -> classify -> edi_code pipeline.", no_args_is_help=True
 )

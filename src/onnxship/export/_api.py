@@ -284,7 +284,7 @@ def _run(
             "candidates": [c.to_dict() | {"parity": None} for c in candidates],
             "dim_fixes": [f.to_dict() for f in fixes],
             "diagnostics": [d.to_dict() for d in diagnostics],
-            "export_notes": notes,  # onnxship's notes; "notes" stays the user's (seed 000's sidecar field)
+            "export_notes": notes,  # onnxship's notes; "notes" stays the user's own sidecar field
         }
         meta_path = out / f"{name}.onnx.meta.json"
         atomic_write_json(meta_path, sidecar)

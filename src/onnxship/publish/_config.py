@@ -1,7 +1,7 @@
 """Publish configuration, results, and where the tracking store lives (no mlflow import here).
 
 Environment read here (and only here): ``MLFLOW_TRACKING_URI`` (a remote server or a sqlite store),
-``ONNXSHIP_MLFLOW_DIR`` (the embedded store's folder) and ``MODEL_ID`` (experiment prefix, seed 003). S3 credentials
+``ONNXSHIP_MLFLOW_DIR`` (the embedded store's folder) and ``MODEL_ID`` (experiment prefix). S3 credentials
 (``MLFLOW_S3_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``) are read by MLflow/boto3 themselves;
 onnxship never copies them into params, tags, messages or logs.
 """
@@ -146,7 +146,7 @@ def resolve_tracking(tracking_uri: str | None = None, store_dir: str | Path | No
 
 
 def experiment_name(name: str, experiment: str | None = None) -> str:
-    """``experiment`` if given, else ``{MODEL_ID}_{name}`` when ``MODEL_ID`` is set, else ``name`` (seed 003)."""
+    """``experiment`` if given, else ``{MODEL_ID}_{name}`` when ``MODEL_ID`` is set, else ``name``."""
     if experiment:
         return experiment
     model_id = os.environ.get("MODEL_ID", "").strip()

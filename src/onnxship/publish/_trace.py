@@ -1,6 +1,6 @@
 """``@trace_pytorch`` (train inside an MLflow run, then export → verify → bundle → publish) and ``log_onnx_model``.
 
-Seed 003 (keynet-train) is the users' specification. DO NOT import torch or mlflow at module level.
+DO NOT import torch or mlflow at module level.
 """
 
 from __future__ import annotations

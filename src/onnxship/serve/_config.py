@@ -1,6 +1,6 @@
 """ServeConfig: how ``onnxship serve`` selects, checks and serves a model.
 
-This is the one module of the server that reads the environment: ``MODEL_PATH`` (seed 004 E-5, also from a
+This is the one module of the server that reads the environment: ``MODEL_PATH`` (also from a
 ``.env`` file) and ``ONNXSHIP_TOKEN``. A variable set in the process environment wins over the ``.env`` file.
 """
 

@@ -1,4 +1,4 @@
-"""ModelManager: which model serves (seed 004 E-5), and golden-checked atomic reloads.
+"""ModelManager: which model serves (MODEL_PATH, then latest, then PyTorch), and golden-checked atomic reloads.
 
 Selection order: ``MODEL_PATH`` (must exist and be readable) -> ``latest`` under ``--releases`` -> the PyTorch
 checkpoint fallback. A reload loads and checks the new model on a worker thread while the old one keeps serving, then

@@ -288,7 +288,7 @@ def load_model(located: Located, config: ServeConfig) -> ServedModel:
 
 
 def load_torch_model(config: ServeConfig) -> ServedModel:
-    """The PyTorch fallback (seed E-5 step 3): the factory plus checkpoint, run eagerly.
+    """The PyTorch fallback (the last step of model selection): the factory plus checkpoint, run eagerly.
 
     There is no golden file for a checkpoint: the PyTorch model *is* the reference, so readiness only needs a
     successful forward pass on generated inputs.

@@ -47,7 +47,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TaskGate:
-    """Task-level pass thresholds (seed 004 E-2)."""
+    """Task-level pass thresholds."""
 
     top1_mismatch_rate: float = 0.01  # classification: at most this fraction of top-1 decisions may differ
     map_delta: float = 0.01  # detection: |mAP@0.5 delta| and |mAP@0.5:0.95 delta| at most this
@@ -110,7 +110,7 @@ def _finite(x: float) -> float | None:
 # --------------------------------------------------------------------------------------------- classification
 @dataclass
 class ClassificationAgreement:
-    """Do both engines pick the same class? Plus probability MSE per sample (seed E-3's mse_mean / mse_p99)."""
+    """Do both engines pick the same class? Plus probability MSE per sample (mse_mean / mse_p99)."""
 
     samples: int
     top1_mismatch_count: int
@@ -381,7 +381,7 @@ def sequence_agreement(
 # -------------------------------------------------------------------------------------------------- detection
 @dataclass(frozen=True)
 class NmsConfig:
-    """The one post-processing applied to both engines' raw detections (seed E-3 ``postprocess.nms``)."""
+    """The one post-processing applied to both engines' raw detections (the ``postprocess.nms`` settings)."""
 
     conf_threshold: float = 0.3  # drop candidates scoring below this
     iou_threshold: float = 0.5  # suppress a box overlapping a better one by more than this

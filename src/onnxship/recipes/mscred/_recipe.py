@@ -1,4 +1,4 @@
-"""MSCRED beside DeepLog (seed 000): train on signature matrices from the parsed log, ship through ``onnxship.ship``.
+"""MSCRED beside DeepLog: train on signature matrices from the parsed log, ship through ``onnxship.ship``.
 
 ``train_mscred`` writes ``mscred.pt`` (state_dict + factory kwargs + signature settings + channel scaling + score
 threshold) and ``mscred_windows.npz`` (the real windows, the verification data). ``ship_mscred`` exports, verifies

@@ -1,7 +1,7 @@
 """The two stages, built from code: a tiny YOLO-style detector (raw boxes + scores, no NMS inside) and a small CNN
 classifier for the crops.
 
-timm's ``create_model`` was the intended classifier (seed 004 E-1), but timm 1.0 imports ``torchvision.ops`` at import
+timm's ``create_model`` was the intended classifier, but timm 1.0 imports ``torchvision.ops`` at import
 time (``timm/layers/create_norm.py``) and torchvision does not load beside this project's torch build, so the
 classifier is a small conv net with the same contract: ``[N, 3, S, S]`` float -> logits ``[N, num_classes]``.
 
