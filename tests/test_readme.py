@@ -9,6 +9,7 @@ Bash blocks run with ``bash -euo pipefail``; python blocks with ``python -``. A 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -106,10 +107,8 @@ def test_readme_runs_in_order(clone):
             try:
                 proc.communicate(code if lang == "python" else None, timeout=900)
             finally:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
                 proc.wait()
         assert proc.returncode == 0, (
             f"README block {index} ({lang}) exited {proc.returncode}:\n{code}\n"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
+from onnxship import _progress
 from onnxship._errors import ConfigError, ExportError, OnnxshipError, is_disk_full
 from onnxship._util import atomic_write_json, git_sha, utc_now
 from onnxship._version import __version__
@@ -393,7 +394,8 @@ def _try_strategy(
         unsupported = False
         with capture_diagnostics(stage=rec.label) as cap:
             try:
-                STRATEGIES[strategy](call)
+                with _progress.stage(f"{rec.label}: export"):
+                    STRATEGIES[strategy](call)
                 error = None
             except Exception as exc:  # exporter failures are data here: classified and recorded
                 if is_disk_full(exc):  # not the model's fault: no other candidate would fit either

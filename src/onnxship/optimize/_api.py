@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from onnxship import _progress
 from onnxship._errors import ConfigError, OptimizeError
 from onnxship._util import atomic_write, atomic_write_json
 from onnxship.optimize._gate import GateConfig, GateResult, run_gate
@@ -307,11 +308,13 @@ def optimize(
 
     results = []
     for variant in config.variants:
+        shown = _progress.begin(f"variant {variant}")
         results.append(
             _one_variant(
                 variant, config, prefix, calibration, reference, specs, meta, out_dir, source, source_sha
             )
         )
+        shown.close(ok=results[-1].passed)
     result = OptimizeResult(
         source=source, source_size_bytes=source.stat().st_size, reference=ref_name, variants=results
     )

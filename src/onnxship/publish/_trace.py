@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from onnxship import _progress
 from onnxship._errors import CheckError, ConfigError
 from onnxship._util import git_sha, utc_now
 from onnxship.publish._api import _pre_checks, golden_check, log_release, notify_published
@@ -202,6 +203,10 @@ def trace_pytorch(
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> PublishResult:
+            with _progress.ensure_reporter():  # training + ship + publish take a while: say what is going on
+                return _traced(fn, args, kwargs)
+
+        def _traced(fn: F, args: Any, kwargs: Any) -> PublishResult:
             from onnxship.publish import _mlflow
 
             _mlflow.ensure_no_active_run()
@@ -217,10 +222,12 @@ def trace_pytorch(
                 with _mlflow.active_run(
                     exp_id, cfg.run_name or model_name, {"onnxship.source": "trace_pytorch"}
                 ) as run:
-                    model = _check_returned(fn(*args, **kwargs), fn)
+                    with _progress.stage(f"{model_name}: training ({fn.__name__})"):
+                        model = _check_returned(fn(*args, **kwargs), fn)
                     view = _ship_bundle(model, sample_input, dynamic, model_name, releases, export_options)
                     check = _pre_checks(view, cfg)
-                    result = log_release(view, cfg, target, check, run, exp_name)
+                    with _progress.stage(f"{model_name}: logging to MLflow"):
+                        result = log_release(view, cfg, target, check, run, exp_name)
             return notify_published(result, cfg, target)
 
         return wrapper  # type: ignore[return-value]

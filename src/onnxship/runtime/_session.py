@@ -130,7 +130,7 @@ class SessionInfo:
     providers: list[str]  # providers actually in use, from session.get_providers()
     fallbacks: list[ProviderFallback] = field(default_factory=list)
     provider_options: dict[str, dict[str, str]] = field(default_factory=dict)  # as onnxruntime reports them
-    session_options: dict[str, Any] = field(default_factory=dict)  # the applied values (logged, so a run can be reproduced)
+    session_options: dict[str, Any] = field(default_factory=dict)  # the applied values (logged)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxship import _progress
 from onnxship.spec._inputs import TensorSpec, sample_feeds, sweep_points
 from onnxship.verify._compare import OutputStats, Tolerance, compare_outputs
 from onnxship.verify._runners import Runner
@@ -95,7 +96,9 @@ def check_parity(
     points = points if points is not None else sweep_points(specs)
     export_point = {n: d.value for s in specs for d in s.dims if d.name for n in [d.name]}
     checks: list[ShapeCheck] = []
+    shown = _progress.begin("verifying shape", total=len(points))
     for i, point in enumerate(points):
+        shown.advance(detail=", ".join(f"{k}={v}" for k, v in point.items()))
         feeds = sample_feeds(specs, point, seed=seed + i)
         check = ShapeCheck(
             dims=dict(point),
@@ -124,6 +127,7 @@ def check_parity(
             bad = [o for o in check.outputs if not o.passed]
             check.error = "; ".join(f"{o.name}: {o.reason}" for o in bad)
         checks.append(check)
+    shown.close()
     failed = [c for c in checks if c.status == "failed"]
     others = [c for c in checks if c.status == "passed" and not c.is_export_shape]
     reason = None

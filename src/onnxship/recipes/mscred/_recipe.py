@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxship import _progress
 from onnxship._errors import ConfigError
 from onnxship.recipes.mscred._model import INPUT_NAME, OUTPUT_NAMES
 from onnxship.recipes.mscred._signatures import SignatureConfig, signature_windows
@@ -100,6 +101,7 @@ def train_mscred(config: MscredTrainConfig) -> MscredTrainResult:
     gen = torch.Generator().manual_seed(cfg.seed)
     losses = []
     model.train()
+    shown = _progress.begin("mscred: training step", total=cfg.steps)
     for _ in range(cfg.steps):
         idx = torch.randint(0, x.shape[0], (min(cfg.batch_size, x.shape[0]),), generator=gen)
         _, score = model(x[idx])
@@ -108,6 +110,8 @@ def train_mscred(config: MscredTrainConfig) -> MscredTrainResult:
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+        shown.advance(detail=f"loss {losses[-1]:.4f}")
+    shown.close()
     model.eval()
     with torch.no_grad():
         scores = model(x_all)[1].numpy()
