@@ -38,7 +38,15 @@ def _normal(text: str) -> str:
 
 def test_the_walk_finds_every_command():
     names = {" ".join(p) for p, _ in COMMANDS}
-    assert {"export", "verify", "optimize", "ship", "serve", "recipes deeplog train", "doctor train-log"} <= names
+    assert {
+        "export",
+        "verify",
+        "optimize",
+        "ship",
+        "serve",
+        "recipes deeplog train",
+        "doctor train-log",
+    } <= names
     assert len(COMMANDS) > 20
 
 
@@ -61,7 +69,9 @@ def test_help_screen(path, width):
     for param in command.params:
         text = getattr(param, "help", None)
         if text:
-            assert _normal(text.replace("\x1b[0m", "")) in flat, f"{param.name}: {text!r} not shown as written"
+            assert _normal(text.replace("\x1b[0m", "")) in flat, (
+                f"{param.name}: {text!r} not shown as written"
+            )
     if command.help:
         first = command.help.replace("\x1b[0m", "").split("\n\n")[0]
         assert _normal(first) in flat
