@@ -152,9 +152,12 @@ def _fmt_seconds(seconds: float) -> str:
 class LineReporter:
     """One plain line per finished stage with its time; a stage that counts steps also reports every ``every`` s."""
 
-    def __init__(self, stream: TextIO | None = None, every: float = 5.0, prefix: str = "· ") -> None:
+    def __init__(
+        self, stream: TextIO | None = None, every: float = 5.0, prefix: str = "· ", min_seconds: float = 0.0
+    ) -> None:
         self._stream = stream
         self._every = every
+        self._min_seconds = min_seconds  # quicker stages that succeed print nothing
         self._prefix = prefix
         self._last: dict[int, float] = {}
 
@@ -174,6 +177,8 @@ class LineReporter:
 
     def finish(self, stage: Stage) -> None:
         self._last.pop(id(stage), None)
+        if stage.ok and stage.seconds < self._min_seconds:
+            return
         state = "" if stage.ok else "  failed"
         count = f" {stage.done}/{stage.total}" if stage.total else ""
         detail = f"  {stage.detail}" if stage.detail and stage.total else ""
@@ -231,14 +236,15 @@ class TerminalReporter:
 
 
 def make_reporter(stream: TextIO | None = None) -> Reporter:
-    """A terminal reporter when ``stream`` (default stderr) is a terminal, else plain lines."""
+    """A terminal reporter when ``stream`` (default stderr) is a terminal, else plain lines (stages under 0.5 s
+    that succeed print nothing)."""
     target = stream or sys.stderr  # fixed now: captures inside a stage swap sys.stderr
     isatty = getattr(target, "isatty", None)
     if isatty is not None and isatty():
         from rich.console import Console
 
         return TerminalReporter(Console(file=target, highlight=False))
-    return LineReporter(target)
+    return LineReporter(target, min_seconds=0.5)
 
 
 # The exporter's own progress prints, by the first words after "[torch.onnx] ".
