@@ -18,9 +18,9 @@ def _png_size(path):
     return struct.unpack(">II", head[16:24])
 
 
-def test_plot_seed002(data, tmp_path):
+def test_plot_diverging_start(data, tmp_path):
     out = tmp_path / "plots" / "train.png"  # the folder is created
-    result = diagnose_train_log(data / "seed002_trainer_stdout.log", plot=out)
+    result = diagnose_train_log(data / "diverging_start_trainer_stdout.log", plot=out)
     assert result.plot == str(out)
     width, height = _png_size(out)
     assert width == 1000 and height > 700  # three panels: loss, grad_norm, lr
