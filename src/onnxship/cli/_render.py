@@ -157,8 +157,10 @@ class _Command(TyperCommand):
         # Long stages report on stderr; --json output is for machines and stays the only thing printed.
         from onnxship import _progress
 
-        quiet = bool(ctx.params.get("as_json"))
-        with _progress.reporting(None if quiet else _progress.make_reporter()):
+        if ctx.params.get("as_json"):
+            with _progress.reporting(None):
+                return super().invoke(ctx)
+        with _progress.ensure_reporter():  # one installed by an embedding program (or a test) is kept
             return super().invoke(ctx)
 
 
