@@ -1,6 +1,6 @@
 """The README runs as written: every ```bash and ```python block, in order, exactly as printed, in an empty folder.
 
-The folder holds only what a fresh clone has (``examples/``) and, beside it, ``../shared/data/loghub`` (the loghub
+The folder holds only what a fresh clone has (its tracked files, linked) and, beside it, ``../shared/data/loghub`` (the loghub
 sample the README's real-log system reads, as ``make demo`` does). Files the README uses (``model.pt``,
 ``trainer_state.json``, ``export.log``, releases...) are made by the README's own commands, never by this test.
 Bash blocks run with ``bash -euo pipefail``; python blocks with ``python -``. A block may opt out only with
@@ -55,13 +55,15 @@ def test_readme_names_no_missing_document():
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
-    """An empty folder holding a clone's files (examples/) with the loghub sample beside it."""
+    """A folder holding only a fresh clone's files (linked), with the loghub sample beside it."""
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
     base = tmp_path_factory.mktemp("readme")
     work = base / "onnxship"
     work.mkdir()
-    (work / "examples").symlink_to(ROOT / "examples")
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    for top in sorted({Path(f).parts[0] for f in tracked} or {"examples"}):  # what a fresh clone holds
+        (work / top).symlink_to(ROOT / top)
     if LOGHUB.is_dir():
         (base / "shared" / "data").mkdir(parents=True)
         (base / "shared" / "data" / "loghub").symlink_to(LOGHUB)
