@@ -362,3 +362,24 @@ def html_unescape(text: str) -> str:
     import html
 
     return html.unescape(text)
+
+
+def test_classification_confusion_of_the_worst_samples_is_measured_and_shown():
+    from onnxship.verify._tasks import ClassificationMetric
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(300, 5)).astype(np.float32)
+    got = ref + rng.normal(scale=1e-4, size=ref.shape).astype(np.float32)
+    flip = [3, 17]  # two samples whose top-1 changes: the largest probability errors
+    for i in flip:
+        top = int(ref[i].argmax())
+        got[i, (top + 1) % 5] = ref[i, top] + 5.0
+    metric = ClassificationMetric()
+    metric.update(ref, got)
+    result = metric.result().to_dict()
+    pairs = result["worst_confusion"]
+    assert sum(p["count"] for p in pairs) == 50  # the 50 worst samples
+    changed = [p for p in pairs if p["reference"] != p["onnx"]]
+    assert sum(p["count"] for p in changed) == 2 and pairs[0] in changed  # class changes listed first
+    page = render_html({**sample_report(passed=False), "task": "classification", "task_metrics": result})
+    assert "Confusion of the 50 worst samples" in page and "2 of them change class" in page
