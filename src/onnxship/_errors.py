@@ -4,8 +4,11 @@
 
     OnnxshipError
      ├── ConfigError (ValueError)         bad flags, specs, config files
-     │    └── InputSpecError               an --input spec that does not parse (CLI: usage error, exit 2)
+     │    ├── InputSpecError               an --input spec that does not parse (CLI: usage error, exit 2)
+     │    └── UsageError                   any other value the CLI refuses as a usage error (exit 2): unsafe names
+     ├── DiskFullError (OSError)           a write ran out of space (ENOSPC/EDQUOT); nothing half-written is left
      ├── ModelLoadError                    factory/checkpoint problems
+     │    └── UserCodeError                the model module or factory exited (sys.exit), was interrupted
      ├── ExportError                       no candidate could be exported and verified
      ├── CheckError                        the ONNX file is malformed or unsafe
      ├── VerificationError                 the parity gate failed (carries the report)
@@ -13,10 +16,11 @@
      ├── PackagingError
      ├── PublishError
      ├── ServeError
- ├── DoctorError                       a training or export log could not be read
+     ├── DoctorError                       a training or export log could not be read
      └── MissingDependencyError (ImportError)   an optional extra is not installed
 
-Internal bugs stay outside the tree: they keep their traceback.
+Internal bugs stay outside the tree; the CLI's boundary (cli/_common.handle_errors) still shows them as one line
+with a hint, and their traceback with ``onnxship --debug`` or ``ONNXSHIP_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 __all__ = [
     "CheckError",
     "ConfigError",
+    "DiskFullError",
     "DoctorError",
     "ExportError",
     "InputSpecError",
@@ -37,6 +42,8 @@ __all__ = [
     "PackagingError",
     "PublishError",
     "ServeError",
+    "UsageError",
+    "UserCodeError",
     "VerificationError",
     "is_disk_full",
     "require",
@@ -44,7 +51,12 @@ __all__ = [
 
 
 class OnnxshipError(Exception):
-    """Base class for errors a user can act on: a message plus an optional hint."""
+    """Base class for errors a user can act on: a message plus an optional hint.
+
+    ``exit_code`` is what the CLI exits with (1; 2 for usage errors).
+    """
+
+    exit_code = 1
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -64,9 +76,22 @@ class ConfigError(OnnxshipError, ValueError):
 class InputSpecError(ConfigError):
     """An input spec string does not follow the grammar."""
 
+    exit_code = 2
+
+
+class UsageError(ConfigError):
+    """A flag or config value the CLI refuses as a usage error (exit 2), e.g. a model name that is not a safe
+    single path component."""
+
+    exit_code = 2
+
 
 class ModelLoadError(OnnxshipError):
     """The model factory or checkpoint could not produce an nn.Module."""
+
+
+class UserCodeError(ModelLoadError):
+    """The user's model module or factory called sys.exit(), was interrupted, or raised."""
 
 
 class ExportError(OnnxshipError):
@@ -107,6 +132,17 @@ class ServeError(OnnxshipError):
 
 class DoctorError(OnnxshipError):
     """A training log or export log is missing, empty, truncated or in no known format."""
+
+
+class DiskFullError(OnnxshipError, OSError):
+    """A write ran out of space; it is still an OSError with errno ENOSPC, so callers that clean up on disk-full
+    OSErrors keep working."""
+
+    def __init__(self, message: str, *, hint: str | None = None, errno_: int | None = None) -> None:
+        import errno
+
+        super().__init__(message, hint=hint)
+        self.errno = errno_ or errno.ENOSPC
 
 
 class MissingDependencyError(OnnxshipError, ImportError):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from onnxship import _progress
 from onnxship._errors import ConfigError, VerificationError
-from onnxship._util import verb_module
+from onnxship._util import check_name, verb_module
 from onnxship.package._assets import AssetSpec, ModelSizes, PreparedAsset, prepare_assets
 from onnxship.package._bundle import ReleaseWriter, embed_metadata
 from onnxship.package._release import Release, current_latest
@@ -199,6 +199,11 @@ def ship(
     start = time.perf_counter()
     cfg = config or ShipConfig()
     model, spec = _resolve_model(model, cfg)
+    # The name becomes releases/<name>/: refuse `..`, `.`, `a/b` before anything is loaded or written.
+    if cfg.model.name is not None:
+        check_name(cfg.model.name, "model name (--name / model.name / ONNXSHIP_MODEL_NAME)")
+    elif spec is not None:
+        check_name(spec.default_name(), "model name taken from the model file (pass --name)")
     asset_specs = [AssetSpec(k, Path(v)) for k, v in cfg.package.assets.items()] + list(assets or [])
     prepare_assets(
         asset_specs, portable=cfg.package.portable
@@ -228,13 +233,14 @@ def ship(
         )
     export_config = ExportConfig(
         strategy=cfg.export.strategy,
-        opsets=tuple(cfg.export.opsets),
+        opsets=tuple(cfg.export.opsets) or None,  # None: each exporter's default opsets
         allow_static=cfg.export.allow_static,
         output_names=tuple(output_names) if output_names else None,
         fp16=cfg.export.fp16,
         tolerance=tolerance,
         metadata=metadata,
         seed=cfg.export.seed,
+        allow_nonfinite=cfg.verify.allow_nonfinite,
     )
     triton_config = _triton_config(cfg)  # bad Triton options fail before the export
     notes: list[str] = []
@@ -293,13 +299,14 @@ def ship(
             golden=golden_path,
             inputs=specs,
             config=VerifyConfig(
-                precision="fp16" if cfg.export.fp16 else "fp32",
+                precision=str(result.metadata.get("precision") or ("fp16" if cfg.export.fp16 else "fp32")),
                 tolerance=tolerance,
                 mode=v.mode,
                 sample_count=v.sample_count,
                 task=v.task,
                 data=v.data,
                 seed=v.seed,
+                allow_nonfinite=v.allow_nonfinite,
             ),
             candidates=[c.to_dict() for c in result.candidates],
             diagnostics=[d.to_dict() for d in result.diagnostics],

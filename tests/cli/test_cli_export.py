@@ -47,7 +47,7 @@ def exported(tmp_path_factory, root, deeplog_checkpoint):
 def test_export_writes_model_and_prints_candidates(exported):
     out, output = exported
     assert (out / "deeplog.onnx").is_file() and (out / "deeplog.onnx.meta.json").is_file()
-    assert "accepted" in output and "verified at" in output
+    assert "accepted" in output and "sweep shapes verified" in output and "value variants verified" in output
     meta = json.loads((out / "deeplog.onnx.meta.json").read_text())
     assert meta["checkpoint"].endswith("deeplog.pt")
     assert meta["vocab_size"] == 30 and meta["model_type"] == "deeplog"  # from ONNXSHIP_METADATA + --meta

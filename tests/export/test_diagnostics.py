@@ -16,6 +16,11 @@ MESSAGES = [
         "ONX101",
     ),
     ("torch.tensor results are registered as constants in the trace.", "TracerWarning", "ONX102"),
+    (
+        "[ONNXRuntimeError] : 10 : INVALID_GRAPH : ... Error Unrecognized attribute: num_outputs for operator Split",
+        None,
+        "ONX122",
+    ),
     ("Iterating over a tensor might cause the trace to be incorrect.", "TracerWarning", "ONX103"),
     (
         "You are using the legacy TorchScript-based ONNX export. Starting in PyTorch 2.9, ...",

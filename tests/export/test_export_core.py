@@ -183,7 +183,8 @@ def test_data_dependent_branch_torchscript_rejected(tmp_path):
             seed=3,
         )
     cand = info.value.candidates[0]
-    assert cand.outcome == "rejected" and "parity" in cand.reason
+    assert cand.outcome == "rejected" and "Python branch on tensor values" in cand.reason
+    assert "`if x.sum() > 0:`" in cand.reason and "torch.cond" in info.value.hint
 
 
 def test_factory_returning_tuple(tmp_path):

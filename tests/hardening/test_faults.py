@@ -150,3 +150,95 @@ def test_full_disk_gives_a_clear_error_and_keeps_the_previous_release(
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, out + err
     assert len(_assert_consistent(releases / "deeplog")) == 2
+
+
+def _fill(disk: Path, leave: int) -> None:
+    stat = os.statvfs(disk)
+    free = stat.f_bavail * stat.f_frsize
+    (disk / "filler").write_bytes(b"\0" * max(0, free - leave))
+
+
+def _one_space_error(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "space" in lines[0].lower(), proc.stderr
+
+
+def _entries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+@pytest.mark.parametrize("leave", [0.3, 1.4], ids=["candidate-does-not-fit", "final-write-does-not-fit"])
+def test_full_disk_during_export_is_one_error_and_leaves_nothing(small_disk, tmp_path, deeplog_export, leave):
+    """Too little room for the first candidate, then room for the candidate but not for the final copy."""
+    size = Path(deeplog_export[1].path).stat().st_size
+    _fill(small_disk, int(size * leave))
+    out = small_disk / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONNXSHIP_") or k == "ONNXSHIP_CACHE_DIR"}
+    cmd = [ONNXSHIP, "export", "--model", EXAMPLE, "--strategy", "torchscript", "--out", str(out)]
+    cmd += ["--input", "input_sequence:batch=2..8 x seq=10..16:int64:0..30", "--opset", "17"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    _one_space_error(proc)
+    assert _entries(out) == [], "nothing half-written: no model, no sidecar, no scratch"
+
+
+def test_full_disk_during_optimize_is_one_error_and_leaves_nothing(small_disk, tmp_path, deeplog_export):
+    model = tmp_path / "deeplog.onnx"
+    model.write_bytes(Path(deeplog_export[1].path).read_bytes())
+    _fill(small_disk, 8 * 1024)
+    variants = small_disk / "variants"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONNXSHIP_") or k == "ONNXSHIP_CACHE_DIR"}
+    cmd = [ONNXSHIP, "optimize", str(model), "--quantize", "int8-dynamic", "--out-dir", str(variants)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    _one_space_error(proc)
+    assert [n for n in _entries(variants) if not n.endswith(".json")] == [], (
+        "no half-written variant or scratch"
+    )
+
+
+@pytest.fixture
+def readonly_disk(tmp_path, require_component):
+    """A read-only tmpfs (root ignores folder permissions, not a read-only mount)."""
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    ok = (
+        os.geteuid() == 0
+        and shutil.which("mount") is not None
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        == 0
+    )
+    require_component(ok, "mounting a tmpfs needs root (mount -t tmpfs)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False, capture_output=True)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("export", "--out", "{ro}"), "read-only"),
+        (("export", "--out", "{ro}/sub/out"), "read-only"),
+        (("ship", "--releases", "{ro}/releases"), "read-only"),
+    ],
+    ids=["export-into-it", "export-below-it", "ship"],
+)
+def test_read_only_output_is_one_error(readonly_disk, tmp_path, args, needle):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONNXSHIP_") or k == "ONNXSHIP_CACHE_DIR"}
+    cmd = [
+        ONNXSHIP,
+        *[a.format(ro=readonly_disk) for a in args],
+        "--model",
+        EXAMPLE,
+        "--strategy",
+        "torchscript",
+    ]
+    cmd += ["--input", "input_sequence:batch=2..8 x seq=10..16:int64:0..30"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and needle in lines[0].lower(), proc.stderr

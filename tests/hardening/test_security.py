@@ -227,3 +227,39 @@ def test_publish_prints_and_logs_no_secrets(shipped_with_secrets, require_compon
     for f in store.rglob("*"):
         if f.is_file():
             assert not _leaks(f.read_bytes().decode("latin-1")), f  # params, tags and artifacts in the store
+
+
+def test_server_opens_files_only_through_the_model_root_gate():
+    """Every file the server reads goes through serve/_files.py (resolved, confined, opened by descriptor): no other
+    serve module opens paths itself, and onnxruntime only ever gets bytes."""
+    banned_attrs = {"read_bytes", "read_text", "open", "load_model", "InferenceSession", "readlink"}
+    banned_names = {
+        "open",
+        "read_release",
+        "read_golden",
+        "load_onnx_checked",
+        "current_latest",
+        "resolve_release",
+    }
+    offenders = []
+    for path in sorted((ROOT / "src/onnxship/serve").glob("*.py")):
+        if path.name == "_files.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            owner = ast.unparse(func.value) if isinstance(func, ast.Attribute) else ""
+            through_gate = owner in ("root", "folder", "files", "self.files")  # ModelRoot instances
+            reads_bytes = name == "load" and owner == "np" and "BytesIO" in ast.unparse(node.args[0])
+            if through_gate or reads_bytes:
+                continue
+            loads = name == "load" and owner in ("np", "numpy", "onnx", "json")
+            if (
+                loads
+                or (isinstance(func, ast.Attribute) and name in banned_attrs)
+                or (isinstance(func, ast.Name) and name in banned_names)
+            ):
+                offenders.append(f"{path.name}:{node.lineno} {ast.unparse(func)}")
+    assert offenders == [], offenders

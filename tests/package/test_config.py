@@ -50,7 +50,7 @@ def test_full_config_and_relative_paths(tmp_path):
 def test_defaults_without_a_file():
     cfg = load_ship_config(None, environ={})
     assert cfg == ShipConfig(source="config")
-    assert cfg.paths.releases == "releases" and cfg.export.opsets == [17, 18]
+    assert cfg.paths.releases == "releases" and cfg.export.opsets == []
 
 
 @pytest.mark.parametrize(

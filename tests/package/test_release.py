@@ -12,6 +12,7 @@ import onnx
 import pytest
 
 from onnxship import ConfigError, PackagingError
+from onnxship._errors import UsageError
 from onnxship.export._onnxfile import read_metadata
 from onnxship.package import (
     AssetSpec,
@@ -237,7 +238,7 @@ def test_stale_staging_of_a_dead_process_is_removed(tmp_path):
 
 
 def test_bad_model_name(tmp_path):
-    with pytest.raises(PackagingError, match="not usable as a folder name"):
+    with pytest.raises(UsageError, match="'../escape' is not a safe file name"):
         ReleaseWriter(tmp_path, "../escape")
 
 

@@ -102,7 +102,7 @@ def _bad(x, **kw):
             "/v2/models/deeplog/infer",
             _bad(np.full((1, 10), 99, np.int64)),
             400,
-            "the model cannot run this input",
+            "input 'input_sequence' holds ids from 99 to 99, outside the verified id range 0..29",
         ),
         ("/v2/models/deeplog/infer", b"{not json", 400, "not valid JSON"),
         ("/v2/models/deeplog/infer", {"inputs": [], "outputs": []}, 400, "non-empty 'inputs'"),
@@ -239,8 +239,8 @@ def test_model_path_wins_then_falls_back(bundles, start_server, tmp_path):
     s = start_server(["--releases", str(bundles.root)], env={"MODEL_PATH": str(bundles.v2)})
     _, doc = s.json("GET", "/version")
     assert doc["release"] == bundles.v2.name and doc["selection"] == [
-        {"source": "MODEL_PATH", "ok": True, "path": str(bundles.v2 / "deeplog.onnx")}
-    ]
+        {"source": "MODEL_PATH", "ok": True, "path": f"deeplog/{bundles.v2.name}/deeplog.onnx"}
+    ]  # relative to the model root: responses never show absolute paths
     # MODEL_PATH from .env in the working folder; a missing one falls back to latest, saying why
     (tmp_path / ".env").write_text(f"MODEL_PATH={tmp_path / 'gone'}\n")
     s2 = start_server(["--releases", str(bundles.root)], cwd=tmp_path)

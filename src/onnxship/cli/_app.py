@@ -30,8 +30,14 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the full traceback of an error (also ONNXSHIP_DEBUG=1)."
+    ),
 ) -> None:
     """onnxship: export, verify, ship."""
+    from onnxship.cli._common import set_debug
+
+    set_debug(debug)
 
 
 def _register() -> None:

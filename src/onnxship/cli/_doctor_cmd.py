@@ -56,7 +56,7 @@ def train_log_command(
         raise fail(exc, USAGE_EXIT) from None
     result = diagnose_train_log(file, config, plot=plot)
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+        console.print_json(json.dumps(result.to_dict(), allow_nan=False))  # console: stdout under --json
     else:
         _render_train(result)
     if fail_on_alarm and result.alarms:
@@ -76,7 +76,7 @@ def export_log_command(
 
     result = explain_export_log(file)
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        console.print_json(json.dumps(result.to_dict()))
     else:
         _render_export(result)
 

@@ -42,15 +42,26 @@ def export_command(
     out: Path = typer.Option(Path("out"), "--out", "-o", help="output folder"),
     name: str = typer.Option(None, "--name", help="model name (default: from the spec)"),
     strategy: str = typer.Option("auto", "--strategy", help="auto | dynamo | torchscript"),
-    opsets: list[int] = typer.Option(None, "--opset", help="opset(s) to try in order (default 17, then 18)"),
+    opsets: list[int] = typer.Option(
+        None,
+        "--opset",
+        help="opset(s) to try in order (default: dynamo 18, TorchScript 17; retried on failure)",
+    ),
     allow_static: bool = typer.Option(
-        False, "--allow-static", help="accept a static export when no dynamic candidate verifies"
+        False,
+        "--allow-static",
+        help="accept a static export (at the sample shape, same checks) when no dynamic candidate verifies",
     ),
     output_names: list[str] = typer.Option(
         None, "--output-name", help="output names in order (default output_N)"
     ),
     meta: list[str] = typer.Option(None, "--meta", help="user metadata key=value (e.g. vocab_size=30)"),
     fp16: bool = typer.Option(False, "--fp16", help="export in float16"),
+    allow_nonfinite: bool = typer.Option(
+        False,
+        "--allow-nonfinite",
+        help="accept NaN/Inf outputs where both engines agree (default: they fail)",
+    ),
     keep_candidates: bool = typer.Option(
         False, "--keep-candidates", help="keep rejected candidates in OUT/candidates"
     ),
@@ -74,13 +85,14 @@ def export_command(
         user_meta = parse_kv(meta, "--meta")
         config = ExportConfig(
             strategy=strategy,
-            opsets=tuple(opsets) if opsets else (17, 18),
+            opsets=tuple(opsets) if opsets else None,
             allow_static=allow_static,
             output_names=tuple(output_names) if output_names else None,
             fp16=fp16,
             metadata=user_meta,
             keep_candidates=keep_candidates,
             use_cache=not no_cache,
+            allow_nonfinite=allow_nonfinite,
         )
     except ConfigError as exc:
         raise fail(exc, USAGE_EXIT) from None
@@ -98,7 +110,8 @@ def export_command(
     if not output_names and default_names:
         config.output_names = default_names
     if not as_json:
-        err_console.print(f"exporting [bold]{model}[/] ({config.strategy}, opsets {list(config.opsets)}) ...")
+        opsets = list(config.opsets) if config.opsets else "default"
+        err_console.print(f"exporting [bold]{model}[/] ({config.strategy}, opsets {opsets}) ...")
     try:
         result = export(spec, inputs=list(inputs), out=out, name=name, config=config)
     except OnnxshipError as exc:
@@ -120,7 +133,9 @@ def _candidate_table(candidates: list[Any]) -> None:
     for c in candidates:
         table.add_row(
             c.strategy,
-            str(c.opset),
+            str(c.opset)
+            if not c.file_opset or c.file_opset == c.opset
+            else f"{c.opset} (file: {c.file_opset})",
             "dynamic" if c.dynamic else "static",
             f"[{styles.get(c.outcome, '')}]{c.outcome}[/]",
             f"{c.export_seconds:.1f}",
@@ -134,13 +149,17 @@ def _render_export(result: ExportResult) -> None:
     _candidate_table(result.candidates)
     acc = result.accepted
     if acc.parity is not None:
-        shapes = [c for c in acc.parity.checks if c.status == "passed"]
+        shapes = [c for c in acc.parity.shape_checks if c.status == "passed"]
         worst = acc.parity.worst()
         console.print(
-            f"verified at {len(shapes)} shapes: "
+            f"{acc.parity.summary()}: "
             + ", ".join(",".join(f"{k}={v}" for k, v in c.dims.items()) or "export" for c in shapes)
-            + (f"  (max abs err {worst.max_abs:.2e})" if worst else "")
+            + (f"  (max abs err {worst.max_abs:.2e})" if worst else ""),
+            soft_wrap=True,
         )
+        for c in acc.parity.checks:
+            if c.status == "skipped":
+                console.print(f"  [yellow]not verified:[/] {c.error}", soft_wrap=True)
     shown = [d for d in result.diagnostics if d.severity != "noise"]
     noise = sum(d.count for d in result.diagnostics if d.severity == "noise")
     if shown:

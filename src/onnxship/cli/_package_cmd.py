@@ -38,7 +38,9 @@ def ship_command(
     name: str = typer.Option(None, "--name", help="model/release name (default: from the spec)"),
     releases: Path = typer.Option(None, "--releases", help="releases root (default: releases)"),
     strategy: str = typer.Option(None, "--strategy", help="auto | dynamo | torchscript"),
-    opsets: list[int] = typer.Option(None, "--opset", help="opset(s) to try in order (default 17, then 18)"),
+    opsets: list[int] = typer.Option(
+        None, "--opset", help="opset(s) to try in order (default: dynamo 18, TorchScript 17)"
+    ),
     allow_static: bool = typer.Option(
         None,
         "--allow-static/--no-allow-static",
@@ -47,6 +49,11 @@ def ship_command(
     output_names: list[str] = typer.Option(None, "--output-name", help="output names in order"),
     meta: list[str] = typer.Option(None, "--meta", help="user metadata key=value"),
     fp16: bool = typer.Option(None, "--fp16/--no-fp16", help="export in float16"),
+    allow_nonfinite: bool = typer.Option(
+        None,
+        "--allow-nonfinite/--no-allow-nonfinite",
+        help="accept NaN/Inf outputs where both engines agree (default: they fail the gate)",
+    ),
     assets: list[str] = typer.Option(
         None, "--asset", help="name=path, e.g. vocab=vocab.json, labels=labels.json"
     ),
@@ -80,6 +87,7 @@ def ship_command(
         (cfg.export, "inputs", list(inputs or []) or None),
         (cfg.package, "portable", portable),
         (cfg.verify, "golden_samples", golden_samples),
+        (cfg.verify, "allow_nonfinite", allow_nonfinite),
         (cfg.package.triton, "repo", str(triton_repo) if triton_repo else None),
     ]
     for section, key, value in overrides:
@@ -112,6 +120,8 @@ def _render_ship(result: ShipResult) -> None:
         f" {result.seconds:.1f} s)",
         soft_wrap=True,
     )
+    for w in (report.evidence or {}).get("weak") or []:
+        console.print(f"  [yellow]evidence:[/] {w}", soft_wrap=True)
     console.print(f"  bundle:  {result.path}", soft_wrap=True)
     console.print(f"  model:   {result.release.model_path.name}  sha256 {result.release.meta['onnx_sha256']}")
     console.print(

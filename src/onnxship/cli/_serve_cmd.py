@@ -49,12 +49,45 @@ def serve_command(
         1.0, "--inline-below-ms", help="run models averaging below this on the event loop (0: never)"
     ),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level"),
+    token_file: Path = typer.Option(
+        None, "--token-file", help="read the bearer token from this file (surrounding whitespace is dropped)"
+    ),
+    header_timeout: float = typer.Option(
+        10.0, "--header-timeout", help="seconds a client has to send a complete request head (else 408)"
+    ),
+    body_timeout: float = typer.Option(
+        60.0, "--body-timeout", help="seconds a request body may take after its head (else 408)"
+    ),
+    keep_alive: float = typer.Option(
+        30.0, "--keep-alive", help="seconds an idle keep-alive connection stays open"
+    ),
+    max_connections: int = typer.Option(
+        1024, "--max-connections", help="open connections; past it the oldest idle one is closed"
+    ),
+    max_inflight: int = typer.Option(
+        256, "--max-inflight", help="requests processed at once; more get 503 (health probes always pass)"
+    ),
+    shutdown_timeout: float = typer.Option(
+        10.0, "--shutdown-timeout", help="seconds in-flight requests get after SIGTERM; then 503 and exit"
+    ),
 ) -> None:
     """Serve a verified release over KServe v2 REST (tritonclient-compatible) with hot /reload and batching."""
     require("uvicorn", "serve")
     require("orjson", "serve")
     from onnxship.serve import ServeConfig, serve
 
+    if token_file is not None:
+        if token:
+            raise fail(ConfigError("pass either --token or --token-file, not both"), USAGE_EXIT)
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise fail(
+                ConfigError(
+                    f"cannot read --token-file {token_file}: {getattr(exc, 'strerror', None) or exc}"
+                ),
+                USAGE_EXIT,
+            ) from None
     try:
         config = ServeConfig(
             model_path=model_path,
@@ -73,6 +106,12 @@ def serve_command(
             intra_op_threads=threads,
             inline_below_ms=inline_below_ms,
             log_level=log_level,
+            header_timeout_s=header_timeout,
+            body_timeout_s=body_timeout,
+            keep_alive_s=keep_alive,
+            max_connections=max_connections,
+            max_inflight=max_inflight,
+            shutdown_timeout_s=shutdown_timeout,
         ).with_env(env_file=env_file)
     except ConfigError as exc:
         raise fail(exc, USAGE_EXIT) from None
@@ -82,11 +121,26 @@ def serve_command(
             f"this address can run the model and /reload (pass --token or set ONNXSHIP_TOKEN)"
         )
 
+    if config.token:
+        source = (
+            "--token-file"
+            if token_file is not None
+            else "--token"
+            if token
+            else next((n.split(" from ", 1)[1] for n in config.notes if n.startswith("ONNXSHIP_TOKEN")), "?")
+        )
+        err_console.print(
+            f"auth is on: every endpoint except /v2/health/* needs 'Authorization: Bearer <token>' "
+            f"(token from {source})",
+            soft_wrap=True,
+        )
+
     def ready(url: str, manager: object) -> None:
         model_ = manager.current[0]  # type: ignore[attr-defined]
         console.print(
             f"onnxship serve: {url} model={model_.name} version={model_.version} "
-            f"release={model_.release} engine={model_.engine} golden={model_.golden.get('status')}",
+            f"release={model_.release} engine={model_.engine} golden={model_.golden.get('status')} "
+            f"auth={'bearer' if config.token else 'off'}",
             soft_wrap=True,
         )
         console.file.flush()

@@ -111,7 +111,11 @@ def verify_command(
     mode: str = typer.Option(
         "smoke", "--mode", help="smoke (N random) | coverage (stratified by class) | full"
     ),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8: picks the default gate"),
+    precision: str = typer.Option(
+        None,
+        "--precision",
+        help="fp32 | fp16 | int8: picks the default gate (default: the file's metadata, else fp32)",
+    ),
     task: str = typer.Option(
         None, "--task", help="classification | detection | sequence: adds task agreement"
     ),
@@ -139,6 +143,11 @@ def verify_command(
         help="gate override key=value (mse_mean, mse_p99, cosine_min, top1_mismatch_rate, ...)",
     ),
     no_sweep: bool = typer.Option(False, "--no-sweep", help="skip the shape sweep"),
+    allow_nonfinite: bool = typer.Option(
+        False,
+        "--allow-nonfinite",
+        help="accept NaN/Inf outputs where both engines agree (default: they fail)",
+    ),
     seed: int = typer.Option(0, "--seed", help="seed of sampling and synthetic inputs"),
     report: Path = typer.Option(None, "--report", "-r", help="write report.json here"),
     html: Path = typer.Option(None, "--html", help="write the self-contained report.html here"),
@@ -182,6 +191,7 @@ def verify_command(
             top_g=top_g,
             sweep=not no_sweep,
             seed=seed,
+            allow_nonfinite=allow_nonfinite,
         )
     except ConfigError as exc:
         raise fail(exc, USAGE_EXIT) from None
@@ -254,7 +264,17 @@ def _failure_hint(result: VerifyReport) -> str:
     """Worst output, the smallest tolerance that would have passed, likely causes (from the report)."""
     worst = result.worst_output or {}
     parts = []
-    if worst.get("name") is not None:
+    nonfinite = [
+        str(o.get("name"))
+        for o in result.outputs
+        if (o.get("nonfinite_reference") or o.get("nonfinite_candidate")) and not o.get("passed")
+    ]
+    if nonfinite:
+        parts.append(
+            f"outputs {nonfinite} hold NaN/Inf: find the log/div/sqrt/overflow that makes them, or pass "
+            "--allow-nonfinite if they are expected"
+        )
+    elif worst.get("name") is not None:
         smallest = worst.get("smallest_passing") or {}
         tol = ", ".join(
             f"{k}={_fmt(smallest[k])}"
@@ -325,5 +345,20 @@ def _render(result: VerifyReport, report: Path | None, html: Path | None) -> Non
     for path, what in ((report, "report"), (html, "html")):
         if path is not None:
             console.print(f"{what}: {path}")
+    evidence = result.evidence or {}
+    if evidence.get("sweep"):
+        console.print(f"checked: {evidence['sweep']}", soft_wrap=True)
+    for w in evidence.get("weak") or []:
+        console.print(f"[yellow]evidence:[/] {w}", soft_wrap=True)
+    for s in result.shapes:
+        if s.get("status") == "skipped" and s.get("error"):
+            console.print(f"  [yellow]not verified:[/] {s['error']}", soft_wrap=True)
+    nonfinite = [
+        (o.get("name"), o.get("nonfinite_reference") or 0, o.get("nonfinite_candidate") or 0)
+        for o in result.outputs
+        if o.get("nonfinite_reference") or o.get("nonfinite_candidate")
+    ]
+    for name, r, c in nonfinite:
+        console.print(f"[yellow]non-finite:[/] output {name!r}: {r} NaN/Inf in PyTorch, {c} in onnxruntime")
     if result.passed:
         console.print(f"[bold green]{result.summary()}[/]", soft_wrap=True)

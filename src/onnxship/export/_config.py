@@ -14,10 +14,13 @@ from onnxship.spec._inputs import TensorSpec
 from onnxship.verify._compare import Tolerance
 from onnxship.verify._parity import ParityResult
 
-__all__ = ["MIN_OPSET", "CandidateRecord", "ExportConfig", "ExportResult"]
+__all__ = ["DEFAULT_OPSETS", "MIN_OPSET", "CandidateRecord", "ExportConfig", "ExportResult"]
 
 MIN_OPSET = 7
 STRATEGY_CHOICES = ("auto", "dynamo", "torchscript")
+# Each exporter's own opsets first: dynamo implements opset 18 and converts down (a conversion that can fail or
+# write files onnxruntime refuses); TorchScript's mature opset is 17. The later ones are retries.
+DEFAULT_OPSETS: dict[str, tuple[int, ...]] = {"dynamo": (18, 20), "torchscript": (17, 18)}
 
 
 @dataclass
@@ -25,7 +28,7 @@ class ExportConfig:
     """How to export."""
 
     strategy: str = "auto"  # auto (dynamo, then torchscript) | dynamo | torchscript
-    opsets: tuple[int, ...] = (17, 18)  # tried in order when an operator is unsupported
+    opsets: tuple[int, ...] | None = None  # tried in order on failure; None: each exporter's DEFAULT_OPSETS
     allow_static: bool = False  # accept a static export when no dynamic candidate verifies (recorded loudly)
     output_names: tuple[str, ...] | None = None  # default output_0..n
     fp16: bool = False  # export in float16 (float inputs become float16)
@@ -41,6 +44,14 @@ class ExportConfig:
     use_cache: bool = (
         True  # auto: skip a dynamo attempt that already failed for the same model code (_cache.py)
     )
+    allow_nonfinite: bool = (
+        False  # accept NaN/Inf outputs where both engines agree (off: NaN/Inf fails the gate)
+    )
+    value_sweep: bool = True  # also compare shifted/scaled/edge-valued inputs (data-dependent branches)
+
+    def opsets_for(self, strategy: str) -> tuple[int, ...]:
+        """The opsets to try for one exporter: the user's, else that exporter's defaults."""
+        return self.opsets if self.opsets else DEFAULT_OPSETS[strategy]
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_CHOICES:
@@ -48,14 +59,13 @@ class ExportConfig:
                 f"unknown export strategy {self.strategy!r}",
                 hint=f"valid strategies: {', '.join(STRATEGY_CHOICES)}",
             )
-        self.opsets = tuple(int(o) for o in self.opsets)
-        if not self.opsets:
-            raise ConfigError("no opset given", hint="e.g. --opset 17 (default: 17 then 18)")
+        self.opsets = tuple(int(o) for o in self.opsets) if self.opsets else None
         top = onnx.defs.onnx_opset_version()
-        for o in self.opsets:
+        for o in self.opsets or ():
             if not MIN_OPSET <= o <= top:
                 raise ConfigError(
-                    f"unknown opset {o}", hint=f"valid opsets: {MIN_OPSET}..{top} (default 17, then 18)"
+                    f"unknown opset {o}",
+                    hint=f"valid opsets: {MIN_OPSET}..{top} (default: dynamo 18, TorchScript 17)",
                 )
         if self.output_names is not None:
             self.output_names = tuple(self.output_names)
@@ -80,6 +90,10 @@ class CandidateRecord:
     gate: dict[str, Any] | None = (
         None  # the precision-aware verification report (onnxship.verify) of the candidate
     )
+    file_opset: int | None = None  # the opset IN the file (the exporter may not honour the one asked for)
+    frozen: list[str] = field(
+        default_factory=list
+    )  # TorchScript: where tracing froze a tensor into a Python value
 
     @property
     def label(self) -> str:
@@ -94,9 +108,11 @@ class CandidateRecord:
             "reason": self.reason,
             "export_seconds": round(self.export_seconds, 3),
             "verify_seconds": round(self.verify_seconds, 3),
+            "file_opset": self.file_opset,
             "specialized": self.specialized,
+            "frozen": self.frozen,
             "diagnostics": [d.to_dict() for d in self.diagnostics],
-            "parity": self.parity.to_dict() if self.parity else None,
+            "parity": self.parity.to_dict() if self.parity is not None else None,  # a failed one is falsy
             "gate": None
             if self.gate is None
             else {k: self.gate.get(k) for k in ("passed", "failure_reason", "precision", "task", "outputs")},
@@ -122,6 +138,9 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
     sha256: str = ""
     seconds: float = 0.0
+    sweep_summary: str = (
+        ""  # "3 of 4 sweep shapes verified, 1 not runnable in PyTorch; 5 of 5 value variants ..."
+    )
 
     @property
     def accepted(self) -> CandidateRecord:
@@ -143,5 +162,6 @@ class ExportResult:
             "diagnostics": [d.to_dict() for d in self.diagnostics],
             "dim_fixes": self.dim_fixes,
             "notes": self.notes,
+            "sweep_summary": self.sweep_summary,
             "metadata": self.metadata,
         }

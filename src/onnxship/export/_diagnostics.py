@@ -25,6 +25,7 @@ __all__ = [
     "classify",
     "classify_log",
     "merge_diagnostics",
+    "root_cause",
 ]
 
 SEVERITIES = ("error", "warning", "info", "noise")
@@ -164,8 +165,8 @@ RULES: tuple[DiagnosticRule, ...] = (
     DiagnosticRule(
         "ONX114",
         "dim name not used",
-        r"axis name .* will not be used|dynamic_axes.*will not be used",
-        "info",
+        r"axis name:? .* will not be used|dynamic_axes.*will not be used",
+        "noise",
         "One named dim is shared across inputs; torch.export names it after the first input. The shapes still "
         "agree; nothing to do.",
     ),
@@ -192,6 +193,15 @@ RULES: tuple[DiagnosticRule, ...] = (
         "error",
         "The exporter mixed positional and keyword inputs. onnxship binds named inputs to forward()'s parameters "
         "by name; pass only the inputs the graph needs and give other forward() arguments defaults.",
+    ),
+    DiagnosticRule(
+        "ONX122",
+        "onnxruntime refuses an operator of the exported file",
+        r"(Unrecognized attribute: \w+ for operator|Could not find an implementation for|No Op registered for)",
+        "warning",
+        "The file uses an operator (or attribute) this onnxruntime does not implement at the file's opset, often "
+        "after a down-conversion by the dynamo exporter. onnxship retries at another opset, ending with the "
+        "exporter's own; otherwise export at an opset your runtime supports, or register a custom-op library.",
     ),
     # The dynamo exporter's own summary line for each of its three steps (torch/onnx/_internal/exporter/_core.py).
     # Seen in saved logs (`doctor export-log`): "TorchExportError: Failed to export ..." has no "error" word
@@ -335,6 +345,7 @@ class Capture:
     logs: list[tuple[str, str]] = field(default_factory=list)  # (message, level)
     printed: str = ""  # what the exporter printed (progress lines), kept for the export log
     stderr: str = ""  # what went to stderr; classified line by line like a saved log
+    frozen: list[str] = field(default_factory=list)  # "file.py:7 (`if x.mean() > 0:`)": values tracing froze
 
     def diagnostics(self) -> list[Diagnostic]:
         out = [classify(m, c, source="warning", stage=self.stage) for m, c in self.warnings]
@@ -392,6 +403,10 @@ def capture_diagnostics(
         finally:
             for w in caught:
                 cap.warnings.append((str(w.message), w.category.__name__))
+                if w.category.__name__ == "TracerWarning" and _FROZEN.search(str(w.message)):
+                    site = _site(w.filename, w.lineno)
+                    if site not in cap.frozen:
+                        cap.frozen.append(site)
             for lg, handlers, prop in saved:
                 lg.removeHandler(handler)
                 for h in handlers:
@@ -402,14 +417,85 @@ def capture_diagnostics(
             cap.printed = out.getvalue() + cap.stderr
 
 
+_FROZEN = re.compile(r"Converting a tensor to a Python (boolean|number|integer|float|index)", re.IGNORECASE)
+
+
+def _site(filename: str, lineno: int) -> str:
+    """``file.py:7: <the source line>`` of a warning (the user's code line the tracer pointed at)."""
+    import linecache
+
+    code = linecache.getline(filename, lineno).strip()
+    return f"{filename}:{lineno}" + (f" (`{code}`)" if code else "")
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of a chain (``raise ... from``/during handling): the exporter's real reason.
+
+    The dynamo exporter wraps every failure in "Failed to ... This is step N/3 ... Next steps" boilerplate; the
+    exception it wraps says what actually went wrong (a data-dependent guard, a view of an incompatible shape).
+    """
+    seen = {id(exc)}
+    cur = exc
+    while True:
+        nxt = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+        if nxt is None or id(nxt) in seen:
+            return cur
+        seen.add(id(nxt))
+        cur = nxt
+
+
 _LOG_LINE = re.compile(
     r"^(?:(?P<file>[^\s:]+\.py):\d+:\s*)?(?P<cat>[A-Z][A-Za-z]*(?:Warning|Error))?:?\s*(?P<msg>.*)$"
 )
 
 
+_EXC_LINE = re.compile(
+    r"^(?:[A-Za-z_][\w.]*\.)?(?P<type>[A-Z]\w*(?:Error|Exception|SymNode|Exit))(?::\s*(?P<msg>.*))?$"
+)
+_CHAINED = (
+    "The above exception was the direct cause of the following exception",
+    "During handling of the above exception, another exception occurred",
+)
+
+
+def _log_root_cause(text: str, stage: str | None) -> Diagnostic | None:
+    """In a traceback with chained exceptions, the first exception printed is the innermost: the root cause."""
+    if not any(c in text for c in _CHAINED):
+        return None
+    lines = strip_ansi(text).splitlines()
+    in_tb = False
+    for i, raw in enumerate(lines):
+        line = raw.strip()
+        if line.startswith("Traceback (most recent call last)"):
+            in_tb = True
+            continue
+        if in_tb and not raw.startswith((" ", "\t")):
+            m = _EXC_LINE.match(line)
+            if m and m["msg"]:
+                rest = "\n".join(lines[i:])
+                if not any(c in rest for c in _CHAINED):
+                    return None  # the only exception: classified as usual
+                inner = classify(line, m["type"], source="log", stage=stage)
+                return Diagnostic(
+                    "ONX121",
+                    "error",
+                    "root cause of the export failure",
+                    _first_line(line),
+                    (f"{inner.title}: {inner.advice}" if inner.code != "ONX199" else "")
+                    + ' This is the innermost exception; the lines after it ("Failed to ... step N/3", '
+                    '"Next steps") only wrap it.',
+                    "log",
+                    stage=stage,
+                )
+    return None
+
+
 def classify_log(text: str, *, stage: str | None = None) -> list[Diagnostic]:
     """Classify a saved export log (stderr of torch.onnx.export or onnxship's own log)."""
     items: list[Diagnostic] = []
+    cause = _log_root_cause(text, stage)
+    if cause is not None:
+        items.append(cause)
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith(("warnings.warn", "Traceback", "File ")):

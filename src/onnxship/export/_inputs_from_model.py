@@ -24,6 +24,11 @@ _DYN = re.compile(r"^\s*([A-Za-z_]\w*)\s*(?:\.\.\s*(\d+))?\s*$")
 
 def _torch_dtype_name(t: torch.Tensor) -> str:
     name = str(t.dtype).replace("torch.", "")
+    if name == "bfloat16":  # refused here so every entry point (trace_pytorch too) refuses it before any work
+        raise ConfigError(
+            "sample input dtype torch.bfloat16 cannot be verified (numpy and most ONNX runtimes have no bfloat16)",
+            hint="pass float32 samples (x.float()) and a float32 model, or float16 with fp16=True / --fp16",
+        )
     if name not in DTYPES:
         raise ConfigError(
             f"sample input dtype {t.dtype} is not supported", hint=f"supported: {', '.join(DTYPES)}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ __all__ = [
     "ONNX_DTYPES",
     "DimFix",
     "declared_io",
+    "all_tensors",
     "external_data_files",
+    "external_data_locations",
     "file_sha256",
     "finalize_model",
     "decode_meta_value",
@@ -151,27 +154,77 @@ def fix_output_dims(
     return fixes
 
 
-def external_data_files(path: Path, model: onnx.ModelProto | None = None) -> list[Path]:
-    """External data files a model references, refusing locations that leave its folder (CVE-2024-27318/27319)."""
-    model = model if model is not None else onnx.load(str(path), load_external_data=False)
-    base = path.resolve().parent
-    found: list[Path] = []
-    tensors = list(model.graph.initializer)
-    for node in model.graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                tensors.append(attr.t)
-    for t in tensors:
+def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        yield from _node_tensors(node)
+
+
+def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
+    for attr in node.attribute:
+        if attr.HasField("t"):
+            yield attr.t
+        yield from attr.tensors
+        if attr.HasField("sparse_tensor"):
+            yield attr.sparse_tensor.values
+            yield attr.sparse_tensor.indices
+        for sparse in attr.sparse_tensors:
+            yield sparse.values
+            yield sparse.indices
+        if attr.HasField("g"):  # If branches, Loop and Scan bodies
+            yield from _graph_tensors(attr.g)
+        for sub in attr.graphs:
+            yield from _graph_tensors(sub)
+
+
+def all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a model holds: initializers (dense and sparse) and tensor attributes of the main graph, of every
+    subgraph (If/Loop/Scan bodies, at any depth) and of every local function body."""
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            yield from _node_tensors(node)
+
+
+def external_data_locations(model: onnx.ModelProto, what: str = "model") -> list[tuple[str, str]]:
+    """``(tensor name, location)`` of every tensor stored outside the file (see :func:`all_tensors`), each location
+    refused unless it is a relative path that stays in the model's folder (CVE-2024-27318/27319).
+
+    Raises:
+        CheckError: a location is missing, absolute or climbs out of the folder with ``..``.
+    """
+    found: list[tuple[str, str]] = []
+    for t in all_tensors(model):
         if t.data_location != onnx.TensorProto.EXTERNAL:
             continue
         loc = next((e.value for e in t.external_data if e.key == "location"), None)
         if not loc:
-            raise CheckError(f"{path.name}: tensor {t.name!r} has external data without a location")
-        if os.path.isabs(loc) or loc.startswith(("/", "\\")) or ".." in Path(loc).parts:
+            raise CheckError(f"{what}: tensor {t.name!r} has external data without a location")
+        if (
+            os.path.isabs(loc)
+            or loc.startswith(("/", "\\"))
+            or "\x00" in loc
+            or ".." in Path(loc.replace("\\", "/")).parts
+            or (len(loc) > 1 and loc[1] == ":")
+        ):
             raise CheckError(
-                f"{path.name}: external data location {loc!r} leaves the model folder",
+                f"{what}: external data location {loc!r} leaves the model folder (tensor {t.name!r})",
                 hint="refusing to open it; re-export the model or fix the location to a file beside it",
             )
+        found.append((t.name, loc))
+    return found
+
+
+def external_data_files(path: Path, model: onnx.ModelProto | None = None) -> list[Path]:
+    """External data files a model references (main graph, subgraphs and function bodies), refusing locations that
+    leave its folder, also through symlinks (CVE-2024-27318/27319)."""
+    model = model if model is not None else onnx.load(str(path), load_external_data=False)
+    base = path.resolve().parent
+    found: list[Path] = []
+    for _, loc in external_data_locations(model, path.name):
         target = (base / loc).resolve()
         if base not in target.parents and target != base:
             raise CheckError(

@@ -9,8 +9,7 @@ DO NOT import torch or onnxruntime at module level.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxship import _progress
-from onnxship._errors import ConfigError, OptimizeError
-from onnxship._util import atomic_write, atomic_write_json
+from onnxship._errors import ConfigError, DiskFullError, OptimizeError, is_disk_full
+from onnxship._util import atomic_write, atomic_write_json, force_rmtree, scratch_dir, work_dir
 from onnxship.optimize._gate import GateConfig, GateResult, run_gate
 from onnxship.optimize._passes import (
     Fp16Pass,
@@ -289,7 +288,7 @@ def optimize(
         from onnxship.verify._data import open_source
 
         open_source(config.gate.data, specs)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    work = work_dir(out_dir, f"{source.stem}-optimize", what="variants to")  # gate files; removed below
 
     prepared: dict[bool, tuple[Any, list[str]]] = {}
 
@@ -307,18 +306,41 @@ def optimize(
         return prepared[simplified]
 
     results = []
-    for variant in config.variants:
-        shown = _progress.begin(f"variant {variant}")
-        results.append(
-            _one_variant(
-                variant, config, prefix, calibration, reference, specs, meta, out_dir, source, source_sha
+    token = scratch_dir.set(work)  # the quantizer's temp files go there too
+    try:
+        for variant in config.variants:
+            shown = _progress.begin(f"variant {variant}")
+            results.append(
+                _one_variant(
+                    variant,
+                    config,
+                    prefix,
+                    calibration,
+                    reference,
+                    specs,
+                    meta,
+                    out_dir,
+                    source,
+                    source_sha,
+                    work,
+                )
             )
+            shown.close(ok=results[-1].passed)
+        result = OptimizeResult(
+            source=source, source_size_bytes=source.stat().st_size, reference=ref_name, variants=results
         )
-        shown.close(ok=results[-1].passed)
-    result = OptimizeResult(
-        source=source, source_size_bytes=source.stat().st_size, reference=ref_name, variants=results
-    )
-    result.report_path = atomic_write_json(out_dir / f"{source.stem}.optimize.json", result.to_dict())
+        result.report_path = atomic_write_json(out_dir / f"{source.stem}.optimize.json", result.to_dict())
+    except OSError as exc:
+        if isinstance(exc, DiskFullError) or not is_disk_full(exc):
+            raise
+        raise DiskFullError(
+            f"cannot write the variants to {str(out_dir)!r}: no space left on device (no half-written variant "
+            "was kept)",
+            hint="free space there or pass --out-dir on a bigger disk, then run again",
+        ) from None
+    finally:
+        scratch_dir.reset(token)
+        force_rmtree(work)
     return result
 
 
@@ -333,6 +355,7 @@ def _one_variant(
     out_dir: Path,
     source: Path,
     source_sha: str,
+    work: Path,
 ) -> VariantResult:
     start = time.perf_counter()
     precision = VARIANTS[variant]
@@ -349,7 +372,7 @@ def _one_variant(
         excluded = list(config.exclude_nodes)
         model, notes = _build(builder, base, excluded)
         notes = base_notes + notes
-        gate = _judge(model, reference, specs, precision, config, meta, dest)
+        gate = _judge(model, reference, specs, precision, config, meta, work)
         if (
             not gate.passed
             and precision == "int8"
@@ -358,7 +381,7 @@ def _one_variant(
             and not gate.hard_failure
         ):
             model, notes, gate, res.sensitivity, excluded = _exclude_sensitive(
-                builder, base, excluded, gate, model, notes, reference, specs, config, meta, dest, calibration
+                builder, base, excluded, gate, model, notes, reference, specs, config, meta, work, calibration
             )
             notes = base_notes + [n for n in notes if n not in base_notes]
     except (OptimizeError, ConfigError) as exc:
@@ -371,6 +394,14 @@ def _one_variant(
         {
             "precision": precision,
             "variant": variant,
+            # what INT8 ranges were calibrated on: verify reports synthetic calibration as weak evidence
+            "calibration": None
+            if variant != "int8-static"
+            else (
+                str(config.calibration)
+                if config.calibration
+                else "synthetic (generated from the input specs)"
+            ),
             "source_onnx": source.name,
             "source_sha256": source_sha,
             "optimize_passes": res.passes,
@@ -417,22 +448,22 @@ def _judge(
     precision: str,
     config: OptimizeConfig,
     meta: dict[str, Any],
-    dest: Path,
+    work: Path,
 ) -> GateResult:
+    """Run the gate on the variant, saved in the run's work folder (under the output folder, see work_dir)."""
     from onnxship.runtime._engines import onnx_runner
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".gate.onnx", dir=dest.parent)
-    os.close(fd)
+    tmp = work / f"gate-{secrets.token_hex(4)}.onnx"
     try:
         import onnx
 
-        onnx.save_model(model, tmp)
-        candidate = onnx_runner(tmp, config.session)
+        onnx.save_model(model, str(tmp))
+        candidate = onnx_runner(str(tmp), config.session)
         gate = run_gate(reference, candidate, specs, precision, config.gate, meta)
         gate.metrics["providers"] = list(candidate.providers)  # what actually ran the variant
         return gate
     finally:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def _exclude_sensitive(
@@ -446,7 +477,7 @@ def _exclude_sensitive(
     specs: list[TensorSpec],
     config: OptimizeConfig,
     meta: dict[str, Any],
-    dest: Path,
+    work: Path,
     calibration: Callable[[], list[dict[str, np.ndarray]]],
 ) -> tuple[Any, list[str], GateResult, list[NodeSensitivity], list[str]]:
     """Keep the 1, 2, 4, ... most sensitive nodes in float32 until the gate passes (or max_excluded is reached)."""
@@ -464,7 +495,7 @@ def _exclude_sensitive(
         extra = [s.name for s in ranking[:k]]
         tried = extra
         m, n = _build(builder, base, excluded + extra)
-        g = _judge(m, reference, specs, VARIANTS[builder.variant], config, meta, dest)
+        g = _judge(m, reference, specs, VARIANTS[builder.variant], config, meta, work)
         if g.passed:
             n = [
                 *n,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onnxship._errors import MissingDependencyError, OnnxshipError, OptimizeError, require
+from onnxship._util import scratch_dir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -172,7 +173,7 @@ def _quantize_via_files(model: onnx.ModelProto, run: Callable[[Path, Path], None
 
     root = logging.getLogger()
     advice = _DropAdvice()
-    with tempfile.TemporaryDirectory(prefix="onnxship-q-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="onnxship-q-", dir=scratch_dir.get()) as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         onnx.save_model(model, str(src))
         root.addFilter(advice)

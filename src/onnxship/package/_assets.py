@@ -99,12 +99,32 @@ def _load_json(spec: AssetSpec) -> Any:
             hint="pass --asset NAME=PATH with an existing file",
         )
     try:
-        return json.loads(spec.path.read_text(encoding="utf-8"))
+        return json.loads(spec.path.read_text(encoding="utf-8"), object_pairs_hook=_no_repeats(spec.name))
     except (ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, PackagingError):
+            raise
         raise PackagingError(
             f"asset {spec.name!r}: {str(spec.path)!r} is not valid JSON ({exc})",
             hint="vocab and labels assets are JSON objects",
         ) from None
+
+
+def _no_repeats(name: str) -> Any:
+    """A JSON object hook that refuses a key given twice: json.loads would keep the last one silently, so a
+    template listed with two ids could pass the permutation check with one of its ids dropped."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise PackagingError(
+                    f"asset {name!r}: {key[:120]!r} appears twice (with {seen[key]!r} and {value!r})",
+                    hint="each template/token/label key must appear once, with one id",
+                )
+            seen[key] = value
+        return seen
+
+    return hook
 
 
 def _check_permutation(what: str, ids: list[Any]) -> None:
@@ -174,6 +194,15 @@ def validate_vocab(
     empty = [k for k in keys if not k.strip()]
     if empty:
         raise PackagingError(f"{what} has an empty key", hint="every key is a real template/token string")
+    trimmed: dict[str, str] = {}
+    for k in keys:
+        other = trimmed.setdefault(" ".join(k.split()), k)
+        if other != k:
+            raise PackagingError(
+                f"{what}: {other[:80]!r} (id {data[other]!r}) and {k[:80]!r} (id {data[k]!r}) are the same template "
+                "up to whitespace",
+                hint="each template must appear once, with one id: rebuild the vocabulary from the templates",
+            )
     _check_permutation(what, values)
     checks = ["keys are strings, not ids", f"ids are a permutation of 0..{len(values) - 1}"]
     checks += _check_size(what, len(values), sizes or ModelSizes(), "vocabulary")

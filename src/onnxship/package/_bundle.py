@@ -1,7 +1,7 @@
 """Writing a release bundle: a hidden staging folder beside the target, renamed into place when complete.
 
-A killed writer (even ``kill -9``) leaves at most a hidden ``.staging-<pid>-*`` folder, which the next writer for the
-same model removes once its process is gone; the previous release and ``latest`` are never touched before the
+A killed writer (even ``kill -9``) leaves at most a hidden ``.staging-<pid>-s<start>-*`` folder, which the next writer
+for the same model removes once its process is gone; the previous release and ``latest`` are never touched before the
 rename.
 """
 
@@ -11,14 +11,22 @@ import json
 import os
 import shutil
 import stat
-import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from onnxship._errors import PackagingError, is_disk_full
-from onnxship._util import atomic_write, atomic_write_json, git_sha, utc_now
+from onnxship._util import (
+    atomic_write,
+    atomic_write_json,
+    check_name,
+    clean_stale_temps,
+    force_rmtree,
+    git_sha,
+    owner_tag,
+    utc_now,
+)
 from onnxship._version import __version__
 from onnxship.package._release import (
     MANIFEST,
@@ -36,39 +44,9 @@ __all__ = ["ReleaseWriter", "embed_metadata"]
 _STAGING = ".staging-"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _force_rmtree(path: Path) -> None:
-    def onerror(func: Any, p: str, _exc: Any) -> None:
-        os.chmod(os.path.dirname(p), 0o755)
-        if os.path.isdir(p) and not os.path.islink(p):
-            os.chmod(p, 0o755)
-        func(p)
-
-    if path.is_dir():
-        os.chmod(path, 0o755)
-        if sys.version_info >= (3, 12):
-            shutil.rmtree(path, onexc=onerror)
-        else:
-            shutil.rmtree(path, onerror=onerror)
-
-
 def _clean_stale(name_dir: Path) -> list[str]:
-    removed = []
-    for child in name_dir.glob(f"{_STAGING}*"):
-        parts = child.name[len(_STAGING) :].split("-", 1)
-        if parts and parts[0].isdigit() and not _pid_alive(int(parts[0])):
-            _force_rmtree(child)
-            removed.append(child.name)
-    return removed
+    """Staging folders (and scratch files) of writers that were killed; never those of a live process."""
+    return clean_stale_temps(name_dir, _STAGING) + clean_stale_temps(name_dir)
 
 
 def embed_metadata(model_path: Path, extra: dict[str, Any]) -> str:
@@ -113,11 +91,7 @@ class ReleaseWriter:
         sha: str | None = None,
         project: str | Path | None = None,
     ) -> None:
-        if not name or not name.replace("-", "_").replace(".", "_").isidentifier():
-            raise PackagingError(
-                f"model name {name!r} is not usable as a folder name", hint="use letters, digits, '-', '_'"
-            )
-        self.name = name
+        self.name = check_name(name)  # `..`, `.`, `a/b` would write outside releases/<name>/
         self.name_dir = Path(releases) / name
         self.when = when or utc_now()
         self.sha = sha or git_sha(project)
@@ -130,7 +104,7 @@ class ReleaseWriter:
         try:
             self.name_dir.mkdir(parents=True, exist_ok=True)
             self.cleaned = _clean_stale(self.name_dir)
-            self.path = Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=self.name_dir))
+            self.path = Path(tempfile.mkdtemp(prefix=f"{_STAGING}{owner_tag()}-", dir=self.name_dir))
         except OSError as exc:
             raise PackagingError(
                 f"cannot write releases to {str(self.name_dir)!r}: {exc.strerror or type(exc).__name__}",
@@ -159,7 +133,7 @@ class ReleaseWriter:
 
     def discard(self) -> None:
         """Remove the staging folder (nothing else was touched) and the folders this writer created, if empty."""
-        _force_rmtree(self.path)
+        force_rmtree(self.path)
         if self.committed is None:
             for folder in self._created:  # deepest first; rmdir refuses a folder another writer is using
                 try:

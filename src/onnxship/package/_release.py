@@ -177,6 +177,34 @@ def _load_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+def _check_meta(folder: Path, meta_path: Path, meta: dict[str, Any]) -> None:
+    """The sidecar fields every consumer reads (Triton, serve, publish): input records with whole-number dims,
+    verified dims as ``[{dim name: size}]``. A bad record is this release's error, not a traceback later."""
+    from onnxship._errors import InputSpecError
+    from onnxship.spec._inputs import TensorSpec
+
+    where = f"release {folder.name}: {meta_path.name}"
+    inputs = meta.get("inputs", [])
+    if not isinstance(inputs, list):
+        raise PackagingError(f"{where}: 'inputs' is not a list", hint=_NOT_RELEASE_HINT)
+    for record in inputs:
+        try:
+            TensorSpec.from_dict(record if isinstance(record, dict) else {})
+        except InputSpecError as exc:
+            raise PackagingError(f"{where}: {exc.message}", hint="ship the model again") from None
+    points = meta.get("verified_dims", [])
+    ok = isinstance(points, list) and all(
+        isinstance(pt, dict)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pt.values())
+        for pt in points
+    )
+    if not ok:
+        raise PackagingError(
+            f"{where}: 'verified_dims' is not a list of {{dim name: whole number}}",
+            hint="ship the model again",
+        )
+
+
 def read_release(path: str | Path, *, check: bool = True) -> Release:
     """Open a release and check it: manifest, model file, meta sidecar and (``check``) every file's sha256.
 
@@ -196,6 +224,7 @@ def read_release(path: str | Path, *, check: bool = True) -> Release:
         if not p.is_file():
             raise PackagingError(f"release {folder.name}: {p.name} is missing", hint=_NOT_RELEASE_HINT)
     meta = _load_json(meta_path, "metadata sidecar")
+    _check_meta(folder, meta_path, meta)
     if check:
         actual = _sha256(model)
         for source, expected in (

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxship._errors import ConfigError, MissingDependencyError, PackagingError
+from onnxship._util import check_name
 from onnxship.package._release import MANIFEST, Release, list_releases, read_release
 
 __all__ = [
@@ -423,7 +424,7 @@ def package_triton(releases: list[str | Path] | str | Path, config: TritonConfig
             f"releases of several models given ({names})",
             hint="package one model per call (each is its own Triton model)",
         )
-    name = config.model_name or names[0]
+    name = check_name(config.model_name or names[0], "Triton model name (--name)")  # becomes <repo>/<name>/
     sig = None
     for r in items:
         mbs, ins, outs, notes = triton_signature(r, config.max_batch_size)

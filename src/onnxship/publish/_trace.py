@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from onnxship import _progress
 from onnxship._errors import CheckError, ConfigError
-from onnxship._util import git_sha, utc_now
+from onnxship._util import check_name, git_sha, utc_now
 from onnxship.publish._api import _pre_checks, golden_check, log_release, notify_published
 from onnxship.publish._bundle import BundleView, open_bundle
 from onnxship.publish._config import (
@@ -33,11 +33,7 @@ _OUTPUT_KEY = re.compile(r"^output(_\d+)?$")
 
 
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not name.replace("-", "_").replace(".", "_").isidentifier():
-        raise ConfigError(
-            f"model name {name!r} is not usable as a model/file name",
-            hint="use letters, digits, '-', '_' (e.g. 'mnist-classifier')",
-        )
+    check_name(name, "model name")
 
 
 def _describe(obj: Any) -> str:

@@ -243,9 +243,18 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
     return (lines[0] if lines else type(exc).__name__)[:limit]
 
 
-def open_session(path: str | Path | bytes, config: SessionConfig | None = None) -> SessionInfo:
+def open_session(
+    path: str | Path | bytes,
+    config: SessionConfig | None = None,
+    *,
+    external_data: dict[str, bytes] | None = None,
+) -> SessionInfo:
     """Open an InferenceSession, falling back provider by provider; reports the providers in use and why others
     are not.
+
+    ``external_data`` (location -> file bytes) hands a model given as bytes its external data files from memory, so
+    onnxruntime opens no file itself (the server reads them through its model-root checks). Keep the bytes alive as
+    long as the session.
 
     Raises:
         CheckError: the file does not exist or onnxruntime cannot load it with any provider.
@@ -258,6 +267,19 @@ def open_session(path: str | Path | bytes, config: SessionConfig | None = None) 
             f"ONNX file {str(path)!r} does not exist", hint="check the path (onnxship inspect PATH)"
         )
     opts, applied = _session_options(config)
+    if external_data:
+        import numpy as np
+
+        if not hasattr(opts, "add_external_initializers_from_files_in_memory"):
+            raise CheckError(
+                f"onnxruntime {ort.__version__} cannot take external data files from memory",
+                hint="pip install -U 'onnxruntime>=1.19'",
+            )
+
+        buffers = [np.frombuffer(b, dtype=np.uint8) for b in external_data.values()]
+        opts.add_external_initializers_from_files_in_memory(
+            list(external_data), buffers, [len(b) for b in buffers]
+        )
     requested = list(config.providers) if config.providers else list(PROVIDER_PREFERENCE)
     providers, fallbacks = plan_providers(config.providers)
     for fb in fallbacks:

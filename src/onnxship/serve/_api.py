@@ -15,6 +15,7 @@ from typing import Any
 from onnxship._errors import ServeError, require
 from onnxship.serve._app import create_app
 from onnxship.serve._config import ServeConfig
+from onnxship.serve._limits import ServeGuard, uvicorn_settings
 from onnxship.serve._manager import ModelManager
 
 __all__ = ["ServeResult", "bind_socket", "serve"]
@@ -61,7 +62,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def _graceful_server(uvicorn: Any) -> Any:
     """uvicorn.Server that stops on SIGINT/SIGTERM and returns (uvicorn re-raises the signal after shutdown, which
-    would kill the process before serve() can report)."""
+    would kill the process before serve() can report). A second signal of either kind stops without waiting for
+    in-flight requests (uvicorn alone only forces on a second SIGINT)."""
     import contextlib
     import signal
 
@@ -74,6 +76,11 @@ def _graceful_server(uvicorn: Any) -> Any:
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit:
+                self.force_exit = True
+            super().handle_exit(sig, frame)
 
     return GracefulServer
 
@@ -94,7 +101,6 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str, ModelManager], None] 
     """
     uvicorn = require("uvicorn", "serve")
     require("orjson", "serve")
-    import importlib.util
 
     start = time.perf_counter()
     manager = ModelManager(config)
@@ -102,21 +108,8 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str, ModelManager], None] 
     sock = bind_socket(config.host, config.port)
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    server = _graceful_server(uvicorn)(
-        uvicorn.Config(
-            create_app(manager),
-            loop=loop,
-            http=http,
-            lifespan="on",
-            log_level=config.log_level,
-            access_log=False,
-            timeout_keep_alive=30,
-            server_header=False,
-            date_header=False,
-        )
-    )
+    guard = ServeGuard(create_app(manager), config.max_inflight)
+    server = _graceful_server(uvicorn)(uvicorn.Config(guard, **uvicorn_settings(config)))
     if on_ready is not None:
         on_ready(url, manager)
     log.info("serving %s version %d on %s", model.name, model.version, url)

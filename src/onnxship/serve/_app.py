@@ -18,6 +18,7 @@ import orjson
 
 from onnxship._errors import OnnxshipError
 from onnxship._version import __version__
+from onnxship.serve._files import redact_paths
 from onnxship.serve._manager import ModelManager
 from onnxship.serve._model import ServedModel
 from onnxship.serve._protocol import encode_error, encode_infer_response, parse_infer_request
@@ -62,6 +63,8 @@ class ServeApp:
             await self._lifespan(receive, send)
             return
         if kind != "http":
+            if kind == "websocket":  # only reachable when uvicorn runs with websocket support: refuse (403)
+                await send({"type": "websocket.close", "code": 1008})
             return
         start = time.perf_counter()
         label = ["other", ""]  # endpoint, model: filled in by _dispatch as soon as it knows them
@@ -176,6 +179,10 @@ class ServeApp:
         method: str = scope["method"]
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/")
+        if _header(scope, b"upgrade") is not None:
+            raise RequestError(
+                400, "protocol upgrades (WebSocket, h2c) are not supported: this server speaks HTTP/1.1 only"
+            )
         if path not in _OPEN_PATHS and not self._authorized(scope):
             raise RequestError(401, "missing or wrong bearer token (send 'Authorization: Bearer <token>')")
         if path.startswith("/v2/models/"):
@@ -201,12 +208,12 @@ class ServeApp:
                 _allow(method, "GET")
                 await self._reply(send, 200, orjson.dumps(self._metadata(self._model(name, version))))
                 return 200
-            raise RequestError(404, f"no route {path!r}")
+            raise RequestError(404, f"no route {redact_paths(path)!r}")
         handler = self._ROUTES.get(path)
         if handler is None:
             raise RequestError(
                 404,
-                f"no route {path!r}; see /v2, /v2/models/<name>, /v2/models/<name>/infer, "
+                f"no route {redact_paths(path)!r}; see /v2, /v2/models/<name>, /v2/models/<name>/infer, "
                 f"/reload, /version, /metrics",
             )
         want, fn = handler
@@ -232,8 +239,9 @@ class ServeApp:
                         raise RequestError(
                             400, f"Inference-Header-Content-Length {header!r} is not a number"
                         ) from None
-                request = parse_infer_request(body, header_len)
                 model = self._model(name, version)  # the model that answers (a reload may have happened)
+                # shapes are checked against the signature before any array is built
+                request = parse_infer_request(body, header_len, model.signature)
                 model.signature.check(request.feeds, request.declared)
                 if request.outputs is not None:
                     have = model.signature.output_names
@@ -305,7 +313,7 @@ class ServeApp:
             "onnxship": __version__,
             "selection": self.manager.selection,
             "last_reload": self.manager.last_reload,
-            "model_root": str(self.manager.root) if self.manager.root else None,
+            "model_root": self.manager.public_root,  # never the absolute path
             "config_notes": list(self.manager.config.notes),
         }
         if current is not None:

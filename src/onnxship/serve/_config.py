@@ -43,6 +43,15 @@ class ServeConfig:
         1.0  # model runs averaging below this run on the event loop (no thread hop); 0: never
     )
     log_level: str = "warning"  # uvicorn log level
+    # connection limits (see onnxship.serve._limits): nothing hangs, nothing piles up
+    header_timeout_s: float = (
+        10.0  # a request head must be complete within this (else 408, connection closed)
+    )
+    body_timeout_s: float = 60.0  # a request body must be complete within this of its head (else 408)
+    keep_alive_s: float = 30.0  # idle keep-alive connections are closed after this
+    max_connections: int = 1024  # past it the oldest idle connection is closed (none idle: 503)
+    max_inflight: int = 256  # requests processed at once; more get 503 (health probes always pass)
+    shutdown_timeout_s: float = 10.0  # after SIGTERM in-flight requests get this long, then 503 and exit
     notes: tuple[str, ...] = field(default=(), compare=False)  # where settings came from (env, .env)
 
     def __post_init__(self) -> None:
@@ -62,10 +71,32 @@ class ServeConfig:
             raise ConfigError(f"inline_below_ms must be >= 0, got {self.inline_below_ms}")
         if self.intra_op_threads < 0:
             raise ConfigError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
-        if self.token is not None and not self.token.strip():
-            raise ConfigError(
-                "the bearer token is empty", hint="pass a non-empty --token or unset ONNXSHIP_TOKEN"
-            )
+        if self.token is not None:
+            # a token read from a file or the environment often ends with a newline: it never belongs to the token
+            object.__setattr__(self, "token", self.token.strip())
+            if not self.token:
+                raise ConfigError(
+                    "the bearer token is empty", hint="pass a non-empty --token or unset ONNXSHIP_TOKEN"
+                )
+            if any(not (33 <= ord(c) <= 126) for c in self.token):
+                raise ConfigError(
+                    "the bearer token holds spaces, control or non-ASCII characters, which no client can send "
+                    "in an Authorization header",
+                    hint="use printable ASCII without spaces (e.g. `openssl rand -hex 32`)",
+                )
+        for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s", "shutdown_timeout_s"):
+            value = getattr(self, name)
+            if not value > 0 or value != value or value > 86400:
+                flag = "--" + name.removesuffix("_s").replace("_", "-")
+                raise ConfigError(
+                    f"{name} must be between 0 and 86400 seconds, got {value}", hint=f"{flag} 10"
+                )
+        for name in ("max_connections", "max_inflight"):
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"{name} must be >= 1, got {getattr(self, name)}",
+                    hint=f"--{name.replace('_', '-')} 256",
+                )
         if self.checkpoint and not self.model_spec:
             raise ConfigError(
                 f"checkpoint {self.checkpoint!r} given without a model factory",
@@ -103,11 +134,11 @@ class ServeConfig:
         picked: dict[str, str] = {}
         for key in _ENV_KEYS:
             if source.get(key):
-                picked[key] = source[key]
+                picked[key] = source[key].strip()
                 notes.append(f"{key} from the environment")
             elif values.get(key):
-                picked[key] = values[key]
-                notes.append(f"{key} from {env_file}")
+                picked[key] = values[key].strip()
+                notes.append(f"{key} from {Path(env_file).name}")  # the name only: notes reach /version
         changes: dict[str, object] = {"notes": tuple(notes)}
         if self.model_path is None and "MODEL_PATH" in picked:
             changes["model_path"] = picked["MODEL_PATH"]
@@ -117,19 +148,36 @@ class ServeConfig:
 
 
 def read_env_file(path: str | Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines of a .env file (python-dotenv when installed, else a plain parser); {} when absent."""
+    """``KEY=VALUE`` lines of a .env file; {} when absent. The file is read like every file the server opens: it
+    must stay in its own folder (a symlink leading elsewhere is refused) and be a regular file.
+
+    Raises:
+        ConfigError: the file leaves its folder, is not a regular file or not UTF-8 text.
+    """
+    from onnxship._errors import OnnxshipError
+    from onnxship.serve._files import ModelRoot
+
     path = Path(path)
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()) or path.is_dir():  # a `.env/` folder is often a virtualenv
         return {}
+    folder = ModelRoot(path.absolute().parent, "its folder")
+    try:
+        text = folder.read_text(path.absolute(), "env file")
+    except OnnxshipError as exc:
+        raise ConfigError(
+            f"{path}: {exc.message}", hint="keep the .env file a plain file beside the server (or --env-file)"
+        ) from None
     try:
         from dotenv import dotenv_values
     except ImportError:
         out: dict[str, str] = {}
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in text.splitlines():
             line = line.strip()
             if not line or line.startswith("#") or "=" not in line:
                 continue
             key, value = line.removeprefix("export ").split("=", 1)
             out[key.strip()] = value.strip().strip("'\"")
         return out
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    import io
+
+    return {k: v.strip() for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}

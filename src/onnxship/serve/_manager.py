@@ -1,4 +1,4 @@
-"""ModelManager: which model serves (MODEL_PATH, then latest, then PyTorch), and golden-checked atomic reloads.
+"""ModelManager: which model serves, and golden-checked atomic reloads.
 
 Selection order: ``MODEL_PATH`` (must exist and be readable) -> ``latest`` under ``--releases`` -> the PyTorch
 checkpoint fallback. A reload loads and checks the new model on a worker thread while the old one keeps serving, then
@@ -18,49 +18,67 @@ from typing import Any
 from onnxship._errors import MissingDependencyError, OnnxshipError, ServeError
 from onnxship.serve._batcher import Batcher
 from onnxship.serve._config import ServeConfig
+from onnxship.serve._files import ModelRoot, redact_paths
 from onnxship.serve._metrics import Metrics
-from onnxship.serve._model import ServedModel, _error, load_model, load_torch_model, locate
+from onnxship.serve._model import ServedModel, _error, latest_release, load_model, load_torch_model, locate
 
 __all__ = ["ModelManager", "find_latest"]
 
 log = logging.getLogger("onnxship.serve")
 
 
-def find_latest(releases: str | Path) -> Path:
+def find_latest(releases: str | Path, root: str | Path | ModelRoot | None = None) -> Path:
     """The release ``latest`` points to: ``releases`` may be a release, ``releases/<name>`` or a root holding one
-    model's folder.
+    model's folder. Every step (``latest`` link, ``LATEST`` file, the release folder) stays inside ``root``
+    (default: ``releases`` itself).
 
     Raises:
-        ServeError: nothing to serve there, or several models (the error names them).
+        ServeError: nothing to serve there, several models (the error names them), or 403 when a pointer leaves
+            the root.
     """
-    from onnxship.package._release import MANIFEST, current_latest
+    from onnxship.package._release import MANIFEST
 
-    root = Path(releases)
-    if not root.is_dir():
+    files = root if isinstance(root, ModelRoot) else ModelRoot(root if root is not None else releases)
+    given = Path(releases)
+    if not given.is_dir():
         raise _error(
-            f"releases folder {str(root)!r} does not exist",
+            f"releases folder {files.show(given)!r} does not exist",
             404,
             hint="pass --releases DIR holding <name>/latest (written by `onnxship ship`)",
         )
-    if (root / MANIFEST).is_file() or current_latest(root):
-        return root
-    named = sorted(
-        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and current_latest(p)
-    )
+    base = files.resolve(given.absolute(), "releases folder")  # relative to the working folder, like the flag
+    if (base / MANIFEST).is_file():
+        return base
+    latest = latest_release(base, files)
+    if latest is not None:
+        return latest
+    named = []
+    for p in sorted(base.iterdir()):
+        if p.name.startswith(".") or not p.is_dir() or not files.contains(Path(os.path.realpath(p))):
+            continue  # a symlink out of the root is not a model folder of this root
+        if (p / "latest").is_symlink() or (p / "LATEST").exists():
+            named.append(p)
     if not named:
         raise _error(
-            f"no <name>/latest under {str(root)!r}",
+            f"no <name>/latest under {files.show(base)!r}",
             404,
             hint="ship a release first (onnxship ship) or point MODEL_PATH at a release folder",
         )
     if len(named) > 1:
         raise _error(
-            f"{str(root)!r} holds several models ({', '.join(p.name for p in named)}); which one to serve "
+            f"{files.show(base)!r} holds several models ({', '.join(p.name for p in named)}); which one to serve "
             f"is ambiguous",
             422,
-            hint=f"pass --releases {root / named[0].name} (one model per server)",
+            hint=f"pass --releases {Path(releases) / named[0].name} (one model per server)",
         )
-    return named[0]
+    found = latest_release(named[0], files)
+    if found is None:
+        raise _error(
+            f"{files.show(named[0])}/latest does not name a complete release",
+            404,
+            hint="ship a release first (onnxship ship) or point MODEL_PATH at a release folder",
+        )
+    return found
 
 
 class ModelManager:
@@ -68,7 +86,9 @@ class ModelManager:
 
     def __init__(self, config: ServeConfig, metrics: Metrics | None = None) -> None:
         self.config = config
-        self.root = config.root()
+        root = config.root()
+        self.root = root  # the resolved model root (None: no root, only the PyTorch fallback serves then)
+        self.files = ModelRoot(root)  # every path the server opens goes through it
         self.metrics = metrics or Metrics()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxship-infer")
         self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxship-load")
@@ -100,28 +120,34 @@ class ModelManager:
                 hint="onnxship serve --releases releases/  (or MODEL_PATH=releases/<name>/<version>, "
                 "or --model file.py:factory --checkpoint best.pt)",
             )
+        failures: list[str] = []  # for the operator (start-up error): paths as given
         for source, value in attempts:
             try:
                 if source == "checkpoint":
                     model = load_torch_model(cfg)
                 else:
-                    path = value if source == "MODEL_PATH" else find_latest(value)
+                    # MODEL_PATH and --releases are relative to the working folder (/reload paths: to the root)
+                    path = (
+                        os.path.abspath(value) if source == "MODEL_PATH" else find_latest(value, self.files)
+                    )
                     if source == "MODEL_PATH" and not os.access(path, os.R_OK):
                         why = "does not exist" if not os.path.exists(path) else "is not readable"
-                        raise ServeError(f"MODEL_PATH {str(path)!r} {why}")
-                    model = load_model(locate(path), cfg)
+                        raise ServeError(f"MODEL_PATH {self.files.show(path)!r} {why}")
+                    model = load_model(locate(path, self.files), cfg)
             except MissingDependencyError as exc:
-                self.selection.append({"source": source, "ok": False, "reason": str(exc)})
+                self.selection.append({"source": source, "ok": False, "reason": redact_paths(str(exc))})
+                failures.append(f"{source}: {exc}")
                 log.warning("model source %s skipped: %s", source, exc)
                 continue
             except OnnxshipError as exc:
-                self.selection.append({"source": source, "ok": False, "reason": exc.message})
+                self.selection.append({"source": source, "ok": False, "reason": redact_paths(exc.message)})
+                failures.append(f"{source}: {exc.message}")
                 log.warning("model source %s skipped: %s", source, exc.message)
                 continue
             self.selection.append({"source": source, "ok": True, "path": model.source})
             self._install(model)
             return model
-        tried = "; ".join(f"{s['source']}: {s['reason']}" for s in self.selection)
+        tried = "; ".join(failures)
         raise ServeError(
             f"no model could be served ({tried})",
             hint="fix the first source listed, or point MODEL_PATH at a release folder",
@@ -151,6 +177,11 @@ class ModelManager:
         log.info("serving %s version %d from %s", model.name, model.version, model.source)
 
     @property
+    def public_root(self) -> str | None:
+        """The model root as responses show it: its folder name, never the absolute path."""
+        return self.root.name if self.root is not None else None
+
+    @property
     def ready(self) -> bool:
         return self.current is not None
 
@@ -163,13 +194,18 @@ class ModelManager:
         """
         if self._lock is None:
             self._lock = asyncio.Lock()
+        shown = (
+            self.files.show(model_path) if isinstance(model_path, str) and "\x00" not in model_path else None
+        )
         async with self._lock:
             previous = self.current[0] if self.current else None
             try:
                 model = await asyncio.get_running_loop().run_in_executor(self.loader, self._load, model_path)
             except OnnxshipError as exc:
                 self.metrics.reloads["failed"] += 1
-                self.last_reload = {"ok": False, "model_path": model_path, "error": exc.message}
+                exc.message = redact_paths(exc.message)  # answered to the client: no absolute paths
+                exc.hint = redact_paths(exc.hint) if exc.hint else exc.hint
+                self.last_reload = {"ok": False, "model_path": shown, "error": exc.message}
                 log.warning("reload of %s refused: %s", model_path, exc.message)
                 raise
             except (
@@ -177,8 +213,11 @@ class ModelManager:
             ) as exc:  # an unexpected failure while loading must still leave the old model serving
                 log.exception("reload of %s failed", model_path)
                 self.metrics.reloads["failed"] += 1
-                self.last_reload = {"ok": False, "model_path": model_path, "error": repr(exc)}
-                raise _error(f"reload of {model_path!r} failed: {type(exc).__name__}: {exc}", 422) from exc
+                detail = redact_paths(
+                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+                )
+                self.last_reload = {"ok": False, "model_path": shown, "error": detail}
+                raise _error(f"reload of {shown!r} failed: {detail}", 422) from exc
             self._install(model)
             self.metrics.reloads["ok"] += 1
             result = {
@@ -188,7 +227,7 @@ class ModelManager:
                 "previous_release": previous.release if previous else None,
                 **{k: v for k, v in model.describe().items() if k not in ("model_name", "model_version")},
             }
-            self.last_reload = {"ok": True, "model_path": model_path, "model_version": str(model.version)}
+            self.last_reload = {"ok": True, "model_path": shown, "model_version": str(model.version)}
             return result
 
     def _load(self, model_path: str | None) -> ServedModel:
@@ -199,16 +238,16 @@ class ModelManager:
                     400,
                     hint='POST /reload {"model_path": "<name>/<version>"}',
                 )
-            return load_model(locate(find_latest(self.config.releases), self.root), self.config)
+            return load_model(locate(find_latest(self.config.releases, self.files), self.files), self.config)
         if not isinstance(model_path, str) or not model_path.strip():
             raise _error(f"model_path must be a non-empty string, got {model_path!r}", 400)
         if self.root is None:  # never load arbitrary paths: a reload needs a root to be confined to
             raise _error(
-                f"cannot reload {model_path!r}: this server has no model root",
+                f"cannot reload {self.files.show(model_path)!r}: this server has no model root",
                 403,
                 hint="start it with --releases DIR or --model-root DIR",
             )
-        return load_model(locate(model_path, self.root), self.config)
+        return load_model(locate(model_path, self.files), self.config)
 
     def close(self) -> None:
         if self.current is not None:

@@ -9,6 +9,7 @@ DO NOT import onnxruntime or torch at module level.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -18,11 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from onnxship._errors import CheckError, MissingDependencyError, OnnxshipError, PackagingError, ServeError
+from onnxship._errors import CheckError, MissingDependencyError, OnnxshipError, ServeError
 from onnxship.serve._config import ServeConfig
+from onnxship.serve._files import ModelRoot, redact_paths, serve_error
 from onnxship.serve._signature import DimInfo, Signature, TensorInfo, datatype_of
 
-__all__ = ["Located", "ServedModel", "confine", "load_model", "load_torch_model", "locate"]
+__all__ = [
+    "Located",
+    "ServedModel",
+    "confine",
+    "latest_release",
+    "load_model",
+    "load_torch_model",
+    "locate",
+]
 
 _RELEASE_HINT = (
     "serve a release folder written by `onnxship ship` (releases/<name>/<version>), its `latest` "
@@ -31,9 +41,7 @@ _RELEASE_HINT = (
 
 
 def _error(message: str, status: int, hint: str | None = None) -> ServeError:
-    exc = ServeError(message, hint=hint)
-    exc.status = status  # type: ignore[attr-defined]  # the HTTP status /reload answers with
-    return exc
+    return serve_error(message, status, hint)
 
 
 @dataclass
@@ -42,7 +50,7 @@ class ServedModel:
 
     name: str
     engine: str  # onnxruntime | torch
-    source: str  # the path it was loaded from
+    source: str  # the path it was loaded from, relative to the model root
     signature: Signature
     run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
     golden: dict[
@@ -75,125 +83,316 @@ class ServedModel:
 
 @dataclass
 class Located:
-    """The files of one servable model."""
+    """The files of one servable model, read (and hashed) through the model root's descriptors."""
 
-    onnx_path: Path
+    onnx_path: Path  # resolved, inside the model root
     meta: dict[str, Any]
     golden_path: Path | None
     name: str
     release: str | None
+    shown: str = ""  # onnx_path as responses show it (relative to the model root)
+    onnx_bytes: bytes = b""
+    golden_bytes: bytes | None = None
+    external: dict[str, bytes] = field(default_factory=dict)  # external data: location -> bytes
+    sha256: str = ""  # of onnx_bytes
 
 
-def confine(path: str | Path, root: Path | None) -> Path:
+def confine(path: str | Path, root: Path | ModelRoot | None) -> Path:
     """``path`` (relative paths are relative to ``root``) resolved through every symlink, refused outside ``root``.
 
     Raises:
         ServeError: status 403 when the resolved path leaves the model root (``..``, a symlink, an absolute path).
     """
-    if "\x00" in str(path):  # os.path.realpath would raise ValueError: embedded null byte
-        raise _error(f"model path {str(path)!r} contains a NUL byte", 400, hint=_RELEASE_HINT)
-    raw = Path(path)
-    if root is None:
-        return Path(os.path.realpath(raw))
-    real = Path(os.path.realpath(raw if raw.is_absolute() else root / raw))
-    if real != root and root not in real.parents:
+    return _as_root(root).resolve(path)
+
+
+def _as_root(root: Path | ModelRoot | None) -> ModelRoot:
+    return root if isinstance(root, ModelRoot) else ModelRoot(root)
+
+
+def _json_doc(data: bytes, what: str) -> dict[str, Any]:
+    import json
+
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise _error(f"{what} is not valid JSON ({type(exc).__name__})", 422, hint=_RELEASE_HINT) from None
+    if not isinstance(doc, dict):
+        raise _error(f"{what} is not a JSON object", 422, hint=_RELEASE_HINT)
+    return doc
+
+
+def _component(value: Any, what: str) -> str:
+    """A file or folder name that stays where it is: one path component, no ``..``, no separators."""
+    if (
+        not isinstance(value, str)
+        or not value
+        or value in (".", "..")
+        or "/" in value
+        or "\\" in value
+        or "\x00" in value
+    ):
         raise _error(
-            f"model path {str(path)!r} is outside the model root {str(root)!r}",
+            f"{what} {str(value)[:80]!r} is not a plain file or folder name",
             403,
-            hint="reload only models below the model root (--releases or --model-root)",
+            hint="releases name their files and versions without paths; re-ship the release",
         )
-    return real
+    return value
 
 
-def _readable(path: Path, what: str) -> None:
-    if not path.exists():
-        raise _error(f"{what} {str(path)!r} does not exist", 404, hint=_RELEASE_HINT)
-    if not os.access(path, os.R_OK):
+def latest_release(name_dir: Path, root: ModelRoot) -> Path | None:
+    """The release ``<name_dir>/latest`` (symlink) or ``<name_dir>/LATEST`` (text) names, inside the root; None
+    when there is neither.
+
+    Raises:
+        ServeError: 403 when the pointer leads outside the root or is not a plain version name.
+    """
+    from onnxship.package._release import MANIFEST
+
+    link = name_dir / "latest"
+    if link.is_symlink():
+        real = root.resolve(link, "the latest link")
+        return real if (real / MANIFEST).is_file() else None
+    text = name_dir / "LATEST"
+    if text.is_file() or text.is_symlink():
+        version = root.read_text(text, "the LATEST file").strip()
+        if not version:
+            return None
+        real = root.resolve(name_dir / _component(version, "the LATEST file names"), "the LATEST release")
+        return real if (real / MANIFEST).is_file() else None
+    return None
+
+
+def _read_release(folder: Path, root: ModelRoot, onnx_hint: Path | None) -> Located:
+    from onnxship.package._release import MANIFEST, RELEASE_SCHEMA
+
+    version = folder.name
+    manifest = _json_doc(root.read(folder / MANIFEST, "release manifest"), f"release {version}: {MANIFEST}")
+    if manifest.get("schema") != RELEASE_SCHEMA:
         raise _error(
-            f"{what} {str(path)!r} is not readable by this process",
-            403,
-            hint="fix its permissions (chmod a+r) or run the server as its owner",
+            f"release {version}: manifest schema {manifest.get('schema')!r}, expected {RELEASE_SCHEMA!r}",
+            422,
+            hint=_RELEASE_HINT,
         )
+    model_file = _component(manifest.get("model_file"), f"release {version}: model_file")
+    onnx_path = root.resolve(folder / model_file, "model file")
+    if onnx_hint is not None and onnx_hint != onnx_path:
+        raise _error(
+            f"{onnx_hint.name} is not the model of release {version} ({model_file})",
+            422,
+            hint="serve the release folder itself",
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise _error(f"release {version}: {MANIFEST} has no 'files' table", 422, hint=_RELEASE_HINT)
+    meta = _json_doc(
+        root.read(folder / f"{model_file}.meta.json", "metadata sidecar"),
+        f"release {version}: metadata sidecar",
+    )
+    onnx_bytes = root.read(onnx_path, "model file")
+    actual = hashlib.sha256(onnx_bytes).hexdigest()
+    for source, expected in (
+        ("the metadata sidecar", meta.get("onnx_sha256")),
+        (MANIFEST, files.get(model_file)),
+    ):
+        if expected != actual:
+            raise _error(
+                f"release {version}: sha256 of {model_file} is {actual[:16]}… but {source} records "
+                f"{str(expected)[:16]}…: the model file was changed after the release was written",
+                422,
+                hint="releases are immutable: ship a new release instead of editing one",
+            )
+    model = _parse_onnx(onnx_bytes, model_file)
+    wanted = {"golden.npz"} | {
+        os.path.normpath(loc).replace(os.sep, "/") for _, loc in _locations(model, model_file)
+    }  # kept in memory; every other listed file is only hashed
+    contents: dict[str, bytes] = {}
+    for rel, expected in files.items():
+        if rel == model_file:
+            continue
+        if not isinstance(rel, str) or not rel or "\x00" in rel:
+            raise _error(f"release {version}: {MANIFEST} lists a bad file name {str(rel)[:80]!r}", 422)
+        if rel in wanted:
+            data = root.read(folder / rel, f"release {version}: file", base=folder)
+            actual_rel = hashlib.sha256(data).hexdigest()
+            contents[rel] = data
+        else:
+            actual_rel = root.sha256(folder / rel, f"release {version}: file", base=folder)
+        if actual_rel != expected:
+            raise _error(
+                f"release {version}: sha256 of {rel} does not match {MANIFEST}",
+                422,
+                hint="releases are immutable: ship a new release instead of editing one",
+            )
+    golden = contents.get("golden.npz")
+    if golden is None and (folder / "golden.npz").exists():
+        golden = root.read(folder / "golden.npz", "golden file")
+    located = Located(
+        onnx_path,
+        meta,
+        folder / "golden.npz" if golden is not None else None,
+        str(meta.get("model_name") or manifest.get("name") or model_file.removesuffix(".onnx")),
+        str(manifest.get("version") or version),
+        shown=root.show(onnx_path),
+        onnx_bytes=onnx_bytes,
+        golden_bytes=golden,
+        sha256=actual,
+    )
+    located.external = _external_data(located, root, contents, model)
+    return located
 
 
-def locate(path: str | Path, root: Path | None = None) -> Located:
+def _locations(model: Any, name: str) -> list[tuple[str, str]]:
+    from onnxship.export._onnxfile import external_data_locations
+
+    try:
+        return external_data_locations(model, name)
+    except CheckError as exc:
+        raise _error(f"cannot load {name}: {exc.message}", 422, hint=exc.hint) from None
+
+
+def _external_data(
+    located: Located, root: ModelRoot, known: dict[str, bytes], model: Any = None
+) -> dict[str, bytes]:
+    """Every external data file the model refers to (main graph, subgraphs, function bodies), read through the
+    root and kept inside the model's folder; onnxruntime then gets them from memory and opens no file itself."""
+    name = located.onnx_path.name
+    if model is None:
+        model = _parse_onnx(located.onnx_bytes, name)
+    folder = located.onnx_path.parent
+    out: dict[str, bytes] = {}
+    for _, loc in _locations(model, name):
+        if loc in out:
+            continue
+        real = root.resolve(folder / loc, "external data file")
+        if folder not in real.parents:
+            raise _error(
+                f"cannot load {name}: external data location {loc!r} resolves outside the model folder",
+                403,
+                hint="symlinks out of the model folder are refused",
+            )
+        rel = real.relative_to(folder).as_posix()
+        out[loc] = known[rel] if rel in known else root.read(real, "external data file")
+    return out
+
+
+def _parse_onnx(data: bytes, name: str) -> Any:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise _error(
+            f"cannot load {name}: not a readable ONNX model ({type(exc).__name__})",
+            422,
+            hint="the file is truncated or not ONNX; re-export it",
+        ) from None
+    if not model.graph.node and not model.graph.output:
+        raise _error(
+            f"cannot load {name}: the file holds no graph",
+            422,
+            hint="the file is empty, truncated or not ONNX",
+        )
+    return model
+
+
+def locate(path: str | Path, root: Path | ModelRoot | None = None) -> Located:
     """The model file, sidecar and golden file of a release folder, a ``latest`` link, ``releases/<name>`` or an
-    .onnx file. Every file is re-checked against ``root``.
+    .onnx file, each resolved inside ``root`` and read through its descriptors.
 
     Raises:
         ServeError: 403 outside the root or unreadable, 404 missing, 422 not a servable model.
     """
-    from onnxship.package._release import MANIFEST, read_release
+    from onnxship.package._release import MANIFEST
 
-    target = confine(path, root)
-    _readable(target, "model path")
-    release = None
-    if target.is_file() and target.suffix == ".onnx":
-        manifest = target.parent / MANIFEST
-        if manifest.is_file():
-            release = target.parent
-    elif target.is_dir():
-        release = target
-    else:
+    root = _as_root(root)
+    target = root.resolve(path, "model path")
+    if not target.exists():
+        raise _error(f"model path {root.show(path)!r} does not exist", 404, hint=_RELEASE_HINT)
+    if not os.access(target, os.R_OK):
         raise _error(
-            f"model path {str(path)!r} is neither a release folder nor an .onnx file", 422, hint=_RELEASE_HINT
+            f"model path {root.show(path)!r} is not readable by this process",
+            403,
+            hint="fix its permissions (chmod a+r) or run the server as its owner",
         )
-    if release is not None:
-        try:
-            rel = read_release(release, check=True)
-        except PackagingError as exc:
-            raise _error(f"cannot serve {str(path)!r}: {exc.message}", 422, hint=exc.hint) from None
-        onnx_path = confine(rel.model_path, root)
-        if target.is_file() and onnx_path != target:
+    if target.is_dir():
+        release = target if (target / MANIFEST).is_file() else latest_release(target, root)
+        if release is None:
             raise _error(
-                f"{target.name} is not the model of release {rel.version} ({rel.model_path.name})",
+                f"model path {root.show(path)!r} is not a release folder (no {MANIFEST}, latest or LATEST)",
                 422,
-                hint="serve the release folder itself",
+                hint=_RELEASE_HINT,
             )
-        golden = rel.golden_path
-        return Located(
-            onnx_path,
-            rel.meta,
-            confine(golden, root) if golden else None,
-            str(rel.meta.get("model_name") or rel.name),
-            rel.version,
+        return _read_release(release, root, None)
+    if not (target.is_file() and target.suffix == ".onnx"):
+        raise _error(
+            f"model path {root.show(path)!r} is neither a release folder nor an .onnx file",
+            422,
+            hint=_RELEASE_HINT,
         )
-    meta_path = target.with_name(target.name + ".meta.json")
+    if (target.parent / MANIFEST).is_file():
+        return _read_release(target.parent, root, target)
+    onnx_bytes = root.read(target, "model file")
     meta: dict[str, Any] = {}
-    if meta_path.is_file():
-        import json
-
-        try:
-            meta = json.loads(confine(meta_path, root).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise _error(
-                f"metadata sidecar {str(meta_path)!r} is unreadable ({type(exc).__name__})",
-                422,
-                hint="re-export the model",
-            ) from None
-    golden = target.parent / "golden.npz"
-    return Located(
+    meta_path = target.with_name(target.name + ".meta.json")
+    if meta_path.exists() or meta_path.is_symlink():
+        meta = _json_doc(root.read(meta_path, "metadata sidecar"), f"metadata sidecar {meta_path.name}")
+    golden_path = target.parent / "golden.npz"
+    golden = None
+    if golden_path.exists() or golden_path.is_symlink():
+        golden = root.read(golden_path, "golden file")
+    located = Located(
         target,
-        meta if isinstance(meta, dict) else {},
-        confine(golden, root) if golden.is_file() else None,
-        str((meta if isinstance(meta, dict) else {}).get("model_name") or target.stem),
+        meta,
+        golden_path if golden is not None else None,
+        str(meta.get("model_name") or target.stem),
         None,
+        shown=root.show(target),
+        onnx_bytes=onnx_bytes,
+        golden_bytes=golden,
+        sha256=hashlib.sha256(onnx_bytes).hexdigest(),
     )
+    located.external = _external_data(located, root, {})
+    return located
+
+
+def _read_golden(data: bytes, where: str) -> Any:
+    import io
+    import json
+    import zipfile
+
+    from onnxship.verify._golden import Golden
+
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            keys = list(npz.keys())
+            inputs = {k.split("/", 1)[1]: npz[k] for k in keys if k.startswith("inputs/")}
+            outputs = {k.split("/", 1)[1]: npz[k] for k in keys if k.startswith("outputs/")}
+            meta = json.loads(str(npz["__meta__"])) if "__meta__" in keys else {}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise _error(
+            f"{where}: golden.npz is not a readable golden file ({type(exc).__name__})",
+            422,
+            hint="golden.npz is written by `onnxship ship`; re-ship the release",
+        ) from None
+    if not inputs or not outputs:
+        raise _error(
+            f"{where}: golden.npz has no inputs/ or outputs/ arrays", 422, hint="re-ship the release"
+        )
+    return Golden(inputs=inputs, outputs=outputs, meta=meta if isinstance(meta, dict) else {})
 
 
 def _golden_check(
     run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
     signature: Signature,
-    golden_path: Path,
+    golden_bytes: bytes,
     where: str,
 ) -> dict[str, Any]:
     from onnxship.verify._compare import PRECISION_TOLERANCES, Tolerance, compare_outputs
-    from onnxship.verify._golden import read_golden
 
-    try:
-        golden = read_golden(golden_path)
-    except CheckError as exc:
-        raise _error(f"{where}: {exc.message}", 422, hint=exc.hint) from None
+    golden = _read_golden(golden_bytes, where)
     names = signature.input_names
     if sorted(golden.inputs) != sorted(names):
         raise _error(
@@ -204,12 +403,19 @@ def _golden_check(
     tol_rec = golden.meta.get("tolerance") or {}
     tol = PRECISION_TOLERANCES["fp32"]
     if isinstance(tol_rec, dict) and "atol" in tol_rec and "rtol" in tol_rec:
-        tol = Tolerance(float(tol_rec["atol"]), float(tol_rec["rtol"]))
+        try:
+            tol = Tolerance(float(tol_rec["atol"]), float(tol_rec["rtol"]))
+        except (TypeError, ValueError):
+            raise _error(
+                f"{where}: golden.npz records a malformed tolerance {str(tol_rec)[:80]}",
+                422,
+                hint="re-ship the release",
+            ) from None
     try:
         got = run({k: np.asarray(v) for k, v in golden.inputs.items()})
     except Exception as exc:  # the backend's own error on the golden inputs: the model is not servable
         raise _error(
-            f"{where}: the model fails on its golden inputs: {str(exc).strip().splitlines()[0][:300]}",
+            f"{where}: the model fails on its golden inputs: {redact_paths(_first_line(exc))}",
             422,
             hint="re-export and re-ship the model",
         ) from None
@@ -231,64 +437,76 @@ def _golden_check(
     }
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
 def load_model(located: Located, config: ServeConfig) -> ServedModel:
-    """Open the ONNX model with the project's session factory and run its golden check.
+    """Open the ONNX model from the bytes ``locate`` read (and hashed) with the project's session factory, then run
+    its golden check.
 
     Raises:
         ServeError: 422 when onnxruntime cannot load it, its signature is unsupported or the golden check fails.
     """
-    from onnxship.export._onnxfile import external_data_files
-    from onnxship.inspect import load_onnx_checked
     from onnxship.runtime._session import SessionConfig, open_session
 
     start = time.perf_counter()
-    _readable(located.onnx_path, "model file")
-    if located.golden_path is None and config.require_golden:
+    name = located.onnx_path.name
+    if located.golden_bytes is None and config.require_golden:
         raise _error(
-            f"{located.onnx_path} has no golden.npz beside it, so it cannot be checked before serving",
+            f"{located.shown or name} has no golden.npz beside it, so it cannot be checked before serving",
             422,
             hint="serve a release bundle written by `onnxship ship`, or pass --no-golden-check",
         )
+    if not located.onnx_bytes:
+        raise _error(f"cannot load {name}: the file is empty", 422, hint="re-export the model")
+    external = located.external
     try:
-        # External data outside the model's folder is refused before onnxruntime opens the file (CVE-2024-27318).
-        external_data_files(located.onnx_path, load_onnx_checked(located.onnx_path))
         info = open_session(
-            located.onnx_path, SessionConfig(intra_op_threads=config.intra_op_threads, allow_spinning=False)
+            located.onnx_bytes,
+            SessionConfig(intra_op_threads=config.intra_op_threads, allow_spinning=False),
+            external_data=external or None,
         )
     except CheckError as exc:
-        raise _error(f"cannot load {located.onnx_path.name}: {exc.message}", 422, hint=exc.hint) from None
+        raise _error(
+            f"cannot load {name}: {redact_paths(exc.message)}", 422, hint=exc.hint and redact_paths(exc.hint)
+        ) from None
     session = info.session
     try:
         signature = Signature.from_session(session, located.meta)
     except ServeError as exc:
-        raise _error(f"{located.onnx_path.name}: {exc.message}", 422, hint=exc.hint) from None
+        raise _error(f"{name}: {exc.message}", 422, hint=exc.hint) from None
     output_names = signature.output_names
 
-    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(feeds: dict[str, np.ndarray], _keep: Any = external) -> dict[str, np.ndarray]:
+        # _keep: onnxruntime may use the external data buffers for as long as the session lives
         return dict(zip(output_names, session.run(output_names, feeds), strict=True))
 
-    where = f"model {located.release or located.onnx_path.name}"
+    where = f"model {located.release or name}"
     golden = (
-        _golden_check(run, signature, located.golden_path, where)
-        if located.golden_path is not None
+        _golden_check(run, signature, located.golden_bytes, where)
+        if located.golden_bytes is not None
         else {"status": "skipped", "reason": "no golden.npz and --no-golden-check"}
     )
+    meta = dict(located.meta)
+    meta["onnx_sha256"] = located.sha256  # what was loaded (the release's record was checked against it)
     return ServedModel(
         name=located.name,
         engine="onnxruntime",
-        source=str(located.onnx_path),
+        source=located.shown or name,
         signature=signature,
         run=run,
         golden=golden,
         release=located.release,
-        meta=located.meta,
+        meta=meta,
         load_seconds=time.perf_counter() - start,
         providers=info.providers,
     )
 
 
 def load_torch_model(config: ServeConfig) -> ServedModel:
-    """The PyTorch fallback (the last step of model selection): the factory plus checkpoint, run eagerly.
+    """The PyTorch fallback (the third model source): the factory plus checkpoint, run eagerly.
 
     There is no golden file for a checkpoint: the PyTorch model *is* the reference, so readiness only needs a
     successful forward pass on generated inputs.

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from onnxship.serve._signature import RequestError, datatype_of, numpy_dtype
+from onnxship.serve._signature import RequestError, Signature, datatype_of, numpy_dtype
 
 __all__ = ["InferRequest", "encode_error", "encode_infer_response", "parse_infer_request"]
 
@@ -81,11 +81,19 @@ def _from_json(data: Any, shape: tuple[int, ...], dtype: np.dtype[Any], where: s
     return arr.astype(dtype, copy=False).reshape(shape)
 
 
-def parse_infer_request(body: bytes, header_length: int | None = None) -> InferRequest:
+def parse_infer_request(
+    body: bytes,
+    header_length: int | None = None,
+    signature: Signature | None = None,
+) -> InferRequest:
     """Parse a v2 infer request body (JSON, or JSON + binary tensors when ``header_length`` is given).
 
+    Each input's name, datatype and shape are checked against ``signature`` (when given), and its element count
+    (and, for binary tensors, byte count) against the body (itself limited by --max-body-bytes), before its array
+    is built: a declared shape never allocates anything by itself.
+
     Raises:
-        RequestError: 400 for anything that is not a well-formed v2 request.
+        RequestError: 400 for anything that is not a well-formed v2 request or does not fit the signature.
     """
     if header_length is not None:
         if not 0 < header_length <= len(body):
@@ -125,10 +133,20 @@ def parse_infer_request(body: bytes, header_length: int | None = None) -> InferR
                 400, f"{where}: datatype BYTES is not supported; onnxship models take numeric tensors"
             )
         dtype = numpy_dtype(datatype, where)
+        if signature is not None:
+            signature.check_input(name, datatype, shape)
+        n = math.prod(shape)
+        if n > len(body) or max(shape, default=0) > len(body):
+            # every element takes at least one byte of the body (JSON or binary): a shape the body cannot hold is
+            # refused before numpy sees it (an absurd dim next to a zero one would make numpy itself fail)
+            raise RequestError(
+                400,
+                f"{where}: shape {list(shape)} has {n} elements, more than the request body of {len(body)} "
+                f"bytes can hold",
+            )
         params = tensor.get("parameters") or {}
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
-            n = math.prod(shape)
             if not isinstance(size, int) or size != n * dtype.itemsize:
                 raise RequestError(
                     400,

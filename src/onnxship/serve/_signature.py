@@ -111,6 +111,7 @@ class TensorInfo:
     name: str
     datatype: str
     dims: tuple[DimInfo, ...]
+    value_range: tuple[int, int] | None = None  # integer inputs: the verified ids, low <= id < high
 
     @property
     def v2_shape(self) -> list[int]:
@@ -151,7 +152,15 @@ class Signature:
                 notes.append(
                     f"input {arg.name}: no verified dim ranges in the sidecar; dynamic dims are unbounded"
                 )
-            inputs.append(TensorInfo(arg.name, _ort_datatype(arg.type, arg.name), _dims(arg.shape, rec_dims)))
+            datatype = _ort_datatype(arg.type, arg.name)
+            inputs.append(
+                TensorInfo(
+                    arg.name,
+                    datatype,
+                    _dims(arg.shape, rec_dims),
+                    _id_range(datatype, (records.get(arg.name) or {}).get("range")),
+                )
+            )
         outputs = [
             TensorInfo(o.name, _ort_datatype(o.type, o.name), _dims(o.shape, []))
             for o in session.get_outputs()
@@ -166,6 +175,7 @@ class Signature:
                 s.name,
                 datatype_of(np.dtype(s.dtype)),
                 tuple(DimInfo(None if d.name else d.value, d.name, d.min, d.max) for d in s.dims),
+                _id_range(datatype_of(np.dtype(s.dtype)), None if s.low is None else [s.low, s.high]),
             )
             for s in specs
         ]
@@ -185,13 +195,53 @@ class Signature:
         maxes = [d.max for d in firsts if d is not None and d.max is not None]
         return cls(inputs, outputs, batch_max=min(maxes) if maxes else None, batchable=batchable, notes=notes)
 
-    def check(self, feeds: dict[str, np.ndarray], declared: dict[str, str]) -> None:
-        """Validate a request's tensors (``declared`` = the datatype each input was sent as).
+    def check_input(self, name: str, datatype: str, shape: tuple[int, ...]) -> TensorInfo:
+        """Validate one input's name, datatype and shape before its array is built (nothing is allocated here).
 
         Raises:
             RequestError: 400 naming the input, what was sent and what the verified signature allows.
         """
-        expected = {t.name: t for t in self.inputs}
+        info = self._by_name.get(name)
+        if info is None:
+            raise RequestError(400, f"unknown input(s) {[name]}; the model's inputs are {self.input_names}")
+        if datatype != info.datatype:
+            raise RequestError(
+                400, f"input {name!r} has datatype {datatype}, the model expects {info.datatype}"
+            )
+        if len(shape) != len(info.dims):
+            raise RequestError(
+                400,
+                f"input {name!r} has shape {list(shape)} (rank {len(shape)}), the model "
+                f"expects rank {len(info.dims)}: [{', '.join(d.describe() for d in info.dims)}]",
+            )
+        for axis, (size, dim) in enumerate(zip(shape, info.dims, strict=True)):
+            if dim.size is not None:
+                ok = size == dim.size
+            else:
+                ok = size >= dim.min and (dim.max is None or size <= dim.max)
+            if not ok:
+                raise RequestError(
+                    400,
+                    f"input {name!r} has shape {list(shape)}: axis {axis} is {size}, "
+                    f"outside the verified range {dim.describe()}",
+                )
+        return info
+
+    @property
+    def _by_name(self) -> dict[str, TensorInfo]:
+        table = self.__dict__.get("_table")
+        if table is None:
+            table = self.__dict__["_table"] = {t.name: t for t in self.inputs}
+        return table
+
+    def check(self, feeds: dict[str, np.ndarray], declared: dict[str, str]) -> None:
+        """Validate a request's tensors (``declared`` = the datatype each input was sent as): names, datatypes,
+        shapes, dims shared between inputs, and integer ids against the verified id range.
+
+        Raises:
+            RequestError: 400 naming the input, what was sent and what the verified signature allows.
+        """
+        expected = self._by_name
         unknown = sorted(set(feeds) - set(expected))
         if unknown:
             raise RequestError(400, f"unknown input(s) {unknown}; the model's inputs are {self.input_names}")
@@ -200,29 +250,8 @@ class Signature:
             raise RequestError(400, f"missing input(s) {missing}; the model's inputs are {self.input_names}")
         seen: dict[str, tuple[int, str]] = {}
         for name, arr in feeds.items():
-            info = expected[name]
-            if declared[name] != info.datatype:
-                raise RequestError(
-                    400, f"input {name!r} has datatype {declared[name]}, the model expects {info.datatype}"
-                )
-            if arr.ndim != len(info.dims):
-                raise RequestError(
-                    400,
-                    f"input {name!r} has shape {list(arr.shape)} (rank {arr.ndim}), the model "
-                    f"expects rank {len(info.dims)}: "
-                    f"[{', '.join(d.describe() for d in info.dims)}]",
-                )
-            for axis, (size, dim) in enumerate(zip(arr.shape, info.dims, strict=True)):
-                if dim.size is not None:
-                    ok = size == dim.size
-                else:
-                    ok = size >= dim.min and (dim.max is None or size <= dim.max)
-                if not ok:
-                    raise RequestError(
-                        400,
-                        f"input {name!r} has shape {list(arr.shape)}: axis {axis} is {size}, "
-                        f"outside the verified range {dim.describe()}",
-                    )
+            info = self.check_input(name, declared[name], arr.shape)
+            for size, dim in zip(arr.shape, info.dims, strict=True):
                 if dim.size is None and dim.name:
                     prev = seen.setdefault(dim.name, (size, name))
                     if prev[0] != size:
@@ -231,6 +260,29 @@ class Signature:
                             f"dim {dim.name!r} is {prev[0]} in input {prev[1]!r} but {size} in "
                             f"input {name!r}; inputs sharing a dim must agree",
                         )
+            if info.value_range is not None and arr.size:
+                low, high = info.value_range
+                lo, hi = int(arr.min()), int(arr.max())
+                if lo < low or hi >= high:
+                    raise RequestError(
+                        400,
+                        f"input {name!r} holds ids from {lo} to {hi}, outside the verified id range "
+                        f"{low}..{high - 1} (the model was verified on ids {low} <= id < {high}; "
+                        f"map unknown ids to a known one before sending)",
+                    )
+
+
+def _id_range(datatype: str, record: Any) -> tuple[int, int] | None:
+    """The verified id range ``[low, high)`` of an integer input from its sidecar ``range`` record."""
+    if not datatype.startswith(("INT", "UINT")) or not isinstance(record, (list, tuple)) or len(record) != 2:
+        return None
+    try:
+        low, high = float(record[0]), float(record[1])
+    except (TypeError, ValueError):
+        return None
+    if not (low.is_integer() and high.is_integer()) or high <= low:
+        return None
+    return int(low), int(high)
 
 
 def _ort_datatype(ort_type: str, name: str) -> str:

@@ -4,7 +4,7 @@
 
     model:    {spec: examples/deeplog/model.py:build_model, name: deeplog, checkpoint: null, args: {}}
     paths:    {releases: releases, project: null}
-    export:   {strategy: auto, opsets: [17, 18], inputs: [...], output_names: [...], allow_static: false, ...}
+    export:   {strategy: auto, opsets: [], inputs: [...], output_names: [...], allow_static: false, ...}
     verify:   {golden_samples: 8, mode: smoke, sample_count: 32, task: null, data: null, seed: 0, atol: null, ...}
     optimize: {variants: []}
     package:  {assets: {vocab: vocab.json}, portable: false, update_latest: true, triton: {repo: null, ...}}
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxship._errors import ConfigError, require
+from onnxship._util import check_name
 
 __all__ = [
     "ENV_PREFIX",
@@ -66,7 +67,9 @@ class ExportSection:
     """How to export (see ExportConfig)."""
 
     strategy: str = "auto"  # auto | dynamo | torchscript
-    opsets: list[int] = field(default_factory=lambda: [17, 18])  # tried in order
+    opsets: list[int] = field(
+        default_factory=list
+    )  # tried in order; []: each exporter's (dynamo 18, TorchScript 17)
     inputs: list[str] = field(
         default_factory=list
     )  # NAME:DIMS:DTYPE[:LOW..HIGH] (default: the module's ONNXSHIP_INPUTS)
@@ -89,6 +92,9 @@ class VerifySection:
     seed: int = 0  # seed of the golden inputs and of sampling
     atol: float | None = None  # absolute tolerance (default: the precision's)
     rtol: float | None = None  # relative tolerance (default: the precision's)
+    allow_nonfinite: bool = (
+        False  # accept NaN/Inf outputs where both engines agree (default: they fail the gate)
+    )
 
 
 @dataclass
@@ -128,6 +134,21 @@ _SECTIONS: dict[str, type] = {
     "package": PackageSection,
 }
 _NESTED: dict[tuple[str, str], type] = {("package", "triton"): TritonSection}
+# Numbers with a valid range: a negative seed or a zero sample count is a config error, not a traceback later.
+_RANGES: dict[tuple[str, str], tuple[float, float]] = {
+    ("export", "seed"): (0, 2**32 - 1),
+    ("verify", "seed"): (0, 2**32 - 1),
+    ("verify", "golden_samples"): (1, 100_000),
+    ("verify", "sample_count"): (1, 10_000_000),
+    ("verify", "atol"): (0, float("inf")),
+    ("verify", "rtol"): (0, float("inf")),
+    ("triton", "max_batch_size"): (0, 2**31 - 1),
+    ("triton", "instances"): (1, 1024),
+}
+_OPSETS = (7, 30)
+# A YAML document whose aliases expand to more nodes than this is refused (recursive or "billion laughs" anchors
+# would otherwise hang the first code that walks the config).
+YAML_MAX_NODES = 100_000
 _PATH_KEYS = {
     ("model", "checkpoint"),
     ("paths", "releases"),
@@ -213,6 +234,98 @@ def _check_type(value: Any, annotation: str, dotted: str, where: str) -> Any:
     return value
 
 
+def _check_range(value: Any, leaf: str, key: str, dotted: str, where: str) -> None:
+    import math
+
+    if value is None:
+        return
+    if (leaf, key) == ("model", "name"):
+        check_name(value, f"{dotted} in {where}")
+        return
+    if (leaf, key) == ("export", "opsets"):
+        bad = [v for v in value if not _OPSETS[0] <= v <= _OPSETS[1]]
+        if bad or not value:
+            raise ConfigError(
+                f"{dotted} in {where} is {value!r}: each opset must be in {_OPSETS[0]}..{_OPSETS[1]}",
+                hint="e.g. [17, 18]",
+            )
+        return
+    bounds = _RANGES.get((leaf, key))
+    if bounds is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    low, high = bounds
+    if isinstance(value, float) and not math.isfinite(value) or not low <= value <= high:
+        shown = f"{low}..{high}" if high != float("inf") else f"a finite number >= {low}"
+        raise ConfigError(
+            f"{dotted} in {where} is {value!r}: it must be {shown}",
+            hint=f"fix {dotted} in the config file or its ONNXSHIP_* variable",
+        )
+
+
+def safe_yaml_load(text: str, where: str) -> Any:
+    """``yaml.safe_load`` that refuses recursive aliases and aliases expanding past YAML_MAX_NODES nodes.
+
+    PyYAML shares aliased nodes, so parsing a "billion laughs" document is quick; what hangs is the first walk over
+    the result. The composed node graph is measured (each node once) before anything is constructed.
+    """
+    yaml = require("yaml", "data")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, where)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: Any, where: str) -> int:
+    """Nodes in the document with every alias expanded, computed over the shared graph (each node once)."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    # iterative post-order walk: a recursive one would overflow on deep documents
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            active.discard(key)
+            kids = _children(node, yaml)
+            total = 1 + sum(sizes[id(k)] for k in kids)
+            if total > YAML_MAX_NODES:
+                raise ConfigError(
+                    f"{where}: its anchors and aliases (&name / *name) expand to more than {YAML_MAX_NODES} "
+                    "values",
+                    hint="write the values out, or use fewer nested aliases",
+                )
+            sizes[key] = total
+            continue
+        if key in sizes:
+            continue
+        if key in active:
+            raise ConfigError(
+                f"{where}: an alias refers to a value that contains it (a recursive anchor)",
+                hint="a config value cannot contain itself; write the values out",
+            )
+        active.add(key)
+        stack.append((node, True))
+        for kid in _children(node, yaml):
+            if id(kid) not in sizes:
+                stack.append((kid, False))
+    return sizes[id(root)]
+
+
+def _children(node: Any, yaml: Any) -> list[Any]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
 def _build(cls: type, body: Any, section: str, base: Path | None, where: str) -> Any:
     if isinstance(body, cls):
         return body
@@ -232,6 +345,7 @@ def _build(cls: type, body: Any, section: str, base: Path | None, where: str) ->
             kwargs[key] = _build(nested, value or {}, f"{section}.{key}", base, where)
             continue
         value = _check_type(value, str(known[key].type), f"{section}.{key}", where)
+        _check_range(value, leaf, key, f"{section}.{key}", where)
         if (
             (leaf, key) in _PATH_KEYS
             and isinstance(value, str)
@@ -266,7 +380,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
             continue
         key = rest[len(section) + 1 :]
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
+            value = safe_yaml_load(raw, f"environment variable {var}") if raw != "" else None
         except yaml.YAMLError as exc:
             raise ConfigError(
                 f"{var}={raw!r} does not parse ({exc})", hint="use a YAML scalar or [list]"
@@ -309,7 +423,7 @@ def load_ship_config(path: str | Path | None = None, *, environ: dict[str, str] 
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist", hint="pass --config onnxship.yaml")
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+            loaded = safe_yaml_load(p.read_text(encoding="utf-8"), str(p))
         except yaml.YAMLError as exc:
             raise ConfigError(
                 f"{str(p)!r} is not valid YAML: {str(exc).splitlines()[0]}",

@@ -28,6 +28,7 @@ __all__ = [
     "GRAMMAR",
     "DimSpec",
     "TensorSpec",
+    "check_sample_size",
     "dim_table",
     "parse_input_spec",
     "sample_feeds",
@@ -149,19 +150,46 @@ class TensorSpec:
         """Rebuild a spec from :meth:`to_dict` (e.g. the ``inputs`` metadata an export embeds in the ONNX file)."""
         try:
             dims = tuple(
-                DimSpec(value=int(d["value"]), name=d.get("name"), max=d.get("max"), min=int(d.get("min", 1)))
+                DimSpec(
+                    value=_whole(d["value"], "value"),
+                    name=_dim_name(d.get("name")),
+                    max=None if d.get("max") is None else _whole(d["max"], "max"),
+                    min=_whole(d.get("min", 1), "min"),
+                )
                 for d in data["dims"]
             )
+            for d in dims:
+                if d.max is not None and d.max < d.value:
+                    raise ValueError(f"dim {d.name} has max {d.max} below its value {d.value}")
             rng = data.get("range")
             low, high = (float(rng[0]), float(rng[1])) if rng else (None, None)
-            return cls(
-                name=str(data["name"]), dims=dims, dtype=str(data.get("dtype", "float32")), low=low, high=high
-            )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            dtype = str(data.get("dtype", "float32"))
+            if dtype not in DTYPES:
+                raise ValueError(f"unknown dtype {dtype!r}")
+            spec = cls(name=str(data["name"]), dims=dims, dtype=dtype, low=low, high=high)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise InputSpecError(
                 f"input spec record {data!r} is not a TensorSpec.to_dict() record ({exc})",
                 hint="re-export the model, or pass the input specs explicitly",
             ) from None
+        return spec  # no memory check here: a release made on a big machine still opens on a small one
+
+
+def _whole(value: Any, what: str) -> int:
+    """A dim size from a metadata record: a non-negative whole number (2 or 2.0; not 2.5, "2", true, nan)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"dim {what} {value!r} is not a whole number")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"dim {what} {value!r} is not a whole number")
+    if value < 0:
+        raise ValueError(f"dim {what} {value!r} is negative")
+    return int(value)
+
+
+def _dim_name(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"dim name {value!r} is not a string")
 
 
 def _fmt_num(x: float) -> str:
@@ -273,7 +301,45 @@ def parse_input_spec(text: str) -> TensorSpec:
         low, high = float(m["low"]), float(m["high"])
         _check_range(name, dtype, low, high, text)
     spec = TensorSpec(name=name, dims=dims, dtype=dtype, low=low, high=high)
+    check_sample_size(spec, text)
     return spec.with_range(low, high, "spec") if low is not None else spec
+
+
+def _memory_bytes() -> int:
+    try:
+        import os
+
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 64 * 2**30
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} B"
+
+
+def check_sample_size(spec: TensorSpec, whole: str | None = None) -> None:
+    """Refuse dims whose largest sample (dynamic dims at their max, or 2N+1 without one, as the shape sweep uses
+    them) would not fit in half this machine's memory: checked before anything is allocated."""
+    shape = [
+        d.value if d.name is None else (d.max if d.max is not None else 2 * d.value + 1) for d in spec.dims
+    ]
+    elements = 1
+    for v in shape:
+        elements *= max(int(v), 0)
+    size = elements * np.dtype(DTYPES.get(spec.dtype, "float32")).itemsize
+    limit = _memory_bytes() // 2
+    if size > limit:
+        where = f"input spec {whole!r}" if whole else f"input {spec.name!r}"
+        raise InputSpecError(
+            f"{where}: the largest sample {'x'.join(map(str, shape))} {spec.dtype} needs {_human(size)}, more "
+            f"than half of this machine's {_human(limit * 2)} of memory",
+            hint="use smaller dims (the sample value N and the ..MAX of dynamic dims)",
+        )
 
 
 def dim_table(specs: list[TensorSpec] | tuple[TensorSpec, ...]) -> dict[str, DimSpec]:

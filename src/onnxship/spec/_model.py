@@ -5,27 +5,64 @@ DO NOT import torch at module level: parsing a spec must work without torch; onl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
 import inspect
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from onnxship._errors import ConfigError, ModelLoadError, require
+from onnxship._errors import ConfigError, ModelLoadError, UserCodeError, require
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["LoadedModel", "ModelSpec", "parse_model_spec"]
+__all__ = ["LoadedModel", "ModelSpec", "parse_model_spec", "user_code"]
 
 _SPEC_HINT = "use 'path/to/file.py:factory' or 'package.module:factory'"
 # Keys under which training scripts commonly nest the weights inside a checkpoint dict.
 _STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+
+
+_MAIN_GUARD_HINT = 'guard the script part with `if __name__ == "__main__":` so that importing the module only defines the model'
+
+
+def _exit_code(exc: SystemExit) -> str:
+    code = exc.code
+    if code is None:
+        return "exit code 0"
+    if isinstance(code, int):
+        return f"exit code {code}"
+    return f"exit code 1: {str(code)[:200]}"  # sys.exit("message") exits 1 after printing it
+
+
+@contextlib.contextmanager
+def user_code(what: str, source: str, *, during: str = "") -> Iterator[None]:
+    """The error boundary around the user's code (importing a model module, calling a factory).
+
+    Its prints go to stderr (stdout stays the machine interface, e.g. ``--json``); ``sys.exit()`` and
+    ``KeyboardInterrupt`` become a UserCodeError ("the model module exited during import (exit code 2): 'train.py'"),
+    so they neither end onnxship silently with the user's exit code nor leave a traceback.
+    """
+    when = f" {during}" if during else ""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    except SystemExit as exc:
+        raise UserCodeError(
+            f"{what} exited{when} ({_exit_code(exc)}): {source}", hint=_MAIN_GUARD_HINT if during else None
+        ) from None
+    except KeyboardInterrupt:
+        raise UserCodeError(f"{what} was interrupted{when} (KeyboardInterrupt): {source}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
 
 
 @dataclass(frozen=True)
@@ -79,18 +116,28 @@ class ModelSpec:
                 sys.path.insert(0, folder)  # let the file import its sibling modules
             try:
                 sys.modules[mod_name] = module
-                spec.loader.exec_module(module)
-            except Exception as exc:
+                with user_code("the model module", repr(str(path)), during="during import"):
+                    spec.loader.exec_module(module)
+            except BaseException as exc:
                 sys.modules.pop(mod_name, None)
+                if isinstance(exc, ModelLoadError) or not isinstance(exc, Exception):
+                    raise
                 raise ModelLoadError(f"importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from exc
             finally:
-                if added:
+                if added and folder in sys.path:
                     sys.path.remove(folder)
             return module
         try:
-            return importlib.import_module(self.module_ref)
+            with user_code("the model module", repr(self.module_ref), during="during import"):
+                return importlib.import_module(self.module_ref)
         except ImportError as exc:
             raise ModelLoadError(f"cannot import module {self.module_ref!r}: {exc}", hint=_SPEC_HINT) from exc
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(
+                f"importing module {self.module_ref!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def factory(self) -> Any:
         module = self.import_module()
@@ -143,7 +190,10 @@ class ModelSpec:
         except ValueError:
             pass  # builtins without a signature
         try:
-            model = fn(**kwargs)
+            with user_code("the model factory", repr(self.target)):
+                model = fn(**kwargs)
+        except ModelLoadError:
+            raise
         except Exception as exc:
             raise ModelLoadError(f"factory {self.target!r} raised {type(exc).__name__}: {exc}") from exc
         model = ensure_module(model, f"factory {self.target!r}")

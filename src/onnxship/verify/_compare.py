@@ -8,7 +8,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PRECISION_TOLERANCES", "OutputStats", "Tolerance", "compare_arrays", "compare_outputs"]
+__all__ = [
+    "PRECISION_TOLERANCES",
+    "OutputStats",
+    "Tolerance",
+    "compare_arrays",
+    "compare_outputs",
+    "nonfinite_finding",
+]
 
 _REL_FLOOR = 1e-6  # denominators below this count as this, so max_rel stays finite where the reference is 0
 
@@ -19,6 +26,16 @@ class Tolerance:
 
     atol: float = 1e-4  # absolute part
     rtol: float = 1e-3  # relative part
+
+    def __post_init__(self) -> None:
+        for key in ("atol", "rtol"):  # a NaN/negative tolerance would pass or fail everything silently
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                from onnxship._errors import ConfigError
+
+                raise ConfigError(
+                    f"tolerance {key}={v!r} is not a finite number >= 0", hint="e.g. atol=1e-4, rtol=1e-3"
+                )
 
     def to_dict(self) -> dict[str, float]:
         return {"atol": self.atol, "rtol": self.rtol}
@@ -50,6 +67,8 @@ class OutputStats:
     worst_index: list[int] | None = None
     reason: str | None = None
     tolerance: dict[str, float] = field(default_factory=dict)
+    nonfinite_reference: int = 0  # NaN/Inf elements in the reference output
+    nonfinite_candidate: int = 0  # NaN/Inf elements in the candidate output
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,8 +77,31 @@ class OutputStats:
         }
 
 
-def compare_arrays(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> OutputStats:
-    """Statistics and verdict for one output pair."""
+def nonfinite_finding(name: str, arr: np.ndarray, engine: str) -> str | None:
+    """Where an output holds NaN/Inf: counts, the first sample (axis 0) and the shape; None when all finite."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "fc" or arr.size == 0:
+        return None
+    bad = ~np.isfinite(arr)
+    if not bad.any():
+        return None
+    n_nan = int(np.isnan(arr).sum())
+    n_inf = int(bad.sum()) - n_nan
+    first = int(np.unravel_index(int(np.argmax(bad)), arr.shape)[0]) if arr.ndim else 0
+    return (
+        f"output {name!r} has {n_nan} NaN and {n_inf} Inf of {arr.size} values in {engine} "
+        f"(first at sample {first}, shape {list(arr.shape)})"
+    )
+
+
+def compare_arrays(
+    name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance, *, allow_nonfinite: bool = True
+) -> OutputStats:
+    """Statistics and verdict for one output pair.
+
+    NaN/Inf at the same places in both engines count as agreement only with ``allow_nonfinite``; otherwise any
+    non-finite value (in either engine) fails the output with a finding that says where.
+    """
     ref = np.asarray(ref)
     got = np.asarray(got)
     stats = OutputStats(
@@ -94,6 +136,19 @@ def compare_arrays(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance) 
         return stats
     r = ref.astype(np.float64)
     g = got.astype(np.float64)
+    stats.nonfinite_reference = int((~np.isfinite(r)).sum())
+    stats.nonfinite_candidate = int((~np.isfinite(g)).sum())
+    if not allow_nonfinite and (stats.nonfinite_reference or stats.nonfinite_candidate):
+        findings = [
+            f
+            for f in (nonfinite_finding(name, ref, "PyTorch"), nonfinite_finding(name, got, "onnxruntime"))
+            if f
+        ]
+        stats.reason = "; ".join(findings) + " (NaN/Inf is not agreement; --allow-nonfinite accepts it)"
+        stats.max_abs = stats.max_rel = stats.mse = stats.min_passing_atol = float("inf")
+        stats.cosine = float("nan")
+        stats.mismatch_count = max(stats.nonfinite_reference, stats.nonfinite_candidate)
+        return stats
     nan_r, nan_g = np.isnan(r), np.isnan(g)
     if (nan_r != nan_g).any():
         n = int((nan_r != nan_g).sum())
@@ -141,8 +196,13 @@ def compare_outputs(
     ref: dict[str, np.ndarray],
     got: dict[str, np.ndarray],
     tol: Tolerance | dict[str, Tolerance] | None = None,
+    *,
+    allow_nonfinite: bool = True,
 ) -> list[OutputStats]:
-    """Compare every reference output with the candidate's output of the same name (same order as ref)."""
+    """Compare every reference output with the candidate's output of the same name (same order as ref).
+
+    The gates (``check_parity``, ``verify``) pass ``allow_nonfinite=False``: NaN == NaN is not agreement there.
+    """
     tol = tol or PRECISION_TOLERANCES["fp32"]
     results = []
     for name, r in ref.items():
@@ -160,5 +220,5 @@ def compare_outputs(
                 )
             )
             continue
-        results.append(compare_arrays(name, r, got[name], t))
+        results.append(compare_arrays(name, r, got[name], t, allow_nonfinite=allow_nonfinite))
     return results

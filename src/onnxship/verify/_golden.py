@@ -52,6 +52,12 @@ def write_golden(
     return path
 
 
+def _read_meta(array: np.ndarray) -> Any:
+    if array.ndim != 0 or array.dtype.kind not in "US":
+        raise ValueError(f"__meta__ is a {array.dtype} array of shape {array.shape}, not a JSON string")
+    return json.loads(str(array))
+
+
 def read_golden(path: str | Path) -> Golden:
     """Read golden.npz (never with pickle); clear errors for missing or foreign files."""
     path = Path(path)
@@ -62,8 +68,8 @@ def read_golden(path: str | Path) -> Golden:
             keys = list(data.keys())
             inputs = {k.split("/", 1)[1]: data[k] for k in keys if k.startswith("inputs/")}
             outputs = {k.split("/", 1)[1]: data[k] for k in keys if k.startswith("outputs/")}
-            meta = json.loads(str(data["__meta__"])) if "__meta__" in keys else {}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+            meta = _read_meta(data["__meta__"]) if "__meta__" in keys else {}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, TypeError) as exc:
         raise CheckError(
             f"{str(path)!r} is not a readable golden file ({type(exc).__name__})",
             hint="golden.npz is written by `onnxship ship`; re-create it",
@@ -73,7 +79,35 @@ def read_golden(path: str | Path) -> Golden:
             f"{str(path)!r} has no inputs/ or outputs/ arrays",
             hint="a golden file holds inputs/<name> and outputs/<name> arrays",
         )
+    _check_meta(path, meta)
     return Golden(inputs=inputs, outputs=outputs, meta=meta)
+
+
+def _check_meta(path: Path, meta: Any) -> None:
+    """The ``__meta__`` record: a JSON object whose tolerance, when present, holds finite atol/rtol >= 0."""
+    import math
+
+    hint = "golden.npz is written by `onnxship ship`; re-create it"
+    if not isinstance(meta, dict):
+        raise CheckError(
+            f"{str(path)!r}: its __meta__ record is a {type(meta).__name__}, not a JSON object", hint=hint
+        )
+    tol = meta.get("tolerance")
+    if tol is None:
+        return
+    if not isinstance(tol, dict):
+        raise CheckError(f"{str(path)!r}: tolerance {tol!r} in __meta__ is not {{'atol', 'rtol'}}", hint=hint)
+    for key, value in tol.items():
+        ok = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value >= 0
+        )
+        if key in ("atol", "rtol") and not (ok or value is None):
+            raise CheckError(
+                f"{str(path)!r}: tolerance {key}={value!r} in __meta__ is not a finite number >= 0", hint=hint
+            )
 
 
 class GoldenRunner:

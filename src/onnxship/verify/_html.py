@@ -674,6 +674,21 @@ def _diagnostics_section(r: dict[str, Any]) -> str:
     return "".join(out)
 
 
+def _evidence_line(r: dict[str, Any]) -> str:
+    """What the verdict rests on (synthetic inputs, sweep counts, class coverage); weak evidence is flagged."""
+    ev = r.get("evidence") or {}
+    parts = [str(p) for p in (ev.get("inputs"), ev.get("sweep")) if p]
+    weak = [str(w) for w in ev.get("weak") or []]
+    for name, n in (ev.get("nonfinite") or {}).items():
+        parts.append(
+            f"{name}: {n.get('reference')} NaN/Inf in the reference, {n.get('candidate')} in onnxruntime"
+        )
+    if not parts and not weak:
+        return ""
+    flag = f" <b>weak evidence:</b> {_e('; '.join(weak))}" if weak else ""
+    return f"<p class='evidence'>evidence: {_e('; '.join(parts))}.{flag}</p>"
+
+
 def render_html(report: dict[str, Any]) -> str:
     """Render a verification report dict (``VerifyReport.to_dict()``) as one self-contained HTML page.
 
@@ -689,6 +704,7 @@ def render_html(report: dict[str, Any]) -> str:
             _verdict(report),
             _synthetic_warning(report),
             "<h2>Summary</h2>",
+            _evidence_line(report),
             _summary(report),
             _task_section(report),
             _candidates_section(report),

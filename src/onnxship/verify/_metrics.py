@@ -74,6 +74,9 @@ class OutputSummary:
     passed: bool
     failures: list[str] = field(default_factory=list)
     shape_errors: list[str] = field(default_factory=list)
+    nonfinite_reference: int = 0  # NaN/Inf values in PyTorch's (or the golden) outputs
+    nonfinite_candidate: int = 0  # NaN/Inf values in onnxruntime's outputs
+    nonfinite_where: str | None = None  # the first: "sample synthetic#3 (data: x[8]), shape [4, 8]"
 
     def smallest_passing(self) -> dict[str, Any]:
         """The loosest-needed setting of each gate that would have passed this output."""
@@ -110,6 +113,9 @@ class BatchStats:
     hist: np.ndarray = field(default_factory=lambda: np.zeros(len(HIST_EDGES) + 1, np.int64))
     zeros: int = 0
     shape_error: str | None = None
+    nonfinite_ref: int = 0  # NaN/Inf values in the reference batch
+    nonfinite_got: int = 0  # NaN/Inf values in the candidate batch
+    nonfinite_first: int | None = None  # the first sample (row) holding one
 
 
 def batch_stats(ref: np.ndarray, got: np.ndarray, tolerance: Tolerance | None) -> BatchStats:
@@ -139,6 +145,11 @@ def batch_stats(ref: np.ndarray, got: np.ndarray, tolerance: Tolerance | None) -
         ar = np.abs(r)
         rf, gf = r, g
     else:
+        fin_r, fin_g = np.isfinite(r), np.isfinite(g)
+        st.nonfinite_ref = int((~fin_r).sum())
+        st.nonfinite_got = int((~fin_g).sum())
+        rows = np.flatnonzero(~(fin_r.all(axis=1) & fin_g.all(axis=1)))
+        st.nonfinite_first = int(rows[0]) if rows.size else None
         nan_r, nan_g = np.isnan(r), np.isnan(g)
         bad = (nan_r != nan_g) | ((np.isinf(r) | np.isinf(g)) & (r != g) & ~nan_r & ~nan_g)
         same = (r == g) | (nan_r & nan_g)  # equal infinities and NaN pairs count as equal
@@ -197,6 +208,9 @@ class OutputAccumulator:
         self._cos: list[np.ndarray] = []
         self._worst: list[WorstSample] = []
         self.shape_errors: list[str] = []
+        self.nonfinite_reference = 0
+        self.nonfinite_candidate = 0
+        self.nonfinite_where: str | None = None
 
     def update(
         self,
@@ -235,6 +249,18 @@ class OutputAccumulator:
         self.min_passing_atol = max(self.min_passing_atol, st.min_passing_atol)
         self.nan_mismatches += st.nan_mismatches
         self.mismatch_count += st.mismatch_count
+        self.nonfinite_reference += st.nonfinite_ref
+        self.nonfinite_candidate += st.nonfinite_got
+        if self.nonfinite_where is None and st.nonfinite_first is not None:
+            i = st.nonfinite_first
+            sid = ids[i] if ids and i < len(ids) else f"#{int(indices[i]) if indices is not None else i}"
+            self.nonfinite_where = (
+                f"sample {sid}"
+                + (f" ({group})" if group else "")
+                + f", output shape [{st.n}, "
+                + ", ".join(str(d) for d in st.sample_shape)
+                + "]"
+            )
         self.hist += st.hist
         self.zeros += st.zeros
         self._mse.append(st.mse)
@@ -274,7 +300,13 @@ class OutputAccumulator:
         if mse_override is not None:
             mse_mean, mse_p99 = mse_override
         failures: list[str] = list(self.shape_errors)
-        if self.nan_mismatches:
+        if not policy.allow_nonfinite and (self.nonfinite_reference or self.nonfinite_candidate):
+            failures.append(
+                f"{self.nonfinite_reference} NaN/Inf values in the reference and {self.nonfinite_candidate} in "
+                f"onnxruntime (first at {self.nonfinite_where}); NaN/Inf is not agreement "
+                "(--allow-nonfinite accepts it)"
+            )
+        elif self.nan_mismatches:
             failures.append(f"{self.nan_mismatches} elements are NaN/inf in only one engine")
         tol = self.tolerance
         if tol is not None and self.mismatch_count:
@@ -318,4 +350,7 @@ class OutputAccumulator:
             passed=not failures,
             failures=failures,
             shape_errors=list(self.shape_errors),
+            nonfinite_reference=self.nonfinite_reference,
+            nonfinite_candidate=self.nonfinite_candidate,
+            nonfinite_where=self.nonfinite_where,
         )

@@ -39,6 +39,9 @@ class GatePolicy:
     cosine_min: float | None = None  # smallest per-sample cosine similarity allowed
     task: TaskGate = field(default_factory=TaskGate)  # task-level thresholds (used when a task is set)
     per_output: dict[str, Tolerance] = field(default_factory=dict)  # elementwise overrides by output name
+    allow_nonfinite: bool = (
+        False  # NaN/Inf outputs fail the gate unless this opts in (NaN == NaN is no agreement)
+    )
 
     def tolerance_for(self, output: str) -> Tolerance | None:
         return self.per_output.get(output, self.elementwise)
@@ -92,7 +95,9 @@ def _tolerance(value: Any, where: str) -> Tolerance:
     if isinstance(value, Tolerance):
         return value
     if isinstance(value, dict) and value and set(value) <= {"atol", "rtol"}:
-        return Tolerance(float(value.get("atol", 0.0)), float(value.get("rtol", 0.0)))
+        parts = [value.get("atol", 0.0), value.get("rtol", 0.0)]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in parts):
+            return Tolerance(float(parts[0]), float(parts[1]))  # checks finite and >= 0
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
         return Tolerance(float(value), 0.0)
     raise ConfigError(
@@ -108,6 +113,7 @@ def resolve_policy(
     tolerance: Any = None,
     per_output: dict[str, Any] | None = None,
     thresholds: dict[str, float | None] | None = None,
+    allow_nonfinite: bool = False,
 ) -> GatePolicy:
     """The gate for a precision, with an overall elementwise tolerance, per-output overrides and threshold changes.
 
@@ -121,7 +127,7 @@ def resolve_policy(
         )
     if task is not None and task not in TASKS:
         raise ConfigError(f"unknown task {task!r}", hint=f"valid tasks: {', '.join(TASKS)} (or none)")
-    policy = _DEFAULTS[precision]
+    policy = replace(_DEFAULTS[precision], allow_nonfinite=bool(allow_nonfinite))
     if precision == "int8" and task is None:
         policy = replace(policy, cosine_min=_INT8_NO_TASK_COSINE)
     if tolerance is not None:

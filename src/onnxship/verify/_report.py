@@ -83,6 +83,9 @@ class VerifyReport:
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
     verified_at_utc: str = ""
     schema: str = REPORT_SCHEMA
+    evidence: dict[str, Any] = field(
+        default_factory=dict
+    )  # inputs (synthetic?), sweep counts, class coverage
 
     def __bool__(self) -> bool:
         return self.passed
@@ -116,6 +119,7 @@ class VerifyReport:
                 "diagnostics": self.diagnostics,
                 "environment": self.environment,
                 "timing": self.timing,
+                "evidence": self.evidence,
             }
         )
         return _clean(d)
@@ -123,9 +127,13 @@ class VerifyReport:
     def summary(self) -> str:
         """One line: verdict and the reason."""
         if self.passed:
+            sweep = self.evidence.get("sweep") or (
+                f"{sum(1 for s in self.shapes if s.get('kind') == 'sweep')} sweep shapes"
+            )
+            inputs = self.evidence.get("inputs")
             return (
                 f"PASSED: {self.compare.get('sample_count', 0)} samples, {len(self.outputs)} outputs, "
-                f"{sum(1 for s in self.shapes if s.get('kind') == 'sweep')} sweep shapes ({self.precision})"
+                f"{sweep} ({self.precision}" + (f"; {inputs}" if inputs else "") + ")"
             )
         return f"FAILED: {self.failure_reason}"
 

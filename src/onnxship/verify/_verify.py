@@ -7,7 +7,9 @@ over the declared dynamic dims catches axes that were silently frozen. DO NOT im
 
 from __future__ import annotations
 
+import math
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +26,7 @@ from onnxship.spec._inputs import DimSpec, TensorSpec, dim_table, parse_input_sp
 from onnxship.verify._data import Batch, DataSource, GoldenSource, SyntheticSource, open_source
 from onnxship.verify._golden import Golden, read_golden
 from onnxship.verify._metrics import OutputAccumulator, OutputSummary, batch_stats
+from onnxship.verify._parity import sweep_summary
 from onnxship.verify._policy import GatePolicy, resolve_policy
 from onnxship.verify._preprocess import PreprocessConfig
 from onnxship.verify._report import VerifyReport
@@ -35,6 +38,7 @@ from onnxship.verify._tasks import (
     SequenceMetric,
     softmax_margin,
 )
+from onnxship.verify._values import value_variants
 
 __all__ = ["VerifyConfig", "verify"]
 
@@ -56,7 +60,9 @@ class VerifyConfig:
     """How to verify."""
 
     mode: str = "smoke"  # smoke (sample_count random) | coverage (stratified by class) | full (everything)
-    precision: str = "fp32"  # fp32 | fp16 | int8: picks the default gate
+    precision: str | None = (
+        None  # fp32 | fp16 | int8: picks the default gate; None: the file's metadata, else fp32
+    )
     task: str | None = None  # classification | detection | sequence: adds task-level agreement to the gate
     data: str | Path | None = None  # image folder, .npz, .parquet/.csv; None: synthetic from the input specs
     checkpoint: str | Path | None = None  # weights for a "file.py:factory" model
@@ -83,6 +89,8 @@ class VerifyConfig:
     seed: int = 0
     max_worst: int = 10  # worst samples kept per output
     raise_on_fail: bool = False  # raise VerificationError (carrying the report) when the gate fails
+    allow_nonfinite: bool = False  # accept NaN/Inf outputs where both engines agree (off: any NaN/Inf fails)
+    value_sweep: bool = True  # also compare shifted/scaled/edge-valued inputs (needs the PyTorch model)
     progress: Callable[[int, int | None], None] | None = None  # called with (samples done, total)
 
     def __post_init__(self) -> None:
@@ -92,7 +100,7 @@ class VerifyConfig:
             raise ConfigError(f"top_g={self.top_g} must be >= 1")
         self.sample_config()  # validates mode and counts
         resolve_policy(
-            self.precision,
+            self.precision or "fp32",
             self.task,
             tolerance=self.tolerance,
             per_output=self.tolerances,
@@ -267,6 +275,8 @@ class _Engine:
         elif config.task == "detection":
             self.task_metric = DetectionMetric(config.nms, gate, box_format=config.box_format)
         self.ref_seconds = self.cand_seconds = 0.0
+        self.ref_classes: set[int] = set()  # classification: the reference's top-1 classes seen (coverage)
+        self.num_classes = 0
         self.samples = 0
         self.errors: list[str] = []
 
@@ -279,6 +289,16 @@ class _Engine:
         except OnnxshipError:
             raise
         except Exception as exc:
+            if batch.ids and str(batch.ids[0]).startswith(
+                "synthetic"
+            ):  # onnxship's inputs, not the user's data
+                shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in batch.feeds.items())
+                raise ConfigError(
+                    f"could not make valid inputs for shape {shapes}: PyTorch rejects the generated samples "
+                    f"({type(exc).__name__}: {str(exc)[:300]})",
+                    hint="give a value kind or range per input (--input NAME:DIMS:DTYPE:LOW..HIGH) or real "
+                    "samples with --data; the ONNX file was not found wrong",
+                ) from None
             raise ConfigError(
                 f"the PyTorch model fails on the data ({batch.ids[0] if batch.ids else 'batch'}): "
                 f"{type(exc).__name__}: {str(exc)[:300]}",
@@ -363,6 +383,9 @@ class _Engine:
                     r, g = ref[self.task_output], got[self.task_output]
                     if np.shape(r) == np.shape(g):
                         self.task_metric.update(r, g, batch.labels)
+                    if isinstance(self.task_metric, ClassificationMetric) and np.ndim(r) >= 2:
+                        self.ref_classes.update(np.argmax(np.asarray(r), axis=-1).ravel().tolist())
+                        self.num_classes = int(np.shape(r)[-1])
 
 
 _MAX_GROUPS = 32
@@ -391,15 +414,28 @@ def _run_data(engine: _Engine, source: DataSource, plan: SamplePlan, config: Ver
             config.progress(done, total)
 
 
+def _reference_fails(engine: _Engine, feeds: dict[str, np.ndarray]) -> BaseException | None:
+    try:
+        engine.reference.infer(engine.casts.for_torch(feeds))
+    except Exception as exc:
+        return exc
+    return None
+
+
 def _run_sweep(engine: _Engine, specs: list[TensorSpec], static: bool, config: VerifyConfig) -> list[str]:
-    """Run both engines at each sweep point; returns notes."""
+    """Run both engines at each sweep point; returns notes.
+
+    A point where PyTorch itself fails is "not runnable in PyTorch" (skipped, never verified, never blamed on the
+    ONNX file); when PyTorch also rejects the generated inputs at the export shape, the inputs are the problem.
+    """
     notes: list[str] = []
     points = sweep_points(specs)
     export_point = {n: d.value for n, d in dim_table(specs).items()}
     if static:
         points = [p for p in points if p == export_point]
         notes.append("the model was exported STATIC: only the export shape is swept")
-    for i, point in enumerate(points):
+    generated_ok: bool | None = None
+    for i, point in enumerate(points):  # grows while it runs: probes of points PyTorch cannot run
         feeds = sample_feeds(specs, point, seed=config.seed + 7919 * (i + 1))
         first = next(iter(feeds.values()))
         batch = Batch(
@@ -411,17 +447,74 @@ def _run_sweep(engine: _Engine, specs: list[TensorSpec], static: bool, config: V
         key = "sweep: " + (", ".join(f"{k}={v}" for k, v in point.items()) or "static")
         group = engine._group(key, "sweep", point, shapes)
         group["is_export_shape"] = point == export_point
+        group["inputs_invalid"] = False
         try:
             ref = engine.reference.infer(engine.casts.for_torch(feeds))
         except Exception as exc:
-            group["status"] = "failed" if point == export_point else "skipped"
+            if generated_ok is None:
+                generated_ok = all(  # a few draws: random structural values are sometimes valid by chance
+                    _reference_fails(engine, sample_feeds(specs, export_point, seed=config.seed + k)) is None
+                    for k in range(3)
+                )
+            short = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+            where = ", ".join(f"{k}={v}" for k, v in point.items()) or "the export shape"
+            group["status"] = "skipped"
+            if not generated_ok:
+                group["inputs_invalid"] = True
+                group["error"] = (
+                    f"could not make valid inputs for shape {where}: give a value kind or --data ({short})"
+                )
+            elif point == export_point:
+                group["status"] = "failed"
+                group["error"] = f"the PyTorch model cannot run the export shape ({short})"
+            else:
+                group["error"] = f"not runnable in PyTorch at {where} ({short})"
+                # move each of its dims alone too (as check_parity does): one axis's size rule must not
+                # leave the other axes unverified
+                for name, value in point.items():
+                    probe = {**export_point, name: value}
+                    if value != export_point.get(name) and probe not in points:
+                        points.append(probe)
+            continue
+        got = engine.run_candidate(batch)
+        engine.compare(batch, ref, got, group, main=False)
+    shape_groups = [g for g in engine.groups.values() if g["kind"] == "sweep"]
+    if any(g["status"] == "skipped" for g in shape_groups):
+        notes.append(sweep_summary(shape_groups, []))
+    return notes
+
+
+def _run_value_sweep(engine: _Engine, specs: list[TensorSpec], config: VerifyConfig) -> None:
+    """Both engines on the export-shape inputs shifted, scaled and set to edge values (verify/_values.py)."""
+    export_point = {n: d.value for n, d in dim_table(specs).items()}
+    base = sample_feeds(specs, export_point, seed=config.seed + 15485863)
+    for label, feeds in value_variants(specs, base):
+        first = next(iter(feeds.values()))
+        n = first.shape[0] if first.ndim else 1
+        batch = Batch(feeds, np.arange(n), ids=[f"values {label}#{k}" for k in range(n)])
+        group = engine._group(
+            f"values: {label}", "values", export_point, {k: list(v.shape) for k, v in feeds.items()}
+        )
+        group["values"], group["inputs_invalid"] = label, False
+        try:
+            ref = engine.reference.infer(engine.casts.for_torch(feeds))
+        except Exception as exc:
+            group["status"] = "skipped"
             group["error"] = (
-                f"the PyTorch model cannot run this shape ({type(exc).__name__}: {str(exc)[:200]})"
+                f"not runnable in PyTorch with values {label} ({type(exc).__name__}: {str(exc)[:200]})"
+            )
+            continue
+        bad = [k for k, v in ref.items() if np.asarray(v).dtype.kind == "f" and not np.isfinite(v).all()]
+        if (
+            bad
+        ):  # the shifted values left the model's domain (log of a negative, ...): not evidence either way
+            group["status"] = "skipped"
+            group["error"] = (
+                f"not runnable in PyTorch with finite outputs at values {label} (NaN/Inf in {bad})"
             )
             continue
         got = engine.run_candidate(batch)
         engine.compare(batch, ref, got, group, main=False)
-    return notes
 
 
 def _output_dim_issues(info: Any, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -535,7 +628,29 @@ def _likely_causes(
                 "Look for log/div/sqrt of zero or overflow; in fp16 keep Softmax/LayerNorm/exp in fp32.",
             )
         )
-    failing = [o for o in outputs if not o.passed and not o.nan_mismatches and not o.shape_errors]
+    nonfinite = [
+        o for o in outputs if (o.nonfinite_reference or o.nonfinite_candidate) and not policy.allow_nonfinite
+    ]
+    if nonfinite:
+        diags.append(
+            _diag(
+                "VER112",
+                "error",
+                "NaN/Inf outputs",
+                "; ".join(
+                    f"{o.name}: {o.nonfinite_reference} in the reference, {o.nonfinite_candidate} in onnxruntime "
+                    f"(first at {o.nonfinite_where})"
+                    for o in nonfinite
+                ),
+                "NaN == NaN is not agreement: a served model would answer null. Find the log/div/sqrt of zero or "
+                "the overflow that makes them; pass --allow-nonfinite only if they are expected.",
+            )
+        )
+    failing = [
+        o
+        for o in outputs
+        if not o.passed and not o.nan_mismatches and not o.shape_errors and o not in nonfinite
+    ]
     for o in failing:
         tol = policy.tolerance_for(o.name)
         atol = tol.atol if tol is not None else 0.0
@@ -601,6 +716,73 @@ def _likely_causes(
             )
         )
     return diags
+
+
+_UNSUPPORTED_OP = re.compile(
+    r"(?:Could not find an implementation for (?P<a>[\w.]+)\((?P<av>\d+)\)|"
+    r"No Op registered for (?P<b>[\w.]+) with domain_version of (?P<bv>\d+)|"
+    r"Unrecognized attribute: (?P<attr>\w+) for operator (?P<c>[\w.]+)|"
+    r"(?P<d>[\w.]+:[\w.]+)\(-?\d+\) is not a registered function/op)"
+)
+
+
+def unsupported_op_hint(message: str) -> str | None:
+    """When onnxruntime refuses an operator: name it and the routes (another opset, a custom op); else None."""
+    m = _UNSUPPORTED_OP.search(message)
+    if m is None:
+        return None
+    op = m["a"] or m["b"] or m["c"] or m["d"]
+    at = m["av"] or m["bv"]
+    what = (
+        f"operator {op}"
+        + (f" at opset {at}" if at else "")
+        + (f" (attribute {m['attr']})" if m["attr"] else "")
+    )
+    return (
+        f"this onnxruntime does not implement {what}: re-export at another opset (onnxship export --opset 18), "
+        "upgrade onnxruntime, or register a custom-op library for it (SessionOptions.register_custom_ops_library)"
+    )
+
+
+def _evidence(
+    engine: _Engine,
+    source_kind: str,
+    groups: list[dict[str, Any]],
+    meta: dict[str, Any],
+    config: VerifyConfig,
+) -> dict[str, Any]:
+    """How strong the evidence is, in words the terminal, report.json and report.html show."""
+    weak: list[str] = []
+    inputs = {"synthetic": "synthetic inputs", "golden": "golden inputs"}.get(
+        source_kind, f"real data ({source_kind})"
+    )
+    if source_kind == "synthetic":
+        weak.append("inputs are synthetic (generated from the input specs): pass --data for real samples")
+    calibration = meta.get("calibration")
+    if isinstance(calibration, dict):
+        calibration = calibration.get("source") or calibration.get("kind")
+    if config.precision == "int8" and isinstance(calibration, str) and "synthetic" in calibration:
+        weak.append("INT8 calibration used synthetic data: calibrate on real samples (--calibration-data)")
+    sweep = [g for g in groups if g["kind"] == "sweep"]
+    values = [g for g in groups if g["kind"] == "values"]
+    coverage = None
+    if engine.num_classes:
+        covered = len(engine.ref_classes)
+        is_weak = covered < min(engine.num_classes, 10) or covered * 2 < engine.num_classes
+        text = f"reference top-1 covered {covered} of {engine.num_classes} classes" + (
+            ": weak evidence" if is_weak else ""
+        )
+        coverage = {"covered": covered, "classes": engine.num_classes, "weak": is_weak, "text": text}
+        if is_weak:
+            weak.append(text)
+    return {
+        "inputs": inputs,
+        "synthetic": source_kind == "synthetic",
+        "calibration": calibration if isinstance(calibration, str) else None,
+        "sweep": sweep_summary(sweep, values) or None,
+        "class_coverage": coverage,
+        "weak": weak,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ the verb
@@ -672,17 +854,30 @@ def _verify(
         )
     info = inspect_model(onnx_path)
     specs = _resolve_specs(inputs, info)
+    notes: list[str] = []
+    if config.precision is None:  # a variant file says what it is (int8, fp16): its gate follows
+        recorded = str(info.metadata.get("precision") or "fp32")
+        config = replace(config, precision=recorded if recorded in ("fp32", "fp16", "int8") else "fp32")
+        if config.precision != "fp32":
+            notes.append(f"precision {config.precision} read from the file's metadata")
     policy = resolve_policy(
-        config.precision,
+        config.precision or "fp32",
         config.task,
         tolerance=config.tolerance,
         per_output=config.tolerances,
         thresholds=config.thresholds,
+        allow_nonfinite=config.allow_nonfinite,
     )
     # No spinning: the engines alternate batch by batch, and onnxruntime's spinning threads would starve PyTorch.
-    candidate = OnnxRuntimeRunner(
-        Path(onnx_path), SessionConfig(providers=config.providers, allow_spinning=False)
-    )
+    try:
+        candidate = OnnxRuntimeRunner(
+            Path(onnx_path), SessionConfig(providers=config.providers, allow_spinning=False)
+        )
+    except CheckError as exc:
+        op_hint = unsupported_op_hint(exc.message)
+        if op_hint is None:
+            raise
+        raise CheckError(exc.message, hint=op_hint) from None
     output_names = list(candidate.output_names)
     unknown = sorted(set(config.tolerances) - set(output_names))
     if unknown:
@@ -701,7 +896,6 @@ def _verify(
             torch_float = str(p.dtype).replace("torch.", "")
     casts = _Casts(ort_types, torch_float)
     engine = _Engine(ref_runner, candidate, casts, policy, config, output_names)
-    notes: list[str] = []
 
     # Data: the user's data (or synthetic) with PyTorch as the reference; the golden file on its own otherwise.
     source: DataSource
@@ -758,6 +952,8 @@ def _verify(
         notes += _run_sweep(engine, specs, static, config)
     elif ref_runner is None and dim_table(specs):
         notes.append("no shape sweep: it needs the PyTorch model (golden files hold one shape)")
+    if ref_runner is not None and config.value_sweep:
+        _run_value_sweep(engine, specs, config)
 
     # Verdicts.
     task_res = engine.task_metric.result() if engine.task_metric is not None else None
@@ -770,7 +966,9 @@ def _verify(
     ]
     groups = []
     for g in engine.groups.values():
-        outs = {o: a.summary(policy) for o, a in g["acc"].items()}
+        # Swept values scale the outputs: their groups are judged elementwise (or by cosine), not by raw MSE.
+        g_policy = no_mse if g["kind"] == "values" else policy
+        outs = {o: a.summary(g_policy) for o, a in g["acc"].items()}
         g_pass = g["status"] != "failed" and all(s.passed for s in outs.values() if s.samples)
         if g["status"] == "skipped":
             g_pass = True
@@ -805,10 +1003,16 @@ def _verify(
         failures.append(f"output {worst.name!r}: {worst.failures[0]}")
     if task_res is not None and not task_res.passed:
         failures.append(f"{config.task}: {task_res.reason}")
-    bad_groups = [g for g in groups if g["status"] == "failed" and g["kind"] != "data"]
+    bad_groups = [g for g in groups if g["status"] == "failed" and g["kind"] not in ("data", "values")]
     if bad_groups:
         failures.append(
             f"{len(bad_groups)} shape(s) failed; first {bad_groups[0]['group']}: {bad_groups[0]['error']}"
+        )
+    bad_values = [g for g in groups if g["status"] == "failed" and g["kind"] == "values"]
+    if bad_values:
+        failures.append(
+            f"{len(bad_values)} value variant(s) failed (a branch on tensor values?); first "
+            f"{bad_values[0]['group']}: {bad_values[0]['error']}"
         )
     if static_axes:
         failures.append("dynamic axes exported static: " + "; ".join(static_axes))
@@ -839,11 +1043,23 @@ def _verify(
     hint = None
     if not passed:
         causes = [d["title"] for d in diags if d["source"] == "verify"]
-        hint = (
-            f"worst output {worst_any.name!r} would pass with atol={worst_any.min_passing_atol:.3g} "
-            if worst_any
-            else ""
-        ) + (f"; likely causes: {', '.join(causes)}" if causes else "")
+        nonfinite = [
+            o.name for o in summaries if (o.nonfinite_reference or o.nonfinite_candidate) and not o.passed
+        ]
+        if nonfinite:
+            lead = (
+                f"outputs {nonfinite} hold NaN/Inf: find the log/div/sqrt/overflow that makes them, or pass "
+                "--allow-nonfinite if they are expected "
+            )
+        elif worst_any is not None and math.isfinite(worst_any.min_passing_atol):
+            tol = policy.tolerance_for(worst_any.name)
+            lead = (
+                f"worst output {worst_any.name!r} would pass with atol={worst_any.min_passing_atol:.3g}"
+                + (f" (gate: atol={tol.atol:g} rtol={tol.rtol:g}) " if tol is not None else " ")
+            )
+        else:
+            lead = ""
+        hint = lead + (f"; likely causes: {', '.join(causes)}" if causes else "")
     seconds = time.perf_counter() - start
     labels = source.labels()
     sampled_classes = plan.sampled_classes
@@ -902,6 +1118,27 @@ def _verify(
             "applied_in": "python_common" if config.task == "detection" else None,
         },
     }
+    evidence = _evidence(engine, source.kind, groups, info.metadata, config)
+    evidence["nonfinite"] = {
+        o.name: {
+            "reference": o.nonfinite_reference,
+            "candidate": o.nonfinite_candidate,
+            "first": o.nonfinite_where,
+        }
+        for o in summaries
+        if o.nonfinite_reference or o.nonfinite_candidate
+    }
+    if (evidence.get("class_coverage") or {}).get("weak"):
+        diags.append(
+            _diag(
+                "VER111",
+                "warning",
+                "weak evidence: few classes covered",
+                evidence["class_coverage"]["text"],
+                "Agreement on a few classes says little about the others: verify with real samples (--data, "
+                "--mode coverage) so every class is predicted by the reference at least once.",
+            )
+        )
     report = VerifyReport(
         passed=passed,
         failure_reason=compare["failure_reason"],
@@ -931,6 +1168,7 @@ def _verify(
         candidates=list(candidates or []),
         diagnostics=diags,
         verified_at_utc=utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        evidence=evidence,
     )
     if not passed and config.raise_on_fail:
         raise VerificationError(f"verification failed: {report.failure_reason}", hint=hint, report=report)

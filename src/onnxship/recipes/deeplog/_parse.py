@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxship._errors import ConfigError, MissingDependencyError, require
+from onnxship._util import atomic_write
 from onnxship.recipes.deeplog._formats import get_format
 
 __all__ = ["PARSED_COLUMNS", "ParseConfig", "ParseResult", "grouping_accuracy", "parse_logs", "read_parsed"]
@@ -230,19 +231,9 @@ def parse_logs(config: ParseConfig) -> ParseResult:
 
 
 def _write_parquet(df: Any, out: Path) -> None:
-    """Write next to the target and rename, so a failure never leaves half a file."""
-    import os
-    import tempfile
-
+    """Write next to the target and rename (atomic_write), so a failure never leaves half a file."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(out, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def read_parsed(path: str | Path) -> Any:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxship._errors import ConfigError, PackagingError, VerificationError
+from onnxship._util import check_name
 
 if TYPE_CHECKING:
     from onnxship.ship import ShipResult
@@ -53,6 +54,7 @@ class DeepLogShipConfig:
     model: str | None = None  # factory spec (default: examples/deeplog/model.py:build_model)
 
     def __post_init__(self) -> None:
+        check_name(self.name, "--name")  # becomes releases/<name>/
         self.checkpoint, self.vocab, self.releases = (
             Path(self.checkpoint),
             Path(self.vocab),

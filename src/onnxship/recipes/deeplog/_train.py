@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from onnxship import _progress
 from onnxship._errors import ConfigError, ModelLoadError, require
+from onnxship._util import atomic_write
 
 __all__ = ["TrainConfig", "TrainResult", "default_model_spec", "train_deeplog", "window_arrays"]
 
@@ -282,13 +282,7 @@ def _train(
         "model_type": "deeplog",
         "vocab_sha256": _vocab_sha256(vocab),
     }
-    tmp = cfg.out.with_name(f".{cfg.out.name}.tmp")
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, cfg.out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(cfg.out, lambda tmp: torch.save(ckpt, tmp))
     return TrainResult(
         checkpoint=cfg.out,
         log=cfg.log,

@@ -19,6 +19,7 @@ import numpy as np
 
 from onnxship import _progress
 from onnxship._errors import ConfigError
+from onnxship._util import atomic_write, check_name
 from onnxship.recipes.mscred._model import INPUT_NAME, OUTPUT_NAMES
 from onnxship.recipes.mscred._signatures import SignatureConfig, signature_windows
 
@@ -119,18 +120,21 @@ def train_mscred(config: MscredTrainConfig) -> MscredTrainResult:
     threshold = float(np.percentile(normal, 99))
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     ckpt, windows = cfg.out_dir / "mscred.pt", cfg.out_dir / "mscred_windows.npz"
-    torch.save(
-        {
-            "state_dict": model.state_dict(),
-            "model_kwargs": kwargs,
-            "signatures": sc.to_dict(),
-            "channels": sig.channels,
-            "scale": sig.scale.tolist(),
-            "score_threshold": threshold,
-        },
-        ckpt,
-    )
-    np.savez(windows, **{INPUT_NAME: sig.windows})
+    state = {
+        "state_dict": model.state_dict(),
+        "model_kwargs": kwargs,
+        "signatures": sc.to_dict(),
+        "channels": sig.channels,
+        "scale": sig.scale.tolist(),
+        "score_threshold": threshold,
+    }
+    atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
+
+    def save_windows(tmp: str) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to the temp name
+            np.savez(fh, **{INPUT_NAME: sig.windows})
+
+    atomic_write(windows, save_windows)
     return MscredTrainResult(
         checkpoint=ckpt,
         windows=windows,
@@ -160,6 +164,7 @@ class MscredShipConfig:
     strategy: str = "auto"  # exporter chain: auto | dynamo | torchscript
 
     def __post_init__(self) -> None:
+        check_name(self.name, "--name")  # becomes releases/<name>/
         self.checkpoint, self.releases = Path(self.checkpoint), Path(self.releases)
         if self.windows is None and (self.checkpoint.parent / "mscred_windows.npz").is_file():
             self.windows = self.checkpoint.parent / "mscred_windows.npz"
