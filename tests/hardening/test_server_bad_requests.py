@@ -294,6 +294,11 @@ def test_bad_binary_framing(served, header, tail, needle):
         ("deeplog/up/outside", 403, "outside the model root"),  # through a symlinked parent folder
         ("deeplog/nothing-here", 404, "does not exist"),
         ("deeplog/\x00", 400, "NUL byte"),
+        ("a" * 5000, 400, "too long"),
+        ("a/" * 3000, 400, "too long"),
+        ("deeplog/" + "b" * 300, 400, "too long"),
+        ("deeplog/latest/release.json", 422, "neither a release folder nor an .onnx file"),
+        ("💥", 404, "does not exist"),
     ],
 )
 def test_reload_outside_root_is_refused(served, path, status, needle):

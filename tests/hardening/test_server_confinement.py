@@ -436,3 +436,28 @@ def test_paths_are_shown_relative_to_the_root(tmp_path):
     assert files.show(root) == "."
     assert files.show("/etc/passwd") == "…/passwd"
     assert files.show("deeplog/v1") == "deeplog/v1"
+
+
+@pytest.mark.parametrize("bare", [False, True])
+def test_malformed_sidecar_dims_are_a_422_not_a_traceback(tree, rooted, bare):
+    import hashlib
+
+    _, _, inside, _ = tree
+    server, _, root = rooted
+    release = _clone(inside, root / f"baddims-{bare}" / "deeplog" / inside.name)
+    meta = json.loads((release / "deeplog.onnx.meta.json").read_text())
+    meta["inputs"][0]["dims"][1]["max"] = "thirty-two"
+    (release / "deeplog.onnx.meta.json").write_text(json.dumps(meta))
+    if bare:
+        (release / "release.json").unlink()
+        target = f"baddims-{bare}/deeplog/{inside.name}/deeplog.onnx"
+    else:
+        manifest = json.loads((release / "release.json").read_text())
+        manifest["files"]["deeplog.onnx.meta.json"] = hashlib.sha256(
+            (release / "deeplog.onnx.meta.json").read_bytes()
+        ).hexdigest()
+        (release / "release.json").write_text(json.dumps(manifest))
+        target = f"baddims-{bare}/deeplog/{inside.name}"
+    status, doc = server.json("POST", "/reload", {"model_path": target})
+    assert status == 422 and ("meta.json" in doc["error"] or "sidecar" in doc["error"]), doc
+    assert server.request("GET", "/v2/health/ready")[0] == 200

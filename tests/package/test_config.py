@@ -53,6 +53,12 @@ def test_defaults_without_a_file():
     assert cfg.paths.releases == "releases" and cfg.export.opsets == []
 
 
+def test_an_env_override_keeps_the_default_opsets():
+    # Any ONNXSHIP_* override re-checks the whole section; the default [] (each exporter's own opset) is valid.
+    cfg = load_ship_config(None, environ={"ONNXSHIP_EXPORT_STRATEGY": "torchscript"})
+    assert cfg.export.strategy == "torchscript" and cfg.export.opsets == []
+
+
 @pytest.mark.parametrize(
     ("text", "message", "hint"),
     [

@@ -48,10 +48,12 @@ def test_run_holds_params_metrics_tags_and_bundle(published, released, store):
     assert run.info.status == "FINISHED"
     assert result.experiment_name == "deeplog"
     p = run.data.params
-    assert p["exporter"] == "torchscript" and p["opset"] == "17" and p["precision"] == "fp32"
-    assert p["input.input_sequence"] == "batch=2..16 x seq=10..32 : int64"
-    assert p["output.output_0"] == "batch x 30 : float32"
-    assert p["meta.vocab_size"] == "30"
+    assert all(k.startswith("onnxship.") for k in p)  # never in the way of the user's own params
+    assert p["onnxship.exporter"] == "torchscript" and p["onnxship.opset"] == "17"
+    assert p["onnxship.precision"] == "fp32"
+    assert p["onnxship.input.input_sequence"] == "batch=2..16 x seq=10..32 : int64"
+    assert p["onnxship.output.output_0"] == "batch x 30 : float32"
+    assert p["onnxship.meta.vocab_size"] == "30"
     m = run.data.metrics
     assert m["golden.passed"] == 1.0 and m["golden.output_0.max_abs"] < 1e-4
     assert m["report.passed"] == 1.0
@@ -67,12 +69,22 @@ def test_run_holds_params_metrics_tags_and_bundle(published, released, store):
     assert t["onnxship.version_tag"] == released.version and t["onnxship.verdict"] == "passed"
     assert t["onnxship.git_sha"] == released.release.meta["git_sha"] and t["team"] == "ml"
     arts = {a.path for a in client(uri).list_artifacts(result.run_id, "bundle")}
-    for f in ("release.json", "golden.npz", "report.json", "deeplog.onnx", "deeplog.onnx.meta.json"):
+    for f in ("release.json", "golden.npz", "report.json", "deeplog.onnx.meta.json"):
         assert f"bundle/{f}" in arts
+    # the ONNX file is stored once: in the logged model, byte for byte the released file
+    assert "bundle/deeplog.onnx" not in arts
+    assert result.onnx_uri.endswith("/model.onnx") and t["onnxship.onnx_uri"] == result.onnx_uri
+    stored = Path(result.onnx_uri.removeprefix("file://")).read_bytes()
+    assert stored == (released.path / "deeplog.onnx").read_bytes()
     assert t["onnxship.triton"] == "triton/deeplog/config.pbtxt"
     triton = client(uri).download_artifacts(result.run_id, "triton/deeplog/config.pbtxt", str(work))
     text = Path(triton).read_text()
     assert 'name: "input_sequence"' in text and "TYPE_INT64" in text
+    # the same config `onnxship package triton` writes for this release
+    from onnxship.package import TritonConfig, package_triton
+
+    packaged = package_triton(released.latest, TritonConfig(repo=work / "repo"))
+    assert packaged.config_text == text
     # the artifacts live under the store, never in a ./mlruns of the current folder
     assert result.artifact_uri.startswith((store / "artifacts").as_uri())
     assert not (work / "mlruns").exists() and not (work / "mlflow.db").exists()
@@ -226,6 +238,29 @@ def test_cli_publish_json_and_errors(released, store, tmp_path):
     data = json.loads(res.stdout)
     assert data["experiment_name"] == "cli-exp" and data["model_uri"] is None and data["verdict"] == "passed"
     assert client(resolve_tracking(store_dir=store).uri).get_run(data["run_id"]).info.status == "FINISHED"
+    res = runner.invoke(
+        app,
+        ["publish", str(released.latest), "--store-dir", str(store), "--no-model", "--max-batch-size", "8"],
+    )
+    assert res.exit_code == 0, res.output
+    runs = client(resolve_tracking(store_dir=store).uri).search_runs(
+        [client(resolve_tracking(store_dir=store).uri).get_experiment_by_name("deeplog").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    triton = client(resolve_tracking(store_dir=store).uri).download_artifacts(
+        runs[0].info.run_id, "triton/deeplog/config.pbtxt", str(tmp_path)
+    )
+    assert "max_batch_size: 8" in Path(triton).read_text()
+    # above the declared batch maximum (16): refused before any run is opened
+    before = len(client(resolve_tracking(store_dir=store).uri).search_runs([runs[0].info.experiment_id]))
+    res = runner.invoke(
+        app,
+        ["publish", str(released.latest), "--store-dir", str(store), "--no-model", "--max-batch-size", "64"],
+    )
+    assert res.exit_code == 1 and "max-batch-size 64" in res.output and "Traceback" not in res.output
+    after = len(client(resolve_tracking(store_dir=store).uri).search_runs([runs[0].info.experiment_id]))
+    assert after == before
     res = runner.invoke(app, ["publish", str(released.latest), "--alias", "prod"])
     assert res.exit_code == 2 and "--register" in res.output
     res = runner.invoke(

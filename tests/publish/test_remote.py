@@ -25,8 +25,14 @@ def test_publish_to_server_with_s3_artifacts(released, mlflow_server, s3_env, mo
     assert result.artifact_uri.startswith("s3://onnxship/mlartifacts/")
     # the bundle files really are in the S3 server's bucket
     bucket = s3_env.root / s3_env.bucket
-    stored = {p.name for p in bucket.rglob("*") if p.is_file()}
-    assert {"release.json", "golden.npz", "report.json", "deeplog.onnx"} <= stored
+    run_dir = bucket / result.artifact_uri.removeprefix("s3://onnxship/")
+    stored = {p.name for p in run_dir.rglob("*") if p.is_file()}
+    assert {"release.json", "golden.npz", "report.json", "deeplog.onnx.meta.json"} <= stored
+    # the ONNX file is stored once, in the logged model (not in bundle/); the notification's model URI names it
+    assert not [p for p in run_dir.rglob("*.onnx")]
+    assert result.onnx_uri.startswith("s3://onnxship/") and result.onnx_uri.endswith("/model.onnx")
+    key = result.onnx_uri.removeprefix("s3://onnxship/")
+    assert (bucket / key).read_bytes() == (released.path / "deeplog.onnx").read_bytes()
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["onnxship.version_tag"] == released.version
@@ -84,13 +90,43 @@ def test_trace_pytorch_against_server(mlflow_server, s3_env, monkeypatch):
             mlflow.log_metric("train_loss", 1.0 / (epoch + 1), step=epoch)
         return model
 
-    result = train_mnist()
+    model = train_mnist()
+    assert model(torch.randn(3, 16)).shape == (3, 10)  # the trained model comes back
+    result = train_mnist.last_result
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     run = client.get_run(result.run_id)
     assert result.experiment_name == "job42_mnist-v1" and run.info.status == "FINISHED"
     assert [m.value for m in client.get_metric_history(result.run_id, "train_loss")] == [1.0, 0.5, 1.0 / 3]
-    assert run.data.params["input.input_0"] == "batch=2 x 16 : float32"  # export dummy: batch 1 -> 2
+    assert run.data.params["onnxship.input.input_0"] == "batch=2 x 16 : float32"  # export dummy: 1 -> 2
     assert result.artifact_uri.startswith("s3://")
+    assert result.pytorch_model_uri and result.onnx_uri.startswith("s3://")
+
+
+def test_missing_s3_credentials_fail_before_training(mlflow_server, s3_server, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_server.endpoint)
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    called = []
+
+    @trace_pytorch("no-creds", torch.randn(1, 4), strategy="torchscript")
+    def train():
+        called.append(1)
+        return torch.nn.Linear(4, 2)
+
+    from onnxship._errors import PublishError
+
+    with pytest.raises(PublishError) as info:
+        train()
+    assert called == []
+    assert "s3://onnxship/" in info.value.message and "AWS_ACCESS_KEY_ID" in info.value.message
+    assert "AWS_SECRET_ACCESS_KEY" in info.value.hint
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name("no-creds")
+    assert client.search_runs([exp.experiment_id]) == []  # no run was opened
 
 
 def test_wrong_s3_credentials_fail_the_run_without_echoing_them(released, mlflow_server, s3_env):

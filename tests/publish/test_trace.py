@@ -36,13 +36,15 @@ def test_dict_sample_bound_by_name_user_metrics_in_run_mode_restored(store, monk
         mlflow.log_params({"lr": 0.001})
         return model
 
-    result = train()
-    assert model.training  # left in the mode it had
+    returned = train()
+    assert returned is model and model.training  # the trained model, in the mode it had
+    result = train.last_result
     assert result.experiment_name == "m7_dict-model"
     (run,) = runs(store, "m7_dict-model")
     assert run.info.run_id == result.run_id and run.info.status == "FINISHED"
     assert run.data.metrics["train_loss"] == 0.25 and run.data.params["lr"] == "0.001"
-    assert run.data.params["input.tokens"].startswith("batch=") and "input.mask" in run.data.params
+    assert run.data.params["onnxship.input.tokens"].startswith("batch=")
+    assert "onnxship.input.mask" in run.data.params
     assert run.data.metrics["golden.passed"] == 1.0
     assert run.data.tags["onnxship.source"] == "trace_pytorch"
     # the logged model answers like PyTorch for named inputs given in any order
@@ -139,10 +141,20 @@ def test_autolog_off_logs_no_model(store, monkeypatch):
     def train():
         return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
 
-    result = train()
-    assert result.model_uri is None and result.verdict == "passed"
+    train()
+    result = train.last_result
+    assert result.model_uri is None and result.pytorch_model_uri is None and result.verdict == "passed"
     (run,) = runs(store, "no-autolog")
-    assert run.info.status == "FINISHED" and run.data.params["input.input_0"] == "batch=2 x 4 : float32"
+    assert run.info.status == "FINISHED"
+    assert run.data.params["onnxship.input.input_0"] == "batch=2 x 4 : float32"
+    # without a logged model the run's one ONNX copy is in bundle/
+    arts = {
+        a.path
+        for a in mlflow.MlflowClient(resolve_tracking(store_dir=store).uri).list_artifacts(
+            result.run_id, "bundle"
+        )
+    }
+    assert "bundle/no-autolog.onnx" in arts and result.onnx_uri.endswith("/bundle/no-autolog.onnx")
     with pytest.raises(ConfigError, match="enable_autolog"):
         trace_pytorch("x", torch.randn(1, 4), enable_autolog=False, register="x", store_dir=store)
 
@@ -187,9 +199,8 @@ def test_log_onnx_model_any_framework(store, foreign_onnx):
     )
     (run,) = runs(store, "tf-export")
     assert run.info.status == "FINISHED"
-    assert (
-        run.data.params["meta.framework"] == "tensorflow" and run.data.params["input.x"] == "N x 4 : float32"
-    )
+    assert run.data.params["onnxship.meta.framework"] == "tensorflow"
+    assert run.data.params["onnxship.input.x"] == "N x 4 : float32"
     assert run.data.metrics["golden.y.max_abs"] < 1e-5 and result.verdict == "passed"
     assert result.model_version == "1"
     mlflow.set_tracking_uri(resolve_tracking(store_dir=store).uri)
@@ -234,17 +245,18 @@ def test_training_error_propagates_and_marks_run_failed(store, monkeypatch):
     assert mlflow.active_run() is None
 
 
-def test_param_clash_with_user_params_is_a_publish_error(store, monkeypatch):
-    from onnxship._errors import PublishError
-
+def test_user_params_named_like_onnxship_ones_do_not_clash(store, monkeypatch):
     monkeypatch.delenv("MODEL_ID", raising=False)
 
     @trace_pytorch("param-clash", torch.randn(2, 4), store_dir=store, strategy="torchscript")
     def train():
-        mlflow.log_param("opset", "my-own-value")
+        mlflow.log_params({"opset": "my-own-value", "precision": "bf16-mixed", "name": "resnet-ish"})
         return nn.Linear(4, 2)
 
-    with pytest.raises(PublishError, match="refused"):
-        train()
+    train()
     (run,) = runs(store, "param-clash")
-    assert run.info.status == "FAILED"
+    p = run.data.params
+    assert run.info.status == "FINISHED"
+    assert (p["opset"], p["precision"], p["name"]) == ("my-own-value", "bf16-mixed", "resnet-ish")
+    assert (p["onnxship.opset"], p["onnxship.precision"], p["onnxship.name"]) == ("17", "fp32", "param-clash")
+    assert all(k.startswith("onnxship.") for k in p if k not in ("opset", "precision", "name"))

@@ -39,6 +39,11 @@ def publish_command(
     no_triton: bool = typer.Option(
         False, "--no-triton", help="do not generate and log a Triton config.pbtxt"
     ),
+    max_batch_size: int = typer.Option(
+        None,
+        "--max-batch-size",
+        help="Triton max_batch_size (default: the declared or largest verified batch; 0: no batching)",
+    ),
     notify_url: str = typer.Option(
         None, "--notify", help="amqp://user:pass@host:5672/vhost or https://webhook"
     ),
@@ -46,6 +51,15 @@ def publish_command(
     routing_key: str = typer.Option("model.published", "--routing-key", help="AMQP routing key"),
     notify_mandatory: bool = typer.Option(
         False, "--notify-mandatory", help="fail when no queue is bound to the routing key"
+    ),
+    notify_headers: list[str] = typer.Option(
+        None,
+        "--notify-header",
+        help="webhook header NAME=VALUE (repeat); ${VAR} in VALUE is read from the environment, "
+        "e.g. 'Authorization=Bearer ${HOOK_TOKEN}'",
+    ),
+    notify_retries: int = typer.Option(
+        3, "--notify-retries", help="attempts in all when the broker/webhook is down (then the run is FAILED)"
     ),
     tags: list[str] = typer.Option(None, "--tag", help="extra run tag key=value (repeat)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
@@ -55,7 +69,14 @@ def publish_command(
 
     try:
         notify = (
-            NotifyConfig(notify_url, exchange=exchange, routing_key=routing_key, mandatory=notify_mandatory)
+            NotifyConfig(
+                notify_url,
+                exchange=exchange,
+                routing_key=routing_key,
+                mandatory=notify_mandatory,
+                retries=notify_retries,
+                headers={k: str(v) for k, v in parse_kv(notify_headers, "--notify-header").items()},
+            )
             if notify_url
             else None
         )
@@ -68,6 +89,7 @@ def publish_command(
             alias=alias,
             log_model=not no_model,
             triton_config=not no_triton,
+            triton_max_batch_size=max_batch_size,
             notify=notify,
             tags={k: str(v) for k, v in parse_kv(tags, "--tag").items()},
         )
@@ -97,6 +119,7 @@ def publish_command(
     table.add_row("run", result.run_id)
     table.add_row("artifacts", result.artifact_uri)
     table.add_row("model", result.model_uri or "not logged (--no-model)")
+    table.add_row("onnx file", result.onnx_uri or "")
     if result.model_version:
         table.add_row(
             "registered",

@@ -68,7 +68,7 @@ def serve_command(
         256, "--max-inflight", help="requests processed at once; more get 503 (health probes always pass)"
     ),
     shutdown_timeout: float = typer.Option(
-        10.0, "--shutdown-timeout", help="seconds in-flight requests get after SIGTERM; then 503 and exit"
+        5.0, "--shutdown-timeout", help="seconds in-flight requests get after SIGTERM; then 503 and exit"
     ),
 ) -> None:
     """Serve a verified release over KServe v2 REST (tritonclient-compatible) with hot /reload and batching."""

@@ -3,7 +3,7 @@
 Importing this package imports neither mlflow, torch nor pika.
 """
 
-from onnxship.publish._api import publish
+from onnxship.publish._api import build_event, publish
 from onnxship.publish._config import (
     NotifyConfig,
     NotifyResult,
@@ -12,16 +12,20 @@ from onnxship.publish._config import (
     TrackingTarget,
     resolve_tracking,
 )
-from onnxship.publish._notify import notify
-from onnxship.publish._trace import log_onnx_model, trace_pytorch
+from onnxship.publish._notify import NOTIFICATION_SCHEMA, notification_schema, notify
+from onnxship.publish._trace import last_result, log_onnx_model, trace_pytorch
 
 __all__ = [
+    "NOTIFICATION_SCHEMA",
     "NotifyConfig",
     "NotifyResult",
     "PublishConfig",
     "PublishResult",
     "TrackingTarget",
+    "build_event",
+    "last_result",
     "log_onnx_model",
+    "notification_schema",
     "notify",
     "publish",
     "resolve_tracking",

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import pickle
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,16 +15,31 @@ from onnxship._util import utc_now
 from onnxship._version import __version__
 from onnxship.publish._bundle import BundleView, open_bundle
 from onnxship.publish._config import (
+    NotifyConfig,
     PublishConfig,
     PublishResult,
     TrackingTarget,
     experiment_name,
+    local_store_line,
     looks_secret,
     mask_url,
+    notify_from_env,
+    require_remote,
     resolve_tracking,
 )
 
-__all__ = ["GoldenCheck", "golden_check", "log_release", "notify_published", "publish", "publish_view"]
+__all__ = [
+    "GoldenCheck",
+    "build_event",
+    "golden_check",
+    "log_release",
+    "notify_in_run",
+    "prepare_target",
+    "publish",
+    "publish_view",
+]
+
+_log = logging.getLogger("onnxship.publish")
 
 # Sidecar fields that are logged elsewhere (inputs, outputs, tags) or are not parameters.
 _META_SKIP = {
@@ -40,6 +59,7 @@ _META_SKIP = {
     "exported_at_utc",
     "onnx_file",
     "size_bytes",
+    "output_names_from",
 }
 
 
@@ -108,17 +128,43 @@ def publish_view(view: BundleView, config: PublishConfig) -> PublishResult:
     from onnxship.publish import _mlflow
 
     check = _pre_checks(view, config)
-    _mlflow.ensure_no_active_run()
-    target = resolve_tracking(config.tracking_uri, config.store_dir)
-    _mlflow.check_reachable(target, config.connect_timeout)
+    if config.triton_config and config.triton_max_batch_size:
+        # an explicit max batch size the release cannot honour fails before the run
+        _triton_text(view, config)
+    target, config = prepare_target(config)
     exp_name = experiment_name(view.name, config.experiment)
     with _mlflow.tracking(target):
         exp_id = _mlflow.ensure_experiment(exp_name, target)
+        _mlflow.check_artifact_store(exp_id, exp_name)
         with _mlflow.active_run(
             exp_id, config.run_name or view.version, {"onnxship.source": "publish"}
         ) as run:
-            result = log_release(view, config, target, check, run, exp_name)
-    return notify_published(result, config, target)
+            result = log_release(view, config, target, check, run, exp_name, source="publish")
+            notify_in_run(result, config)
+    return result
+
+
+def prepare_target(config: PublishConfig) -> tuple[TrackingTarget, PublishConfig]:
+    """Everything checked before a run opens (and before any training): no active run, the tracking store
+    (``ONNXSHIP_REQUIRE_REMOTE``; a local store is announced in one line), a remote server's reachability, the
+    notification target (``ONNXSHIP_NOTIFY_URL`` when ``notify`` is not given; its headers and host).
+
+    Returns the target and the config with ``notify`` resolved.
+    """
+    from onnxship.publish import _mlflow
+    from onnxship.publish._notify import preflight
+
+    _mlflow.ensure_no_active_run()
+    target = resolve_tracking(config.tracking_uri, config.store_dir)
+    require_remote(target)
+    line = local_store_line(target)
+    if line:
+        _log.warning(line)
+    notify = config.notify if config.notify is not None else notify_from_env()
+    if notify is not None:
+        preflight(notify)
+    _mlflow.check_reachable(target, config.connect_timeout)  # (creates a local store's folder)
+    return target, replace(config, notify=notify)
 
 
 def _pre_checks(view: BundleView, config: PublishConfig) -> GoldenCheck | None:
@@ -141,7 +187,11 @@ def _verdict(view: BundleView, check: GoldenCheck | None) -> str:
     return "unknown"
 
 
+PARAM_PREFIX = "onnxship."
+
+
 def _params(view: BundleView, io: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """onnxship's run params, every key under ``onnxship.`` (the user's own ``precision``/``name`` never clash)."""
     meta = view.meta
     params: dict[str, str] = {"name": view.name, "version_tag": view.version}
     for key in ("exporter", "opset", "precision", "static"):
@@ -175,9 +225,11 @@ def _params(view: BundleView, io: dict[str, list[dict[str, Any]]]) -> dict[str, 
         if looks_secret(key):
             continue  # a secret-looking key is never logged
         params[f"meta.{key}"] = mask_url(str(value))[:500]  # a bundle from before ship refused such URLs
+    if meta.get("output_names_from"):
+        params["output_names_from"] = str(meta["output_names_from"])
     from onnxship.publish._mlflow import sanitize_key
 
-    return {sanitize_key(k): v for k, v in params.items()}
+    return {sanitize_key(PARAM_PREFIX + k): v for k, v in params.items()}
 
 
 # Sections of report.json (onnxship.verify-report/1) that hold verification numbers; the rest is context.
@@ -212,8 +264,16 @@ def log_release(
     check: GoldenCheck | None,
     run: Any,
     exp_name: str,
+    *,
+    source: str,
+    pytorch_model: Any = None,
+    triton_release: Any = None,
 ) -> PublishResult:
-    """Log params, metrics, tags, bundle files and the ONNX model into the active run ``run``."""
+    """Log params, metrics, tags, bundle files, the Triton config and the model(s) into the active run ``run``.
+
+    The ONNX file is stored once: in the logged MLflow model when ``config.log_model``, else in ``bundle/``.
+    ``pytorch_model`` (trace_pytorch) is logged with ``mlflow.pytorch.log_model`` when ``config.log_pytorch``.
+    """
     import onnx
 
     from onnxship.export._onnxfile import declared_io
@@ -237,46 +297,92 @@ def log_release(
         "onnxship.onnx_sha256": str(view.meta.get("onnx_sha256", "")),
         **config.tags,
     }
+    result = PublishResult(
+        name=view.name,
+        version=view.version,
+        run_id=run.info.run_id,
+        experiment_id=run.info.experiment_id,
+        experiment_name=exp_name,
+        tracking_uri=target.display,
+        artifact_uri=run.info.artifact_uri,
+        model_uri=None,
+        verdict=verdict,
+        params=params,
+        metrics=metrics,
+        tags=tags,
+        io=_io_record(io, view.meta),
+        model_id=os.environ.get("MODEL_ID", "").strip() or None,
+        source=source,
+    )
     with _mlflow.translate_errors(target, f"log release {view.version}"):
-        return _log_release(
-            mlflow, view, config, target, check, run, exp_name, io, verdict, params, metrics, tags
-        )
+        _log_release(mlflow, view, config, check, result, pytorch_model, triton_release)
+    return result
+
+
+def _io_record(io: dict[str, list[dict[str, Any]]], meta: dict[str, Any]) -> dict[str, Any]:
+    """Inputs/outputs with dtype, dims (-1 dynamic) and dim names, from the graph and the verified input specs."""
+    specs = {s["name"]: s for s in meta.get("inputs") or [] if isinstance(s, dict) and "name" in s}
+
+    def one(entry: dict[str, Any]) -> dict[str, Any]:
+        shape = list(entry.get("shape") or [])
+        spec_dims = (specs.get(entry["name"]) or {}).get("dims") or []
+        if len(spec_dims) == len(shape):  # the verified spec says which axes are dynamic
+            dims = [-1 if d.get("name") else int(d.get("value")) for d in spec_dims]
+            names = [d.get("name") or None for d in spec_dims]
+        else:
+            dims = [d if isinstance(d, int) and d >= 0 else -1 for d in shape]
+            names = [d if isinstance(d, str) else None for d in shape]
+        return {
+            "name": entry["name"],
+            "dtype": entry.get("dtype", "unknown"),
+            "dims": dims,
+            "dim_names": names,
+        }
+
+    return {"inputs": [one(e) for e in io["inputs"]], "outputs": [one(e) for e in io["outputs"]]}
 
 
 def _log_release(
     mlflow: Any,
     view: BundleView,
     config: PublishConfig,
-    target: TrackingTarget,
     check: GoldenCheck | None,
-    run: Any,
-    exp_name: str,
-    io: dict[str, list[dict[str, Any]]],
-    verdict: str,
-    params: dict[str, str],
-    metrics: dict[str, float],
-    tags: dict[str, str],
-) -> PublishResult:
+    result: PublishResult,
+    pytorch_model: Any,
+    triton_release: Any,
+) -> None:
+    from onnxship.export._onnxfile import external_data_files
     from onnxship.publish import _mlflow
 
-    mlflow.log_params(params)
-    if metrics:
-        mlflow.log_metrics(metrics)
-    mlflow.set_tags(tags)
+    mlflow.log_params(result.params)
+    if result.metrics:
+        mlflow.log_metrics(result.metrics)
+    mlflow.set_tags(result.tags)
+    model_rel = view.model_path.resolve().relative_to(view.path.resolve())
+    model_files = {model_rel} | {
+        p.resolve().relative_to(view.path.resolve()) for p in external_data_files(view.model_path)
+    }
     for rel in view.files():
+        if config.log_model and rel in model_files:
+            continue  # stored once: the logged model holds it
         parent = rel.parent.as_posix()
         mlflow.log_artifact(
             str(view.path / rel), artifact_path="bundle" if parent == "." else f"bundle/{parent}"
         )
-    if config.triton_config and (view.path / "release.json").is_file():
-        tags["onnxship.triton"] = _log_triton_config(view)
-        mlflow.set_tag("onnxship.triton", tags["onnxship.triton"])
-    model_uri = version = None
+    result.onnx_uri = f"{result.artifact_uri}/bundle/{model_rel.as_posix()}"
+    if config.triton_config:
+        result.tags["onnxship.triton"] = _log_triton_config(view, config, triton_release)
+        mlflow.set_tag("onnxship.triton", result.tags["onnxship.triton"])
+        if not result.tags["onnxship.triton"].startswith("unavailable"):
+            result.triton_config = result.tags["onnxship.triton"]
+    golden = check.golden if check is not None else None
+    signature = _mlflow.signature_from_io(
+        {"inputs": result.io["inputs"], "outputs": result.io["outputs"]}, golden
+    )
     if config.log_model:
-        golden = check.golden if check is not None else None
         info = _mlflow.log_onnx(
             view.model_path,
-            signature=_mlflow.signature_from_io(io, golden),
+            signature=signature,
             input_example=dict(golden.inputs) if golden is not None else None,
             metadata={
                 "onnxship_version_tag": view.version,
@@ -285,92 +391,135 @@ def _log_release(
             },
             registered_model_name=config.register,
         )
-        model_uri = info.model_uri
+        result.model_uri = info.model_uri
+        result.onnx_uri = f"{_mlflow.model_artifact_location(info)}/model.onnx"
         if config.register:
-            version = str(info.registered_model_version)
+            result.registered_model = config.register
+            result.model_version = str(info.registered_model_version)
             if config.alias:
-                _mlflow.set_alias(config.register, config.alias, version)
-    return PublishResult(
-        name=view.name,
-        version=view.version,
-        run_id=run.info.run_id,
-        experiment_id=run.info.experiment_id,
-        experiment_name=exp_name,
-        tracking_uri=target.display,
-        artifact_uri=run.info.artifact_uri,
-        model_uri=model_uri,
-        verdict=verdict,
-        registered_model=config.register if version else None,
-        model_version=version,
-        alias=config.alias if version else None,
-        params=params,
-        metrics=metrics,
-        tags=tags,
-    )
+                _mlflow.set_alias(config.register, config.alias, result.model_version)
+                result.alias = config.alias
+    if pytorch_model is not None and config.log_pytorch:
+        try:
+            info = _mlflow.log_pytorch(
+                pytorch_model, signature=signature, metadata={"onnxship_version_tag": view.version}
+            )
+        except (
+            pickle.PickleError,
+            TypeError,
+            AttributeError,
+            ValueError,
+            RecursionError,
+        ) as exc:  # user code
+            if type(exc).__module__.startswith(("botocore", "boto3", "mlflow")):
+                raise
+            raise PublishError(
+                f"the trained {type(pytorch_model).__name__} cannot be saved by mlflow.pytorch.log_model "
+                f"({type(exc).__name__}: {str(exc)[:200]})",
+                hint="pass log_pytorch=False to log the ONNX model only, or make the module picklable",
+            ) from None
+        result.pytorch_model_uri = info.model_uri
+        mlflow.set_tag("onnxship.pytorch_model", info.model_uri)
+        result.tags["onnxship.pytorch_model"] = info.model_uri
+    mlflow.set_tag("onnxship.onnx_uri", result.onnx_uri)
+    result.tags["onnxship.onnx_uri"] = result.onnx_uri
 
 
-def _log_triton_config(view: BundleView) -> str:
-    """Build the Triton repository entry in a temp folder and log its config.pbtxt; returns the tag value.
+def _triton_text(view: BundleView, config: PublishConfig, release: Any = None) -> tuple[str | None, str]:
+    """The Triton config.pbtxt of ``onnxship package triton`` (rendered from the verified io signature and checked
+    against Triton's ModelConfig) and the tag value: its artifact path, or why there is none.
 
-    A model that Triton's config cannot express is recorded in the tag (the publish goes on): the ONNX model and
-    the bundle are still valid for every other runtime.
+    A model that Triton's config cannot express is recorded in the tag (the publish goes on): the ONNX model is
+    still valid for every other runtime. An explicit max batch size that cannot be honoured is an error.
     """
-    import tempfile
+    from onnxship._errors import OnnxshipError, PackagingError
+    from onnxship.package._release import read_release
+    from onnxship.package._triton import TritonConfig, check_triton
 
-    from onnxship._errors import OnnxshipError
-    from onnxship.package._triton import TritonConfig, package_triton
+    try:
+        rel = release if release is not None else read_release(view.path)
+        if rel is None:
+            return None, "unavailable: an input dtype has no Triton/ONNX spec"
+        cfg = TritonConfig(repo=Path("."), max_batch_size=config.triton_max_batch_size)
+        text = check_triton(rel, cfg)
+    except PackagingError as exc:
+        if config.triton_max_batch_size:
+            raise
+        return None, f"unavailable: {exc.message}"[:500]
+    except OnnxshipError as exc:
+        return None, f"unavailable: {exc.message}"[:500]
+    return text, f"triton/{view.name}/config.pbtxt"
+
+
+def _log_triton_config(view: BundleView, config: PublishConfig, release: Any = None) -> str:
+    """Log the release's Triton config.pbtxt as ``triton/<name>/config.pbtxt``; returns the tag value."""
     from onnxship.publish._mlflow import mlflow_module
 
-    with tempfile.TemporaryDirectory(prefix="onnxship-triton-") as tmp:
-        try:
-            result = package_triton(view.path, TritonConfig(repo=Path(tmp) / "repo"))
-        except OnnxshipError as exc:
-            return f"unavailable: {exc.message}"[:500]
-        mlflow_module().log_artifact(str(result.config_path), artifact_path=f"triton/{result.model_name}")
-    return f"triton/{result.model_name}/config.pbtxt"
+    text, tag = _triton_text(view, config, release)
+    if text is not None:
+        mlflow_module().log_text(text, tag)
+    return tag
 
 
-def _event(result: PublishResult) -> dict[str, Any]:
-    key = {k: v for k, v in result.metrics.items() if k.startswith("golden.")}
+def build_event(result: PublishResult) -> dict[str, Any]:
+    """The notification message (``notification.schema.json``, ``onnxship.notification/1``)."""
+    from onnxship.publish._notify import NOTIFICATION_SCHEMA
+
+    golden = result.metrics.get("golden.passed")
     return {
+        "schema": NOTIFICATION_SCHEMA,
         "event": "onnxship.model.published",
-        "model_name": result.name,
-        "version_tag": result.version,
-        "verdict": result.verdict,
+        "message_id": str(uuid.uuid4()),
+        "published_at_utc": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "source": result.source,
         "run_id": result.run_id,
+        "experiment_id": str(result.experiment_id),
         "experiment": result.experiment_name,
         "tracking_uri": result.tracking_uri,
         "artifact_uri": result.artifact_uri,
-        "model_uri": result.model_uri,
-        "registered_model": result.registered_model,
-        "model_version": result.model_version,
-        "alias": result.alias,
-        "metrics": key,
-        "published_at_utc": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "train_id": result.model_id,
+        "model": {
+            "name": result.name,
+            "version": result.model_version or result.version,
+            "version_tag": result.version,
+            "uri": result.onnx_uri,
+            "onnx_sha256": result.tags.get("onnxship.onnx_sha256", ""),
+            "registered_name": result.registered_model,
+            "registered_version": result.model_version,
+            "alias": result.alias,
+            "mlflow_uri": result.model_uri,
+            "pytorch_uri": result.pytorch_model_uri,
+            "triton_config": result.triton_config,
+        },
+        "io": result.io,
+        "verification": {
+            "verdict": result.verdict,
+            "golden_passed": None if golden is None else bool(golden),
+            "metrics": {k: v for k, v in result.metrics.items() if k.startswith("golden.")},
+        },
     }
 
 
-def notify_published(result: PublishResult, config: PublishConfig, target: TrackingTarget) -> PublishResult:
-    """Send the notification for a recorded run; on failure tag the run and raise PublishError carrying ``result``."""
+def notify_in_run(result: PublishResult, config: PublishConfig) -> PublishResult:
+    """Send the notification while the run is still open: a failure (after the bounded retries) raises
+    PublishError naming the broker/webhook, and the run ends FAILED; ``err.result`` holds what was logged."""
     if config.notify is None:
         return result
     from onnxship.publish import _mlflow
     from onnxship.publish._notify import notify
 
+    mlflow = _mlflow.mlflow_module()
+    notify_config = config.notify if isinstance(config.notify, NotifyConfig) else NotifyConfig(config.notify)
     try:
-        result.notification = notify(_event(result), config.notify)
+        result.notification = notify(build_event(result), notify_config)
     except PublishError as exc:
-        with _mlflow.tracking(target):
-            _mlflow.mlflow_module().MlflowClient().set_tag(result.run_id, "onnxship.notify", "failed")
+        mlflow.set_tag("onnxship.notify", "failed")
         err = PublishError(
-            f"{exc.message} (run {result.run_id} of experiment {result.experiment_name!r} is "
-            "recorded; only the notification failed)",
+            f"{exc.message} (run {result.run_id} of experiment {result.experiment_name!r} is marked FAILED)",
             hint=exc.hint,
         )
         err.result = result  # type: ignore[attr-defined]
         raise err from None
-    with _mlflow.tracking(target):
-        _mlflow.mlflow_module().MlflowClient().set_tag(
-            result.run_id, "onnxship.notify", result.notification.kind
-        )
+    mlflow.set_tag("onnxship.notify", result.notification.kind)
+    result.tags["onnxship.notify"] = result.notification.kind
     return result

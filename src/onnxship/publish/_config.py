@@ -1,7 +1,9 @@
 """Publish configuration, results, and where the tracking store lives (no mlflow import here).
 
 Environment read here (and only here): ``MLFLOW_TRACKING_URI`` (a remote server or a sqlite store),
-``ONNXSHIP_MLFLOW_DIR`` (the embedded store's folder) and ``MODEL_ID`` (experiment prefix). S3 credentials
+``ONNXSHIP_MLFLOW_DIR`` (the embedded store's folder), ``ONNXSHIP_REQUIRE_REMOTE`` (refuse a local store),
+``ONNXSHIP_NOTIFY_URL`` (default notification target), ``ONNXSHIP_NOTIFY_TOKEN`` (webhook bearer token) and
+``MODEL_ID`` (experiment prefix). S3 credentials
 (``MLFLOW_S3_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``) are read by MLflow/boto3 themselves;
 onnxship never copies them into params, tags, messages or logs.
 """
@@ -19,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from onnxship._errors import ConfigError
 
 __all__ = [
+    "REMOTE_VARIABLES",
     "NotifyConfig",
     "NotifyResult",
     "PublishConfig",
@@ -26,8 +29,11 @@ __all__ = [
     "TrackingTarget",
     "check_no_secrets",
     "experiment_name",
+    "local_store_line",
     "looks_secret",
     "mask_url",
+    "notify_from_env",
+    "require_remote",
     "resolve_tracking",
 ]
 
@@ -36,6 +42,15 @@ _SECRET_KEY = re.compile(
     r"(password|passwd|secret|token|credential|access[_-]?key|api[_-]?key|private[_-]?key)", re.IGNORECASE
 )
 _REMOTE_SCHEMES = ("http", "https", "databricks")
+_TRUE = ("1", "true", "yes", "on")
+# What a production environment sets (listed by the ONNXSHIP_REQUIRE_REMOTE error).
+REMOTE_VARIABLES = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+)
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def mask_url(url: str) -> str:
@@ -145,8 +160,31 @@ def resolve_tracking(tracking_uri: str | None = None, store_dir: str | Path | No
     return TrackingTarget(uri=uri, artifact_root=None, source=source)
 
 
+def require_remote(target: TrackingTarget) -> None:
+    """With ``ONNXSHIP_REQUIRE_REMOTE=1`` (a production profile) a local store is an error naming the variables."""
+    if os.environ.get("ONNXSHIP_REQUIRE_REMOTE", "").strip().lower() not in _TRUE or target.remote:
+        return
+    where = "MLFLOW_TRACKING_URI is not set" if target.source == "embedded" else f"{target.display} is local"
+    raise ConfigError(
+        f"ONNXSHIP_REQUIRE_REMOTE is set but {where}: runs would go to a local store",
+        hint="export " + ", ".join(REMOTE_VARIABLES) + " (or unset ONNXSHIP_REQUIRE_REMOTE for local runs)",
+    )
+
+
+def local_store_line(target: TrackingTarget) -> str | None:
+    """The one line that announces a local store (None for a remote server)."""
+    if target.remote:
+        return None
+    where = target.uri[len("sqlite:///") :] if target.uri.startswith("sqlite:///") else target.uri
+    why = "MLFLOW_TRACKING_URI is not set" if target.source == "embedded" else f"from {target.source}"
+    return (
+        f"onnxship: local MLflow store {where} ({why}); set MLFLOW_TRACKING_URI=http://host:5000 for a "
+        "tracking server, ONNXSHIP_MLFLOW_DIR to move the local store"
+    )
+
+
 def experiment_name(name: str, experiment: str | None = None) -> str:
-    """``experiment`` if given, else ``{MODEL_ID}_{name}`` when ``MODEL_ID`` is set, else ``name``."""
+    """``experiment`` if given, else ``{MODEL_ID}_{name}`` when ``MODEL_ID`` is set, else ``name`` (seed 003)."""
     if experiment:
         return experiment
     model_id = os.environ.get("MODEL_ID", "").strip()
@@ -163,6 +201,13 @@ class NotifyConfig:
     routing_key: str = "model.published"  # AMQP routing key
     mandatory: bool = False  # AMQP: fail when no queue is bound to the routing key
     timeout: float = 5.0  # seconds for connecting and for the broker's confirm / the webhook's answer
+    retries: int = (
+        3  # attempts in all for a broker/webhook that is down or answers 5xx (then the run is FAILED)
+    )
+    retry_delay: float = 0.5  # seconds before the second attempt; doubled for each further one
+    # webhook headers; ${VAR} in a value is read from the environment when sending (a missing VAR is an error
+    # before training). ONNXSHIP_NOTIFY_TOKEN, when set, adds "Authorization: Bearer <token>" unless given here.
+    headers: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         scheme = urlsplit(self.url).scheme
@@ -177,10 +222,53 @@ class NotifyConfig:
             )
         if self.timeout <= 0:
             raise ConfigError(f"notification timeout must be > 0 seconds, got {self.timeout}")
+        if not isinstance(self.retries, int) or self.retries < 1:
+            raise ConfigError(
+                f"notification retries must be an int >= 1 (attempts in all), got {self.retries!r}"
+            )
+        if self.retry_delay < 0:
+            raise ConfigError(f"notification retry_delay must be >= 0 seconds, got {self.retry_delay}")
+        bad = [k for k in self.headers if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z0-9-]+", k)]
+        if bad:
+            raise ConfigError(
+                f"webhook header names {bad} are not valid", hint="e.g. headers={'Authorization': ...}"
+            )
 
     @property
     def kind(self) -> str:
         return "rabbitmq" if urlsplit(self.url).scheme.startswith("amqp") else "webhook"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.url)
+        default = {"amqp": 5672, "amqps": 5671, "http": 80, "https": 443}[parts.scheme]
+        try:
+            port = parts.port or default
+        except ValueError:
+            raise ConfigError(f"notification URL {mask_url(self.url)!r} has an invalid port") from None
+        return parts.hostname or "localhost", port
+
+    def resolved_headers(self) -> dict[str, str]:
+        """Webhook headers with ``${VAR}`` read from the environment (ConfigError naming a missing variable)."""
+        out: dict[str, str] = {}
+        token = os.environ.get("ONNXSHIP_NOTIFY_TOKEN")
+        if token and not any(k.lower() == "authorization" for k in self.headers):
+            out["Authorization"] = f"Bearer {token}"
+        for key, value in self.headers.items():
+            missing = [v for v in _ENV_REF.findall(str(value)) if v not in os.environ]
+            if missing:
+                raise ConfigError(
+                    f"webhook header {key!r} reads {', '.join(missing)} from the environment, which is not set",
+                    hint=f"export {missing[0]}=... before running",
+                )
+            out[key] = _ENV_REF.sub(lambda m: os.environ[m[1]], str(value))
+        return out
+
+
+def notify_from_env() -> NotifyConfig | None:
+    """``ONNXSHIP_NOTIFY_URL`` as a NotifyConfig (None when unset): notifications configured without code."""
+    url = os.environ.get("ONNXSHIP_NOTIFY_URL", "").strip()
+    return NotifyConfig(url) if url else None
 
 
 @dataclass
@@ -210,15 +298,44 @@ class PublishConfig:
     register: str | None = None  # registered model name (None: no registration)
     alias: str | None = None  # alias for the new model version, e.g. "champion" (needs register)
     log_model: bool = True  # mlflow.onnx.log_model with signature and input example
+    log_pytorch: bool = (
+        True  # trace_pytorch: also mlflow.pytorch.log_model (a CPU copy of the trained module)
+    )
     verify_golden: bool = True  # re-run golden.npz through onnxruntime first; a mismatch stops the publish
     triton_config: bool = (
         True  # generate the release's Triton config.pbtxt and log it as triton/<name>/config.pbtxt
     )
-    notify: NotifyConfig | None = None  # RabbitMQ or webhook notification after the run is recorded
+    # Triton max_batch_size (None: the declared batch maximum, else the largest verified batch; 0: no batching)
+    triton_max_batch_size: int | None = None
+    notify: NotifyConfig | None = (
+        None  # RabbitMQ or webhook (None: ONNXSHIP_NOTIFY_URL when set), inside the run
+    )
     tags: dict[str, str] = field(default_factory=dict)  # extra run tags
     connect_timeout: float = 5.0  # seconds to reach a remote tracking server before giving up
 
     def __post_init__(self) -> None:
+        for name in ("tracking_uri", "experiment", "run_name", "register", "alias"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(
+                    f"{name}={value!r} must be a string (or None), got {type(value).__name__}",
+                    hint=f"e.g. {name}='deeplog'" if name != "tracking_uri" else "e.g. http://host:5000",
+                )
+        for name in ("log_model", "log_pytorch", "verify_golden", "triton_config"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"{name}={getattr(self, name)!r} must be True or False", hint=f"e.g. {name}=False"
+                )
+        if not isinstance(self.tags, dict):
+            raise ConfigError(
+                f"tags must be a dict name -> value, got {type(self.tags).__name__}",
+                hint="e.g. tags={'team': 'ml'}",
+            )
+        if self.notify is not None and not isinstance(self.notify, (str, NotifyConfig)):
+            raise ConfigError(
+                f"notify must be a URL or a NotifyConfig, got {type(self.notify).__name__}",
+                hint="e.g. notify='amqp://user:pass@host:5672/%2F' or notify='https://hooks.example/x'",
+            )
         if self.alias and not self.register:
             raise ConfigError(
                 f"alias {self.alias!r} given without a registered model name",
@@ -237,6 +354,12 @@ class PublishConfig:
             self.store_dir = Path(self.store_dir)
         if self.connect_timeout <= 0:
             raise ConfigError(f"connect_timeout must be > 0 seconds, got {self.connect_timeout}")
+        if self.triton_max_batch_size is not None and (
+            not isinstance(self.triton_max_batch_size, int) or self.triton_max_batch_size < 0
+        ):
+            raise ConfigError(
+                f"max batch size {self.triton_max_batch_size!r} must be an int >= 0 (0 disables batching)"
+            )
         check_no_secrets(self.tags, "tags")
 
 
@@ -251,7 +374,7 @@ class PublishResult:
     experiment_name: str
     tracking_uri: str  # masked
     artifact_uri: str
-    model_uri: str | None  # runs:/<id>/model (None when the model was not logged)
+    model_uri: str | None  # the MLflow model (models:/<id>; None when the model was not logged)
     verdict: str  # passed | failed | unknown (from the bundle's report and the golden re-check)
     registered_model: str | None = None
     model_version: str | None = None
@@ -260,8 +383,18 @@ class PublishResult:
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     notification: NotifyResult | None = None
+    onnx_uri: str | None = None  # where the run's one copy of the ONNX file is stored
+    pytorch_model_uri: str | None = None  # the PyTorch model logged by trace_pytorch (None: not logged)
+    triton_config: str | None = None  # run artifact path of the Triton config.pbtxt (None: not written)
+    io: dict[str, Any] = field(default_factory=dict)  # {"inputs": [...], "outputs": [...]} name, dtype, dims
+    model_id: str | None = None  # MODEL_ID of the environment (experiment prefix)
+    source: str = "publish"  # publish | trace_pytorch | log_onnx_model
+
+    def __str__(self) -> str:
+        """Where the ONNX file was uploaded (what keynet-style ``upload_path = log_onnx_model(...)`` prints)."""
+        return self.onnx_uri or self.model_uri or self.artifact_uri
 
     def to_dict(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
+        d = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
         d["notification"] = self.notification.to_dict() if self.notification else None
         return d

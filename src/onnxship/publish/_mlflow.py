@@ -22,12 +22,15 @@ from onnxship.publish._config import TrackingTarget
 
 __all__ = [
     "active_run",
+    "check_artifact_store",
     "check_reachable",
     "ensure_experiment",
     "ensure_no_active_run",
     "flatten_metrics",
     "log_onnx",
+    "log_pytorch",
     "mlflow_module",
+    "model_artifact_location",
     "pip_requirements",
     "sanitize_key",
     "set_alias",
@@ -276,7 +279,7 @@ def _tensor_spec(entry: dict[str, Any], fallback: np.ndarray | None) -> Any:
             f"tensor {entry['name']!r} has dtype {dtype}, which an MLflow tensor signature cannot hold",
             hint="publish with log_model disabled (--no-model), or export in float32",
         )
-    shape = entry.get("shape") or []
+    shape = entry.get("dims") if "dims" in entry else entry.get("shape") or []
     if not shape and fallback is not None:
         dims = [
             -1
@@ -326,6 +329,8 @@ def log_onnx(
     mlflow_module()
     import mlflow.onnx
 
+    from onnxship.export._onnxfile import external_data_files
+
     proto = onnx.load(str(model_path))  # with external data
     return mlflow.onnx.log_model(
         onnx_model=proto,
@@ -337,6 +342,79 @@ def log_onnx(
         metadata=metadata,
         registered_model_name=registered_model_name,
         await_registration_for=60,
+        # a model without external data stays one file (byte for byte the verified one)
+        save_as_external_data=bool(external_data_files(model_path)),
+    )
+
+
+def model_artifact_location(info: Any) -> str:
+    """Where a logged model's files are stored (``s3://.../models/<id>/artifacts``, ``file://...``)."""
+    mlflow = mlflow_module()
+    model_id = getattr(info, "model_id", None)
+    if model_id:
+        return str(mlflow.get_logged_model(model_id).artifact_location).rstrip("/")
+    from mlflow.tracking.artifact_utils import get_artifact_uri
+
+    return get_artifact_uri(info.run_id, info.artifact_path).rstrip("/")  # MLflow 2: inside the run
+
+
+def log_pytorch(model: Any, *, signature: Any, metadata: dict[str, Any]) -> Any:
+    """``mlflow.pytorch.log_model`` of the trained module (pinned requirements; no slow inference)."""
+    import logging
+
+    import torch
+
+    mlflow_module()
+    import mlflow.pytorch
+
+    # MLflow warns about pickle on every call; the format is chosen on purpose (see below)
+    quiet = logging.getLogger("mlflow.pytorch")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return _log_pytorch(mlflow, model, signature, metadata, torch)
+    finally:
+        quiet.setLevel(level)
+
+
+def _log_pytorch(mlflow: Any, model: Any, signature: Any, metadata: dict[str, Any], torch: Any) -> Any:
+    return mlflow.pytorch.log_model(
+        pytorch_model=model,
+        name="pytorch_model",
+        # pickle: any module (pt2 re-traces the model and needs an example that fits every input)
+        serialization_format="pickle",
+        signature=signature,
+        pip_requirements=[
+            f"mlflow=={mlflow.__version__}",
+            f"torch=={str(torch.__version__).split('+')[0]}",
+            f"numpy=={np.__version__}",
+        ],
+        metadata=metadata,
+    )
+
+
+def check_artifact_store(experiment_id: str, experiment: str) -> None:
+    """An S3 artifact store needs credentials on this side: missing ones fail here, before any training or upload
+    (names the variables, never their values)."""
+    mlflow = mlflow_module()
+    location = str(mlflow.MlflowClient().get_experiment(experiment_id).artifact_location or "")
+    if not location.startswith(("s3://", "s3a://")):
+        return
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        return
+    has_other = False
+    with contextlib.suppress(Exception):  # a profile / credentials file / role: boto3's own lookup
+        import boto3
+
+        has_other = boto3.Session().get_credentials() is not None
+    if has_other:
+        return
+    missing = [v for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not os.environ.get(v)]
+    raise PublishError(
+        f"experiment {experiment!r} stores artifacts in {location}, but no S3 credentials are set "
+        f"({', '.join(missing)} missing)",
+        hint="export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and MLFLOW_S3_ENDPOINT_URL for MinIO / an "
+        "S3-compatible endpoint)",
     )
 
 

@@ -51,7 +51,7 @@ class ServeConfig:
     keep_alive_s: float = 30.0  # idle keep-alive connections are closed after this
     max_connections: int = 1024  # past it the oldest idle connection is closed (none idle: 503)
     max_inflight: int = 256  # requests processed at once; more get 503 (health probes always pass)
-    shutdown_timeout_s: float = 10.0  # after SIGTERM in-flight requests get this long, then 503 and exit
+    shutdown_timeout_s: float = 5.0  # after SIGTERM in-flight requests get this long, then 503 and exit
     notes: tuple[str, ...] = field(default=(), compare=False)  # where settings came from (env, .env)
 
     def __post_init__(self) -> None:

@@ -78,6 +78,10 @@ class ModelRoot:
         text = os.fspath(path)
         if "\x00" in text:  # os.path.realpath would raise ValueError: embedded null byte
             raise serve_error(f"{what} {self.show(text.replace(chr(0), '?'))!r} contains a NUL byte", 400)
+        if len(text) > 4096 or any(len(part) > 255 for part in text.split("/")):
+            raise serve_error(
+                f"{what} {self.show(text)!r} is too long (more than 4096 characters, or a name over 255)", 400
+            )
         raw = Path(text)
         if not raw.is_absolute():
             anchor = base if base is not None else self.path
@@ -88,8 +92,10 @@ class ModelRoot:
         return real
 
     def show(self, path: str | Path) -> str:
-        """How a path appears in responses: relative to the root, never absolute."""
+        """How a path appears in responses: relative to the root, never absolute, at most ~200 characters."""
         text = os.fspath(path)
+        if len(text) > 200:
+            return text[:120].lstrip("/") + "…" + text[-60:]
         if self.path is not None and os.path.isabs(text):
             for candidate in (Path(text), Path(os.path.realpath(text)) if "\x00" not in text else None):
                 if candidate is not None and self.contains(candidate):

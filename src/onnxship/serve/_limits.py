@@ -190,9 +190,16 @@ def guarded_protocol(base: type, config: Any) -> type:
                 and not c.transport.is_closing()
             ]
             if idle:
-                min(idle, key=lambda c: c._guard_last)._guard_refuse(
-                    503, "Service Unavailable", "connection closed to make room (too many open connections)"
-                )
+                oldest = min(idle, key=lambda c: c._guard_last)
+                if oldest._guard_head_bytes:  # a request head in progress gets an answer
+                    oldest._guard_refuse(
+                        503,
+                        "Service Unavailable",
+                        "connection closed to make room (too many open connections)",
+                    )
+                else:  # an idle connection is just closed (a response nobody asked for would confuse clients)
+                    oldest._guard_cancel()
+                    oldest.transport.close()
             else:
                 self._guard_refuse(
                     503,

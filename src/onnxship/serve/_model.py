@@ -164,7 +164,7 @@ def latest_release(name_dir: Path, root: ModelRoot) -> Path | None:
 
 
 def _read_release(folder: Path, root: ModelRoot, onnx_hint: Path | None) -> Located:
-    from onnxship.package._release import MANIFEST, RELEASE_SCHEMA
+    from onnxship.package._release import MANIFEST, RELEASE_SCHEMA, _check_meta
 
     version = folder.name
     manifest = _json_doc(root.read(folder / MANIFEST, "release manifest"), f"release {version}: {MANIFEST}")
@@ -189,6 +189,10 @@ def _read_release(folder: Path, root: ModelRoot, onnx_hint: Path | None) -> Loca
         root.read(folder / f"{model_file}.meta.json", "metadata sidecar"),
         f"release {version}: metadata sidecar",
     )
+    try:  # the same sidecar checks as every other reader of a release (whole-number dims, input records)
+        _check_meta(folder, folder / f"{model_file}.meta.json", meta)
+    except OnnxshipError as exc:
+        raise _error(exc.message, 422, hint=exc.hint) from None
     onnx_bytes = root.read(onnx_path, "model file")
     actual = hashlib.sha256(onnx_bytes).hexdigest()
     for source, expected in (
@@ -477,6 +481,13 @@ def load_model(located: Located, config: ServeConfig) -> ServedModel:
         signature = Signature.from_session(session, located.meta)
     except ServeError as exc:
         raise _error(f"{name}: {exc.message}", 422, hint=exc.hint) from None
+    except (TypeError, ValueError, AttributeError) as exc:  # a hand-edited sidecar of a bare .onnx
+        raise _error(
+            f"{name}: the metadata sidecar's input records are malformed ({type(exc).__name__}: "
+            f"{redact_paths(str(exc))[:200]})",
+            422,
+            hint="re-export the model (its .meta.json records whole-number dims)",
+        ) from None
     output_names = signature.output_names
 
     def run(feeds: dict[str, np.ndarray], _keep: Any = external) -> dict[str, np.ndarray]:

@@ -243,8 +243,9 @@ def _check_range(value: Any, leaf: str, key: str, dotted: str, where: str) -> No
         check_name(value, f"{dotted} in {where}")
         return
     if (leaf, key) == ("export", "opsets"):
+        # [] means each exporter's own default opset (the default of the section).
         bad = [v for v in value if not _OPSETS[0] <= v <= _OPSETS[1]]
-        if bad or not value:
+        if bad:
             raise ConfigError(
                 f"{dotted} in {where} is {value!r}: each opset must be in {_OPSETS[0]}..{_OPSETS[1]}",
                 hint="e.g. [17, 18]",
