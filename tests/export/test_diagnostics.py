@@ -17,6 +17,11 @@ MESSAGES = [
     ),
     ("torch.tensor results are registered as constants in the trace.", "TracerWarning", "ONX102"),
     (
+        "Failed to convert the model to the target version 17 using the ONNX C API. The model was not modified",
+        None,
+        "ONX123",
+    ),
+    (
         "[ONNXRuntimeError] : 10 : INVALID_GRAPH : ... Error Unrecognized attribute: num_outputs for operator Split",
         None,
         "ONX122",

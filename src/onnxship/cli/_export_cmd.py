@@ -160,6 +160,11 @@ def _render_export(result: ExportResult) -> None:
         for c in acc.parity.checks:
             if c.status == "skipped":
                 console.print(f"  [yellow]not verified:[/] {c.error}", soft_wrap=True)
+        console.print(
+            "  [dim]evidence: synthetic inputs (generated from the input specs; your sample tensors at the export "
+            "shape); `onnxship verify --data` checks real samples[/]",
+            soft_wrap=True,
+        )
     shown = [d for d in result.diagnostics if d.severity != "noise"]
     noise = sum(d.count for d in result.diagnostics if d.severity == "noise")
     if shown:

@@ -203,6 +203,16 @@ RULES: tuple[DiagnosticRule, ...] = (
         "after a down-conversion by the dynamo exporter. onnxship retries at another opset, ending with the "
         "exporter's own; otherwise export at an opset your runtime supports, or register a custom-op library.",
     ),
+    DiagnosticRule(
+        "ONX123",
+        "opset down-conversion failed: the file keeps the exporter's opset",
+        r"(Failed to convert the model to the target version|Skipping version conversion for node|"
+        r"version conver\w+ .*The model was not modified)",
+        "warning",
+        "The dynamo exporter writes opset 18 and could not convert it to the opset asked for, so the file is "
+        "opset 18 (onnxship reports the opset in the file, not the one asked for). Leave --opset at its "
+        "default, or export with the TorchScript exporter if your runtime needs the lower opset.",
+    ),
     # The dynamo exporter's own summary line for each of its three steps (torch/onnx/_internal/exporter/_core.py).
     # Seen in saved logs (`doctor export-log`): "TorchExportError: Failed to export ..." has no "error" word
     # boundary, so without these rules the one line naming the failed step was dropped as progress output.

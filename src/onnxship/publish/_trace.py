@@ -49,8 +49,8 @@ _KWARG_HINTS = {
     "output_names": "outputs are output_0..N; return a dict from forward() and pass dict_output_keys=True "
     "to name them by its keys",
     "input_names": "inputs are named by the sample: pass a dict name -> tensor as sample_input",
-    "opset_version": "onnxship tries opset 17, then 18 (onnxship.yaml export.opsets)",
-    "opset": "onnxship tries opset 17, then 18 (onnxship.yaml export.opsets)",
+    "opset_version": "onnxship picks each exporter's opset (dynamo 18, TorchScript 17; onnxship.yaml export.opsets)",
+    "opset": "onnxship picks each exporter's opset (dynamo 18, TorchScript 17; onnxship.yaml export.opsets)",
 }
 
 
