@@ -22,7 +22,7 @@ import numpy as np
 from onnxship._errors import CheckError, ConfigError, OnnxshipError, VerificationError
 from onnxship._util import git_sha, utc_now
 from onnxship._version import __version__
-from onnxship.spec._inputs import DimSpec, TensorSpec, dim_table, parse_input_spec, sample_feeds, sweep_points
+from onnxship.spec._inputs import DimSpec, TensorSpec, dim_table, sample_feeds, sweep_points
 from onnxship.verify._data import Batch, DataSource, GoldenSource, SyntheticSource, open_source
 from onnxship.verify._golden import Golden, read_golden
 from onnxship.verify._metrics import OutputAccumulator, OutputSummary, batch_stats
@@ -142,7 +142,9 @@ def _specs_from_onnx(info: Any) -> list[TensorSpec]:
 def _resolve_specs(inputs: list[Any] | None, info: Any) -> list[TensorSpec]:
     if inputs is None:
         return _specs_from_onnx(info)
-    specs = [s if isinstance(s, TensorSpec) else parse_input_spec(str(s)) for s in inputs]
+    from onnxship.spec._inputs import parse_input_specs  # resolves shared, bare and derived dims
+
+    specs = parse_input_specs([s if isinstance(s, TensorSpec) else str(s) for s in inputs])
     graph = [i["name"] for i in info.inputs]
     if sorted(s.name for s in specs) != sorted(graph):
         raise ConfigError(
@@ -453,7 +455,10 @@ def _run_sweep(engine: _Engine, specs: list[TensorSpec], static: bool, config: V
         except Exception as exc:
             if generated_ok is None:
                 generated_ok = all(  # a few draws: random structural values are sometimes valid by chance
-                    _reference_fails(engine, sample_feeds(specs, export_point, seed=config.seed + k)) is None
+                    _reference_fails(
+                        engine, sample_feeds(specs, export_point, seed=config.seed + k, use_samples=False)
+                    )
+                    is None
                     for k in range(3)
                 )
             short = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
