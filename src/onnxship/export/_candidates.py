@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
+from onnxship import _progress
 from onnxship._errors import ExportError, OnnxshipError, is_disk_full
 from onnxship.export._config import DEFAULT_OPSETS, CandidateRecord, ExportConfig
 from onnxship.export._diagnostics import (
@@ -134,7 +135,8 @@ def _try_strategy(
         t0 = time.perf_counter()
         with capture_diagnostics(stage=rec.label) as cap:
             try:
-                STRATEGIES[strategy](call)
+                with _progress.stage(f"{rec.label}: export"):
+                    STRATEGIES[strategy](call)
                 error = None
             except Exception as exc:  # exporter failures are data here: classified and recorded
                 if is_disk_full(exc):  # not the model's fault: no other candidate would fit either

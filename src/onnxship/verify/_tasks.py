@@ -50,7 +50,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TaskGate:
-    """Task-level pass thresholds (seed 004 E-2)."""
+    """Task-level pass thresholds."""
 
     top1_mismatch_rate: float = 0.01  # classification: at most this fraction of top-1 decisions may differ
     map_delta: float = 0.01  # detection: |mAP@0.5 delta| and |mAP@0.5:0.95 delta| at most this
@@ -113,7 +113,7 @@ def _finite(x: float) -> float | None:
 # --------------------------------------------------------------------------------------------- classification
 @dataclass
 class ClassificationAgreement:
-    """Do both engines pick the same class? Plus probability MSE per sample (seed E-3's mse_mean / mse_p99)."""
+    """Do both engines pick the same class? Plus probability MSE per sample (mse_mean / mse_p99)."""
 
     samples: int
     top1_mismatch_count: int
@@ -126,12 +126,26 @@ class ClassificationAgreement:
         dict[str, Any]
     ]  # classes with the most mismatches: {"class", "mismatches", "samples", "rate"}
     label_accuracy: dict[str, float] | None = None  # {"reference", "candidate"} when labels were given
+    # (reference class, ONNX class) counts among the samples with the largest probability error
+    worst_confusion: list[dict[str, Any]] = field(default_factory=list)
     passed: bool = True
     reason: str | None = None
     gate: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": "classification", **asdict(self)}
+
+
+def _worst_confusion(mse: np.ndarray, top1: list[np.ndarray], worst: int = 50) -> list[dict[str, Any]]:
+    """How the ``worst`` samples by probability MSE were classified by each engine, as counted pairs."""
+    if not top1 or not mse.size:
+        return []
+    pairs = np.concatenate(top1)[np.argsort(-mse, kind="stable")[:worst]]
+    keys, counts = np.unique(pairs, axis=0, return_counts=True)
+    rows = [
+        {"reference": int(r), "onnx": int(g), "count": int(c)} for (r, g), c in zip(keys, counts, strict=True)
+    ]
+    return sorted(rows, key=lambda d: (d["reference"] == d["onnx"], -d["count"], d["reference"]))
 
 
 class ClassificationMetric:
@@ -142,6 +156,7 @@ class ClassificationMetric:
         self._count: dict[int, int] = {}
         self._miss: dict[int, int] = {}
         self._mse: list[np.ndarray] = []
+        self._top1: list[np.ndarray] = []  # (reference, candidate) top-1 per sample
         self._correct = [0, 0]
         self._labelled = 0
         self.samples = 0
@@ -154,6 +169,7 @@ class ClassificationMetric:
         miss = rt != gt
         pr, pg = _as_probs(r), _as_probs(g)
         self._mse.append(((pr - pg) ** 2).mean(axis=1).astype(np.float32))
+        self._top1.append(np.stack([rt, gt], axis=1).astype(np.int64))
         keys = rt
         if labels is not None:
             lab = np.asarray(labels).reshape(-1).astype(np.int64)
@@ -196,6 +212,7 @@ class ClassificationMetric:
             prob_mse_p99=float(np.percentile(mse, 99)) if mse.size else 0.0,
             classes_seen=len(self._count),
             per_class_top10=per_class,
+            worst_confusion=_worst_confusion(mse, self._top1),
             gate={
                 k: v
                 for k, v in self.gate.to_dict().items()
@@ -384,7 +401,7 @@ def sequence_agreement(
 # -------------------------------------------------------------------------------------------------- detection
 @dataclass(frozen=True)
 class NmsConfig:
-    """The one post-processing applied to both engines' raw detections (seed E-3 ``postprocess.nms``)."""
+    """The one post-processing applied to both engines' raw detections (the ``postprocess.nms`` settings)."""
 
     conf_threshold: float = 0.3  # drop candidates scoring below this
     iou_threshold: float = 0.5  # suppress a box overlapping a better one by more than this

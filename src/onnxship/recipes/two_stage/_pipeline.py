@@ -1,9 +1,9 @@
-"""Two-stage pipeline (seed 004): detect -> shared NMS -> crop -> classify -> label map (edi_code).
+"""Two-stage pipeline: detect -> shared NMS -> crop -> classify -> label map (edi_code).
 
 ``build_two_stage`` trains both stages for a few CPU seconds on synthetic scenes, exports and verifies each one on its
 own through the public verbs (``onnxship.export`` then ``onnxship.verify``: detection = mAP deltas after the shared
 NMS of ``onnxship.verify._tasks``; classification = probability MSE + top-1), then writes a bundle folder with both
-models, their checkpoints and reports, and ``pipeline.json``: the manifest (models, NMS settings in seed E-3's
+models, their checkpoints and reports, and ``pipeline.json``: the manifest (models, NMS settings in the
 ``postprocess`` block, crop size, label map) plus the end-to-end torch-vs-ONNX agreement of the whole pipeline.
 
 ``run_pipeline`` runs a manifest with either engine; both engines share every numpy step (NMS, crop, label map), so
