@@ -27,12 +27,14 @@ import multiprocessing
 import os
 import pickle
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from onnxship import _progress
 from onnxship._errors import ExportError
 from onnxship.export._candidates import CandidateJob, CandidateOutcome, try_candidate
 from onnxship.export._config import CandidateRecord
@@ -112,6 +114,10 @@ def _worker(conn: Connection, job: CandidateJob, threads: int) -> None:
     try:
         os.dup2(2, 1)  # the model's prints go to stderr: stdout may carry the parent's --json result
         sys.stdout = sys.stderr
+        # the parent's progress reporter (and its lock, perhaps held by its thread at fork time) stay with the
+        # parent: the parent reports the concurrent stage as a whole
+        _progress._lock = threading.Lock()
+        _progress._reporter = None
         import torch
 
         torch.set_num_threads(threads)  # the candidates share the cores instead of oversubscribing them
@@ -157,18 +163,10 @@ def _concurrent(jobs: list[CandidateJob], policy: str, ctx: Any) -> GroupResult:
             procs.append(proc)
             conns.append(parent)
         results: list[CandidateOutcome | None] = [None] * len(jobs)
-        chosen = _decide(results, policy, [])
         finish_order: list[int] = []
-        while chosen is None and any(r is None for r in results):
-            waiting = {c: i for i, c in enumerate(conns) if results[i] is None}
-            sentinels = {procs[i].sentinel: i for i in waiting.values()}
-            for ready in wait([*waiting, *sentinels]):
-                i = waiting.get(ready, sentinels.get(ready))  # type: ignore[arg-type]
-                if i is None or results[i] is not None:
-                    continue
-                results[i] = _receive(conns[i], procs[i], jobs[i], started[i])
-                finish_order.append(i)
-            chosen = _decide(results, policy, finish_order)
+        label = " + ".join(job.strategy for job in jobs) + " (concurrently)"
+        with _progress.stage(label):
+            chosen = _wait(jobs, procs, conns, started, results, policy, finish_order)
         return GroupResult(_settle(results, jobs, chosen, policy, started), chosen)
     finally:
         for proc in procs:
@@ -181,6 +179,30 @@ def _concurrent(jobs: list[CandidateJob], policy: str, ctx: Any) -> GroupResult:
                 proc.join()
         for conn in conns:
             conn.close()
+
+
+def _wait(
+    jobs: list[CandidateJob],
+    procs: list[Any],
+    conns: list[Connection],
+    started: list[float],
+    results: list[CandidateOutcome | None],
+    policy: str,
+    finish_order: list[int],
+) -> int | None:
+    """Collect answers as they come until the policy can decide (or every candidate has answered)."""
+    chosen = _decide(results, policy, finish_order)
+    while chosen is None and any(r is None for r in results):
+        waiting = {c: i for i, c in enumerate(conns) if results[i] is None}
+        sentinels = {procs[i].sentinel: i for i in waiting.values()}
+        for ready in wait([*waiting, *sentinels]):
+            i = waiting.get(ready, sentinels.get(ready))  # type: ignore[arg-type]
+            if i is None or results[i] is not None:
+                continue
+            results[i] = _receive(conns[i], procs[i], jobs[i], started[i])
+            finish_order.append(i)
+        chosen = _decide(results, policy, finish_order)
+    return chosen
 
 
 def _receive(conn: Connection, proc: Any, job: CandidateJob, started: float) -> CandidateOutcome:
