@@ -189,11 +189,11 @@ def ship(
         'deeplog-20261123-120000-ab12cd3'
     """
     from onnxship.export import ExportConfig, export
+    from onnxship.runtime._runners import TorchRunner
     from onnxship.spec._binding import bind_inputs
     from onnxship.spec._inputs import sample_feeds
     from onnxship.verify import VerifyConfig, verify, write_golden
     from onnxship.verify._compare import PRECISION_TOLERANCES, Tolerance
-    from onnxship.verify._runners import TorchRunner
 
     start = time.perf_counter()
     cfg = config or ShipConfig()
@@ -266,7 +266,7 @@ def ship(
         for a in prepared:
             for fname, data in a.files.items():
                 writer.write_bytes(f"assets/{fname}", data)
-        from onnxship.export._onnxfile import file_sha256
+        from onnxship.onnxfile import file_sha256
 
         release_meta = {
             "release_name": name,

@@ -33,14 +33,14 @@ from onnxship.export._inputs_from_model import (
     specs_from_samples,
     to_specs,
 )
-from onnxship.export._onnxfile import declared_io, file_sha256, finalize_model, specialized_dims
 from onnxship.export._strategies import STRATEGIES, TORCHSCRIPT_MAX_OPSET, ExportCall
+from onnxship.onnxfile import declared_io, file_sha256, finalize_model, specialized_dims
+from onnxship.runtime._runners import OnnxRuntimeRunner, TorchRunner
 from onnxship.spec._binding import Binding, bind_inputs
 from onnxship.spec._inputs import DimSpec, TensorSpec, dim_table, sweep_points
 from onnxship.spec._model import LoadedModel, ModelSpec, ensure_module, parse_model_spec, state_dict_sha256
 from onnxship.verify._compare import PRECISION_TOLERANCES
 from onnxship.verify._parity import ParityResult, check_parity
-from onnxship.verify._runners import OnnxRuntimeRunner, TorchRunner
 
 if TYPE_CHECKING:
     import torch

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     import numpy as np
     import onnx
 
+    from onnxship.runtime._runners import Runner
     from onnxship.runtime._session import SessionConfig
-    from onnxship.verify._runners import Runner
 
 __all__ = ["VARIANTS", "OptimizeConfig", "OptimizeResult", "VariantResult", "normalize_variant", "optimize"]
 
@@ -178,7 +178,7 @@ class OptimizeResult:
 
 
 def _set_meta(model: onnx.ModelProto, values: dict[str, Any]) -> None:
-    from onnxship.export._onnxfile import set_metadata
+    from onnxship.onnxfile import set_metadata
 
     set_metadata(model, values)
 
@@ -249,8 +249,8 @@ def optimize(
     """
     import onnx
 
-    from onnxship.export._onnxfile import file_sha256
     from onnxship.inspect import load_onnx_checked
+    from onnxship.onnxfile import file_sha256
     from onnxship.optimize._calibration import calibration_batches
 
     config = config or OptimizeConfig()
@@ -284,7 +284,7 @@ def optimize(
     if "int8-static" in config.variants:
         calibration()
     if config.gate.data:
-        from onnxship.verify._data import open_source
+        from onnxship.runtime._data import open_source
 
         open_source(config.gate.data, specs)
     work = work_dir(out_dir, f"{source.stem}-optimize", what="variants to")  # gate files; removed below

@@ -276,7 +276,7 @@ def log_release(
     """
     import onnx
 
-    from onnxship.export._onnxfile import declared_io
+    from onnxship.onnxfile import declared_io
     from onnxship.publish import _mlflow
 
     mlflow = _mlflow.mlflow_module()
@@ -351,7 +351,7 @@ def _log_release(
     pytorch_model: Any,
     triton_release: Any,
 ) -> None:
-    from onnxship.export._onnxfile import external_data_files
+    from onnxship.onnxfile import external_data_files
     from onnxship.publish import _mlflow
 
     mlflow.log_params(result.params)

@@ -329,7 +329,7 @@ def log_onnx(
     mlflow_module()
     import mlflow.onnx
 
-    from onnxship.export._onnxfile import external_data_files
+    from onnxship.onnxfile import external_data_files
 
     proto = onnx.load(str(model_path))  # with external data
     return mlflow.onnx.log_model(

@@ -569,8 +569,8 @@ def log_onnx_model(
     """
     import onnx
 
-    from onnxship.export._onnxfile import external_data_files, file_sha256
     from onnxship.inspect import load_onnx_checked
+    from onnxship.onnxfile import external_data_files, file_sha256
     from onnxship.package._release import version_tag
     from onnxship.publish import _mlflow
     from onnxship.verify import OnnxRuntimeRunner
@@ -673,7 +673,7 @@ def _file_release(
     onnxruntime. None when an input dtype has no spec (the Triton tag then says why)."""
     from dataclasses import dataclass
 
-    from onnxship.export._onnxfile import declared_io
+    from onnxship.onnxfile import declared_io
     from onnxship.package._release import Release
     from onnxship.spec._inputs import DTYPES, DimSpec, TensorSpec, sample_feeds
 

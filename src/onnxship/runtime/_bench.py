@@ -23,8 +23,8 @@ from onnxship.runtime._engines import ENGINES
 from onnxship.spec._inputs import TensorSpec, sample_feeds
 
 if TYPE_CHECKING:
+    from onnxship.runtime._runners import Runner
     from onnxship.runtime._session import SessionConfig
-    from onnxship.verify._runners import Runner
 
 __all__ = ["BenchConfig", "BenchResult", "BenchRow", "bench", "find_variant", "time_runner"]
 

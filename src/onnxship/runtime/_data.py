@@ -16,9 +16,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from onnxship._errors import ConfigError, require
+from onnxship.runtime._golden import Golden
+from onnxship.runtime._preprocess import IMAGE_SUFFIXES, PreprocessConfig, preprocess_images
 from onnxship.spec._inputs import DTYPES, TensorSpec, sample_feeds
-from onnxship.verify._golden import Golden
-from onnxship.verify._preprocess import IMAGE_SUFFIXES, PreprocessConfig, preprocess_images
 
 __all__ = [
     "LABEL_KEYS",

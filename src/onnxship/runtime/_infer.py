@@ -1,7 +1,7 @@
 """``onnxship infer``: predictions from PyTorch or ONNX Runtime on real data, through the verification data sources.
 
 Inputs are whatever ``onnxship verify --data`` reads (image folder, .npz, parquet/CSV), a glob of image files
-(``"data/val/**/*.jpg"``, preprocessed by the one shared :func:`onnxship.verify._preprocess.preprocess_images`), or
+(``"data/val/**/*.jpg"``, preprocessed by the one shared :func:`onnxship.runtime._preprocess.preprocess_images`), or
 nothing: then samples are generated from the input specs.
 DO NOT import torch or onnxruntime at module level.
 """
@@ -80,7 +80,7 @@ class InferResult:
 def _image_glob(
     pattern: str, specs: Sequence[TensorSpec], batch: int, limit: int | None
 ) -> tuple[str, Iterator[tuple[dict[str, np.ndarray], list[str], Any]]]:
-    from onnxship.verify._preprocess import IMAGE_SUFFIXES, PreprocessConfig, preprocess_images
+    from onnxship.runtime._preprocess import IMAGE_SUFFIXES, PreprocessConfig, preprocess_images
 
     files = sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -117,7 +117,7 @@ def iter_batches(
     seed: int = 0,
 ) -> tuple[str, Iterator[tuple[dict[str, np.ndarray], list[str], Any]]]:
     """(description, batches of (feeds, sample ids, labels)) from a data path, an image glob or the specs."""
-    from onnxship.verify._data import SyntheticSource, open_source
+    from onnxship.runtime._data import SyntheticSource, open_source
 
     if inputs is not None and any(c in inputs for c in _GLOB_CHARS) and not Path(inputs).exists():
         return _image_glob(inputs, specs, batch, limit)

@@ -247,7 +247,7 @@ def _read_release(folder: Path, root: ModelRoot, onnx_hint: Path | None) -> Loca
 
 
 def _locations(model: Any, name: str) -> list[tuple[str, str]]:
-    from onnxship.export._onnxfile import external_data_locations
+    from onnxship.onnxfile import external_data_locations
 
     try:
         return external_data_locations(model, name)
@@ -367,7 +367,7 @@ def _read_golden(data: bytes, where: str) -> Any:
     import json
     import zipfile
 
-    from onnxship.verify._golden import Golden
+    from onnxship.runtime._golden import Golden
 
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
@@ -533,10 +533,10 @@ def load_torch_model(config: ServeConfig) -> ServedModel:
             f"the PyTorch fallback ({config.model_spec} + {config.checkpoint}) needs torch, which is not installed",
             hint="pip install 'onnxship[torch]', or serve an ONNX release (--releases / MODEL_PATH)",
         ) from None
+    from onnxship.runtime._runners import TorchRunner
     from onnxship.spec._binding import bind_inputs
     from onnxship.spec._inputs import parse_input_spec, sample_feeds
     from onnxship.spec._model import parse_model_spec
-    from onnxship.verify._runners import TorchRunner
 
     start = time.perf_counter()
     try:

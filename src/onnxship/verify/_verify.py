@@ -22,13 +22,13 @@ import numpy as np
 from onnxship._errors import CheckError, ConfigError, OnnxshipError, VerificationError
 from onnxship._util import git_sha, utc_now
 from onnxship._version import __version__
+from onnxship.runtime._data import Batch, DataSource, GoldenSource, SyntheticSource, open_source
+from onnxship.runtime._golden import Golden, read_golden
+from onnxship.runtime._preprocess import PreprocessConfig
 from onnxship.spec._inputs import DimSpec, TensorSpec, dim_table, parse_input_spec, sample_feeds, sweep_points
-from onnxship.verify._data import Batch, DataSource, GoldenSource, SyntheticSource, open_source
-from onnxship.verify._golden import Golden, read_golden
 from onnxship.verify._metrics import OutputAccumulator, OutputSummary, batch_stats
 from onnxship.verify._parity import sweep_summary
 from onnxship.verify._policy import GatePolicy, resolve_policy
-from onnxship.verify._preprocess import PreprocessConfig
 from onnxship.verify._report import VerifyReport
 from onnxship.verify._sampling import SampleConfig, SamplePlan, add_hard_samples, plan_samples
 from onnxship.verify._tasks import (
@@ -156,9 +156,9 @@ def _load_reference(
     model: Any, checkpoint: str | Path | None, specs: list[TensorSpec], output_names: list[str]
 ) -> tuple[Any, Any, str | None]:
     """A TorchRunner for the model argument; returns (runner, module, checkpoint path)."""
+    from onnxship.runtime._runners import TorchRunner
     from onnxship.spec._binding import bind_inputs
     from onnxship.spec._model import ModelSpec, ensure_module, parse_model_spec, to_cpu_eval
-    from onnxship.verify._runners import TorchRunner
 
     ckpt = None
     if isinstance(model, str):
@@ -842,8 +842,8 @@ def _verify(
     overrides: dict[str, Any],
 ) -> VerifyReport:
     from onnxship.inspect import inspect_model
+    from onnxship.runtime._runners import OnnxRuntimeRunner
     from onnxship.runtime._session import SessionConfig
-    from onnxship.verify._runners import OnnxRuntimeRunner
 
     start = time.perf_counter()
     config = replace(config or VerifyConfig(), **overrides) if overrides else (config or VerifyConfig())
@@ -944,7 +944,7 @@ def _verify(
     static = bool(info.metadata.get("static"))
     import onnx
 
-    from onnxship.export._onnxfile import specialized_dims
+    from onnxship.onnxfile import specialized_dims
 
     proto = onnx.load(str(onnx_path), load_external_data=False)
     static_axes = [] if static else specialized_dims(proto, specs)

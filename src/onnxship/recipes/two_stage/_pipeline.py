@@ -440,7 +440,7 @@ def pipeline_images(
     seed: int = 0,
 ) -> tuple[str, np.ndarray]:
     """The images a pipeline run gets: a ``.npz`` (the detector's input array), an image glob/folder (the shared
-    :func:`onnxship.verify._preprocess.preprocess_images`, [0, 1] values, no normalisation), or synthetic scenes."""
+    :func:`onnxship.runtime._preprocess.preprocess_images`, [0, 1] values, no normalisation), or synthetic scenes."""
     import glob
 
     manifest, _ = load_manifest(manifest_path)
@@ -457,7 +457,7 @@ def pipeline_images(
             images = np.asarray(data[name], np.float32)
         images = images[:limit] if limit else images
         return f"{inputs} ({images.shape[0]} images)", images
-    from onnxship.verify._preprocess import IMAGE_SUFFIXES, PreprocessConfig, preprocess_images
+    from onnxship.runtime._preprocess import IMAGE_SUFFIXES, PreprocessConfig, preprocess_images
 
     pattern = str(Path(inputs) / "**" / "*") if Path(inputs).is_dir() else inputs
     files = sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
