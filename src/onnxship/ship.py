@@ -213,7 +213,7 @@ def ship(
         for v in cfg.optimize.variants:
             normalize_variant(v)  # an unknown variant fails before the export
     module, name, inputs, metadata, output_names = _load_model(model, spec, inputs, cfg)
-    from onnxship.publish._config import check_no_secrets
+    from onnxship._secrets import check_no_secrets
 
     check_no_secrets(
         metadata, "metadata keys"

@@ -30,6 +30,7 @@ from onnxship.optimize._passes import (
 )
 from onnxship.optimize._sensitivity import NodeSensitivity, rank_sensitivity
 from onnxship.runtime._io import model_metadata, model_specs
+from onnxship.runtime._variants import VARIANTS, normalize_variant
 from onnxship.spec._inputs import TensorSpec
 
 if TYPE_CHECKING:
@@ -39,30 +40,15 @@ if TYPE_CHECKING:
     from onnxship.runtime._runners import Runner
     from onnxship.runtime._session import SessionConfig
 
-__all__ = ["VARIANTS", "OptimizeConfig", "OptimizeResult", "VariantResult", "normalize_variant", "optimize"]
-
-# variant name -> precision whose tolerance policy judges it
-VARIANTS = {"fp32": "fp32", "fp16": "fp16", "int8-dynamic": "int8", "int8-static": "int8"}
-_ALIASES = {
-    "simplified": "fp32",
-    "simplify": "fp32",
-    "int8": "int8-dynamic",
-    "dynamic": "int8-dynamic",
-    "static": "int8-static",
-    "half": "fp16",
-    "float16": "fp16",
-}
-
-
-def normalize_variant(name: str) -> str:
-    """``int8`` -> ``int8-dynamic``, ``simplified`` -> ``fp32``; raises ConfigError listing the valid names."""
-    key = name.strip().lower()
-    key = _ALIASES.get(key, key)
-    if key not in VARIANTS:
-        raise ConfigError(
-            f"unknown variant {name!r}", hint=f"valid: {', '.join(VARIANTS)} (aliases: {', '.join(_ALIASES)})"
-        )
-    return key
+__all__ = [
+    "VARIANTS",
+    "OptimizeConfig",
+    "OptimizeResult",
+    "VariantResult",
+    "build_variants",
+    "normalize_variant",
+    "optimize",
+]
 
 
 @dataclass
@@ -339,6 +325,26 @@ def optimize(
         scratch_dir.reset(token)
         force_rmtree(work)
     return result
+
+
+def build_variants(
+    onnx_path: Path, variants: tuple[str, ...], model: Any, specs: Sequence[TensorSpec]
+) -> dict[str, dict[str, Any]]:
+    """Build and gate the variants ``bench`` found no file for (``onnxship.runtime.bench``'s ``build_variants``)."""
+    res = optimize(onnx_path, OptimizeConfig(variants=variants), model=model, specs=specs)
+    found: dict[str, dict[str, Any]] = {}
+    for vr in res.variants:
+        found[vr.variant] = {
+            "path": str(vr.path) if vr.passed else None,
+            "size_bytes": vr.size_bytes,
+            "source": "built by optimize()",
+            "gate_passed": vr.passed,
+            "reason": vr.reason,
+            "excluded_nodes": vr.excluded_nodes,
+        }
+        if not vr.passed:
+            found[vr.variant]["skipped"] = f"rejected by its gate: {vr.reason}"
+    return found
 
 
 def _one_variant(

@@ -21,7 +21,7 @@ from onnxship._errors import ConfigError
 from onnxship.runtime._engines import check_engine
 from onnxship.spec._inputs import DTYPES, TensorSpec
 
-__all__ = ["InferConfig", "InferResult", "infer", "infer_pipeline", "iter_batches"]
+__all__ = ["InferConfig", "InferResult", "infer", "iter_batches"]
 
 _GLOB_CHARS = ("*", "?", "[")
 
@@ -215,16 +215,3 @@ def infer(
         providers=providers,
         seconds=seconds,
     )
-
-
-def infer_pipeline(manifest: str | Path, config: InferConfig | None = None) -> Any:
-    """Run a two-stage pipeline manifest (detect -> shared NMS -> crop -> classify -> label map) with
-    ``config.engine``; inputs: a .npz, an image glob/folder, or generated scenes. Returns a PipelineResult."""
-    from onnxship.recipes.two_stage._pipeline import pipeline_images, run_pipeline
-
-    config = config or InferConfig()
-    check_engine(config.engine, True)
-    source, images = pipeline_images(manifest, config.inputs, config.samples, config.limit, config.seed)
-    result = run_pipeline(manifest, images, engine=config.engine, batch=config.batch)
-    result.source = source
-    return result

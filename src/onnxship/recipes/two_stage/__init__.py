@@ -14,6 +14,7 @@ Imports nothing heavy: torch and onnxruntime are imported inside the verbs.
 from __future__ import annotations
 
 from onnxship.recipes.two_stage._data import COLOURS, Scene, crop_resize, make_scenes
+from onnxship.recipes.two_stage._infer import infer_pipeline
 from onnxship.recipes.two_stage._pipeline import (
     MANIFEST_FORMAT,
     PipelineResult,
@@ -36,6 +37,7 @@ __all__ = [
     "build_two_stage",
     "compare_pipelines",
     "crop_resize",
+    "infer_pipeline",
     "load_manifest",
     "make_scenes",
     "pipeline_images",
