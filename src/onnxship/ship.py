@@ -5,6 +5,9 @@ bundle is complete and verified; ``latest`` moves after that. A failure at any s
 releases and ``latest`` untouched.
 
 DO NOT import torch at module level.
+
+Size: over 400 lines on purpose: the ship verb is one transaction (staging folder, export, verify, variants,
+bundle, rename); its steps read top to bottom.
 """
 
 from __future__ import annotations

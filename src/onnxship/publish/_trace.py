@@ -5,6 +5,9 @@ and on the device it had); the publish result is ``<function>.last_result`` / ``
 Everything that can be checked from the decorator's arguments is checked when it is applied, the environment
 (tracking store, S3 credentials, notification target) before the training function runs.
 DO NOT import torch or mlflow at module level.
+
+Size: over 400 lines on purpose: ``trace_pytorch`` and ``log_onnx_model`` share the argument checks, the
+sample/dynamic-dim handling and the ship-then-publish steps.
 """
 
 from __future__ import annotations

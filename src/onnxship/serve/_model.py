@@ -5,6 +5,9 @@ its signature is built from the session plus the release's verified dim ranges, 
 is run through it and compared with the stored PyTorch outputs. Only a model that passed is ever handed out.
 
 DO NOT import onnxruntime or torch at module level.
+
+Size: over 400 lines on purpose: the lifecycle of one served model (locate, read, confine, golden-check,
+load): each step hands the next a checked value.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ over the declared dynamic dims catches axes that were silently frozen. DO NOT im
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from onnxship.verify._setup import (
 )
 from onnxship.verify._sweep import _run_sweep, _run_value_sweep
 from onnxship.verify._tasks import softmax_margin
+from onnxship.verify._verdict import failure_hint, failure_list, judge_groups
 
 __all__ = ["VerifyConfig", "verify"]
 
@@ -217,57 +217,8 @@ def _verify(
         )
         for o in output_names
     ]
-    groups = []
-    for g in engine.groups.values():
-        # Swept values scale the outputs: their groups are judged elementwise (or by cosine), not by raw MSE.
-        g_policy = no_mse if g["kind"] == "values" else policy
-        outs = {o: a.summary(g_policy) for o, a in g["acc"].items()}
-        g_pass = g["status"] != "failed" and all(s.passed for s in outs.values() if s.samples)
-        if g["status"] == "skipped":
-            g_pass = True
-        elif not g_pass and g["status"] == "passed":
-            g["status"] = "failed"
-            bad = [s for s in outs.values() if not s.passed]
-            g["error"] = "; ".join(f"{s.name}: {s.failures[0]}" for s in bad if s.failures)
-        groups.append(
-            {
-                **{k: v for k, v in g.items() if k != "acc"},
-                "passed": g_pass,
-                "outputs": {
-                    o: {
-                        "max_abs": s.max_abs,
-                        "mse_mean": s.mse_mean,
-                        "cosine_min": s.cosine_min,
-                        "min_passing_atol": s.min_passing_atol,
-                        "passed": s.passed,
-                    }
-                    for o, s in outs.items()
-                    if s.samples
-                },
-            }
-        )
-    failures: list[str] = []
-    if engine.errors:
-        failures.append(engine.errors[0])
-    bad_out = [s for s in summaries if not s.passed]
-    worst = max(bad_out, key=lambda s: (s.min_passing_atol, s.max_abs), default=None)
-    if worst is not None:
-        failures.append(f"output {worst.name!r}: {worst.failures[0]}")
-    if task_res is not None and not task_res.passed:
-        failures.append(f"{config.task}: {task_res.reason}")
-    bad_groups = [g for g in groups if g["status"] == "failed" and g["kind"] not in ("data", "values")]
-    if bad_groups:
-        failures.append(
-            f"{len(bad_groups)} shape(s) failed; first {bad_groups[0]['group']}: {bad_groups[0]['error']}"
-        )
-    bad_values = [g for g in groups if g["status"] == "failed" and g["kind"] == "values"]
-    if bad_values:
-        failures.append(
-            f"{len(bad_values)} value variant(s) failed (a branch on tensor values?); first "
-            f"{bad_values[0]['group']}: {bad_values[0]['error']}"
-        )
-    if static_axes:
-        failures.append("dynamic axes exported static: " + "; ".join(static_axes))
+    groups = judge_groups(engine, policy, no_mse)
+    failures, worst = failure_list(engine, summaries, task_res, config.task, groups, static_axes)
     passed = not failures
     shape_issues = {"static_axes": static_axes, "output_dims": _output_dim_issues(info, groups)}
     diags = list(diagnostics or []) + _likely_causes(
@@ -292,26 +243,7 @@ def _verify(
             "failures": worst_any.failures,
         }
     )
-    hint = None
-    if not passed:
-        causes = [d["title"] for d in diags if d["source"] == "verify"]
-        nonfinite = [
-            o.name for o in summaries if (o.nonfinite_reference or o.nonfinite_candidate) and not o.passed
-        ]
-        if nonfinite:
-            lead = (
-                f"outputs {nonfinite} hold NaN/Inf: find the log/div/sqrt/overflow that makes them, or pass "
-                "--allow-nonfinite if they are expected "
-            )
-        elif worst_any is not None and math.isfinite(worst_any.min_passing_atol):
-            tol = policy.tolerance_for(worst_any.name)
-            lead = (
-                f"worst output {worst_any.name!r} would pass with atol={worst_any.min_passing_atol:.3g}"
-                + (f" (gate: atol={tol.atol:g} rtol={tol.rtol:g}) " if tol is not None else " ")
-            )
-        else:
-            lead = ""
-        hint = lead + (f"; likely causes: {', '.join(causes)}" if causes else "")
+    hint = None if passed else failure_hint(summaries, worst_any, policy, diags)
     seconds = time.perf_counter() - start
     labels = source.labels()
     sampled_classes = plan.sampled_classes

@@ -10,6 +10,9 @@ models, their checkpoints and reports, and ``pipeline.json``: the manifest (mode
 the only difference between them is the two models.
 
 DO NOT import torch or onnxruntime at module level.
+
+Size: over 400 lines on purpose: pipeline.json is written (build) and read (run) here, so the manifest format
+cannot drift between the two.
 """
 
 from __future__ import annotations
