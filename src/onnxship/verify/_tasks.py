@@ -12,8 +12,8 @@ Conventions:
     detection       raw head outputs, decoded by :func:`decode_detections` into per-image boxes ``[K, 4]`` (xyxy)
                     and class scores ``[K, C]``; both engines then go through the *same* :func:`nms`.
 
-Size: over 400 lines for now: the three metrics share softmax, box IoU and the one NMS; the split into one
-module per task metric waits for the detection changes in flight.
+Size: over 400 lines: three streaming metrics that share softmax, box IoU and the one NMS; one module per
+task metric is the planned split.
 """
 
 from __future__ import annotations
