@@ -12,19 +12,15 @@ from typing import Any
 
 from onnxship._errors import CheckError, ConfigError
 from onnxship._util import git_sha, utc_now
-from onnxship.publish._api import (
-    _triton_text,
-    golden_check,
-    log_release,
-    notify_in_run,
-    prepare_target,
-)
+from onnxship.publish._api import notify_in_run, prepare_target
 from onnxship.publish._bundle import BundleView
+from onnxship.publish._checks import golden_check
 from onnxship.publish._config import (
     PublishConfig,
     PublishResult,
     check_no_secrets,
 )
+from onnxship.publish._record import _triton_text, log_release
 from onnxship.publish._trace import _check_kwargs, _publish_fields
 
 __all__ = ["log_onnx_model"]

@@ -22,19 +22,16 @@ from typing import Any
 
 from onnxship._errors import ConfigError
 from onnxship._util import check_name
-from onnxship.publish._api import (
-    _pre_checks,
-    log_release,
-    notify_in_run,
-    prepare_target,
-)
+from onnxship.publish._api import notify_in_run, prepare_target
 from onnxship.publish._bundle import BundleView, open_bundle
+from onnxship.publish._checks import _pre_checks
 from onnxship.publish._config import (
     NotifyConfig,
     PublishConfig,
     PublishResult,
     experiment_name,
 )
+from onnxship.publish._record import log_release
 from onnxship.publish._sample import (
     _check_returned,
     _cpu_model,
