@@ -89,6 +89,14 @@ component_wrk() {
   command -v wrk >/dev/null 2>&1
 }
 
+# h2load (Debian nghttp2-client) drives the gRPC side of benchmarks/serve_throughput.py: unary gRPC calls are
+# HTTP/2 POSTs with a fixed body, so one C load generator measures gRPC as wrk measures REST.
+component_h2load() {
+  command -v h2load >/dev/null 2>&1 && return 0
+  apt_install nghttp2-client || return 1
+  command -v h2load >/dev/null 2>&1
+}
+
 # `components.sh NAME...` installs only those components (e.g. `make demo` needs drain3 alone).
 if [ $# -gt 0 ]; then wanted=$(printf 'component_%s\n' "$@"); else wanted=$(declare -F | awk '{print $3}' | grep '^component_'); fi
 for fn in $wanted; do

@@ -1,4 +1,4 @@
-"""Small shared helpers: git sha, UTC time, safe names, work folders and the one atomic file writer.
+"""Small shared helpers: git sha, UTC time, safe names, work folders, usable cores and the one atomic file writer.
 
 Every file onnxship writes goes through :func:`atomic_write` (a temp file beside the target, then a rename), and
 every scratch folder through :func:`work_dir` (under the output folder, named ``.onnxship-tmp-<owner>-...``). The
@@ -37,6 +37,7 @@ __all__ = [
     "owner_tag",
     "public_mode",
     "scratch_dir",
+    "usable_cores",
     "utc_now",
     "verb_module",
     "work_dir",
@@ -323,3 +324,19 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def usable_cores(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The CPUs this process may run on, capped by a cgroup v2 CPU quota (a container limited to 2 CPUs on a 64-core
+    node gets 2, not 64)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path(cgroup_cpu_max).read_text().split()[:2]
+        if quota != "max" and int(period) > 0:
+            cores = min(cores, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota here
+    return max(1, cores)

@@ -87,7 +87,8 @@ def test_default_inputs_from_module(runner, root, tmp_path):
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["--input", "x:2 x four:int64"], 2, "cannot read a dim"),
+        (["--input", "x:2 x four:int64"], 2, "dim 'four' has no size"),
+        (["--input", "x:2 x -4:int64"], 2, "cannot read a dim"),
         (["--input", "input_sequence:2x10:int64", "--opset", "99"], 2, "unknown opset 99"),
         (["--input", "input_sequence:2x10:int64", "--strategy", "magic"], 2, "unknown export strategy"),
         (["--input", "input_sequence:2x10:int64", "--meta", "novalue"], 2, "is not key=value"),

@@ -1,5 +1,5 @@
-"""32 concurrent clients while 10 reloads happen (2 of them broken): no failed request, every answer from one whole
-model, and the version a response names is the model that computed it."""
+"""32 concurrent clients while 10 reloads happen (2 of them broken) on two worker processes: no failed request,
+every answer from one whole model, and the version a response names is the model that computed it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ MAX_REQUESTS = 400  # per client: bounds the test if reloads were slow
 
 
 def test_concurrent_clients_during_reloads(bundles, start_server):
-    s = start_server(["--releases", str(bundles.root), "--max-batch", "32", "--batch-timeout-ms", "2"])
+    s = start_server(
+        ["--releases", str(bundles.root), "--max-batch", "32", "--batch-timeout-ms", "2", "--workers", "2"]
+    )
     host, port = s.hostport.split(":")
     rng = np.random.default_rng(42)
     inputs = [

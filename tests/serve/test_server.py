@@ -17,7 +17,8 @@ X = RNG.integers(0, 30, size=(3, 12)).astype(np.int64)
 
 @pytest.fixture(scope="module")
 def server(bundles, start_server):
-    return start_server(["--releases", str(bundles.root), "--max-body-bytes", "65536"])
+    # one process here (the protocol tests); the reload tests below run the default, one worker per core
+    return start_server(["--releases", str(bundles.root), "--max-body-bytes", "65536", "--workers", "1"])
 
 
 def _client(server):
@@ -342,6 +343,10 @@ def test_torch_fallback_server_refuses_path_reloads(start_server, deeplog_checkp
         (["--batch-timeout-ms", "-1"], "batch_timeout_ms"),
         (["--token", " "], "token is empty"),
         (["--checkpoint", "x.pt"], "without a model factory"),
+        (["--workers", "0"], "workers must be >= 1"),
+        (["--max-batch", "16", "--preferred-batch", "32"], "outside 1..16"),
+        (["--grpc-port", "70000"], "gRPC port 70000 is not a TCP port"),
+        (["--port", "9000", "--grpc-port", "9000"], "is the REST --port too"),
     ],
 )
 def test_bad_flags_are_usage_errors(args, message, tmp_path, monkeypatch):

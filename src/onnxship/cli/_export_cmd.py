@@ -30,8 +30,11 @@ def export_command(
         None,
         "--input",
         "-i",
-        help="NAME:DIMS:DTYPE[:LOW..HIGH], repeat per input "
-        "(e.g. 'input_sequence:batch=2 x seq=10..64:int64:0..30')",
+        help="NAME:DIMS:DTYPE[:KIND][:LOW..HIGH], repeat per input; a dim is N, name=N, name=N..MAX, "
+        "name=N..MAX/STEP (multiples of STEP), name=a+b (sum of dims) or a bare name; KIND: ids, mask, normal, "
+        "uniform, image, positive, offsets(DIM), lengths(DIM), indices(DIM), positions "
+        "(e.g. 'input_sequence:batch=2 x seq=10..64:int64:0..30', 'attention_mask:batch x seq:int64:mask', "
+        "'image:batch=2x3xheight=224..512/16xwidth=224..512/16:float32:image')",
     ),
     checkpoint: Path = typer.Option(None, "--checkpoint", "-c", help="weights (state_dict) to load"),
     trust_checkpoint: bool = typer.Option(

@@ -109,7 +109,7 @@ def infer_command(
     """Run PyTorch or ONNX Runtime over data (the same preprocessing as verification) and show predictions."""
     from onnxship._util import atomic_write_json
     from onnxship.runtime import InferConfig, infer
-    from onnxship.spec import parse_input_spec
+    from onnxship.spec import parse_input_specs
 
     if pipeline is not None:
         _infer_pipeline(pipeline, engine, inputs, batch, samples, limit, out, as_json)
@@ -127,14 +127,12 @@ def infer_command(
             top_k=top_k,
             session=session_config(providers, 0, False, None),
         )
-        specs = [parse_input_spec(s) for s in input_specs] if input_specs else None
+        specs = parse_input_specs(list(input_specs)) if input_specs else None
     except ConfigError as exc:
         raise fail(exc, USAGE_EXIT) from None
     spec = model_argument(model, checkpoint, trust_checkpoint, model_args)
     if onnx_path is None and specs is None and spec is not None and spec.module_attr("ONNXSHIP_INPUTS", None):
-        specs = [
-            parse_input_spec(s) for s in spec.module_attr("ONNXSHIP_INPUTS")
-        ]  # the model module's defaults
+        specs = parse_input_specs(list(spec.module_attr("ONNXSHIP_INPUTS")))  # the model module's defaults
     result = infer(onnx_path, config, model=spec, specs=specs)
     if out:
         if not out.parent.is_dir():

@@ -32,7 +32,27 @@ def serve_command(
     port: int = typer.Option(8000, "--port", "-p", help="port (0 picks a free one and prints it)"),
     max_batch: int = typer.Option(32, "--max-batch", help="largest merged batch (1 turns batching off)"),
     batch_timeout_ms: float = typer.Option(
-        2.0, "--batch-timeout-ms", help="how long a batch waits for requests still being read"
+        0.0,
+        "--batch-timeout-ms",
+        help="max queue delay: a partial batch waits this long after its first request (Triton's semantics)",
+    ),
+    preferred_batch: list[int] = typer.Option(
+        None, "--preferred-batch", help="batch size sent as soon as it can be formed (repeatable)"
+    ),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        help="server processes sharing the port (default: one per core)",
+        show_default=False,
+    ),
+    grpc_port: int = typer.Option(
+        None,
+        "--grpc-port",
+        help="also serve KServe v2 gRPC on this port (0 picks a free one)",
+        show_default=False,
+    ),
+    proxy_headers: bool = typer.Option(
+        False, "--proxy-headers", help="trust X-Forwarded-For/-Proto from a proxy on this host"
     ),
     max_body_bytes: int = typer.Option(16 * 1024 * 1024, "--max-body-bytes", help="larger bodies get 413"),
     token: str = typer.Option(
@@ -100,6 +120,10 @@ def serve_command(
             port=port,
             max_batch=max_batch,
             batch_timeout_ms=batch_timeout_ms,
+            preferred_batch=tuple(preferred_batch or ()),
+            workers=workers if workers is not None else _default_workers(model, checkpoint),
+            grpc_port=grpc_port,
+            proxy_headers=proxy_headers,
             max_body_bytes=max_body_bytes,
             token=token,
             require_golden=not no_golden_check,
@@ -137,13 +161,25 @@ def serve_command(
 
     def ready(url: str, manager: object) -> None:
         model_ = manager.current[0]  # type: ignore[attr-defined]
+        grpc = getattr(manager, "grpc_address", None)
         console.print(
             f"onnxship serve: {url} model={model_.name} version={model_.version} "
             f"release={model_.release} engine={model_.engine} golden={model_.golden.get('status')} "
-            f"auth={'bearer' if config.token else 'off'}",
+            f"auth={'bearer' if config.token else 'off'}"
+            + (f" grpc={grpc}" if grpc else "")
+            + f" workers={getattr(manager, 'workers', 1)}",
             soft_wrap=True,
         )
         console.file.flush()
 
     result = serve(config, on_ready=ready)
     console.print(f"stopped: {result.requests} infer requests, reloads {result.reloads or {}}")
+
+
+def _default_workers(model: str | None, checkpoint: Path | None) -> int:
+    """One worker per core; one when a PyTorch checkpoint may be served (torch uses the cores itself)."""
+    if model and checkpoint:
+        return 1
+    from onnxship.serve._workers import default_workers
+
+    return default_workers()

@@ -102,7 +102,10 @@ def verify_command(
         None, "--golden", "-g", help="golden.npz: re-check against stored outputs (no torch)"
     ),
     inputs: list[str] = typer.Option(
-        None, "--input", "-i", help="NAME:DIMS:DTYPE[:LOW..HIGH] (default: the specs the export embedded)"
+        None,
+        "--input",
+        "-i",
+        help="NAME:DIMS:DTYPE[:KIND][:LOW..HIGH] (default: the specs the export embedded)",
     ),
     data: Path = typer.Option(
         None, "--data", "-d", help="image folder (class = sub-folder), .npz, .parquet or .csv"

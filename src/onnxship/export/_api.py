@@ -36,9 +36,10 @@ from onnxship.export._inputs_from_model import (
 from onnxship.export._strategies import STRATEGIES, TORCHSCRIPT_MAX_OPSET, ExportCall
 from onnxship.onnxfile import declared_io, file_sha256, finalize_model, specialized_dims
 from onnxship.runtime._runners import OnnxRuntimeRunner, TorchRunner
-from onnxship.spec._binding import Binding, bind_inputs
-from onnxship.spec._inputs import DimSpec, TensorSpec, dim_table, sweep_points
+from onnxship.spec._binding import Binding, bind_inputs, flat_module
+from onnxship.spec._inputs import DimSpec, TensorSpec, dim_table
 from onnxship.spec._model import LoadedModel, ModelSpec, ensure_module, parse_model_spec, state_dict_sha256
+from onnxship.spec._probe import plan_sweep
 from onnxship.verify._compare import PRECISION_TOLERANCES
 from onnxship.verify._parity import ParityResult, check_parity
 
@@ -83,6 +84,7 @@ def export(
     name: str | None = None,
     inputs: list[str | TensorSpec] | None = None,
     dynamic: dict[str, dict[int, str]] | None = None,
+    kinds: dict[str, str] | None = None,
     config: ExportConfig | None = None,
     **overrides: Any,
 ) -> ExportResult:
@@ -91,11 +93,15 @@ def export(
     Args:
         model: an ``nn.Module``, a ``ModelSpec`` or a spec string ``"file.py:factory"``.
         sample_inputs: a tensor, a tuple of tensors, or a dict ``name -> tensor`` (names become ONNX input names and
-            bind to forward()'s parameters by name). Alternatively give ``inputs``.
+            bind to forward()'s parameters by name; a nested dict feeds a dict parameter, its entries become inputs
+            named ``inputs.image``). Alternatively give ``inputs``.
         out: folder for ``<name>.onnx`` and ``<name>.onnx.meta.json``.
         name: model name (default: from the spec or the class name).
         inputs: input specs (``"x:batch=2 x seq=10..64:int64:0..30"``) instead of sample tensors.
-        dynamic: with sample tensors, the dynamic axes: ``{"x": {0: "batch", 1: "seq..64"}}``.
+        dynamic: with sample tensors, the dynamic axes: ``{"x": {0: "batch", 1: "seq..64"}}``; also
+            ``"height..512/16"`` (sizes multiples of 16) and ``"total=past+seq"`` (a sum of other dims).
+        kinds: with sample tensors, value kinds of inputs: ``{"attention_mask": "mask", "offsets": "offsets(n)"}``
+            (the obvious ones are inferred). At the sample's shape the sample itself is used as given.
         config: an ExportConfig; keyword overrides replace its fields (``strategy="torchscript"``).
 
     Returns:
@@ -124,7 +130,7 @@ def export(
         if inputs is not None:
             specs, samples = to_specs(list(inputs)), {}
         else:
-            specs, samples = specs_from_samples(sample_inputs, dynamic)
+            specs, samples = specs_from_samples(sample_inputs, dynamic, kinds)
         dim_table(specs)  # shared dims must agree
         _refuse_bfloat16(module, specs)
         specs, range_notes = default_int_ranges(module, specs)
@@ -138,6 +144,13 @@ def export(
                 f"({', '.join(f'{k}->{v}' for k, v in binding.params.items())})"
             )
         specs = _order_specs(specs, binding)
+        if binding.groups:  # forward(self, inputs: dict): export a wrapper that takes one tensor per entry
+            groups = sorted(binding.groups)
+            module, binding = flat_module(module, binding)
+            notes.append(
+                f"dict parameters {groups} of forward() are exported as one ONNX input per entry "
+                f"({', '.join(binding.order)})"
+            )
         static_specs = [_static_spec(s) for s in _order_specs(sample_specs, binding)]
         if config.fp16:
             module = copy.deepcopy(module).half()  # the caller's model keeps its dtype
@@ -223,7 +236,16 @@ def _run(
         )
     torch_runner.output_names = output_names
     tolerance = config.tolerance or PRECISION_TOLERANCES["fp16" if config.fp16 else "fp32"]
-    points = sweep_points(specs)
+    # Size rules PyTorch itself imposes (multiples, minimums, dims that move together) before any candidate.
+    sweep = plan_sweep(torch_runner, specs, seed=config.seed, probe=config.verify)
+    specs, points = sweep.specs, sweep.points
+    notes += sweep.notes
+    if sweep.problem and not config.allow_static:
+        raise ExportError(
+            sweep.problem,
+            hint="declare size rules (height=224..512/16), value kinds (mask, offsets(n), lengths(seq)) or give "
+            "--data; a dim no other size of which works should be static",
+        )
     static_specs, static_values = static_inputs or (specs, values)
     strategies = ["dynamo", "torchscript"] if config.strategy == "auto" else [config.strategy]
     work = work_dir(out, f"{name}-candidates", what="to --out")  # removed below; a killed run's by the next

@@ -102,7 +102,8 @@ def _check_array(name: str, arr: np.ndarray, spec: TensorSpec, where: str) -> np
 
 
 class SyntheticSource:
-    """Random inputs drawn from the specs (integer ids within their declared range, masks 0/1, floats)."""
+    """Inputs generated from the specs by value kind (ids within their range, padding-style prefix masks, valid
+    offsets/lengths, floats); at the user's sample shape, the user's sample tensors as given."""
 
     kind = "synthetic"
 

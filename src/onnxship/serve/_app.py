@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -24,7 +25,10 @@ from onnxship.serve._model import ServedModel
 from onnxship.serve._protocol import encode_error, encode_infer_response, parse_infer_request
 from onnxship.serve._signature import RequestError
 
-__all__ = ["ServeApp", "create_app"]
+if TYPE_CHECKING:
+    from onnxship.serve._workers import Cluster
+
+__all__ = ["ServeApp", "create_app", "submit_checked"]
 
 log = logging.getLogger("onnxship.serve")
 
@@ -33,6 +37,8 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _JSON = b"application/json"
+_INFER_LABEL = ["infer", ""]  # shared, never written: the infer fast path labels its requests with this
+_MAX_CACHED_PATHS = 64  # infer URLs remembered for the fast path (served name, with or without a version)
 _OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")  # probes stay reachable without the token
 
 
@@ -50,26 +56,37 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 class ServeApp:
     """ASGI callable serving the ModelManager's current model."""
 
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelManager, cluster: Cluster | None = None) -> None:
         self.manager = manager
         self.metrics = manager.metrics
+        self.cluster = cluster  # several worker processes: /metrics sums them all
         token = manager.config.token
         self._token = token.encode("utf-8") if token else None
         self._limit = manager.config.max_body_bytes
+        self._infer_paths: dict[str, tuple[str, str | None]] = {}  # URL -> (model name, version)
+        # HTTP requests this process is handling, including ones whose handler has not started yet (the server
+        # runner sets it; the default never lets a request skip the batcher)
+        self.in_flight: Callable[[], int] = lambda: 2
+        # awaited on lifespan startup/shutdown (the gRPC server, the worker control channel)
+        self.on_startup: list[Callable[[], Awaitable[None]]] = []
+        self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "lifespan":
-            await self._lifespan(receive, send)
-            return
         if kind != "http":
-            if kind == "websocket":  # only reachable when uvicorn runs with websocket support: refuse (403)
+            if kind == "lifespan":
+                await self._lifespan(receive, send)
+            elif kind == "websocket":  # only reachable when uvicorn runs with websocket support: refuse (403)
                 await send({"type": "websocket.close", "code": 1008})
             return
         start = time.perf_counter()
-        label = ["other", ""]  # endpoint, model: filled in by _dispatch as soon as it knows them
+        hit = self._infer_paths.get(scope["path"])  # the hot path: no parsing, no allocation for routing
+        label = _INFER_LABEL if hit is not None else ["other", ""]
         try:
-            status = await self._dispatch(scope, receive, send, label)
+            if hit is not None:
+                status = await self._infer(scope, receive, send, hit[0], hit[1])
+            else:
+                status = await self._dispatch(scope, receive, send, label)
         except _Disconnected:
             status = 499
         except RequestError as exc:
@@ -79,9 +96,10 @@ class ServeApp:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             status = 500
             await self._reply(send, 500, encode_error("internal server error (see the server log)"))
+        name = hit[0] if hit is not None else label[1]
         current = self.manager.current
         # only the served name becomes a label: names from URLs would make the metric's cardinality unbounded
-        model_label = label[1] if current is not None and label[1] == current[0].name else ""
+        model_label = name if current is not None and name == current[0].name else ""
         self.metrics.request(model_label, label[0], status, time.perf_counter() - start)
 
     @staticmethod
@@ -96,8 +114,20 @@ class ServeApp:
         while True:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
+                try:
+                    for hook in self.on_startup:
+                        await hook()
+                except Exception as exc:
+                    log.exception("server startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
+                for hook in self.on_shutdown:
+                    try:
+                        await hook()
+                    except Exception:
+                        log.exception("server shutdown step failed")
                 self.manager.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -116,8 +146,9 @@ class ServeApp:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
-        length = _header(scope, b"content-length")
+    async def _body(self, scope: Scope, receive: Receive, headers: _Headers | None = None) -> bytes:
+        h = headers or _Headers(scope)
+        length = h.content_length
         if length is not None:
             try:
                 n = int(length)
@@ -130,33 +161,48 @@ class ServeApp:
                     413,
                     f"request body of {n} bytes exceeds the limit of {self._limit} bytes (--max-body-bytes)",
                 )
-        encoding = _header(scope, b"content-encoding")
+        encoding = h.content_encoding
         if encoding not in (None, b"identity"):
             raise RequestError(
                 400,
                 f"Content-Encoding {encoding.decode('latin-1')!r} is not supported; send the "
                 f"body uncompressed",
             )
-        chunks: list[bytes] = []
-        size = 0
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise _Disconnected
+        body = msg.get("body", b"")
+        if not msg.get("more_body", False):  # the whole body in one message: the usual case
+            if len(body) > self._limit:
+                raise RequestError(
+                    413, f"request body exceeds the limit of {self._limit} bytes (--max-body-bytes)"
+                )
+            return body
+        chunks: list[bytes] = [body]
+        size = len(body)
         while True:
+            if size > self._limit:
+                raise RequestError(
+                    413, f"request body exceeds the limit of {self._limit} bytes (--max-body-bytes)"
+                )
             msg = await receive()
             if msg["type"] == "http.disconnect":
                 raise _Disconnected
             chunk = msg.get("body", b"")
             size += len(chunk)
-            if size > self._limit:
-                raise RequestError(
-                    413, f"request body exceeds the limit of {self._limit} bytes (--max-body-bytes)"
-                )
             chunks.append(chunk)
             if not msg.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                if size > self._limit:
+                    raise RequestError(
+                        413, f"request body exceeds the limit of {self._limit} bytes (--max-body-bytes)"
+                    )
+                return b"".join(chunks)
 
-    def _authorized(self, scope: Scope) -> bool:
+    def _authorized(self, scope: Scope, value: bytes | None = None) -> bool:
         if self._token is None:
             return True
-        value = _header(scope, b"authorization") or b""
+        if value is None:
+            value = _header(scope, b"authorization") or b""
         scheme, _, given = value.partition(b" ")
         # compare_digest on every path: the time taken does not depend on how much of the token matched
         return hmac.compare_digest(given.strip(), self._token) and scheme.lower() == b"bearer"
@@ -195,7 +241,13 @@ class ServeApp:
             label[1] = name
             if action == "infer":
                 label[0] = "infer"
-                _allow(method, "POST")
+                current = self.manager.current
+                if (
+                    current is not None
+                    and name == current[0].name
+                    and len(self._infer_paths) < _MAX_CACHED_PATHS
+                ):
+                    self._infer_paths[scope["path"]] = (name, version)
                 return await self._infer(scope, receive, send, name, version)
             if action == "ready":
                 label[0] = "model_ready"
@@ -223,41 +275,37 @@ class ServeApp:
 
     # -- infer -----------------------------------------------------------------------------------------------
     async def _infer(self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None) -> int:
-        manager = self.manager
+        headers = _Headers(scope)
+        if headers.upgrade is not None:
+            raise RequestError(
+                400, "protocol upgrades (WebSocket, h2c) are not supported: this server speaks HTTP/1.1 only"
+            )
+        if self._token is not None and not self._authorized(scope, headers.authorization or b""):
+            raise RequestError(401, "missing or wrong bearer token (send 'Authorization: Bearer <token>')")
+        _allow(scope["method"], "POST")
         self._model(name, version)  # 404 before reading a body for a model that is not here
-        manager.parsing += 1
-        self.metrics.inflight += 1
+        metrics = self.metrics
+        metrics.inflight += 1
         try:
-            try:
-                body = await self._body(scope, receive)
-                header = _header(scope, b"inference-header-content-length")
-                header_len = None
-                if header is not None:
-                    try:
-                        header_len = int(header)
-                    except ValueError:
-                        raise RequestError(
-                            400, f"Inference-Header-Content-Length {header!r} is not a number"
-                        ) from None
-                model = self._model(name, version)  # the model that answers (a reload may have happened)
-                # shapes are checked against the signature before any array is built
-                request = parse_infer_request(body, header_len, model.signature)
-                model.signature.check(request.feeds, request.declared)
-                if request.outputs is not None:
-                    have = model.signature.output_names
-                    unknown = [n for n, _ in request.outputs if n not in have]
-                    if unknown:
-                        raise RequestError(
-                            400, f"requested output(s) {unknown} do not exist; the model's outputs are {have}"
-                        )
-                assert manager.current is not None and manager.current[0] is model
-                future = manager.current[1].submit(request.feeds, request.rows)
-            finally:
-                manager.parsing -= 1
-            outputs = await future
+            body = await self._body(scope, receive, headers)
+            header = headers.inference_header
+            header_len = None
+            if header is not None:
+                try:
+                    header_len = int(header)
+                except ValueError:
+                    raise RequestError(
+                        400, f"Inference-Header-Content-Length {header!r} is not a number"
+                    ) from None
+            model = self._model(name, version)  # the model that answers (a reload may have happened)
+            # shapes are checked against the signature before any array is built
+            request = parse_infer_request(body, header_len, model.signature)
+            outputs = await submit_checked(
+                self.manager, model, request.feeds, request.declared, request.outputs, self.in_flight() <= 1
+            )
             payload, json_len = encode_infer_response(model.name, str(model.version), request, outputs)
         finally:
-            self.metrics.inflight -= 1
+            metrics.inflight -= 1
         if json_len is None:
             await self._reply(send, 200, payload)
         else:
@@ -315,6 +363,7 @@ class ServeApp:
             "last_reload": self.manager.last_reload,
             "model_root": self.manager.public_root,  # never the absolute path
             "config_notes": list(self.manager.config.notes),
+            "worker_pid": os.getpid(),  # which server process answered (several with --workers)
         }
         if current is not None:
             doc.update(current[0].describe())
@@ -322,10 +371,13 @@ class ServeApp:
         return 200
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> int:
-        current = self.manager.current
-        text = self.metrics.render(
-            current[0].name if current else None, self.manager.version, self.manager.ready
-        )
+        if self.cluster is not None:  # every worker's counters, summed
+            text = await self.cluster.metrics_text()
+        else:
+            current = self.manager.current
+            text = self.metrics.render(
+                current[0].name if current else None, self.manager.version, self.manager.ready
+            )
         await self._reply(send, 200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8")
         return 200
 
@@ -347,12 +399,17 @@ class ServeApp:
             if model_path is not None and not isinstance(model_path, str):
                 raise RequestError(400, f"model_path must be a string, got {type(model_path).__name__}")
         try:
+            # with several workers the manager's `agree` hook has every worker load and check it, or none swaps
             result = await self.manager.reload(model_path)
         except OnnxshipError as exc:
+            if self.cluster is not None:
+                await self.cluster.reloaded()
             status = int(getattr(exc, "status", 422))
             detail = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
             await self._reply(send, status, orjson.dumps({"error": detail, "serving": self._serving()}))
             return status
+        if self.cluster is not None:
+            await self.cluster.reloaded()
         await self._reply(send, 200, orjson.dumps(result))
         return 200
 
@@ -376,11 +433,68 @@ class ServeApp:
     }
 
 
+async def submit_checked(
+    manager: ModelManager,
+    model: ServedModel,
+    feeds: dict[str, Any],
+    declared: dict[str, str],
+    outputs: list[tuple[str, bool]] | None,
+    solo: bool = False,
+) -> dict[str, Any]:
+    """Validate a parsed request against ``model``'s signature, queue it on that model's batcher, await it.
+
+    Shared by REST and gRPC: the same checks and the same batcher answer both. ``solo``: the caller knows no
+    other request is in flight in this process, so an idle batcher may run it at once (see Batcher.run_now).
+
+    Raises:
+        RequestError: 400 when the tensors do not fit the verified signature or name unknown outputs.
+    """
+    sig = model.signature
+    sig.check(feeds, declared, ids=False)  # ids: once per batch, by the batcher (Batcher.validate)
+    if outputs is not None:
+        have = sig.output_names
+        unknown = [n for n, _ in outputs if n not in have]
+        if unknown:
+            raise RequestError(
+                400, f"requested output(s) {unknown} do not exist; the model's outputs are {have}"
+            )
+    current = manager.current
+    assert current is not None and current[0] is model  # no await since _model(): no reload slipped in
+    first = next(iter(feeds.values()))
+    rows = int(first.shape[0]) if first.ndim else 1
+    if solo:
+        out = current[1].run_now(feeds, rows)
+        if out is not None:
+            return out
+    return await current[1].submit(feeds, rows)
+
+
+class _Headers:
+    """The request headers the infer path reads, found in one pass."""
+
+    __slots__ = ("authorization", "content_encoding", "content_length", "inference_header", "upgrade")
+
+    def __init__(self, scope: Scope) -> None:
+        self.authorization = self.content_encoding = self.content_length = self.inference_header = None
+        self.upgrade = None
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                self.content_length = value
+            elif key == b"authorization":
+                self.authorization = value
+            elif key == b"inference-header-content-length":
+                self.inference_header = value
+            elif key == b"content-encoding":
+                self.content_encoding = value
+            elif key == b"upgrade":
+                self.upgrade = value
+
+
 def _allow(method: str, want: str) -> None:
     if method != want and not (want == "GET" and method == "HEAD"):
         raise RequestError(405, f"method {method} is not allowed here; use {want}")
 
 
-def create_app(manager: ModelManager) -> ServeApp:
+def create_app(manager: ModelManager, cluster: Cluster | None = None) -> ServeApp:
     """The ASGI app for a started ModelManager (see :func:`onnxship.serve.serve` to run it)."""
-    return ServeApp(manager)
+    return ServeApp(manager, cluster)

@@ -1,9 +1,15 @@
-"""Dynamic batching: concurrent requests for one model are merged along axis 0 and split back exactly.
+"""Dynamic batching with Triton's semantics: concurrent requests for one model are merged along axis 0 and split
+back exactly.
 
 One batcher per loaded model, so a batch never mixes two model versions and requests queued before a reload finish
-on the model they were validated against. The batcher runs one batch at a time on the inference thread; requests
-arriving meanwhile queue up and form the next batch (no added latency at low load). After the first request of a
-batch it waits up to ``timeout`` for more, but only while other requests are still being read by the server.
+on the model they were validated against. The batcher runs one batch at a time; requests arriving meanwhile queue
+up. A batch is sent to the model as soon as one of these holds (measured from the oldest queued request, like
+Triton's ``max_queue_delay_microseconds``):
+
+- the queued rows reach ``max_rows`` (the batch is full),
+- the queued rows reach one of ``preferred`` batch sizes (the largest one reachable is taken; the rest waits),
+- the oldest queued request has waited ``timeout`` (0, the default: never wait; batches then form only from
+  requests that queued while the model was busy, so a lone request pays no delay).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -23,7 +29,7 @@ __all__ = ["Batcher"]
 
 
 class _Job:
-    __slots__ = ("feeds", "future", "key", "rows")
+    __slots__ = ("feeds", "future", "key", "rows", "since")
 
     def __init__(
         self,
@@ -31,11 +37,13 @@ class _Job:
         rows: int,
         key: tuple[Any, ...],
         future: asyncio.Future[dict[str, np.ndarray]],
+        since: float,
     ) -> None:
         self.feeds = feeds
         self.rows = rows
         self.key = key
         self.future = future
+        self.since = since  # loop.time() when queued
 
 
 def _first_line(exc: BaseException) -> str:
@@ -44,7 +52,21 @@ def _first_line(exc: BaseException) -> str:
 
 
 class Batcher:
-    """Queue of validated requests for one model; ``submit`` returns a future with that request's outputs."""
+    """Queue of validated requests for one model; ``submit`` returns a future with that request's outputs.
+
+    Args:
+        run: the model call (feeds -> outputs), run on ``executor`` (or inline, see ``inline_below_s``).
+        mergeable: requests may be concatenated along axis 0 (every input and output has a dynamic dim 0).
+        max_rows: the largest merged batch.
+        timeout_s: the maximum queue delay of the oldest queued request before a partial batch is sent.
+        preferred: batch sizes sent as soon as they can be formed (Triton's ``preferred_batch_size``).
+        on_batch: ``(rows, requests, seconds)`` after each model run (metrics).
+        inline_below_s: run on the event loop itself while model runs average below this (0: always on the
+            executor thread). The first run always goes to the executor, so a slow model never blocks the loop.
+        validate: value checks that raise RequestError, run once on each merged batch (one vectorised pass
+            instead of one per request); when a batch fails, each request is checked alone and only the
+            offending ones are refused.
+    """
 
     def __init__(
         self,
@@ -54,43 +76,83 @@ class Batcher:
         max_rows: int,
         timeout_s: float,
         executor: Executor,
-        busy: Callable[[], int] = lambda: 0,
+        preferred: Sequence[int] = (),
+        busy: Callable[[], int]
+        | None = None,  # accepted for compatibility; the delay no longer depends on it
         on_batch: Callable[[int, int, float], None] | None = None,
         inline_below_s: float = 0.0,
+        validate: Callable[[dict[str, np.ndarray]], None] | None = None,
     ) -> None:
         self.run = run
         self.mergeable = mergeable and max_rows > 1
         self.max_rows = max_rows
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s if self.mergeable else 0.0
+        self.preferred = tuple(sorted({int(p) for p in preferred if 1 <= int(p) <= max_rows}, reverse=True))
         self.executor = executor
-        self.busy = busy  # requests the server is still reading (worth waiting for)
-        self.on_batch = on_batch  # (rows, requests, seconds) after each run
-        # Run on the event loop itself while model runs average below this (0: always on the executor thread).
-        # The first run always goes to the executor, so a slow model never blocks the loop even once.
+        self.on_batch = on_batch
         self.inline_below_s = inline_below_s
+        self.validate = validate
         self._run_ewma = float("inf")
         self._queue: deque[_Job] = deque()
         self._event: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._running = False  # a batch is being executed (possibly on the executor thread)
         self.batches = 0
+        self.direct = 0  # requests run_now() ran in place
 
     def submit(self, feeds: dict[str, np.ndarray], rows: int) -> asyncio.Future[dict[str, np.ndarray]]:
         """Queue one request (synchronously, so no reload can slip between validation and queueing)."""
-        if self._closing:
-            raise RuntimeError(
-                "submit() on a closed batcher"
-            )  # internal: the manager hands out live batchers only
+        if self._closing:  # internal: the manager hands out live batchers only
+            raise RuntimeError("submit() on a closed batcher")
         loop = asyncio.get_running_loop()
         if self._task is None:
             self._event = asyncio.Event()
             self._task = loop.create_task(self._loop())
-        key = tuple((k, v.shape[1:], v.dtype.str) for k, v in feeds.items()) if self.mergeable else ()
+        if self.mergeable:
+            key: tuple[Any, ...] = tuple((k, v.shape[1:], v.dtype.str) for k, v in feeds.items())
+        else:
+            key = ()
         fut: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
-        self._queue.append(_Job(feeds, rows, key, fut))
-        assert self._event is not None
-        self._event.set()
+        self._queue.append(_Job(feeds, rows, key, fut, loop.time()))
+        event = self._event
+        assert event is not None
+        if not event.is_set():
+            event.set()
         return fut
+
+    def run_now(self, feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray] | None:
+        """Run one request right here, or return None to say "submit() it".
+
+        For a caller that knows no other request is in flight: with nothing queued or running, no queue delay
+        asked for and a model fast enough to run on the event loop, the batch would be this request alone, so
+        the hop through the batcher's task (two loop iterations) is skipped.
+
+        Raises:
+            RequestError: 400 when the backend refuses the input.
+        """
+        if (
+            self._closing
+            or self._queue
+            or self._running
+            or self.timeout_s > 0
+            or not (self.inline_below_s and self._run_ewma < self.inline_below_s)
+        ):
+            return None
+        if self.validate is not None:
+            self.validate(feeds)
+        start = time.perf_counter()
+        try:
+            out = self.run(feeds)
+        except Exception as exc:  # the backend refused the input (e.g. an id outside the embedding)
+            raise RequestError(400, f"the model cannot run this input: {_first_line(exc)}") from None
+        seconds = time.perf_counter() - start
+        self._run_ewma = 0.8 * self._run_ewma + 0.2 * seconds
+        self.batches += 1
+        self.direct += 1
+        if self.on_batch is not None:
+            self.on_batch(rows, 1, seconds)
+        return out
 
     def close(self) -> None:
         """Stop after the queued requests are answered."""
@@ -98,68 +160,112 @@ class Batcher:
         if self._event is not None:
             self._event.set()
 
+    # -- scheduling ------------------------------------------------------------------------------------------
+    def _target(self, queued: int) -> int:
+        """Rows to send now for ``queued`` compatible rows, or 0 to keep waiting (before the queue delay)."""
+        if queued >= self.max_rows:
+            return self.max_rows
+        for p in self.preferred:  # largest first
+            if queued >= p:
+                return p
+        return 0
+
     async def _loop(self) -> None:
-        assert self._event is not None
+        event = self._event
+        assert event is not None
         loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
                 if self._closing:
                     return
-                self._event.clear()
-                await self._event.wait()
+                event.clear()
+                await event.wait()
                 continue
-            if self.mergeable and self.timeout_s > 0:
-                deadline = loop.time() + self.timeout_s
-                while self._queued_rows() < self.max_rows and self.busy() > 0:
-                    left = deadline - loop.time()
-                    if left <= 0:
+            limit = self.max_rows
+            if self.mergeable and self.timeout_s > 0 and not self._closing:
+                while True:
+                    target = self._target(self._queued_rows())
+                    if target:
+                        limit = target
                         break
-                    self._event.clear()
+                    left = self._queue[0].since + self.timeout_s - loop.time()
+                    if left <= 0 or self._closing:
+                        break
+                    event.clear()
                     try:
-                        await asyncio.wait_for(self._event.wait(), left)
+                        await asyncio.wait_for(event.wait(), left)
                     except asyncio.TimeoutError:  # not the builtin before Python 3.11
                         break
-            jobs = self._take()
+            elif self.preferred:
+                limit = self._target(self._queued_rows()) or self.max_rows
+            jobs = self._take(limit)
+            self._running = True
             try:
                 await self._execute(jobs)
             except Exception as exc:  # a bug here must not leave requests waiting forever
                 for job in jobs:
                     _resolve(job, error=exc)
+            finally:
+                self._running = False
 
     def _queued_rows(self) -> int:
+        if not self.mergeable:
+            return self._queue[0].rows
         key = self._queue[0].key
         return sum(j.rows for j in self._queue if j.key == key)
 
-    def _take(self) -> list[_Job]:
-        first = self._queue.popleft()
+    def _take(self, limit: int) -> list[_Job]:
+        queue = self._queue
+        first = queue.popleft()
         jobs = [first]
-        if not self.mergeable:
+        if not self.mergeable or not queue:
             return jobs
         rows = first.rows
+        key = first.key
         kept: deque[_Job] = deque()
-        while self._queue:
-            job = self._queue.popleft()
-            if job.key == first.key and rows + job.rows <= self.max_rows:
+        while queue and rows < limit:
+            job = queue.popleft()
+            if job.key == key and rows + job.rows <= limit:
                 jobs.append(job)
                 rows += job.rows
             else:
                 kept.append(job)
-        self._queue = kept
+        if kept:
+            kept.extend(queue)
+            self._queue = kept
         return jobs
 
     async def _execute(self, jobs: list[_Job]) -> None:
-        loop = asyncio.get_running_loop()
         if len(jobs) == 1:
             feeds = jobs[0].feeds
+            total = jobs[0].rows
         else:
             feeds = {k: np.concatenate([j.feeds[k] for j in jobs]) for k in jobs[0].feeds}
-        total = sum(j.rows for j in jobs)
+            total = sum(j.rows for j in jobs)
+        if self.validate is not None:
+            try:
+                self.validate(feeds)
+            except RequestError as exc:
+                if len(jobs) == 1:
+                    _resolve(jobs[0], error=exc)
+                    return
+                good = []
+                for job in jobs:  # find the offending requests; the others still run together
+                    try:
+                        self.validate(job.feeds)
+                    except RequestError as own:
+                        _resolve(job, error=own)
+                    else:
+                        good.append(job)
+                if good:
+                    await self._execute(good)
+                return
         start = time.perf_counter()
         try:
             if self.inline_below_s and self._run_ewma < self.inline_below_s:
                 out = self.run(feeds)  # sub-millisecond model: a thread hop would cost more than the run
             else:
-                out = await loop.run_in_executor(self.executor, self.run, feeds)
+                out = await asyncio.get_running_loop().run_in_executor(self.executor, self.run, feeds)
         except Exception as exc:  # the backend refused the input (e.g. an id outside the embedding)
             if len(jobs) > 1:  # find the culprit: run each request on its own
                 for job in jobs:

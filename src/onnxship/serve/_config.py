@@ -34,7 +34,13 @@ class ServeConfig:
     host: str = "127.0.0.1"  # bind address (loopback unless asked otherwise)
     port: int = 8000  # 0: pick a free port
     max_batch: int = 32  # largest merged batch (capped by the verified max of the batch dim)
-    batch_timeout_ms: float = 2.0  # how long a batch waits for requests still being read
+    batch_timeout_ms: float = 0.0  # max queue delay of the oldest queued request (Triton's default: 0)
+    preferred_batch: tuple[int, ...] = ()  # batch sizes sent as soon as they can be formed
+    workers: int = 1  # server processes sharing the port, each with its own session and batcher
+    grpc_port: int | None = None  # also serve KServe v2 gRPC on this port (0: any free port)
+    proxy_headers: bool = (
+        False  # trust X-Forwarded-For/-Proto from --forwarded-allow-ips (uvicorn's middleware)
+    )
     max_body_bytes: int = 16 * 1024 * 1024  # larger request bodies get 413
     token: str | None = None  # bearer token; None: no auth
     require_golden: bool = True  # refuse models without a golden file (readiness = golden check passed)
@@ -66,6 +72,27 @@ class ServeConfig:
         if not 0 <= self.port <= 65535:
             raise ConfigError(
                 f"port {self.port} is not a TCP port", hint="use 0..65535 (0 picks a free port)"
+            )
+        if isinstance(self.preferred_batch, (list, int)):
+            pref = (self.preferred_batch,) if isinstance(self.preferred_batch, int) else self.preferred_batch
+            object.__setattr__(self, "preferred_batch", tuple(pref))
+        bad = [p for p in self.preferred_batch if not 1 <= p <= self.max_batch]
+        if bad:
+            raise ConfigError(
+                f"preferred batch size(s) {bad} are outside 1..{self.max_batch} (--max-batch)",
+                hint="pass sizes between 1 and --max-batch, e.g. --preferred-batch 8 --preferred-batch 16",
+            )
+        if self.workers < 1:
+            raise ConfigError(
+                f"workers must be >= 1, got {self.workers}", hint="--workers 1 runs one process"
+            )
+        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
+            raise ConfigError(
+                f"gRPC port {self.grpc_port} is not a TCP port", hint="use 0..65535 (0 picks a free port)"
+            )
+        if self.grpc_port is not None and self.grpc_port and self.grpc_port == self.port:
+            raise ConfigError(
+                f"--grpc-port {self.grpc_port} is the REST --port too", hint="give gRPC its own port"
             )
         if self.inline_below_ms < 0:
             raise ConfigError(f"inline_below_ms must be >= 0, got {self.inline_below_ms}")

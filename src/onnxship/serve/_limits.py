@@ -215,16 +215,23 @@ class ServeGuard:
     """ASGI wrapper: caps requests in flight (probes always pass) and answers 503 to requests cancelled by the
     graceful-shutdown timeout."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], max_inflight: int) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], max_inflight: int, slots: Any = None) -> None:
         self.app = app
         self.max_inflight = max_inflight
         self.inflight = 0
+        # several worker processes: a semaphore of max_inflight slots they share (the cap is the server's)
+        self.slots = slots
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.inflight >= self.max_inflight and scope["path"] not in PROBE_PATHS:
+        slots = self.slots if scope["path"] not in PROBE_PATHS else None
+        if (
+            not slots.acquire(False)
+            if slots is not None
+            else self.inflight >= self.max_inflight and scope["path"] not in PROBE_PATHS
+        ):
             await _send_json(
                 send,
                 503,
@@ -249,6 +256,8 @@ class ServeGuard:
             await _send_json(send, 503, "the server is shutting down; retry on another instance")
         finally:
             self.inflight -= 1
+            if slots is not None:
+                slots.release()
 
     def __getattr__(self, name: str) -> Any:  # ServeApp attributes (manager, metrics) stay reachable
         return getattr(self.app, name)

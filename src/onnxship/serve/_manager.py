@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,9 @@ class ModelManager:
         self.last_reload: dict[str, Any] | None = None
         self.current: tuple[ServedModel, Batcher] | None = None
         self._lock: asyncio.Lock | None = None
+        # several worker processes: called with a reload's checked model before it is installed; loads it in every
+        # other worker and returns the version all of them swap to (raises ServeError to refuse the reload)
+        self.agree: Callable[[ServedModel], Awaitable[int]] | None = None
 
     # -- selection -------------------------------------------------------------------------------------------
     def start(self) -> ServedModel:
@@ -155,7 +159,7 @@ class ModelManager:
         )
 
     # -- serving ---------------------------------------------------------------------------------------------
-    def _install(self, model: ServedModel) -> None:
+    def _install(self, model: ServedModel, version: int | None = None) -> None:
         cfg = self.config
         sig = model.signature
         max_rows = min(cfg.max_batch, sig.batch_max) if sig.batch_max else cfg.max_batch
@@ -165,11 +169,14 @@ class ModelManager:
             max_rows=max_rows,
             timeout_s=cfg.batch_timeout_ms / 1000.0,
             executor=self.executor,
-            busy=lambda: self.parsing,
+            preferred=cfg.preferred_batch,
+            validate=sig.check_ids if sig.has_id_ranges else None,  # one id-range pass per merged batch
             on_batch=self.metrics.batch,
             inline_below_s=cfg.inline_below_ms / 1000.0,
         )
-        self.version += 1
+        self.version = (
+            self.version + 1 if version is None else version
+        )  # worker processes: the cluster's number
         model.version = self.version
         old = self.current
         self.current = (model, batcher)  # the swap: one assignment on the event loop thread
@@ -202,6 +209,7 @@ class ModelManager:
             previous = self.current[0] if self.current else None
             try:
                 model = await asyncio.get_running_loop().run_in_executor(self.loader, self._load, model_path)
+                version = await self.agree(model) if self.agree is not None else None
             except OnnxshipError as exc:
                 self.metrics.reloads["failed"] += 1
                 exc.message = redact_paths(exc.message)  # answered to the client: no absolute paths
@@ -219,7 +227,7 @@ class ModelManager:
                 )
                 self.last_reload = {"ok": False, "model_path": shown, "error": detail}
                 raise _error(f"reload of {shown!r} failed: {detail}", 422) from exc
-            self._install(model)
+            self._install(model, version)
             self.metrics.reloads["ok"] += 1
             result = {
                 "model_name": model.name,

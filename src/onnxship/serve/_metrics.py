@@ -1,11 +1,14 @@
 """Prometheus text exposition for the server (no client library: a handful of counters and histograms).
 
-Everything is updated from the event loop thread only, so plain ints are enough.
+Everything is updated from the event loop thread only, so plain ints are enough. With several worker processes
+each keeps its own counters; :meth:`Metrics.snapshot` and :meth:`Metrics.merge` sum them for ``/metrics``.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
+from typing import Any
 
 __all__ = ["Metrics"]
 
@@ -23,10 +26,18 @@ class _Histogram:
     def observe(self, value: float) -> None:
         self.total += 1
         self.sum += value
-        for i, b in enumerate(self.buckets):
-            if value <= b:
-                self.counts[i] += 1
-                break
+        i = bisect_left(self.buckets, value)  # the first bucket with value <= bound
+        if i < len(self.counts):
+            self.counts[i] += 1
+
+    def snapshot(self) -> list[Any]:
+        return [list(self.counts), self.total, self.sum]
+
+    def add(self, snap: list[Any]) -> None:
+        counts, total, total_sum = snap
+        self.counts = [a + b for a, b in zip(self.counts, counts, strict=True)]
+        self.total += total
+        self.sum += total_sum
 
     def render(self, name: str, labels: str = "") -> list[str]:
         sep = "," if labels else ""
@@ -54,6 +65,35 @@ class Metrics:
         self.inference_seconds = _Histogram(_LATENCY_BUCKETS)
         self.reloads: dict[str, int] = defaultdict(int)  # outcome -> count
         self.inflight = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data (picklable) of every counter, for summing across worker processes."""
+        return {
+            "requests": [[m, e, st, n] for (m, e, st), n in self.requests.items()],
+            "latency": {e: h.snapshot() for e, h in self.latency.items()},
+            "batch_rows": self.batch_rows.snapshot(),
+            "batch_requests": self.batch_requests.snapshot(),
+            "inference_seconds": self.inference_seconds.snapshot(),
+            "reloads": dict(self.reloads),
+            "inflight": self.inflight,
+        }
+
+    @classmethod
+    def merge(cls, snapshots: list[dict[str, Any]]) -> Metrics:
+        """One Metrics holding the sums of ``snapshots``."""
+        out = cls()
+        for snap in snapshots:
+            for m, e, st, n in snap["requests"]:
+                out.requests[(m, e, st)] += n
+            for e, h in snap["latency"].items():
+                out.latency.setdefault(e, _Histogram(_LATENCY_BUCKETS)).add(h)
+            out.batch_rows.add(snap["batch_rows"])
+            out.batch_requests.add(snap["batch_requests"])
+            out.inference_seconds.add(snap["inference_seconds"])
+            for outcome, n in snap["reloads"].items():
+                out.reloads[outcome] += n
+            out.inflight += snap["inflight"]
+        return out
 
     def request(self, model: str, endpoint: str, status: int, seconds: float) -> None:
         self.requests[(model, endpoint, status)] += 1

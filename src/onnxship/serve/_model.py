@@ -236,7 +236,7 @@ def load_torch_model(config: ServeConfig) -> ServedModel:
         ) from None
     from onnxship.runtime._runners import TorchRunner
     from onnxship.spec._binding import bind_inputs
-    from onnxship.spec._inputs import parse_input_spec, sample_feeds
+    from onnxship.spec._inputs import parse_input_specs, sample_feeds
     from onnxship.spec._model import parse_model_spec
 
     start = time.perf_counter()
@@ -248,7 +248,7 @@ def load_torch_model(config: ServeConfig) -> ServedModel:
                 f"no input specs for {config.model_spec}",
                 hint="pass --input NAME:DIMS:DTYPE or define ONNXSHIP_INPUTS in the model module",
             )
-        specs = [parse_input_spec(s) for s in inputs]
+        specs = parse_input_specs(inputs)
         loaded = spec.load()
         out_names = spec.module_attr("ONNXSHIP_OUTPUT_NAMES", None)
         runner = TorchRunner(

@@ -234,7 +234,7 @@ class Signature:
             table = self.__dict__["_table"] = {t.name: t for t in self.inputs}
         return table
 
-    def check(self, feeds: dict[str, np.ndarray], declared: dict[str, str]) -> None:
+    def check(self, feeds: dict[str, np.ndarray], declared: dict[str, str], ids: bool = True) -> None:
         """Validate a request's tensors (``declared`` = the datatype each input was sent as): names, datatypes,
         shapes, dims shared between inputs, and integer ids against the verified id range.
 
@@ -260,16 +260,35 @@ class Signature:
                             f"dim {dim.name!r} is {prev[0]} in input {prev[1]!r} but {size} in "
                             f"input {name!r}; inputs sharing a dim must agree",
                         )
-            if info.value_range is not None and arr.size:
-                low, high = info.value_range
-                lo, hi = int(arr.min()), int(arr.max())
-                if lo < low or hi >= high:
-                    raise RequestError(
-                        400,
-                        f"input {name!r} holds ids from {lo} to {hi}, outside the verified id range "
-                        f"{low}..{high - 1} (the model was verified on ids {low} <= id < {high}; "
-                        f"map unknown ids to a known one before sending)",
-                    )
+        if ids:
+            self.check_ids(feeds)
+
+    def check_ids(self, feeds: dict[str, np.ndarray]) -> None:
+        """Integer inputs against their verified id range: one min/max pass per input. The server's batcher runs
+        it once per merged batch (and per request only to find the offenders when a batch fails).
+
+        Raises:
+            RequestError: 400 naming the input, the ids sent and the verified range.
+        """
+        for info in self.inputs:
+            if info.value_range is None:
+                continue
+            arr = feeds.get(info.name)
+            if arr is None or not arr.size:
+                continue
+            low, high = info.value_range
+            lo, hi = int(arr.min()), int(arr.max())
+            if lo < low or hi >= high:
+                raise RequestError(
+                    400,
+                    f"input {info.name!r} holds ids from {lo} to {hi}, outside the verified id range "
+                    f"{low}..{high - 1} (the model was verified on ids {low} <= id < {high}; "
+                    f"map unknown ids to a known one before sending)",
+                )
+
+    @property
+    def has_id_ranges(self) -> bool:
+        return any(t.value_range is not None for t in self.inputs)
 
 
 def _id_range(datatype: str, record: Any) -> tuple[int, int] | None:

@@ -18,7 +18,7 @@ import numpy as np
 from onnxship._errors import CheckError, ConfigError
 from onnxship._version import __version__
 from onnxship.runtime._golden import Golden
-from onnxship.spec._inputs import DimSpec, TensorSpec, parse_input_spec
+from onnxship.spec._inputs import DimSpec, TensorSpec
 
 _ORT_DTYPES = {
     "tensor(float)": "float32",
@@ -52,7 +52,9 @@ def _specs_from_onnx(info: Any) -> list[TensorSpec]:
 def _resolve_specs(inputs: list[Any] | None, info: Any) -> list[TensorSpec]:
     if inputs is None:
         return _specs_from_onnx(info)
-    specs = [s if isinstance(s, TensorSpec) else parse_input_spec(str(s)) for s in inputs]
+    from onnxship.spec._inputs import parse_input_specs  # resolves shared, bare and derived dims
+
+    specs = parse_input_specs([s if isinstance(s, TensorSpec) else str(s) for s in inputs])
     graph = [i["name"] for i in info.inputs]
     if sorted(s.name for s in specs) != sorted(graph):
         raise ConfigError(
