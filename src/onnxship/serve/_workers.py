@@ -14,6 +14,9 @@ pipe each:
 - a worker that dies is restarted with the model currently served.
 
 DO NOT import onnxruntime or torch at module level.
+
+Size: over 400 lines: the supervisor and its workers speak one pipe protocol (startup, reload, metrics,
+restart); both sides live together so the protocol changes in one place.
 """
 
 from __future__ import annotations

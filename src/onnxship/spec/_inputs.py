@@ -18,8 +18,9 @@ picks only multiples). LOW..HIGH bounds generated values: integers are drawn fro
 
 This module needs numpy only.
 
-Size: over 400 lines on purpose: one idea, the input-spec grammar: parsing, printing and the sample draw share
-the dtype and range tables and must change together.
+Size: over 400 lines: the grammar, the resolution of dims shared across inputs, the sweep points and the
+sample draw all read the same DimSpec rules (sizes, steps, sums); next split: the sweep points and dim
+resolution into their own module once the value-kind work settles.
 """
 
 from __future__ import annotations
