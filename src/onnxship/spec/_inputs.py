@@ -19,8 +19,8 @@ picks only multiples). LOW..HIGH bounds generated values: integers are drawn fro
 This module needs numpy only.
 
 Size: over 400 lines: the grammar, the resolution of dims shared across inputs, the sweep points and the
-sample draw all read the same DimSpec rules (sizes, steps, sums); next split: the sweep points and dim
-resolution into their own module once the value-kind work settles.
+sample draw all read the same DimSpec rules (sizes, steps, sums); the natural split, when this grows again:
+grammar / dim resolution and sweep points / sample draw.
 """
 
 from __future__ import annotations
