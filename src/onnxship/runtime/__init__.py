@@ -13,7 +13,6 @@ from onnxship.runtime._data import (
     ImageFolderSource,
     NpzSource,
     SyntheticSource,
-    TableSource,
     open_source,
 )
 from onnxship.runtime._golden import GOLDEN_SCHEMA, Golden, GoldenRunner, read_golden, write_golden
@@ -33,6 +32,7 @@ from onnxship.runtime._session import (
     provider_options,
     resolve_providers,
 )
+from onnxship.runtime._table import TableSource
 
 __all__ = [
     "GOLDEN_SCHEMA",

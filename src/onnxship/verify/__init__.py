@@ -7,12 +7,12 @@ from onnxship.runtime._data import (
     ImageFolderSource,
     NpzSource,
     SyntheticSource,
-    TableSource,
     open_source,
 )
 from onnxship.runtime._golden import GOLDEN_SCHEMA, Golden, GoldenRunner, read_golden, write_golden
 from onnxship.runtime._preprocess import PreprocessConfig, preprocess_images
 from onnxship.runtime._runners import OnnxRuntimeRunner, Runner, TorchRunner, flatten_outputs
+from onnxship.runtime._table import TableSource
 from onnxship.verify._compare import (
     PRECISION_TOLERANCES,
     OutputStats,
