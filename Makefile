@@ -14,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip >/dev/null 2>&1 || true
-	$(PIP) install -q --disable-pip-version-check "$(TORCH_PIN)" -e ".[torch,data,optimize,vision,mlflow,notify,triton,logs,serve,dev]"
+	$(PIP) install -q --disable-pip-version-check "$(TORCH_PIN)" -e ".[torch,data,optimize,vision,mlflow,notify,triton,logs,serve,families,dev]"
 	@touch $(STAMP)
 
 # The DeepLog system end to end on the loghub BGL sample: Drain3 parse -> vocab + windows -> train (a few CPU

@@ -34,6 +34,28 @@ def _private_export_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
 
 
 @pytest.fixture(scope="session")
+def model_families():
+    """timm and Ultralytics made importable (tests/_torchvision_shim.py says why); skips when not installed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_torchvision_shim", ROOT / "tests" / "_torchvision_shim.py"
+    )
+    assert spec is not None and spec.loader is not None
+    shim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shim)
+    for name in ("timm", "ultralytics"):
+        if importlib.util.find_spec(name) is None:
+            pytest.skip(f"{name} is not installed (pip install 'onnxship[families]')")
+    if not shim.install_torchvision_shim():
+        pytest.skip(
+            "torchvision does not import beside this torch build, even with the operator schemas declared"
+        )
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # Ultralytics: never reach out for anything
+    return shim
+
+
+@pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
 

@@ -270,6 +270,7 @@ def ship(
             for fname, data in a.files.items():
                 writer.write_bytes(f"assets/{fname}", data)
         from onnxship.onnxfile import file_sha256
+        from onnxship.package._limits import SERVING_KEY, serving_limits
 
         release_meta = {
             "release_name": name,
@@ -279,6 +280,8 @@ def ship(
             "assets": {
                 f"assets/{f}": file_sha256(writer.path / "assets" / f) for a in prepared for f in a.files
             },
+            # the largest batch: declared by the input spec, verified by the sweep; every consumer reads this
+            SERVING_KEY: serving_limits(result.metadata).to_dict(),
         }
         embed_metadata(result.path, release_meta)
         golden_path = write_golden(

@@ -20,6 +20,7 @@ from onnxship.package import (
     read_release,
 )
 from onnxship.spec import parse_input_spec
+from onnxship.spec._inputs import sweep_points
 
 pytest.importorskip("tritonclient.grpc")
 
@@ -73,9 +74,8 @@ def synthetic_release(
                 "inputs": [s.to_dict()],
                 "output_names": ["y"],
                 "onnx_sha256": file_sha256(w.path / f"{name}.onnx"),
-                "verified_dims": verified
-                if verified is not None
-                else [{d.name: d.value for d in s.dims if d.name}],
+                # default: every point of the shape sweep verified, as an export writes it
+                "verified_dims": verified if verified is not None else sweep_points([s]),
             },
         )
         if labels:

@@ -46,7 +46,9 @@ def triton(shipped, tmp_path_factory, require_component):
     work = tmp_path_factory.mktemp("triton")
     result = package_triton(
         releases / "deeplog",
-        TritonConfig(repo=work / "repo", max_batch_size=8, dynamic_batching=True, version_policy="all"),
+        TritonConfig(
+            repo=work / "repo", max_batch_size=8, dynamic_batching=True, version_policy="all", warmup=True
+        ),
     )
     backends = work / "backends"
     backends.mkdir()
@@ -126,6 +128,7 @@ def test_server_loaded_the_generated_config(triton):
     cfg = client.get_model_config("deeplog")
     assert cfg["platform"] == "onnxruntime_onnx" and cfg["max_batch_size"] == 8
     assert cfg["input"][0]["dims"] == [-1] and cfg["output"][0]["dims"] == [30]
+    assert cfg["model_warmup"][0]["name"] == "golden"  # ran on a golden sample before the model turned ready
     assert result.versions == {1: triton[2][0].version, 2: triton[2][1].version}
 
 

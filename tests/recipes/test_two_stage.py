@@ -156,3 +156,109 @@ def test_config_is_validated() -> None:
         TwoStageBuildConfig(image_size=60)
     with pytest.raises(ConfigError, match="label_map"):
         TwoStageBuildConfig(label_map={"0": {"name": "x", "edi_code": "y"}})
+
+
+# -- the detection metric reads YOLO's raw layouts ---------------------------------------------------------------
+
+
+def _yolo_raw(rng: np.random.Generator, n: int = 3, k: int = 40, c: int = 2) -> tuple[np.ndarray, dict]:
+    """The same candidates as Ultralytics' [N, 4 + C, K] (cx, cy, w, h) and as boxes/scores outputs (xyxy)."""
+    xy = rng.uniform(0, 50, (n, k, 2))
+    wh = rng.uniform(5, 20, (n, k, 2))
+    scores = rng.uniform(0, 1, (n, k, c))
+    raw = np.concatenate([xy + wh / 2, wh, scores], axis=-1).transpose(0, 2, 1).astype(np.float32)
+    split = {
+        "boxes": np.concatenate([xy, xy + wh], -1).astype(np.float32),
+        "scores": scores.astype(np.float32),
+    }
+    return raw, split
+
+
+def test_yolo_raw_layout_decodes_like_boxes_and_scores() -> None:
+    from onnxship.verify._tasks import decode_detections, detection_agreement
+
+    raw, split = _yolo_raw(np.random.default_rng(0))
+    got = decode_detections({"output0": raw}, box_format="yolo")
+    want = decode_detections(split)
+    assert len(got) == 3
+    for (gb, gs), (wb, ws) in zip(got, want, strict=True):
+        np.testing.assert_allclose(gb, wb, atol=1e-4)
+        np.testing.assert_allclose(gs, ws)
+    same = detection_agreement({"output0": raw}, {"output0": raw.copy()}, box_format="yolo")
+    assert same.passed and same.detections_reference > 0 and same.map_0_5_delta == 0.0
+    moved = raw.copy()
+    moved[:, 0, :] += 4.0  # every centre x shifted by 4 px
+    assert not detection_agreement({"output0": raw}, {"output0": moved}, box_format="yolo").passed
+    # read as the [N, K, 4 + C] layout, the same tensor is refused or decoded differently: the layout matters
+    assert decode_detections({"output0": raw}, box_format="cxcywh")[0][0].shape != got[0][0].shape
+
+
+def test_yolov5_layout_multiplies_objectness() -> None:
+    from onnxship.verify._tasks import decode_detections
+
+    raw = np.array([[[10, 10, 4, 4, 0.5, 0.8, 0.2]]], np.float32)  # [N=1, K=1, 5 + C=2]
+    ((boxes, scores),) = decode_detections({"out": raw}, box_format="yolov5")
+    np.testing.assert_allclose(boxes, [[8, 8, 12, 12]])
+    np.testing.assert_allclose(scores, [[0.4, 0.1]], rtol=1e-6)
+    with pytest.raises(ConfigError, match="expects"):
+        decode_detections({"out": raw[..., :5]}, box_format="yolov5")
+    with pytest.raises(ConfigError, match="unknown box format"):
+        decode_detections({"out": raw}, box_format="xywh")
+
+
+def test_family_names_are_validated() -> None:
+    with pytest.raises(ConfigError, match="not a known model family"):
+        TwoStageBuildConfig(classifier="resnet18")
+    with pytest.raises(ConfigError, match="yolo:"):
+        TwoStageBuildConfig(detector="yolo:")
+
+
+# -- the real model families: a timm classifier and an Ultralytics YOLO detector ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def families_bundle(model_families, tmp_path_factory: pytest.TempPathFactory) -> TwoStageBuildResult:
+    """timm convnext_atto + Ultralytics yolov8n (random weights; BatchNorm statistics from synthetic scenes)."""
+    import torch
+
+    from onnxship.verify._tasks import NmsConfig
+
+    torch.set_num_threads(2)
+    return build_two_stage(
+        TwoStageBuildConfig(
+            out=tmp_path_factory.mktemp("families"),
+            classifier="timm:convnext_atto",
+            detector="yolo:yolov8n.yaml",
+            classifier_steps=8,
+            eval_images=6,
+            strategy="torchscript",
+            # a random YOLO head scores ~1e-3 (Ultralytics' prior bias); keep its strongest candidates
+            nms=NmsConfig(conf_threshold=0.002, iou_threshold=0.5, max_detections=10, class_agnostic=False),
+        )
+    )
+
+
+@pytest.mark.slow
+def test_timm_and_yolo_stages_export_verify_and_agree(families_bundle: TwoStageBuildResult) -> None:
+    import onnxruntime as ort
+
+    m = families_bundle.manifest
+    det, cls = m["detector"], m["classifier"]
+    assert (
+        det["family"] == "yolo:yolov8n.yaml" and det["box_format"] == "yolo" and det["outputs"] == ["output0"]
+    )
+    assert cls["family"] == "timm:convnext_atto" and cls["factory"].endswith(":build_timm_classifier")
+    sess = ort.InferenceSession(
+        str(families_bundle.path / "detector.onnx"), providers=["CPUExecutionProvider"]
+    )
+    (raw,) = sess.run(None, {"image": make_scenes(3, seed=5).images})
+    assert raw.shape == (3, 5, 8 * 8 + 4 * 4 + 2 * 2)  # [batch, 4 + 1 class, anchors]: YOLO's raw layout
+    tm = det["task_metrics"]
+    assert tm["task"] == "detection" and tm["passed"] and tm["detections_reference"] > 0
+    assert cls["task_metrics"]["top1_mismatch_rate"] == 0.0
+    a = m["agreement"]
+    assert a["passed"] and a["detections_reference"] > 0 and a["edi_code_agreement"] == 1.0
+    scenes = make_scenes(3, seed=21)
+    ref = run_pipeline(families_bundle.path, scenes.images, engine="torch")
+    got = run_pipeline(families_bundle.path, scenes.images, engine="onnx")
+    assert compare_pipelines(ref, got)["passed"] and sum(map(len, got.images)) > 0

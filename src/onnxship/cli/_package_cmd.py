@@ -1,4 +1,4 @@
-"""``onnxship ship``, ``onnxship package triton`` and ``onnxship list``."""
+"""``onnxship ship``, ``onnxship package triton|kserve`` and ``onnxship list``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from onnxship.cli._common import console, err_console, handle_errors, parse_kv
 if TYPE_CHECKING:
     from onnxship.ship import ShipResult
 
-__all__ = ["list_command", "package_app", "ship_command", "triton_command"]
+__all__ = ["kserve_command", "list_command", "package_app", "ship_command", "triton_command"]
 
 package_app = typer.Typer(help="Package a release for a serving platform.", no_args_is_help=True)
 app.add_typer(package_app, name="package")
@@ -175,6 +175,11 @@ def triton_command(
     max_queue_delay_us: int = typer.Option(0, "--max-queue-delay-us", help="dynamic batching queue delay"),
     version_policy: str = typer.Option("latest:1", "--version-policy", help="all | latest:N | specific:1,3"),
     name: str = typer.Option(None, "--name", help="Triton model name (default: the release name)"),
+    warmup: bool = typer.Option(
+        False,
+        "--warmup",
+        help="model_warmup on a golden.npz sample (Triton runs it before the model is ready)",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Write <repo>/<name>/config.pbtxt and <repo>/<name>/<N>/model.onnx from verified releases."""
@@ -190,6 +195,7 @@ def triton_command(
         max_queue_delay_us=max_queue_delay_us,
         version_policy=version_policy,
         model_name=name,
+        warmup=warmup,
     )
     result = package_triton(list(releases), cfg)
     if as_json:
@@ -201,6 +207,70 @@ def triton_command(
     for version, release in result.versions.items():
         console.print(f"  version {version}: {release}")
     console.print(result.config_text, markup=False, highlight=False)
+
+
+@package_app.command("kserve")
+@handle_errors
+def kserve_command(
+    release: Path = typer.Argument(..., help="release folder or releases/<name>/latest"),
+    storage_uri: str = typer.Option(
+        ...,
+        "--storage-uri",
+        help="where the bundle (or, for --runtime triton, model_repository/) is uploaded",
+    ),
+    runtime: str = typer.Option("onnxship", "--runtime", help="onnxship (onnxship serve) | triton"),
+    out: Path = typer.Option(None, "--out", help="output folder (default: kserve/<name>)"),
+    name: str = typer.Option(None, "--name", help="InferenceService name (default: the release name)"),
+    namespace: str = typer.Option(None, "--namespace", help="Kubernetes namespace"),
+    image: str = typer.Option(None, "--image", help="onnxship runtime image (built from deploy/Dockerfile)"),
+    min_replicas: int = typer.Option(1, "--min-replicas", help="0 lets KServe scale to zero"),
+    max_replicas: int = typer.Option(3, "--max-replicas"),
+    cpu: str = typer.Option("1", "--cpu", help="CPU request (the limit is twice it)"),
+    memory: str = typer.Option("1Gi", "--memory", help="memory request (the limit is twice it)"),
+    gpus: int = typer.Option(0, "--gpus", help="nvidia.com/gpu limit"),
+    max_batch_size: int = typer.Option(
+        None, "--max-batch-size", help="default: the release's largest batch; may only lower it"
+    ),
+    token_secret: str = typer.Option(
+        None, "--token-secret", help="Secret whose key 'token' becomes ONNXSHIP_TOKEN (onnxship runtime)"
+    ),
+    service_account: str = typer.Option(
+        None, "--service-account", help="service account that holds the storage credentials"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Write a KServe InferenceService (and, for --runtime triton, its model repository) for a release."""
+    from onnxship.package._kserve import KServeConfig, package_kserve
+
+    kwargs = {"image": image} if image else {}
+    cfg = KServeConfig(
+        storage_uri=storage_uri,
+        runtime=runtime,
+        out=out,
+        name=name,
+        namespace=namespace,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        cpu=cpu,
+        memory=memory,
+        gpus=gpus,
+        max_batch_size=max_batch_size,
+        token_secret=token_secret,
+        service_account=service_account,
+        **kwargs,
+    )
+    result = package_kserve(release, cfg)
+    if as_json:
+        console.print_json(json.dumps(result.to_dict(), default=str))
+        return
+    console.print(
+        f"[green]✓[/] {result.manifest_path}  (InferenceService {result.name}, runtime {result.runtime}, "
+        f"max batch {result.max_batch if result.max_batch is not None else 'unbounded'})",
+        soft_wrap=True,
+    )
+    for n in result.notes:
+        console.print(f"[cyan]note:[/] {n}", soft_wrap=True)
+    console.print(f"  apply:  kubectl apply -f {result.manifest_path}", soft_wrap=True)
 
 
 @app.command("list")

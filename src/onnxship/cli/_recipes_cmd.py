@@ -342,6 +342,16 @@ def two_stage_build_command(
     conf: float = typer.Option(0.3, "--conf", help="NMS confidence threshold"),
     iou: float = typer.Option(0.5, "--iou", help="NMS IoU threshold"),
     strategy: str = typer.Option("auto", "--strategy", help="exporter chain: auto | dynamo | torchscript"),
+    classifier: str = typer.Option(
+        "builtin",
+        "--classifier",
+        help="builtin | timm:NAME (e.g. timm:convnext_atto; needs the families extra)",
+    ),
+    detector: str = typer.Option(
+        "builtin",
+        "--detector",
+        help="builtin | yolo:MODEL.yaml (e.g. yolo:yolov8n.yaml; needs the families extra)",
+    ),
     threads: int = typer.Option(None, "--threads", help="torch intra-op threads (default: torch's)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
@@ -359,6 +369,8 @@ def two_stage_build_command(
         classifier_steps=classifier_steps,
         nms=nms,
         strategy=strategy,
+        classifier=classifier,
+        detector=detector,
     )
     if threads:
         import torch

@@ -30,7 +30,12 @@ def serve_command(
     inputs: list[str] = typer.Option(None, "--input", "-i", help="PyTorch fallback input specs"),
     host: str = typer.Option("127.0.0.1", "--host", help="bind address (loopback by default)"),
     port: int = typer.Option(8000, "--port", "-p", help="port (0 picks a free one and prints it)"),
-    max_batch: int = typer.Option(32, "--max-batch", help="largest merged batch (1 turns batching off)"),
+    max_batch: int = typer.Option(
+        None,
+        "--max-batch",
+        help="largest batch per request and per merged batch (default: the release's verified maximum; "
+        "1 turns merging off)",
+    ),
     batch_timeout_ms: float = typer.Option(
         0.0,
         "--batch-timeout-ms",

@@ -1,4 +1,5 @@
-"""Packaging: release bundles (versioning, ``latest``, atomic writes, validation), assets, Triton repositories."""
+"""Packaging: release bundles (versioning, ``latest``, atomic writes, validation), assets, serving limits, Triton
+repositories and KServe manifests."""
 
 from onnxship.package._assets import (
     AssetSpec,
@@ -11,6 +12,8 @@ from onnxship.package._assets import (
     validate_vocab,
 )
 from onnxship.package._bundle import ReleaseWriter, embed_metadata
+from onnxship.package._kserve import KServeConfig, KServeResult, package_kserve
+from onnxship.package._limits import SERVING_KEY, ServingLimits, serving_limits
 from onnxship.package._release import (
     MANIFEST,
     RELEASE_SCHEMA,
@@ -29,6 +32,7 @@ from onnxship.package._triton import (
     TritonConfig,
     TritonResult,
     TritonTensor,
+    build_config,
     check_triton,
     package_triton,
     parse_triton_config,
@@ -39,20 +43,26 @@ from onnxship.package._triton import (
 __all__ = [
     "MANIFEST",
     "RELEASE_SCHEMA",
+    "SERVING_KEY",
     "TRITON_DTYPES",
     "AssetSpec",
+    "KServeConfig",
+    "KServeResult",
     "ModelSizes",
     "PreparedAsset",
     "Release",
     "ReleaseInfo",
     "ReleaseWriter",
+    "ServingLimits",
     "TritonConfig",
     "TritonResult",
     "TritonTensor",
+    "build_config",
     "check_triton",
     "current_latest",
     "embed_metadata",
     "list_releases",
+    "package_kserve",
     "package_triton",
     "parse_asset_arg",
     "parse_triton_config",
@@ -61,6 +71,7 @@ __all__ = [
     "read_release",
     "render_config",
     "resolve_release",
+    "serving_limits",
     "set_latest",
     "tag_parts",
     "triton_signature",

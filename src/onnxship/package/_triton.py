@@ -3,7 +3,8 @@
 The ONNX file's declared shapes are not trusted on their own (the dynamo exporter declares wrong output dims, see
 EXPORTER-NOTES.md): input dims come from the verified input specs in the metadata sidecar, output dims from the
 declarations the export corrected against the shape sweep, cross-checked with the golden outputs. Each config is
-parsed into Triton's own ``ModelConfig`` protobuf (tritonclient) before anything is written.
+built as Triton's own ``ModelConfig`` protobuf message (tritonclient), printed with protobuf's text format,
+and parsed back and checked before anything is written.
 
 DO NOT import tritonclient at module level.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 from onnxship._errors import ConfigError, MissingDependencyError, PackagingError
 from onnxship._util import check_name
+from onnxship.package._limits import serving_limits
 from onnxship.package._release import MANIFEST, Release, list_releases, read_release
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "TritonConfig",
     "TritonResult",
     "TritonTensor",
+    "build_config",
     "check_triton",
     "package_triton",
     "parse_triton_config",
@@ -68,6 +71,7 @@ class TritonConfig:
     instances: int = 1  # instance_group count
     kind: str = "KIND_CPU"  # KIND_CPU | KIND_GPU | KIND_AUTO
     dynamic_batching: bool = False  # add a dynamic_batching block
+    warmup: bool = False  # model_warmup on one golden.npz sample: Triton runs it before the model turns ready
     preferred_batch_sizes: tuple[int, ...] = ()  # dynamic_batching.preferred_batch_size
     max_queue_delay_us: int = 0  # dynamic_batching.max_queue_delay_microseconds
     version_policy: str = "latest:1"  # all | latest:N | specific:1,3
@@ -83,7 +87,7 @@ class TritonConfig:
             raise ConfigError(f"--max-batch-size {self.max_batch_size} must be >= 0 (0 disables batching)")
         if self.max_queue_delay_us < 0:
             raise ConfigError(f"max queue delay {self.max_queue_delay_us} must be >= 0")
-        _policy_text(self.version_policy)  # validates
+        _policy(self.version_policy)  # validates
         if (self.preferred_batch_sizes or self.max_queue_delay_us) and not self.dynamic_batching:
             raise ConfigError("preferred batch sizes / queue delay need --dynamic-batching")
 
@@ -128,14 +132,15 @@ class TritonResult:
         }
 
 
-def _policy_text(policy: str) -> str:
+def _policy(policy: str) -> tuple[str, list[int]]:
+    """Parse a version policy: ("all", []), ("latest", [N]) or ("specific", [V1, V2, ...])."""
     kind, _, arg = policy.partition(":")
     if kind == "all" and not arg:
-        return "{ all: {} }"
+        return "all", []
     if kind == "latest" and arg.isdigit() and int(arg) >= 1:
-        return f"{{ latest: {{ num_versions: {int(arg)} }} }}"
+        return "latest", [int(arg)]
     if kind == "specific" and arg and all(a.strip().isdigit() and int(a) >= 1 for a in arg.split(",")):
-        return f"{{ specific: {{ versions: [ {', '.join(str(int(a)) for a in arg.split(','))} ] }} }}"
+        return "specific", [int(a) for a in arg.split(",")]
     raise ConfigError(
         f"version policy {policy!r} is not understood",
         hint="use all, latest:N (e.g. latest:1) or specific:V1,V2 (e.g. specific:1,3)",
@@ -195,28 +200,25 @@ def triton_signature(
                 f"output {o['name']!r} axis 0 is {o['shape'][0] if o['shape'] else 'missing'!r}, not the "
                 f"batch dim {batch!r} (verified against the shape sweep)"
             )
-    verified = [p[batch] for p in release.meta.get("verified_dims", []) if batch and batch in p]
-    declared_max = next((d.max for s in specs for d in s.dims[:1] if d.name == batch and d.max), None)
-    limit = declared_max or (max(verified) if verified else None)
+    limits = serving_limits(release.meta)  # the release's largest batch: one source for every consumer
     if max_batch_size is None:
-        mbs = int(limit) if why_not is None and limit else 0
+        mbs = int(limits.max_batch) if why_not is None and limits.max_batch else 0
         if why_not:
             notes.append(f"batching disabled: {why_not}")
-    elif max_batch_size > 0:
-        if why_not:
+        elif not mbs:
+            notes.append(
+                "batching disabled: the release records no verified batch maximum "
+                "(pass --max-batch-size N, or declare the batch dim's range and ship again)"
+            )
+    else:
+        mbs = int(
+            limits.resolve(max_batch_size, "--max-batch-size", zero_disables=True, error=PackagingError) or 0
+        )
+        if mbs > 0 and why_not:
             raise PackagingError(
                 f"release {release.version} cannot be batched by Triton: {why_not}",
                 hint="use --max-batch-size 0 (dims are then the full shapes)",
             )
-        if limit and max_batch_size > limit:
-            src = "declared" if declared_max else "verified"
-            raise PackagingError(
-                f"--max-batch-size {max_batch_size} is above the {src} batch maximum {limit}",
-                hint=f"use --max-batch-size {limit} or declare {batch}=N..MAX in the input spec and re-ship",
-            )
-        mbs = max_batch_size
-    else:
-        mbs = 0
     skip = 1 if mbs > 0 else 0
     inputs: list[TritonTensor] = []
     for v in graph["inputs"]:
@@ -257,23 +259,74 @@ def _tensor(name: str, data_type: str, dims: list[int]) -> TritonTensor:
     return TritonTensor(name, data_type, dims)
 
 
-def _q(text: str) -> str:
-    return json.dumps(text)
+def _model_config_pb2() -> Any:
+    try:
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        raise MissingDependencyError(
+            "tritonclient is not installed (needed to write Triton configs)",
+            hint="pip install 'onnxship[triton]'",
+        ) from None
+    return model_config_pb2
 
 
-def _tensor_text(t: TritonTensor, label_file: str | None = None) -> str:
-    lines = [
-        "  {",
-        f"    name: {_q(t.name)}",
-        f"    data_type: {t.data_type}",
-        f"    dims: [ {', '.join(str(d) for d in t.dims)} ]",
-    ]
+def _fill_tensor(msg: Any, t: TritonTensor, pb: Any, label_file: str | None = None) -> None:
+    msg.name = t.name
+    msg.data_type = pb.DataType.Value(t.data_type)
+    msg.dims.extend(t.dims)
     if t.reshape is not None:
-        lines.append(f"    reshape: {{ shape: [ {', '.join(str(d) for d in t.reshape)} ] }}")
+        msg.reshape.SetInParent()  # present even when the shape is empty (a batched [batch] tensor)
+        msg.reshape.shape.extend(t.reshape)
     if label_file:
-        lines.append(f"    label_filename: {_q(label_file)}")
-    lines.append("  }")
-    return "\n".join(lines)
+        msg.label_filename = label_file
+
+
+def build_config(
+    name: str,
+    max_batch_size: int,
+    inputs: list[TritonTensor],
+    outputs: list[TritonTensor],
+    config: TritonConfig,
+    label_file: tuple[str, str] | None = None,
+    warmup: dict[str, tuple[str, list[int], str]] | None = None,
+) -> Any:
+    """Triton's ``ModelConfig`` protobuf message for a model.
+
+    ``label_file``: (output name, file name); ``warmup``: input name -> (data type, dims, file under warmup/).
+    """
+    pb = _model_config_pb2()
+    msg = pb.ModelConfig(
+        name=name,
+        platform=PLATFORM,
+        max_batch_size=max_batch_size,
+        default_model_filename=MODEL_FILENAME,
+    )
+    kind, values = _policy(config.version_policy)
+    if kind == "all":
+        msg.version_policy.all.SetInParent()
+    elif kind == "latest":
+        msg.version_policy.latest.num_versions = values[0]
+    else:
+        msg.version_policy.specific.versions.extend(values)
+    for t in inputs:
+        _fill_tensor(msg.input.add(), t, pb)
+    for t in outputs:
+        _fill_tensor(
+            msg.output.add(), t, pb, label_file[1] if label_file and label_file[0] == t.name else None
+        )
+    msg.instance_group.add(count=config.instances, kind=pb.ModelInstanceGroup.Kind.Value(config.kind))
+    if config.dynamic_batching:
+        msg.dynamic_batching.SetInParent()
+        msg.dynamic_batching.preferred_batch_size.extend(config.preferred_batch_sizes)
+        if config.max_queue_delay_us:
+            msg.dynamic_batching.max_queue_delay_microseconds = config.max_queue_delay_us
+    if warmup:
+        w = msg.model_warmup.add(name="golden", batch_size=1, count=1)
+        for input_name, (data_type, dims, file) in warmup.items():
+            w.inputs[input_name].data_type = pb.DataType.Value(data_type)
+            w.inputs[input_name].dims.extend(dims)
+            w.inputs[input_name].input_data_file = file
+    return msg
 
 
 def render_config(
@@ -283,33 +336,15 @@ def render_config(
     outputs: list[TritonTensor],
     config: TritonConfig,
     label_file: tuple[str, str] | None = None,
+    warmup: dict[str, tuple[str, list[int], str]] | None = None,
 ) -> str:
-    """config.pbtxt text (Triton's protobuf text format)."""
-    parts = [
-        f"name: {_q(name)}",
-        f"platform: {_q(PLATFORM)}",
-        f"max_batch_size: {max_batch_size}",
-        f"default_model_filename: {_q(MODEL_FILENAME)}",
-        f"version_policy: {_policy_text(config.version_policy)}",
-        "input [\n" + ",\n".join(_tensor_text(t) for t in inputs) + "\n]",
-        "output [\n"
-        + ",\n".join(
-            _tensor_text(t, label_file[1] if label_file and label_file[0] == t.name else None)
-            for t in outputs
-        )
-        + "\n]",
-        f"instance_group [\n  {{\n    count: {config.instances}\n    kind: {config.kind}\n  }}\n]",
-    ]
-    if config.dynamic_batching:
-        body = []
-        if config.preferred_batch_sizes:
-            body.append(
-                f"  preferred_batch_size: [ {', '.join(str(b) for b in config.preferred_batch_sizes)} ]"
-            )
-        if config.max_queue_delay_us:
-            body.append(f"  max_queue_delay_microseconds: {config.max_queue_delay_us}")
-        parts.append("dynamic_batching {\n" + "\n".join(body) + ("\n" if body else "") + "}")
-    return "\n".join(parts) + "\n"
+    """config.pbtxt text: the ``ModelConfig`` message printed by protobuf's text format."""
+    from google.protobuf import text_format
+
+    return text_format.MessageToString(
+        build_config(name, max_batch_size, inputs, outputs, config, label_file, warmup),
+        use_short_repeated_primitives=True,
+    )
 
 
 def parse_triton_config(text: str) -> Any:
@@ -399,8 +434,15 @@ def check_triton(release: Release, config: TritonConfig) -> str:
     """Build and validate the config.pbtxt text for one release without writing anything."""
     mbs, ins, outs, _ = triton_signature(release, config.max_batch_size)
     name = config.model_name or release.name
+    warm = _warmup(release, mbs, ins) if config.warmup else None
     text = render_config(
-        name, mbs, ins, outs, config, (outs[0].name, "labels.txt") if _labels(release, outs) else None
+        name,
+        mbs,
+        ins,
+        outs,
+        config,
+        (outs[0].name, "labels.txt") if _labels(release, outs) else None,
+        {k: v[0] for k, v in warm.items()} if warm else None,
     )
     _check_parsed(parse_triton_config(text), name, mbs, ins, outs, config)
     return text
@@ -440,9 +482,41 @@ def package_triton(releases: list[str | Path] | str | Path, config: TritonConfig
     assert sig is not None
     _, _, mbs, ins, outs, notes = sig
     labels = _labels(items[-1], outs)
-    text = render_config(name, mbs, ins, outs, config, (outs[0].name, "labels.txt") if labels else None)
+    warm = _warmup(items[-1], mbs, ins) if config.warmup else None
+    if config.warmup and not warm:
+        notes.append(f"no warmup: release {items[-1].version} has no golden.npz")
+    text = render_config(
+        name,
+        mbs,
+        ins,
+        outs,
+        config,
+        (outs[0].name, "labels.txt") if labels else None,
+        {k: v[0] for k, v in warm.items()} if warm else None,
+    )
     _check_parsed(parse_triton_config(text), name, mbs, ins, outs, config)
-    return _write_repo(config.repo, name, text, items, labels, mbs, ins, outs, notes)
+    files = {v[0][2]: v[1] for v in warm.values()} if warm else {}
+    return _write_repo(config.repo, name, text, items, labels, mbs, ins, outs, notes, files)
+
+
+def _warmup(
+    release: Release, mbs: int, ins: list[TritonTensor]
+) -> dict[str, tuple[tuple[str, list[int], str], bytes]] | None:
+    """One golden sample per input as Triton warmup data: name -> ((data type, dims, file), raw bytes)."""
+    if release.golden_path is None:
+        return None
+    from onnxship.runtime._golden import read_golden
+
+    golden = read_golden(release.golden_path).inputs
+    out: dict[str, tuple[tuple[str, list[int], str], bytes]] = {}
+    for i, t in enumerate(ins):
+        if t.name not in golden:
+            return None
+        arr = golden[t.name]
+        sample = arr[0] if mbs > 0 else arr  # batched: one row (batch_size 1); else the whole tensor
+        dims = list(sample.shape) if t.reshape is None else [1]
+        out[t.name] = ((t.data_type, dims, f"input_{i}"), sample.tobytes(order="C"))
+    return out
 
 
 def _labels(release: Release, outs: list[TritonTensor]) -> list[str] | None:
@@ -464,6 +538,7 @@ def _write_repo(
     ins: list[TritonTensor],
     outs: list[TritonTensor],
     notes: list[str],
+    warmup_files: dict[str, bytes] | None = None,
 ) -> TritonResult:
     try:
         repo.mkdir(parents=True, exist_ok=True)
@@ -484,6 +559,10 @@ def _write_repo(
                 shutil.copyfile(data, vdir / data.name)  # the model references it by this name
             versions[i] = r.version
         (tmp / "config.pbtxt").write_text(text, encoding="utf-8")
+        if warmup_files:
+            (tmp / "warmup").mkdir()
+            for fname, data in warmup_files.items():
+                (tmp / "warmup" / fname).write_bytes(data)
         if labels:
             (tmp / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
         (tmp / "onnxship-versions.json").write_text(

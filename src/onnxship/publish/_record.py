@@ -13,6 +13,7 @@ from typing import Any
 
 from onnxship._errors import PublishError
 from onnxship._version import __version__
+from onnxship.package._limits import serving_limits
 from onnxship.publish._bundle import BundleView
 from onnxship.publish._checks import GoldenCheck, _verdict
 from onnxship.publish._config import (
@@ -32,6 +33,7 @@ _META_SKIP = {
     "output_names",
     "dynamic_axes",
     "verified_dims",
+    "serving",
     "candidates",
     "dim_fixes",
     "diagnostics",
@@ -57,6 +59,7 @@ def _params(view: BundleView, io: dict[str, list[dict[str, Any]]]) -> dict[str, 
     for key in ("exporter", "opset", "precision", "static"):
         if key in meta:
             params[key] = str(meta[key])
+    params["max_batch"] = str(serving_limits(meta).max_batch)
     if not meta.get("inputs"):
         for inp in io["inputs"]:
             shape = " x ".join(str(d) if d is not None else "?" for d in inp["shape"])
@@ -248,6 +251,8 @@ def _log_release(
                 "onnxship_version_tag": view.version,
                 "onnxship_name": view.name,
                 "onnx_sha256": str(view.meta.get("onnx_sha256", "")),
+                # the release's largest batch, the same record Triton's max_batch_size and serve read
+                "onnxship_serving": serving_limits(view.meta).to_dict(),
             },
             registered_model_name=config.register,
         )

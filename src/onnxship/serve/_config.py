@@ -33,7 +33,9 @@ class ServeConfig:
     inputs: tuple[str, ...] = ()  # PyTorch fallback: input specs (default: the module's ONNXSHIP_INPUTS)
     host: str = "127.0.0.1"  # bind address (loopback unless asked otherwise)
     port: int = 8000  # 0: pick a free port
-    max_batch: int = 32  # largest merged batch (capped by the verified max of the batch dim)
+    # largest batch per request and per merged batch; None: the release's largest batch (declared, verified by the
+    # sweep); a value above it is refused
+    max_batch: int | None = None
     batch_timeout_ms: float = 0.0  # max queue delay of the oldest queued request (Triton's default: 0)
     preferred_batch: tuple[int, ...] = ()  # batch sizes sent as soon as they can be formed
     workers: int = 1  # server processes sharing the port, each with its own session and batcher
@@ -61,9 +63,10 @@ class ServeConfig:
     notes: tuple[str, ...] = field(default=(), compare=False)  # where settings came from (env, .env)
 
     def __post_init__(self) -> None:
-        if self.max_batch < 1:
+        if self.max_batch is not None and self.max_batch < 1:
             raise ConfigError(
-                f"max_batch must be >= 1, got {self.max_batch}", hint="--max-batch 1 turns batching off"
+                f"max_batch must be >= 1, got {self.max_batch}",
+                hint="--max-batch 1 serves one row per request (no merging)",
             )
         if self.batch_timeout_ms < 0:
             raise ConfigError(f"batch_timeout_ms must be >= 0, got {self.batch_timeout_ms}")
@@ -76,10 +79,11 @@ class ServeConfig:
         if isinstance(self.preferred_batch, (list, int)):
             pref = (self.preferred_batch,) if isinstance(self.preferred_batch, int) else self.preferred_batch
             object.__setattr__(self, "preferred_batch", tuple(pref))
-        bad = [p for p in self.preferred_batch if not 1 <= p <= self.max_batch]
+        top = self.max_batch
+        bad = [p for p in self.preferred_batch if p < 1 or (top is not None and p > top)]
         if bad:
             raise ConfigError(
-                f"preferred batch size(s) {bad} are outside 1..{self.max_batch} (--max-batch)",
+                f"preferred batch size(s) {bad} are outside 1..{top or 'the largest batch'} (--max-batch)",
                 hint="pass sizes between 1 and --max-batch, e.g. --preferred-batch 8 --preferred-batch 16",
             )
         if self.workers < 1:

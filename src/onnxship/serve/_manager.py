@@ -24,6 +24,8 @@ from onnxship.serve._locate import _error, latest_release, locate
 from onnxship.serve._metrics import Metrics
 from onnxship.serve._model import ServedModel, load_model, load_torch_model
 
+DEFAULT_MERGE_ROWS = 32  # merged batch when neither the release nor --max-batch bounds the batch dim
+
 __all__ = ["ModelManager", "find_latest"]
 
 log = logging.getLogger("onnxship.serve")
@@ -162,7 +164,7 @@ class ModelManager:
     def _install(self, model: ServedModel, version: int | None = None) -> None:
         cfg = self.config
         sig = model.signature
-        max_rows = min(cfg.max_batch, sig.batch_max) if sig.batch_max else cfg.max_batch
+        max_rows = sig.batch_max or cfg.max_batch or DEFAULT_MERGE_ROWS  # sig carries the release's limit
         batcher = Batcher(
             model.run,
             mergeable=sig.batchable,

@@ -180,6 +180,7 @@ def load_model(located: Located, config: ServeConfig) -> ServedModel:
     session = info.session
     try:
         signature = Signature.from_session(session, located.meta)
+        signature = signature.with_batch_limit(_max_batch(config, located.meta))
     except ServeError as exc:
         raise _error(f"{name}: {exc.message}", 422, hint=exc.hint) from None
     except (TypeError, ValueError, AttributeError) as exc:  # a hand-edited sidecar of a bare .onnx
@@ -215,6 +216,15 @@ def load_model(located: Located, config: ServeConfig) -> ServedModel:
         load_seconds=time.perf_counter() - start,
         providers=info.providers,
     )
+
+
+def _max_batch(config: ServeConfig, meta: dict[str, Any]) -> int | None:
+    """``--max-batch`` checked against the release's largest batch (the one Triton and MLflow get too)."""
+    from onnxship.package._limits import serving_limits
+
+    if config.max_batch is None:
+        return None
+    return serving_limits(meta).resolve(config.max_batch, "--max-batch", error=ServeError)
 
 
 def load_torch_model(config: ServeConfig) -> ServedModel:
@@ -276,6 +286,7 @@ def load_torch_model(config: ServeConfig) -> ServedModel:
         for n, a in probe.items()
     ]
     signature = Signature.from_specs(specs, outputs)
+    signature = signature.with_batch_limit(_max_batch(config, {"inputs": [s.to_dict() for s in specs]}))
     name = spec.default_name()
     return ServedModel(
         name=name,

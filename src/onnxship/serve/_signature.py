@@ -7,12 +7,13 @@ A request that does not fit is a :class:`RequestError` (HTTP 400/404/413), never
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from onnxship._errors import ServeError
+from onnxship.package._limits import serving_limits
 
 __all__ = [
     "DATATYPES",
@@ -165,7 +166,8 @@ class Signature:
             TensorInfo(o.name, _ort_datatype(o.type, o.name), _dims(o.shape, []))
             for o in session.get_outputs()
         ]
-        return cls._with_batching(inputs, outputs, notes)
+        # the release's largest batch (declared, verified by the sweep): the same number Triton and MLflow get
+        return cls._with_batching(inputs, outputs, notes).with_batch_limit(serving_limits(meta).max_batch)
 
     @classmethod
     def from_specs(cls, specs: list[Any], outputs: list[TensorInfo]) -> Signature:
@@ -194,6 +196,22 @@ class Signature:
             notes.append("an output has a static dim 0: requests are not merged")
         maxes = [d.max for d in firsts if d is not None and d.max is not None]
         return cls(inputs, outputs, batch_max=min(maxes) if maxes else None, batchable=batchable, notes=notes)
+
+    def with_batch_limit(self, limit: int | None) -> Signature:
+        """A copy whose dynamic axis 0 (every input's) accepts at most ``limit`` rows (None: unchanged)."""
+        if limit is None:
+            return self
+        inputs = [
+            replace(
+                t,
+                dims=(replace(t.dims[0], max=min(limit, t.dims[0].max or limit)), *t.dims[1:]),
+            )
+            if t.dims and t.dims[0].size is None
+            else t
+            for t in self.inputs
+        ]
+        top = min(limit, self.batch_max) if self.batch_max is not None else limit
+        return replace(self, inputs=inputs, batch_max=top, notes=list(self.notes))
 
     def check_input(self, name: str, datatype: str, shape: tuple[int, ...]) -> TensorInfo:
         """Validate one input's name, datatype and shape before its array is built (nothing is allocated here).

@@ -43,7 +43,9 @@ class VerifyConfig:
     task_output: str | None = None  # output holding logits/scores for the task (default: the first)
     top_g: int = 9  # sequence: DeepLog's g
     nms: NmsConfig = field(default_factory=NmsConfig)  # detection: the shared NMS
-    box_format: str = "xyxy"  # detection: xyxy | cxcywh raw boxes
+    box_format: str = (
+        "xyxy"  # detection raw layout: xyxy | cxcywh | yolo | yolov5 (see _tasks.decode_detections)
+    )
     preprocess: PreprocessConfig | None = None  # image folders: default from the input shape
     sweep: bool = True  # run the shape sweep (needs a PyTorch reference)
     providers: tuple[str, ...] | None = None  # onnxruntime providers (default TensorRT -> CUDA -> CPU)

@@ -10,10 +10,9 @@ Conventions:
     sequence        next-event logits ``[N, V]`` or ``[N, T, V]``; the true next event ``[N]`` / ``[N, T]``.
                     DeepLog: an event is *normal* when it is among the top ``g`` predictions, else an anomaly.
     detection       raw head outputs, decoded by :func:`decode_detections` into per-image boxes ``[K, 4]`` (xyxy)
-                    and class scores ``[K, C]``; both engines then go through the *same* :func:`nms`.
-
-Size: over 400 lines: three streaming metrics that share softmax, box IoU and the one NMS; one module per
-task metric is the planned split.
+                    and class scores ``[K, C]``; both engines then go through the *same* :func:`nms`. Raw layouts:
+                    boxes + scores, ``[N, K, 4 + C]``, Ultralytics YOLOv8/11 ``[N, 4 + C, K]`` (``yolo``) and
+                    YOLOv5 ``[N, K, 5 + C]`` (``yolov5``).
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ __all__ = [
     "SequenceAgreement",
     "SequenceMetric",
     "TaskGate",
+    "BOX_FORMATS",
     "box_iou",
     "classification_agreement",
     "decode_detections",
@@ -469,6 +469,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, config: NmsConfig | None = None) 
     return Detections(boxes[idx], best[idx], labels[idx].astype(np.int64))
 
 
+BOX_FORMATS = ("xyxy", "cxcywh", "yolo", "yolov5")
+
+
 def decode_detections(
     outputs: dict[str, np.ndarray],
     *,
@@ -478,18 +481,48 @@ def decode_detections(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Split raw head outputs into per-image ``(boxes [K, 4] xyxy, scores [K, C])``.
 
-    Either two outputs (``boxes`` ``[N, K, 4]`` and ``scores`` ``[N, K, C]``), or one output ``[N, K, 4 + C]``
-    (box then class scores). Without names, the first output of last-dim 4 is the boxes and the other the scores.
+    Layouts (``box_format``):
+
+    * ``xyxy`` / ``cxcywh``: two outputs (``boxes`` ``[N, K, 4]`` and ``scores`` ``[N, K, C]``), or one output
+      ``[N, K, 4 + C]`` (box then class scores). Without names, the first output of last-dim 4 is the boxes and the
+      other the scores.
+    * ``yolo``: Ultralytics' raw Detect output (YOLOv8/YOLO11, ``output0``): one tensor ``[N, 4 + C, K]``,
+      channels first, boxes ``cx, cy, w, h`` in input pixels, then the C class scores (already sigmoid; no
+      objectness).
+    * ``yolov5``: YOLOv5's raw layout ``[N, K, 5 + C]``: ``cx, cy, w, h``, objectness, class scores; a
+      candidate's class score is objectness x class probability.
     """
-    if box_format not in ("xyxy", "cxcywh"):
-        raise ConfigError(f"unknown box format {box_format!r}", hint="valid: xyxy, cxcywh")
+    if box_format not in BOX_FORMATS:
+        raise ConfigError(f"unknown box format {box_format!r}", hint=f"valid: {', '.join(BOX_FORMATS)}")
     names = list(outputs)
-    if boxes is None and scores is None and len(names) == 1:
+    if box_format in ("yolo", "yolov5"):
+        name = boxes or (names[0] if len(names) == 1 else None)
+        if name is None or name not in outputs:
+            raise ConfigError(
+                f"box format {box_format!r} reads one raw output, got {names}",
+                hint="name it: boxes=<the raw head output>, or export only the head output",
+            )
+        raw = np.asarray(outputs[name])
+        need = 5 if box_format == "yolo" else 6
+        axis = 1 if box_format == "yolo" else 2
+        if raw.ndim != 3 or raw.shape[axis] < need:
+            want = "[N, 4 + C, K]" if box_format == "yolo" else "[N, K, 5 + C]"
+            raise ConfigError(
+                f"detection output {name!r} has shape {list(raw.shape)}; box format {box_format!r} expects {want}",
+                hint="yolo: Ultralytics YOLOv8/11 Detect output; yolov5: YOLOv5's [N, K, 5 + C]",
+            )
+        if box_format == "yolo":
+            raw = np.swapaxes(raw, 1, 2)  # [N, K, 4 + C]
+            b_all, s_all = raw[..., :4], raw[..., 4:]
+        else:
+            b_all, s_all = raw[..., :4], raw[..., 5:] * raw[..., 4:5]
+    elif boxes is None and scores is None and len(names) == 1:
         raw = np.asarray(outputs[names[0]])
         if raw.ndim != 3 or raw.shape[-1] < 5:
             raise ConfigError(
                 f"detection output {names[0]!r} has shape {list(raw.shape)}; expected [N, K, 4 + C]",
-                hint="or give separate boxes [N, K, 4] and scores [N, K, C] outputs",
+                hint="or give separate boxes [N, K, 4] and scores [N, K, C] outputs, or box_format='yolo' for "
+                "Ultralytics' [N, 4 + C, K]",
             )
         b_all, s_all = raw[..., :4], raw[..., 4:]
     else:
@@ -512,7 +545,7 @@ def decode_detections(
                 f"boxes {list(b_all.shape)} / scores {list(s_all.shape)} do not fit [N, K, 4] / [N, K, C]"
             )
     b_all = b_all.astype(np.float64)
-    if box_format == "cxcywh":
+    if box_format != "xyxy":
         cx, cy, w, h = (b_all[..., i] for i in range(4))
         b_all = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=-1)
     return [(b_all[i], s_all[i]) for i in range(b_all.shape[0])]

@@ -1,9 +1,20 @@
-"""The two stages, built from code: a tiny YOLO-style detector (raw boxes + scores, no NMS inside) and a small CNN
-classifier for the crops.
+"""The two stages, built from code.
 
-timm's ``create_model`` was the intended classifier (seed 004 E-1), but timm 1.0 imports ``torchvision.ops`` at import
-time (``timm/layers/create_norm.py``) and torchvision does not load beside this project's torch build, so the
-classifier is a small conv net with the same contract: ``[N, 3, S, S]`` float -> logits ``[N, num_classes]``.
+Built-in (the default, no extra packages): a tiny YOLO-style detector (raw boxes + scores, no NMS inside) and a
+small CNN classifier for the crops.
+
+Real model families (the ``families`` extra: ``pip install 'onnxship[families]'``), random weights, nothing
+downloaded:
+
+* ``build_timm_classifier``: ``timm.create_model(name, pretrained=False, num_classes=K)``, e.g. ``convnext_atto`` or
+  ``tf_efficientnetv2_b0``; same contract: ``[N, 3, S, S]`` float -> logits ``[N, num_classes]``.
+* ``build_yolo_detector``: an Ultralytics YOLO detection model built from its model yaml (``yolov8n.yaml``,
+  ``yolo11n.yaml``, ...) with ``nc`` classes; the exported output is Ultralytics' raw Detect output
+  ``output0 [N, 4 + C, K]`` (cx, cy, w, h in pixels, then class scores), the layout the detection task metric
+  reads as ``box_format="yolo"``.
+
+Both packages import torchvision, whose compiled ops must load beside the installed torch build; when they do not,
+the factories raise a MissingDependencyError that says so (onnxship never patches torch).
 
 DO NOT import torch at module level: the factories import it, and the classes are built inside them.
 """
@@ -12,7 +23,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["build_classifier", "build_detector"]
+from onnxship._errors import MissingDependencyError
+
+__all__ = ["build_classifier", "build_detector", "build_timm_classifier", "build_yolo_detector"]
 
 DETECTOR_OUTPUTS = ("boxes", "scores")
 CLASSIFIER_OUTPUTS = ("logits",)
@@ -85,3 +98,66 @@ def build_classifier(num_classes: int = 3, width: int = 16) -> Any:
         nn.Flatten(),
         nn.Linear(width * 2, num_classes),
     )
+
+
+def _family_import(module: str, what: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{what} needs the {module!r} package ({exc})", hint="pip install 'onnxship[families]'"
+        ) from None
+    except RuntimeError as exc:  # torchvision's compiled ops do not load beside this torch build
+        raise MissingDependencyError(
+            f"{what}: importing {module!r} failed ({exc})",
+            hint="install the torchvision build that matches your torch (same version pair, same CPU/CUDA variant)",
+        ) from None
+
+
+def build_timm_classifier(model_name: str = "convnext_atto", num_classes: int = 3) -> Any:
+    """``timm.create_model(model_name, pretrained=False, num_classes=num_classes)`` (random weights)."""
+    timm = _family_import("timm", f"the timm classifier {model_name!r}")
+    try:
+        return timm.create_model(model_name, pretrained=False, num_classes=num_classes)
+    except RuntimeError as exc:  # timm: "Unknown model (...)"
+        raise MissingDependencyError(
+            f"timm has no model {model_name!r} ({exc})", hint="e.g. convnext_atto or tf_efficientnetv2_b0"
+        ) from None
+
+
+def build_yolo_detector(model_yaml: str = "yolov8n.yaml", num_classes: int = 1, image_size: int = 64) -> Any:
+    """An Ultralytics YOLO detection model from its model yaml (random weights) that returns the raw Detect output.
+
+    ``forward(image [N, 3, S, S]) -> output0 [N, 4 + num_classes, K]``; NMS stays outside the model (the shared
+    numpy one), as in Ultralytics' own ONNX export.
+    """
+    from torch import nn
+
+    tasks = _family_import("ultralytics.nn.tasks", f"the YOLO detector {model_yaml!r}")
+    try:
+        model = tasks.DetectionModel(model_yaml, nc=num_classes, verbose=False)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise MissingDependencyError(
+            f"Ultralytics cannot build {model_yaml!r} ({exc})", hint="e.g. yolov8n.yaml or yolo11n.yaml"
+        ) from None
+    # Recompute the anchor grid on every call instead of caching it by input shape: a cached grid made during an
+    # inference-mode forward would be baked into a trace (and cannot be saved for autograd).
+    model.model[-1].dynamic = True
+    stride = int(max(model.stride.tolist())) if hasattr(model, "stride") else 32
+    if image_size % stride:
+        raise ValueError(f"image_size {image_size} must be a multiple of the model's largest stride {stride}")
+
+    class YoloRaw(nn.Module):
+        """The detection model's decoded head output alone (Ultralytics returns it with its raw feature maps)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, image: Any) -> Any:
+            out = self.model(image)
+            return out[0] if isinstance(out, (tuple, list)) else out
+
+    return YoloRaw().eval()

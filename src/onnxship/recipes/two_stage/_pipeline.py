@@ -19,7 +19,15 @@ import numpy as np
 
 from onnxship._errors import ConfigError
 from onnxship.recipes.two_stage._data import crop_resize, make_scenes
-from onnxship.verify._tasks import Detections, NmsConfig, box_iou, mean_average_precision, nms, softmax
+from onnxship.verify._tasks import (
+    Detections,
+    NmsConfig,
+    box_iou,
+    decode_detections,
+    mean_average_precision,
+    nms,
+    softmax,
+)
 
 __all__ = [
     "MANIFEST_FORMAT",
@@ -121,7 +129,10 @@ def run_pipeline(
     for i in range(0, images.shape[0], batch):
         chunk = images[i : i + batch]
         out = det_runner.infer({det["input"]: chunk})
-        for img, boxes, scores in zip(chunk, out[det["outputs"][0]], out[det["outputs"][1]], strict=True):
+        decoded = decode_detections(
+            {k: out[k] for k in det["outputs"]}, box_format=det.get("box_format", "xyxy")
+        )  # the same raw-layout reader as the detection task metric (boxes+scores, or YOLO's [N, 4 + C, K])
+        for img, (boxes, scores) in zip(chunk, decoded, strict=True):
             d = nms(boxes, scores, nms_cfg)
             if not d.boxes.shape[0]:
                 results.append([])

@@ -11,7 +11,7 @@ import numpy as np
 
 from onnxship.recipes.two_stage._data import Scene, crop_resize, make_scenes
 
-__all__ = ["crops_of", "train_classifier", "train_detector"]
+__all__ = ["calibrate_batchnorm", "crops_of", "train_classifier", "train_detector"]
 
 
 def _targets(scene: Scene, grid: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -96,3 +96,31 @@ def train_classifier(
         opt.step()
     model.eval()
     return float(loss.detach())
+
+
+def calibrate_batchnorm(model: Any, images: np.ndarray, batch: int = 8) -> int:
+    """Set every BatchNorm's running statistics from ``images`` (no gradient step); returns how many were set.
+
+    A randomly initialised network in eval mode normalises with mean 0 / variance 1, so its activations fade to
+    almost nothing after a few dozen layers and every anchor of a random YOLO head answers the same number. With
+    statistics measured on real inputs the outputs vary as a trained model's do, which the checks need (ties
+    between identical scores would make NMS order arbitrary).
+    """
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    x = torch.from_numpy(np.asarray(images, np.float32))
+    model.train()
+    try:
+        with torch.no_grad():
+            for i in range(0, x.shape[0], batch):
+                model(x[i : i + batch])
+    finally:
+        for m, mom in zip(norms, saved, strict=True):
+            m.momentum = mom
+        model.eval()
+    return len(norms)
