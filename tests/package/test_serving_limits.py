@@ -137,7 +137,8 @@ def declared(tmp_path_factory):
 
 def _served(release_path: Path, max_batch: int | None = None):
     from onnxship.serve import ServeConfig
-    from onnxship.serve._model import load_model, locate
+    from onnxship.serve._locate import locate
+    from onnxship.serve._model import load_model
 
     return load_model(locate(release_path), ServeConfig(model_path=str(release_path), max_batch=max_batch))
 
