@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml Makefile
 # The DeepLog system end to end on the loghub BGL sample: Drain3 parse -> vocab + windows -> train (a few CPU
 # seconds) -> export, verify (100% top-g agreement), release bundle with portable vocab -> detect from the ONNX
 # release (no torch), scored against the alert labels beside PyTorch. Without the sample, ship the bundled example
-# (examples/deeplog/onnxship.yaml). Every step fails the target (set -e).
+# (examples/deeplog/onnxship.yaml). Every step fails the target (set -e). It ends with what was built, where
+# report.html is, and the two commands to try next (serve the release, send it a request).
 DEMO_LOG ?= ../shared/data/loghub/BGL_2k.log
 OSHIP := $(VENV)/bin/onnxship
 demo: $(STAMP)
@@ -38,7 +39,14 @@ demo: $(STAMP)
 	  echo "== demo: $(DEMO_LOG) not found (loghub sample missing); shipping examples/deeplog/onnxship.yaml instead"; \
 	  $(OSHIP) ship --config examples/deeplog/onnxship.yaml; \
 	fi; \
-	$(OSHIP) list releases/deeplog
+	$(OSHIP) list releases/deeplog; \
+	release=$$(cat releases/deeplog/LATEST 2>/dev/null || readlink releases/deeplog/latest); \
+	echo; \
+	echo "== demo done: built releases/deeplog/$$release (verified ONNX model, report.json, report.html, golden.npz)"; \
+	echo "   report:  file://$(CURDIR)/releases/deeplog/latest/report.html"; \
+	echo "   next:    $(OSHIP) serve --releases releases --port 8000"; \
+	echo "            curl -s localhost:8000/v2/models/deeplog/infer -H 'content-type: application/json' \\"; \
+	echo "              -d '{\"inputs\": [{\"name\": \"input_sequence\", \"shape\": [1, 10], \"datatype\": \"INT64\", \"data\": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}]}'"
 
 test: $(STAMP)
 	@VENV=$(VENV) bash scripts/components.sh

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from onnxship import _progress
 from onnxship._errors import ConfigError, VerificationError
 from onnxship._util import check_name, verb_module
 from onnxship.package._assets import AssetSpec, ModelSizes, PreparedAsset, prepare_assets
@@ -297,6 +298,7 @@ def ship(
             },
         )
         v = cfg.verify
+        shown = _progress.begin("ship: verify")
         report = verify(
             result.path,
             model=module,
@@ -315,6 +317,7 @@ def ship(
             candidates=[c.to_dict() for c in result.candidates],
             diagnostics=[d.to_dict() for d in result.diagnostics],
         )
+        shown.close(ok=report.passed)
         if not report.passed:
             raise VerificationError(
                 f"the shipped model does not match PyTorch: {report.failure_reason}",
@@ -332,7 +335,8 @@ def ship(
         atomic_write_json(
             writer.path / "report.json", _relative({**report.to_dict(), "variants": variants}, writer.path)
         )
-        report.write_html(writer.path / "report.html")
+        with _progress.stage("ship: report.html"):
+            report.write_html(writer.path / "report.html")
         if (
             triton_config is not None
         ):  # a config Triton would refuse fails the ship before anything is released

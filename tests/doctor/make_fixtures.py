@@ -3,7 +3,7 @@
 Run: .venv/bin/python tests/doctor/make_fixtures.py
 
 Not made here:
-- seed002_trainer_stdout.log: seed 002's numbers (loss 18305.9719 / grad_norm 1495043.625 at epoch 0.14, the
+- diverging_start_trainer_stdout.log: a real HF Trainer run that diverged early (loss 18305.9719 / grad_norm 1495043.625 at epoch 0.14, the
   4.6215 spike at epoch 0.22, 0.0008 then 0.0 and grad_norm 0.0020479606464505196 at the end, lr rising from
   1.5e-05 to 3.4e-05), with the steps in between filled in as HF Trainer console lines.
 - deeplog_bgl_train.jsonl / deeplog_bgl_hot_lr.jsonl: real logs written by onnxship's DeepLog recipe
@@ -284,8 +284,8 @@ def write_all() -> None:
     }
     state = files["clean_trainer_state.json"]
     files["truncated_trainer_state.json"] = state[: len(state) // 2]
-    seed = (DATA / "seed002_trainer_stdout.log").read_text()
-    files["truncated_stdout.log"] = seed[: seed.rindex("'grad_norm'") + 15]
+    source = (DATA / "diverging_start_trainer_stdout.log").read_text()
+    files["truncated_stdout.log"] = source[: source.rindex("'grad_norm'") + 15]
     files["garbled_metrics.csv"] = "epoch,step,train_loss_step\n0,0,0.9\n0,1,0.8\n0,2,#REF!\n"
     files["empty.log"] = ""
     files["no_metrics.log"] = "Loading checkpoint shards: 100%|██████████| 2/2\nSaving model to out/\n"

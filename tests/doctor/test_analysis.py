@@ -1,4 +1,4 @@
-"""Findings on real log shapes: seed 002's run, clean runs (no alarm), and each pathology on its own."""
+"""Findings on real log shapes: a run that diverged at the start, clean runs (no alarm), and each pathology on its own."""
 
 from __future__ import annotations
 
@@ -29,51 +29,51 @@ def _by_kind(result, kind):
 
 
 @pytest.fixture(scope="module")
-def seed002(data):
-    return diagnose_train_log(data / "seed002_trainer_stdout.log")
+def diverging_start(data):
+    return diagnose_train_log(data / "diverging_start_trainer_stdout.log")
 
 
-def test_seed002_findings(seed002):
-    assert _kinds(seed002, alarms_only=True) == {
+def test_diverging_start_findings(diverging_start):
+    assert _kinds(diverging_start, alarms_only=True) == {
         "unstable_start",
         "grad_explosion",
         "loss_spike",
         "loss_zero",
         "vanishing_gradients",
     }
-    assert not seed002
+    assert not diverging_start
 
 
-def test_seed002_unstable_start_is_the_first_epochs(seed002):
-    f = _by_kind(seed002, "unstable_start")
+def test_diverging_start_unstable_start_is_the_first_epochs(diverging_start):
+    f = _by_kind(diverging_start, "unstable_start")
     assert f.evidence["epoch"][0] == 0.14 and f.evidence["grad_norm"][0] == 1495043.625
     assert f.evidence["epoch"][-1] <= 0.2
     assert any("Clip gradients at max-norm" in a for a in f.advice)
     assert any("already has a learning-rate warm-up" in a for a in f.advice)  # lr rises 1.5e-05 -> 3.4e-05
 
 
-def test_seed002_spike_at_epoch_022(seed002):
-    spike = _by_kind(seed002, "loss_spike")
+def test_diverging_start_spike_at_epoch_022(diverging_start):
+    spike = _by_kind(diverging_start, "loss_spike")
     assert spike.evidence["epoch"] == [0.22] and spike.evidence["loss"] == [4.6215]
     assert "epoch 0.22" in spike.title
     assert any("22% into epoch 1" in a for a in spike.advice)  # check the data at the spike's position
     assert any("coincides with a grad_norm explosion" in a for a in spike.advice)
-    explosion = _by_kind(seed002, "grad_explosion")
+    explosion = _by_kind(diverging_start, "grad_explosion")
     assert explosion.evidence["epoch"] == [0.22]
 
 
-def test_seed002_zero_loss_vanishing_phases_schedule(seed002):
-    zero = _by_kind(seed002, "loss_zero")
+def test_diverging_start_zero_loss_vanishing_phases_schedule(diverging_start):
+    zero = _by_kind(diverging_start, "loss_zero")
     assert zero.evidence["epoch"] == [0.31, 0.32, 0.33]
     assert any("rounds the logged loss to 4 decimals" in a for a in zero.advice)
-    vanish = _by_kind(seed002, "vanishing_gradients")
+    vanish = _by_kind(diverging_start, "vanishing_gradients")
     assert any("loss is near zero" in a for a in vanish.advice)
-    assert [p.name for p in seed002.phases] == ["unstable start", "fast descent", "convergence"]
-    first, descent, _ = seed002.phases
-    assert seed002.log.epoch[first.first] == 0.14 and seed002.log.epoch[descent.first] == 0.17
-    assert seed002.schedule.startswith("warm-up still rising")
+    assert [p.name for p in diverging_start.phases] == ["unstable start", "fast descent", "convergence"]
+    first, descent, _ = diverging_start.phases
+    assert diverging_start.log.epoch[first.first] == 0.14 and diverging_start.log.epoch[descent.first] == 0.17
+    assert diverging_start.schedule.startswith("warm-up still rising")
     # the suggested max-norm comes from the stable grad_norm, far below the 1.5e6 of the start
-    assert 0.1 < seed002.suggested_max_norm < 10
+    assert 0.1 < diverging_start.suggested_max_norm < 10
 
 
 @pytest.mark.parametrize("name", CLEAN_FILES)

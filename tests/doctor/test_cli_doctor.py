@@ -19,7 +19,7 @@ def runner():
 
 def test_train_log_table_and_advice(runner, data):
     r = runner.invoke(
-        app, ["doctor", "train-log", str(data / "seed002_trainer_stdout.log")], terminal_width=200
+        app, ["doctor", "train-log", str(data / "diverging_start_trainer_stdout.log")], terminal_width=200
     )
     assert r.exit_code == 0, r.output
     for text in (
@@ -58,7 +58,7 @@ def test_train_log_plot_and_format_override(runner, data, tmp_path):
 
 def test_fail_on_alarm(runner, data):
     args = ["doctor", "train-log", "--fail-on-alarm"]
-    assert runner.invoke(app, [*args, str(data / "seed002_trainer_stdout.log")]).exit_code == 1
+    assert runner.invoke(app, [*args, str(data / "diverging_start_trainer_stdout.log")]).exit_code == 1
     assert runner.invoke(app, [*args, str(data / "clean_lightning_metrics.csv")]).exit_code == 0
 
 
@@ -111,7 +111,7 @@ def test_doctor_needs_no_torch(data):
     code = (
         "import sys, json\nfrom typer.testing import CliRunner\nfrom onnxship.cli import app\n"
         "for args in (['doctor', '--help'], ['doctor', 'train-log', '--help'],\n"
-        f"             ['doctor', 'train-log', {str(data / 'seed002_trainer_stdout.log')!r}, '--json'],\n"
+        f"             ['doctor', 'train-log', {str(data / 'diverging_start_trainer_stdout.log')!r}, '--json'],\n"
         f"             ['doctor', 'export-log', {str(data / 'export_torchscript.log')!r}]):\n"
         "    r = CliRunner().invoke(app, args)\n    assert r.exit_code == 0, (args, r.output)\n"
         "print(json.dumps([m for m in ('torch', 'onnxruntime', 'matplotlib') if m in sys.modules]))\n"

@@ -26,7 +26,13 @@ from onnxship.doctor import FORMATS, read_train_log
         ),
         ("clean_mlflow_stepdecay.csv", "mlflow-csv", 90, "step", {"learning_rate": "learning_rate"}),
         ("clean_large_scale_stdout.log", "trainer-stdout", 60, "log line", {"loss": "loss"}),
-        ("seed002_trainer_stdout.log", "trainer-stdout", 20, "log line", {"learning_rate": "learning_rate"}),
+        (
+            "diverging_start_trainer_stdout.log",
+            "trainer-stdout",
+            20,
+            "log line",
+            {"learning_rate": "learning_rate"},
+        ),
     ],
 )
 def test_formats_are_detected_and_read(data, name, fmt, entries, x_label, columns):
@@ -45,8 +51,8 @@ def test_trainer_state_skips_eval_and_summary_entries(data):
     assert log.epoch[0] == pytest.approx(0.04)
 
 
-def test_seed002_values_are_read_exactly(data):
-    log = read_train_log(data / "seed002_trainer_stdout.log")
+def test_diverging_start_values_are_read_exactly(data):
+    log = read_train_log(data / "diverging_start_trainer_stdout.log")
     assert log.values["loss"][0] == 18305.9719
     assert log.values["grad_norm"][0] == 1495043.625
     assert log.values["grad_norm"][17] == 0.0020479606464505196

@@ -1,4 +1,4 @@
-"""Vocabulary and label assets are validated the way seed 000 learned the hard way."""
+"""Vocabulary and label assets are validated before they ship: a vocabulary keyed by ids is refused."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""onnxship.yaml (seed 004's config shape) with ONNXSHIP_* overrides; typos are errors naming the valid keys."""
+"""onnxship.yaml (sections model, paths, export, verify, optimize, package) with ONNXSHIP_* overrides; typos are errors naming the valid keys."""
 
 from __future__ import annotations
 

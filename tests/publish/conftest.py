@@ -130,7 +130,7 @@ def s3_server(tmp_path_factory, require_component):
 
 @pytest.fixture
 def s3_env(s3_server, monkeypatch):
-    """The client-side settings a user exports for S3/MinIO artifacts (seed 003)."""
+    """The client-side settings a user exports for S3/MinIO artifacts."""
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_server.endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret)
@@ -141,7 +141,7 @@ def s3_env(s3_server, monkeypatch):
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory, s3_server):
     """An MLflow tracking server (sqlite backend) whose default artifact root is the S3 bucket; clients write
-    artifacts to S3 themselves (MLFLOW_S3_ENDPOINT_URL + AWS keys), as in production (seed 003)."""
+    artifacts to S3 themselves (MLFLOW_S3_ENDPOINT_URL + AWS keys), as in production."""
     pytest.importorskip("mlflow")
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()

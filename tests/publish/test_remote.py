@@ -1,4 +1,4 @@
-"""The production path of seed 003: a remote MLflow tracking server (sqlite backend) with artifacts written by the
+"""The production path: a remote MLflow tracking server (sqlite backend) with artifacts written by the
 client to S3 (``rclone serve s3``) through MLFLOW_S3_ENDPOINT_URL + AWS keys. Both servers run on 127.0.0.1."""
 
 from __future__ import annotations

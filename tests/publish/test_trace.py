@@ -1,4 +1,4 @@
-"""@trace_pytorch (seed 003) and log_onnx_model against the embedded sqlite store."""
+"""@trace_pytorch and log_onnx_model against the embedded sqlite store."""
 
 from __future__ import annotations
 

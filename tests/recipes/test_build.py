@@ -1,4 +1,4 @@
-"""build: a vocabulary keyed by template STRINGS (seed 000), sliding windows per session, alert labels kept."""
+"""build: a vocabulary keyed by template STRINGS, sliding windows per session, alert labels kept."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_make_vocab_is_sorted_contiguous():
 
 
 def test_id_keyed_vocab_is_refused():
-    # seed 000: a vocab built from the template_id column ({"1": 0, ...}) breaks the inference engine
+    # a vocab built from the template_id column ({"1": 0, ...}) breaks the inference engine
     with pytest.raises(ConfigError, match="keys are ids") as exc:
         make_vocab(["1", "2", "3"])
     assert "--template-col template" in exc.value.hint

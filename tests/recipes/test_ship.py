@@ -1,5 +1,5 @@
 """ship: a release through onnxship.ship with the vocab asset validated against the model, 100% real-window
-top-g agreement, seed 000's metadata; id-keyed and wrong-size vocabularies refused before anything is written."""
+top-g agreement, the user's metadata; id-keyed and wrong-size vocabularies refused before anything is written."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def test_release_bundle(bgl_pipeline):
     meta = release.meta
     assert meta["model_type"] == "deeplog" and meta["vocab_size"] == b.vocab_size and meta["seq_len"] == 10
     assert meta["top_g"] == 9
-    # seed 000's "notes" travel in the ONNX file's metadata_props (the sidecar's "notes" holds the export notes)
+    # the user's "notes" travel in the ONNX file's metadata_props (the sidecar's "notes" holds the export notes)
     import onnx
 
     props = {
@@ -57,7 +57,7 @@ def _releases(root):
 def test_id_keyed_vocab_is_refused(bgl_pipeline, tmp_path):
     vocab = json.loads(bgl_pipeline.build.vocab.read_text())
     bad = tmp_path / "vocab.json"
-    bad.write_text(json.dumps({str(i + 1): i for i in range(len(vocab))}))  # seed 000: keyed by template_id
+    bad.write_text(json.dumps({str(i + 1): i for i in range(len(vocab))}))  # keyed by template_id: refused
     with pytest.raises(PackagingError, match="keys are ids") as exc:
         ship_deeplog(
             DeepLogShipConfig(

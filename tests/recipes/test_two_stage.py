@@ -1,4 +1,4 @@
-"""Two-stage pipeline (seed 004): tiny detector + crop classifier, each exported and verified, composed through the
+"""Two-stage pipeline: tiny detector + crop classifier, each exported and verified, composed through the
 shared NMS, run by `onnxship infer --pipeline` with both engines."""
 
 from __future__ import annotations

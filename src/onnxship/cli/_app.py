@@ -5,10 +5,11 @@ from __future__ import annotations
 import typer
 
 from onnxship._version import __version__
+from onnxship.cli._render import Typer
 
 __all__ = ["app"]
 
-app = typer.Typer(
+app = Typer(
     name="onnxship",
     help="Take a trained PyTorch model to a verified, versioned, deployable ONNX artifact.",
     no_args_is_help=True,

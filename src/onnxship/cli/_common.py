@@ -19,15 +19,15 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from onnxship._errors import InputSpecError, OnnxshipError, is_disk_full
+from onnxship.cli._render import CliConsole
 
 __all__ = ["console", "debug_enabled", "err_console", "handle_errors", "parse_kv", "set_debug"]
 
-console = Console(highlight=False, soft_wrap=False)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # one error = one line, never wrapped
+console = CliConsole(highlight=False, soft_wrap=False)
+err_console = CliConsole(stderr=True, highlight=False, soft_wrap=True)  # one error = one line, never wrapped
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -8,18 +8,18 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from onnxship._errors import ConfigError
 from onnxship.cli._app import app
 from onnxship.cli._common import USAGE_EXIT, console, fail, handle_errors
+from onnxship.cli._render import Table, Typer
 
 if TYPE_CHECKING:
     from onnxship.doctor import ExportLogResult, TrainLogResult
 
 __all__ = ["doctor_app", "export_log_command", "train_log_command"]
 
-doctor_app = typer.Typer(
+doctor_app = Typer(
     help="Explain training logs and export logs: findings with evidence and advice.", no_args_is_help=True
 )
 app.add_typer(doctor_app, name="doctor")

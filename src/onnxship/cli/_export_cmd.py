@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
 from onnxship._errors import ConfigError, OnnxshipError
 from onnxship.cli._app import app
 from onnxship.cli._common import USAGE_EXIT, console, err_console, fail, handle_errors, parse_kv
+from onnxship.cli._preflight import check_model_flags
+from onnxship.cli._render import Table
 
 if TYPE_CHECKING:
     from onnxship.export import ExportResult
@@ -73,6 +74,7 @@ def export_command(
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Export a model to ONNX; accepted only if it matches PyTorch at the export shape and at sweep shapes."""
+    check_model_flags(model, checkpoint=checkpoint, inputs=inputs, inputs_required=True)  # before torch loads
     from onnxship.export import ExportConfig, export
     from onnxship.spec import parse_model_spec
 
@@ -189,7 +191,7 @@ def _render_export(result: ExportResult) -> None:
         console.print("[bold red]STATIC export: the model only accepts the export shape[/]")
     console.print(
         f"[green]✓[/] {result.path}  ({result.strategy}, opset {result.opset}, "
-        f"{result.seconds:.1f} s)  sha256 {result.sha256[:16]}…"
+        f"{result.seconds:.1f} s)  sha256 {result.sha256}"
     )
     console.print(f"  metadata: {result.meta_path}")
 

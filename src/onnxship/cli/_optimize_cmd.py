@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from onnxship._errors import ConfigError, OptimizeError
 from onnxship.cli._app import app
 from onnxship.cli._common import USAGE_EXIT, console, err_console, fail, handle_errors, parse_kv
+from onnxship.cli._preflight import check_model_flags
+from onnxship.cli._render import Table
 from onnxship.cli._runtime_cmd import model_argument, session_config
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ def optimize_command(
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Build optimized variants and keep only those that pass their precision's gate (exit 1 if any fails)."""
+    check_model_flags(model, checkpoint=checkpoint)  # before torch loads
     from onnxship.optimize import GateConfig, OptimizeConfig, optimize
 
     variants = list(quantize or []) + (["fp16"] if fp16 or fp16_io else [])

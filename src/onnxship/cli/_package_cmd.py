@@ -7,17 +7,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
 from onnxship.cli._app import app
 from onnxship.cli._common import console, err_console, handle_errors, parse_kv
+from onnxship.cli._preflight import check_model_flags
+from onnxship.cli._render import Table, Typer
 
 if TYPE_CHECKING:
     from onnxship.ship import ShipResult
 
 __all__ = ["kserve_command", "list_command", "package_app", "ship_command", "triton_command"]
 
-package_app = typer.Typer(help="Package a release for a serving platform.", no_args_is_help=True)
+package_app = Typer(help="Package a release for a serving platform.", no_args_is_help=True)
 app.add_typer(package_app, name="package")
 
 
@@ -67,6 +68,7 @@ def ship_command(
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Export, verify and bundle a model into releases/<name>/<name>-<UTC>-<gitsha|nogit>/ and move latest."""
+    check_model_flags(model, checkpoint=checkpoint, inputs=inputs)  # before torch loads
     from onnxship.package import parse_asset_arg
     from onnxship.ship import ship
     from onnxship.spec._config import load_ship_config
@@ -121,9 +123,7 @@ def _render_ship(result: ShipResult) -> None:
     for w in (report.evidence or {}).get("weak") or []:
         console.print(f"  [yellow]evidence:[/] {w}", soft_wrap=True)
     console.print(f"  bundle:  {result.path}", soft_wrap=True)
-    console.print(
-        f"  model:   {result.release.model_path.name}  sha256 {str(result.release.meta['onnx_sha256'])[:16]}…"
-    )
+    console.print(f"  model:   {result.release.model_path.name}  sha256 {result.release.meta['onnx_sha256']}")
     console.print(
         "  report:  report.json, report.html   golden: golden.npz   metadata: "
         f"{result.release.model_path.name}.meta.json",

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from onnxship._errors import ConfigError
 from onnxship.cli._app import app
 from onnxship.cli._common import USAGE_EXIT, console, err_console, fail, handle_errors, parse_kv
+from onnxship.cli._render import Table
 
 __all__ = ["publish_command"]
 

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from onnxship._errors import ConfigError
 from onnxship.cli._app import app
 from onnxship.cli._common import USAGE_EXIT, console, err_console, fail, handle_errors
+from onnxship.cli._render import Table, Typer
 
 __all__ = [
     "build_command",
@@ -28,8 +28,8 @@ __all__ = [
     "two_stage_build_command",
 ]
 
-recipes_app = typer.Typer(help="Complete worked systems built on onnxship's verbs.", no_args_is_help=True)
-deeplog_app = typer.Typer(
+recipes_app = Typer(help="Complete worked systems built on onnxship's verbs.", no_args_is_help=True)
+deeplog_app = Typer(
     help="DeepLog log anomaly detection: parse -> build -> train -> ship -> detect.", no_args_is_help=True
 )
 recipes_app.add_typer(deeplog_app, name="deeplog")
@@ -320,8 +320,8 @@ def detect_command(
     _notes(r.notes)
 
 
-# ------------------------------------------------------------------------------------------ two-stage (seed 004)
-two_stage_app = typer.Typer(
+# ------------------------------------------------------------------------------------------ two-stage ------------
+two_stage_app = Typer(
     help="Two-stage detect -> NMS -> crop -> classify -> edi_code pipeline.", no_args_is_help=True
 )
 recipes_app.add_typer(two_stage_app, name="two-stage")
@@ -404,7 +404,7 @@ def two_stage_build_command(
 
 
 # ------------------------------------------------------------------------------------------------------ MSCRED
-mscred_app = typer.Typer(
+mscred_app = Typer(
     help="MSCRED beside DeepLog: signature matrices -> conv/ConvLSTM/deconv -> residual score.",
     no_args_is_help=True,
 )

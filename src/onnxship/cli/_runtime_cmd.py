@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
 from onnxship._errors import ConfigError
 from onnxship.cli._app import app
 from onnxship.cli._common import USAGE_EXIT, console, err_console, fail, handle_errors, parse_kv
+from onnxship.cli._render import Table
 
 if TYPE_CHECKING:
     from onnxship.runtime import BenchResult

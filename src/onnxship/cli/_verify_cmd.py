@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
 from onnxship._errors import ConfigError, VerificationError
 from onnxship.cli._app import app
-from onnxship.cli._common import USAGE_EXIT, console, err_console, fail, handle_errors, parse_kv
+from onnxship.cli._common import USAGE_EXIT, console, fail, handle_errors, parse_kv
+from onnxship.cli._preflight import check_model_flags
+from onnxship.cli._render import Table
 
 if TYPE_CHECKING:
     from onnxship.verify import VerifyReport
@@ -199,6 +200,7 @@ def verify_command(
         raise fail(exc, USAGE_EXIT) from None
     _check_writable(report, "report")
     _check_writable(html, "HTML report")
+    check_model_flags(model, checkpoint=checkpoint, inputs=inputs)  # before torch loads
     reference: Any = None
     if model is not None:
         from onnxship.spec import parse_model_spec
@@ -237,27 +239,20 @@ def _run(
     *,
     quiet: bool,
 ) -> VerifyReport:
-    """Run verify() under a rich progress bar on stderr (none with --json or when stderr is not a terminal)."""
+    """Run verify() with its samples counted as a progress stage on stderr (none with --json)."""
     from dataclasses import replace
 
-    if quiet or not err_console.is_terminal:
+    from onnxship import _progress
+
+    if quiet:
         return verify(
             onnx_path, model=reference, golden=golden, inputs=list(inputs) if inputs else None, config=config
         )
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("verifying"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task_id = bar.add_task("verify", total=None)
+    with _progress.stage("verifying samples") as shown:
 
         def progress(done: int, total: int | None) -> None:
-            bar.update(task_id, completed=done, total=total)
+            shown.total = total
+            shown.advance(done - shown.done)
 
         return verify(
             onnx_path,

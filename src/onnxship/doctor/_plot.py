@@ -1,4 +1,6 @@
-"""PNG plot of a training log: loss, grad_norm (log scale) and learning rate, with the findings marked.
+"""PNG plot of a training log: loss (raw, smoothed, and the evaluation loss when the log has one), grad_norm (log
+scale) and learning rate, with the findings marked. A constant learning rate gets no panel of its own: the loss
+panel says its value.
 
 DO NOT import matplotlib at module level: it is the optional ``logs`` extra, loaded only when a plot is asked for.
 """
@@ -50,14 +52,20 @@ def plot_train_log(result: TrainLogResult, out: str | Path) -> Path:
             f"plot path {str(out)!r} does not end in .png", hint="pass e.g. --plot out/train.png"
         )
     log = result.log
+    constant_lr = _constant(log, "learning_rate")
     metrics = [m for m in ("loss", "grad_norm", "learning_rate") if log.has(m)]
-    fig = Figure(figsize=(10, 2.6 * len(metrics) + 0.6), dpi=100, layout="constrained")
-    axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)[:, 0]
+    if constant_lr is not None and len(metrics) > 1:
+        metrics.remove("learning_rate")
+    heights = [_HEIGHTS[m] for m in metrics]
+    fig = Figure(figsize=(10, sum(heights) + 0.6), dpi=100, layout="constrained")
+    axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False, height_ratios=heights)[:, 0]
     with warnings.catch_warnings(), np.errstate(over="ignore", under="ignore"):
         # values near the float limits (1e±300) make matplotlib's own transforms overflow; the plot still renders
         warnings.simplefilter("ignore", RuntimeWarning)
         for ax, metric in zip(axes, metrics, strict=True):
             _draw_metric(ax, result, metric)
+            if metric == "loss":
+                _draw_loss_extras(ax, result, constant_lr)
     axes[-1].set_xlabel(log.x_label)
     if log.x_label != "step" or np.all(log.step == np.round(log.step)):
         from matplotlib.ticker import MaxNLocator
@@ -92,7 +100,16 @@ def _draw_metric(ax, result: TrainLogResult, metric: str) -> None:  # noqa: ANN0
             lw=0,
             label=phase.name if metric == "loss" else None,
         )
-    ax.plot(x[finite], v[finite], color="#37474f", lw=1.2, marker="." if finite.sum() < 200 else None, ms=3)
+    raw_alpha = 0.5 if metric == "loss" and finite.sum() >= 8 else 1.0  # the smoothed loss is drawn over it
+    ax.plot(
+        x[finite],
+        v[finite],
+        color="#37474f",
+        lw=1.2,
+        marker="." if finite.sum() < 200 else None,
+        ms=3,
+        alpha=raw_alpha,
+    )
     positive = finite & (v > 0)
     if positive.any() and (
         metric == "grad_norm"
@@ -160,6 +177,56 @@ def _draw_metric(ax, result: TrainLogResult, metric: str) -> None:  # noqa: ANN0
     handles, labels = ax.get_legend_handles_labels()
     if handles:
         ax.legend(fontsize=7, loc="upper right", framealpha=0.8)
+
+
+_HEIGHTS = {"loss": 3.2, "grad_norm": 2.4, "learning_rate": 1.4}  # inches: the loss is what a reader looks at
+
+
+def _constant(log, metric: str) -> float | None:  # noqa: ANN001 - TrainLog
+    """The value of a metric that never changes over the log (None when it changes or is not logged)."""
+    if not log.has(metric):
+        return None
+    v = log.values[metric][log.logged[metric] & np.isfinite(log.values[metric])]
+    if v.size == 0 or not np.allclose(v, v[0], rtol=1e-9, atol=0):
+        return None
+    return float(v[0])
+
+
+def smoothed(values: np.ndarray, window: int | None = None) -> np.ndarray:
+    """A centred moving average over about 5% of the log (at least 3 points), NaN-aware; same length."""
+    n = len(values)
+    window = window or max(3, int(round(n * 0.05)) | 1)
+    if n < 3:
+        return values.astype(np.float64)
+    ok = np.isfinite(values)
+    filled = np.where(ok, values, 0.0)
+    kernel = np.ones(window)
+    total = np.convolve(filled, kernel, mode="same")
+    count = np.convolve(ok.astype(np.float64), kernel, mode="same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def _draw_loss_extras(ax, result: TrainLogResult, constant_lr: float | None) -> None:  # noqa: ANN001
+    log = result.log
+    x, v = log.step, log.values["loss"]
+    finite = log.logged["loss"] & np.isfinite(v)
+    if finite.sum() >= 8:
+        ax.plot(x[finite], smoothed(v[finite]), color="#1565c0", lw=2.2, label="loss (smoothed)", zorder=4)
+    ev = log.eval_loss
+    if len(ev):
+        ok = np.isfinite(ev[:, 1]) & ((ev[:, 1] > 0) if ax.get_yscale() == "log" else True)
+        ax.plot(ev[ok, 0], ev[ok, 1], color="#e65100", lw=1.6, marker="o", ms=5, label="eval_loss", zorder=5)
+    if constant_lr is not None and log.has("grad_norm"):
+        ax.text(
+            0.01,
+            0.03,
+            f"learning rate constant at {constant_lr:g}",
+            transform=ax.transAxes,
+            fontsize=8,
+            color="#455a64",
+        )
+    ax.legend(fontsize=7, loc="upper right", framealpha=0.8)
 
 
 def _wide(values: np.ndarray) -> bool:

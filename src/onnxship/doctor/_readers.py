@@ -57,6 +57,9 @@ class TrainLog:
     x_label: str = "step"  # "step" or "log line"
     columns: dict[str, str] = field(default_factory=dict)  # metric -> the name it had in the file
     skipped_lines: int = 0  # lines/entries without any training metric (eval entries, progress output)
+    eval_loss: np.ndarray = field(
+        default_factory=lambda: np.zeros((0, 2))
+    )  # (step, eval_loss) per evaluation
 
     def __len__(self) -> int:
         return len(self.step)
@@ -100,7 +103,20 @@ def read_train_log(path: str | Path, format: str = "auto") -> TrainLog:
     else:
         rows, skipped = rows_wide_csv(text, path)
         step_known = any(pick(r, "step")[1] is not None for r in rows)
-    return _to_log(rows, path, fmt, skipped, step_known)
+    log = _to_log(rows, path, fmt, skipped, step_known)
+    if fmt == "trainer-state":
+        log.eval_loss = _eval_loss(text, path)
+    return log
+
+
+def _eval_loss(text: str, path: Path) -> np.ndarray:
+    """The Trainer's evaluation entries (``eval_loss`` at a ``step``) as (step, value) rows, in step order."""
+    pairs = []
+    for entry in _load_json(text, path).get("log_history") or []:
+        step, value = entry.get("step"), entry.get("eval_loss")
+        if isinstance(step, (int, float)) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            pairs.append((float(step), float(value)))
+    return np.asarray(sorted(pairs), dtype=np.float64).reshape(-1, 2)
 
 
 def _read_text(path: Path) -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
+from onnxship import _progress
 from onnxship._errors import ConfigError, ExportError, OnnxshipError, is_disk_full
 from onnxship._util import atomic_write_json, check_name, git_sha, utc_now, work_dir
 from onnxship._version import __version__
@@ -345,7 +346,7 @@ def _run(
             "candidates": [c.to_dict() | {"parity": None} for c in candidates],
             "dim_fixes": [f.to_dict() for f in fixes],
             "diagnostics": [d.to_dict() for d in diagnostics],
-            "export_notes": notes,  # onnxship's notes; "notes" stays the user's (seed 000's sidecar field)
+            "export_notes": notes,  # onnxship's notes; "notes" stays the user's own sidecar field
         }
         meta_path = out / f"{name}.onnx.meta.json"
         atomic_write_json(meta_path, sidecar)
@@ -488,7 +489,8 @@ def _try_strategy(
         t0 = time.perf_counter()
         with capture_diagnostics(stage=rec.label) as cap:
             try:
-                STRATEGIES[strategy](call)
+                with _progress.stage(f"{rec.label}: export"):
+                    STRATEGIES[strategy](call)
                 error = None
             except Exception as exc:  # exporter failures are data here: classified and recorded
                 if is_disk_full(exc):  # not the model's fault: no other candidate would fit either

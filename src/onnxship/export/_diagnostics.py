@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from onnxship import _progress
+
 __all__ = [
     "RULES",
     "Diagnostic",
@@ -405,7 +407,7 @@ def capture_diagnostics(
         lg.addHandler(handler)
         if name:
             lg.propagate = False
-    out, err = io.StringIO(), io.StringIO()
+    out, err = _progress.StageStream((stage or "export").split("/")[0]), io.StringIO()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -423,6 +425,7 @@ def capture_diagnostics(
                 for h in handlers:
                     lg.addHandler(h)
                 lg.propagate = prop
+            out.close_stages()
             cap.stderr = err.getvalue()
             cap.printed = out.getvalue() + cap.stderr
 

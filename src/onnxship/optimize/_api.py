@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from onnxship import _progress
 from onnxship._errors import ConfigError, DiskFullError, is_disk_full
 from onnxship._util import atomic_write_json, force_rmtree, scratch_dir, work_dir
 from onnxship.optimize._config import OptimizeConfig, OptimizeResult, VariantResult
@@ -136,6 +137,7 @@ def optimize(
     token = scratch_dir.set(work)  # the quantizer's temp files go there too
     try:
         for variant in config.variants:
+            shown = _progress.begin(f"variant {variant}")
             results.append(
                 _one_variant(
                     variant,
@@ -151,6 +153,7 @@ def optimize(
                     work,
                 )
             )
+            shown.close(ok=results[-1].passed)
         result = OptimizeResult(
             source=source, source_size_bytes=source.stat().st_size, reference=ref_name, variants=results
         )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from onnxship import _progress
 from onnxship.optimize._passes import QUANTIZABLE_OP_TYPES, Pass, name_unnamed_nodes
 
 if TYPE_CHECKING:
@@ -63,7 +64,10 @@ def rank_sensitivity(
     base = create_session(model.SerializeToString(), cfg)
     refs = [base.run(None, feeds) for feeds in probes]
     ranked = []
-    for name, op in quantizable_nodes(model, limit):
+    nodes = quantizable_nodes(model, limit)
+    shown = _progress.begin("int8: node sensitivity", total=len(nodes))
+    for name, op in nodes:
+        shown.advance(detail=name)
         q = make_pass([name])(model).model
         sess = create_session(q.SerializeToString(), cfg)
         errs = []
@@ -75,5 +79,6 @@ def rank_sensitivity(
                 if np.issubdtype(np.asarray(r).dtype, np.floating)
             )
         ranked.append(NodeSensitivity(name, op, float(np.mean(errs)) if errs else 0.0))
+    shown.close()
     ranked.sort(key=lambda s: -s.mse)
     return ranked

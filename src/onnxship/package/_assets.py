@@ -1,11 +1,10 @@
 """Bundle assets: vocabularies and label maps validated before they ship, other files copied verbatim.
 
-A vocabulary maps the real template/token strings to ids (``{"User <ID> logged in": 0, ...}``). Seed 000 learned
-the hard way what happens otherwise: a vocab keyed by Drain3 template ids (``{"1": 0, "2": 1}``) loads fine and the
+A vocabulary maps the real template/token strings to ids (``{"User <ID> logged in": 0, ...}``). Otherwise a vocab keyed by Drain3 template ids (``{"1": 0, "2": 1}``) loads fine and the
 deployed engine looks up strings that are never there. So keys that are all digits are refused, values must be a
 permutation of ``0..N-1`` and N must agree with the model (its nn.Embedding size and/or its output size).
 
-A label map turns a class index into a label (seed 004: class index -> edi_code). It is accepted as a list, as
+A label map turns a class index into a label (e.g. class index -> edi_code). It is accepted as a list, as
 ``{"0": "label", ...}`` or as ``{"label": 0, ...}`` and always written in the index-keyed form.
 """
 
@@ -34,7 +33,7 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 VOCAB_NAMES = ("vocab",)
 LABEL_NAMES = ("labels",)
 _VOCAB_FIX = (
-    "rebuild the vocabulary from the template strings (seed 000: build_deeplog_inputs(template_col="
+    "rebuild the vocabulary from the template strings (build_deeplog_inputs(template_col="
     "'template')), i.e. {\"User <ID> logged in\": 0, ...}, and retrain if the ids changed"
 )
 

@@ -45,7 +45,7 @@ _NOT_RELEASE_HINT = (
 
 
 def version_tag(name: str, when: datetime, sha: str) -> str:
-    """``<name>-<YYYYMMDD-HHMMSS>-<gitsha7|nogit>`` in UTC (seed 004's tag with the model name in front)."""
+    """``<name>-<YYYYMMDD-HHMMSS>-<gitsha7|nogit>`` in UTC (a sortable tag with the model name in front)."""
     if when.tzinfo is None:
         raise PackagingError("release time must be timezone-aware", hint="pass datetime.now(timezone.utc)")
     sha = sha[:7] if sha != "nogit" else "nogit"

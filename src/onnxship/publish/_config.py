@@ -145,7 +145,7 @@ def local_store_line(target: TrackingTarget) -> str | None:
 
 
 def experiment_name(name: str, experiment: str | None = None) -> str:
-    """``experiment`` if given, else ``{MODEL_ID}_{name}`` when ``MODEL_ID`` is set, else ``name`` (seed 003)."""
+    """``experiment`` if given, else ``{MODEL_ID}_{name}`` when ``MODEL_ID`` is set, else ``name``."""
     if experiment:
         return experiment
     model_id = os.environ.get("MODEL_ID", "").strip()

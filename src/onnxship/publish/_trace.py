@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from onnxship import _progress
 from onnxship._errors import ConfigError
 from onnxship._util import check_name
 from onnxship.publish._api import notify_in_run, prepare_target
@@ -215,6 +216,10 @@ def trace_pytorch(
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with _progress.ensure_reporter():  # training + ship + publish take a while: say what is going on
+                return _traced(*args, **kwargs)
+
+        def _traced(*args: Any, **kwargs: Any) -> Any:
             from onnxship.publish import _mlflow
 
             target, run_cfg = prepare_target(cfg)  # before any training
@@ -230,7 +235,8 @@ def trace_pytorch(
                 with _mlflow.active_run(
                     exp_id, cfg.run_name or model_name, {"onnxship.source": "trace_pytorch"}
                 ) as run:
-                    model = _check_returned(fn(*args, **kwargs), fn)
+                    with _progress.stage(f"{model_name}: training ({getattr(fn, '__name__', 'fn')})"):
+                        model = _check_returned(fn(*args, **kwargs), fn)
                     try:
                         result = _publish_trained(
                             model,
@@ -296,7 +302,8 @@ def _publish_trained(
     names, names_from = _output_names(export_model, sample, dict_output_keys)
     view = _ship_bundle(export_model, sample, dynamic, name, releases, export_options, names, names_from)
     check = _pre_checks(view, cfg)
-    result = log_release(
-        view, cfg, target, check, run, exp_name, source="trace_pytorch", pytorch_model=export_model
-    )
+    with _progress.stage(f"{name}: logging to MLflow"):
+        result = log_release(
+            view, cfg, target, check, run, exp_name, source="trace_pytorch", pytorch_model=export_model
+        )
     return notify_in_run(result, cfg)

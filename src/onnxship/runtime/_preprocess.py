@@ -1,4 +1,4 @@
-"""The one image preprocessing function (seed 004 E-9): Resize -> CenterCrop -> Normalize, numpy + Pillow only.
+"""The one image preprocessing function: Resize -> CenterCrop -> Normalize, numpy + Pillow only.
 
 Both engines get exactly the arrays this returns: there is no second copy of Resize/CenterCrop/Normalize anywhere
 in onnxship (data sources, benchmarks and recipes all call :func:`preprocess_images`).

@@ -1,6 +1,6 @@
 """The one ONNX Runtime session factory of the project (every InferenceSession is made here).
 
-Provider policy (seed 004 E-4, E-8): TensorRT -> CUDA -> CPU, filtered by ``ort.get_available_providers()``. A
+Provider policy: TensorRT -> CUDA -> CPU, filtered by ``ort.get_available_providers()``. A
 provider that is not available, that fails to create, or that onnxruntime silently drops is skipped with the reason
 logged and recorded in :class:`SessionInfo`, which also reports the providers actually in use.
 
@@ -130,7 +130,7 @@ class SessionInfo:
     providers: list[str]  # providers actually in use, from session.get_providers()
     fallbacks: list[ProviderFallback] = field(default_factory=list)
     provider_options: dict[str, dict[str, str]] = field(default_factory=dict)  # as onnxruntime reports them
-    session_options: dict[str, Any] = field(default_factory=dict)  # the applied values (seed E-4: log them)
+    session_options: dict[str, Any] = field(default_factory=dict)  # the applied values (logged)
 
     def to_dict(self) -> dict[str, Any]:
         return {

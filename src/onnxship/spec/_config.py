@@ -1,4 +1,4 @@
-"""ShipConfig: ``onnxship.yaml`` (the shape of seed 004's config.yaml) plus ``ONNXSHIP_*`` environment overrides.
+"""ShipConfig: ``onnxship.yaml`` (sections model, paths, export, verify, optimize, package) plus ``ONNXSHIP_*`` environment overrides.
 
 ::
 
@@ -88,7 +88,7 @@ class VerifySection:
     """Verification of the shipped file against PyTorch."""
 
     golden_samples: int = 8  # samples (batch rows) stored in golden.npz
-    mode: str = "smoke"  # smoke | coverage | full (seed 004's export.compare.mode)
+    mode: str = "smoke"  # smoke | coverage | full (how many samples verify compares)
     sample_count: int = 32  # smoke: samples compared
     task: str | None = None  # classification | detection | sequence: task-level agreement in the gate
     data: str | None = None  # evaluation data (image folder, .npz, .parquet/.csv); None: synthetic

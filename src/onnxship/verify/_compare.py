@@ -41,7 +41,7 @@ class Tolerance:
         return {"atol": self.atol, "rtol": self.rtol}
 
 
-# Defaults by precision (seed 004 E-2); int8 is gated on task agreement by the verification engine.
+# Defaults by precision; int8 is gated on task agreement by the verification engine.
 PRECISION_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(1e-4, 1e-3),
     "fp16": Tolerance(1e-2, 1e-2),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from typing import Any
 
 __all__ = ["render_html"]
@@ -30,11 +31,12 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .card{background:#fff;border:1px solid #e1e4ea;border-radius:6px;padding:10px}
 .card h3{font-size:14px;margin:0 0 6px}
 .diag{background:#fff;border-left:4px solid #9ca3af;padding:8px 12px;margin:8px 0}
-.diag.error{border-color:#c0392b} .diag.warning{border-color:#d99a00} .diag.info{border-color:#2f6fb3}
+.diag.error{border-color:#c0392b} table.confusion{width:auto} .bad.num{background:#fdecea} .diag.warning{border-color:#d99a00} .diag.info{border-color:#2f6fb3}
 code{background:#eef0f4;padding:1px 4px;border-radius:3px}
 svg text{font:10px system-ui,sans-serif;fill:#374151}
 """
 
+_LABEL_PX = 6.2  # width of one character of the 10px SVG font, rounded up (for label spacing)
 _COLORS = ("#2f6fb3", "#d35400", "#1f8a4c", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d", "#b7950b")
 
 
@@ -93,7 +95,7 @@ def _histogram_svg(hist: dict[str, Any], marker: float | None) -> str:
             if zeros
             else '<p class="muted">no error histogram</p>'
         )
-    w, h, pad_l, pad_b = 320, 130, 34, 26
+    w, h, pad_l, pad_b = 320, 140, 34, 32  # ticks at h - pad_b + 12, the caption below them
     n = len(counts)
     bw = (w - pad_l - 6) / n
     top = max(counts)
@@ -111,9 +113,11 @@ def _histogram_svg(hist: dict[str, Any], marker: float | None) -> str:
             f'<rect x="{x:.1f}" y="{h - pad_b - bh:.1f}" width="{max(bw - 1, 1):.1f}" height="{bh:.1f}" '
             f'fill="#2f6fb3"><title>{c} elements</title></rect>'
         )
-    # x labels: every other decade of the edges (edges[k] is the left edge of bar k + 1)
+    # x labels: decades far enough apart for their text (edges[k] is the left edge of bar k + 1)
+    per_decade = sum(1 for e in edges if 0 <= e - edges[0] < 1) or 1
+    every = max(1, math.ceil(_LABEL_PX * 6 / (bw * per_decade)))  # "1e-12" is ~6 characters wide
     for k, edge in enumerate(edges):
-        if float(edge).is_integer() and int(edge) % 2 == 0:
+        if float(edge).is_integer() and int(edge) % every == 0:
             x = pad_l + (k + 1) * bw
             parts.append(f'<text x="{x:.1f}" y="{h - pad_b + 12}" text-anchor="middle">1e{int(edge)}</text>')
     if marker is not None and marker > 0 and edges:
@@ -127,28 +131,43 @@ def _histogram_svg(hist: dict[str, Any], marker: float | None) -> str:
             f'<line x1="{x:.1f}" y1="6" x2="{x:.1f}" y2="{h - pad_b}" stroke="#c0392b" '
             f'stroke-dasharray="4 3"/><text x="{x + 3:.1f}" y="14" fill="#c0392b">atol</text>'
         )
-    parts.append(f'<text x="{pad_l}" y="{h - 4}">|onnx − ref| per element (log bins)</text>')
+    parts.append(f'<text x="{pad_l}" y="{h - 3}">|onnx − ref| per element (log bins)</text>')
     parts.append(f'<text x="2" y="14">{top}</text></svg>')
     return "".join(parts)
 
 
-def _shape_plot_svg(points: list[tuple[str, dict[str, float | None]]]) -> str:
-    """Max abs error (log scale) per sweep point, one polyline per output."""
+def _shape_plot_svg(
+    points: list[tuple[str, dict[str, float | None]]],
+    statuses: list[str] | None = None,
+    atol: float | None = None,
+    axis_title: str | None = None,
+) -> str:
+    """Max abs error (log scale) per shape, one polyline per output; skipped shapes marked, the atol dashed."""
+    statuses = statuses or ["passed"] * len(points)
     outputs = sorted({o for _, vals in points for o in vals})
     vals = [v for _, d in points for v in d.values() if v is not None and v > 0 and math.isfinite(v)]
-    if not points or not outputs:
+    if not points or (not outputs and "skipped" not in statuses):
         return '<p class="muted">no shape points</p>'
+    if atol is not None and atol > 0:
+        vals.append(atol)
     lo = math.floor(math.log10(min(vals))) if vals else -8
     hi = math.ceil(math.log10(max(vals))) if vals else 0
     lo, hi = min(lo, hi - 1), max(hi, lo + 1)
-    w, h, pad_l, pad_b = 760, 200, 60, 46
-    step = (w - pad_l - 70) / max(len(points) - 1, 1)
+    w, pad_l, pad_r, plot_h = 760, 60, 70, 154
+    step = (w - pad_l - pad_r) / max(len(points) - 1, 1)
+    labels = [label[:30] for label, _ in points]
+    longest = max((len(t) for t in labels), default=0) * _LABEL_PX
+    rotate = len(points) > 1 and longest > step - 8  # labels that would touch their neighbours stand upright
+    label_h = (longest + 8) if rotate else 14
+    title_h = 14 if axis_title else 0
+    legend_y = plot_h + label_h + title_h + 18
+    h = int(legend_y + 8)
 
     def y(v: float) -> float:
         if not math.isfinite(v):
             return 8.0  # an infinite error (shape mismatch, NaN in one engine) sits on the top edge
         lv = math.log10(v) if v > 0 else lo  # exact zeros sit on the bottom line
-        return (h - pad_b) - (h - pad_b - 14) * (lv - lo) / (hi - lo)
+        return plot_h - (plot_h - 14) * (lv - lo) / (hi - lo)
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
@@ -160,29 +179,64 @@ def _shape_plot_svg(points: list[tuple[str, dict[str, float | None]]]) -> str:
             f'<line x1="{pad_l}" y1="{yy:.1f}" x2="{w - 10}" y2="{yy:.1f}" stroke="#eceff3"/>'
             f'<text x="{pad_l - 4}" y="{yy + 3:.1f}" text-anchor="end">1e{d}</text>'
         )
-    for i, (label, _) in enumerate(points):
+    if atol is not None and atol > 0:
+        ya = y(atol)
+        parts.append(
+            f'<line class="tolerance" x1="{pad_l}" y1="{ya:.1f}" x2="{w - 10}" y2="{ya:.1f}" '
+            f'stroke="#c0392b" stroke-dasharray="5 3"/>'
+            f'<text x="{w - 10}" y="{ya - 3:.1f}" text-anchor="end" fill="#c0392b">atol {_num(atol)}</text>'
+        )
+    for i, label in enumerate(labels):
         x = pad_l + i * step
-        parts.append(f'<text x="{x:.1f}" y="{h - pad_b + 14}" text-anchor="middle">{_e(label[:22])}</text>')
+        ty = plot_h + 14
+        if rotate:
+            parts.append(
+                f'<text x="{x + 3:.1f}" y="{plot_h + 6:.1f}" text-anchor="end" '
+                f'transform="rotate(-90 {x + 3:.1f} {plot_h + 6:.1f})">{_e(label)}</text>'
+            )
+        else:
+            parts.append(f'<text x="{x:.1f}" y="{ty:.1f}" text-anchor="middle">{_e(label)}</text>')
+        if statuses[i] == "skipped":
+            yy = plot_h - 6
+            parts.append(
+                f'<g class="skipped"><line x1="{x - 4:.1f}" y1="{yy - 4:.1f}" x2="{x + 4:.1f}" y2="{yy + 4:.1f}" '
+                f'stroke="#6b7280" stroke-width="2"/><line x1="{x - 4:.1f}" y1="{yy + 4:.1f}" x2="{x + 4:.1f}" '
+                f'y2="{yy - 4:.1f}" stroke="#6b7280" stroke-width="2"/><title>{_e(label)}: skipped (the '
+                f"reference model does not accept this shape)</title></g>"
+            )
     for k, name in enumerate(outputs):
         color = _COLORS[k % len(_COLORS)]
         # points where this output was not compared are left out (not drawn as zero)
         coords = [
-            (pad_l + i * step, y(d[name]), label, d[name])
+            (pad_l + i * step, y(d[name]), label, d[name], statuses[i])
             for i, (label, d) in enumerate(points)
             if d.get(name) is not None
         ]
         if len(coords) > 1:
-            path = " ".join(f"{x:.1f},{yy:.1f}" for x, yy, _, _ in coords)
+            path = " ".join(f"{x:.1f},{yy:.1f}" for x, yy, _, _, _ in coords)
             parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.5"/>')
-        for x, yy, label, v in coords:
+        for x, yy, label, v, status in coords:
+            ring = ' stroke="#c0392b" stroke-width="2"' if status == "failed" else ""
             parts.append(
-                f'<circle cx="{x:.1f}" cy="{yy:.1f}" r="3.5" fill="{color}"><title>{_e(name)} @ '
-                f"{_e(label)}: {_num(v)}</title></circle>"
+                f'<circle cx="{x:.1f}" cy="{yy:.1f}" r="3.5" fill="{color}"{ring}><title>{_e(name)} @ '
+                f"{_e(label)}: {_num(v)} ({_e(status)})</title></circle>"
             )
+    if axis_title:
         parts.append(
-            f'<rect x="{pad_l + k * 130}" y="{h - 16}" width="10" height="10" fill="{color}"/>'
-            f'<text x="{pad_l + k * 130 + 14}" y="{h - 7}">{_e(name[:18])}</text>'
+            f'<text x="{(pad_l + w - pad_r) / 2:.1f}" y="{plot_h + label_h + 14:.1f}" text-anchor="middle" '
+            f'fill="#6b7280">{_e(axis_title)}</text>'
         )
+    legend_x = pad_l
+    items = [(name, _COLORS[k % len(_COLORS)]) for k, name in enumerate(outputs)]
+    for name, color in items:
+        text = name[:24]
+        parts.append(
+            f'<rect x="{legend_x}" y="{legend_y - 9:.1f}" width="10" height="10" fill="{color}"/>'
+            f'<text x="{legend_x + 14}" y="{legend_y:.1f}">{_e(text)}</text>'
+        )
+        legend_x += int(24 + len(text) * _LABEL_PX)
+    if "skipped" in statuses:
+        parts.append(f'<text x="{legend_x}" y="{legend_y:.1f}" fill="#6b7280">× skipped shape</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -251,6 +305,49 @@ def _verdict(r: dict[str, Any]) -> str:
     return f'<section class="verdict {"pass" if passed else "fail"}">{"".join(lines)}</section>'
 
 
+def _synthetic(r: dict[str, Any]) -> str | None:
+    """The description of the inputs when they were generated from the input specs, not real data."""
+    data = r.get("data")
+    kind = data.get("kind") if isinstance(data, dict) else None
+    text = _data_label(data) or ""
+    ids = [str(w.get("id") or "") for w in r.get("worst_samples") or [] if isinstance(w, dict)]
+    if (
+        kind == "synthetic"
+        or "random samples" in text
+        or text.startswith("synthetic")
+        or any(i.startswith("synthetic#") for i in ids)
+    ):
+        return text or "random samples from the input specs"
+    return None
+
+
+def _synthetic_warning(r: dict[str, Any]) -> str:
+    text = _synthetic(r)
+    if text is None:
+        return ""
+    return (
+        '<div class="diag warning synthetic"><b>Inputs were synthetic</b> '
+        f"({_e(text)}). Agreement on random inputs says little about the inputs the model will see: "
+        "verify with real data (<code>--data</code>: an image folder, <code>.npz</code> or parquet/CSV).</div>"
+    )
+
+
+_OPSET_RAISED = re.compile(r"operator set version (\d+)")
+
+
+def _opset_text(r: dict[str, Any]) -> Any:
+    """The file's opset; when the exporter built at a higher one and converted down, both, so the diagnostics
+    that mention the higher one do not contradict the summary."""
+    opset = r.get("opset")
+    for d in r.get("diagnostics") or []:
+        if not isinstance(d, dict):
+            continue
+        m = _OPSET_RAISED.search(str(d.get("message") or ""))
+        if m and opset is not None and int(m.group(1)) != opset:
+            return f"{opset} in the file (built at {m.group(1)} by the exporter, converted to {opset})"
+    return opset
+
+
 def _data_label(data: Any) -> str | None:
     if isinstance(data, dict):
         return data.get("description") or data.get("kind")
@@ -274,7 +371,7 @@ def _summary(r: dict[str, Any]) -> str:
             ("samples compared", compare.get("sample_count")),
             ("classes sampled", compare.get("sampled_classes")),
             ("input shape", str(shape) if shape is not None else None),
-            ("opset", r.get("opset")),
+            ("opset", _opset_text(r)),
             ("dynamic axes", r.get("dynamic_axes")),
             ("parameters (M)", r.get("params_million")),
             ("providers", ", ".join(r.get("providers") or []) or None),
@@ -314,6 +411,9 @@ def _task_section(r: dict[str, Any]) -> str:
             + ", ".join(f"{_e(k)}={_num(v)}" for k, v in t["nms"].items())
             + "</p>"
         )
+    confusion = [c for c in t.get("worst_confusion") or [] if isinstance(c, dict)]
+    if confusion:
+        out.append(_confusion(confusion))
     top = t.get("per_class_top10") or []
     if top:
         out.append("<h3>Classes with the most top-1 mismatches</h3>")
@@ -333,6 +433,34 @@ def _task_section(r: dict[str, Any]) -> str:
             )
         )
     return "".join(out)
+
+
+def _confusion(pairs: list[dict[str, Any]]) -> str:
+    """Reference class x ONNX class for the samples with the largest probability error."""
+    ref = sorted({int(p["reference"]) for p in pairs})
+    got = sorted({int(p["onnx"]) for p in pairs})
+    counts = {(int(p["reference"]), int(p["onnx"])): int(p.get("count") or 0) for p in pairs}
+    total = sum(counts.values())
+    off = sum(c for (a, b), c in counts.items() if a != b)
+    if len(ref) > 15 or len(got) > 15:  # too many classes for a matrix: the pairs
+        rows = [[_e(p["reference"]), _e(p["onnx"]), _num(p.get("count"))] for p in pairs[:20]]
+        table = _table(["reference class", "ONNX class", "samples"], rows, {2})
+    else:
+        head = "<tr><th>reference ↓ / ONNX →</th>" + "".join(f"<th>{g}</th>" for g in got) + "</tr>"
+        body = "".join(
+            f"<tr><th>{a}</th>"
+            + "".join(
+                f'<td class="num{" bad" if a != b and counts.get((a, b)) else ""}">{counts.get((a, b), "")}</td>'
+                for b in got
+            )
+            + "</tr>"
+            for a in ref
+        )
+        table = f'<table class="confusion">{head}{body}</table>'
+    return (
+        f"<h3>Confusion of the {total} worst samples (by probability error)</h3>"
+        f"<p class='muted'>{off} of them change class between PyTorch and ONNX</p>{table}"
+    )
 
 
 def _outputs_section(r: dict[str, Any]) -> str:
@@ -408,11 +536,75 @@ def _shapes_section(r: dict[str, Any]) -> str:
         ]
         for (label, vals), s in zip(points, shapes, strict=True)
     ]
+    statuses = [str(s.get("status") or "passed") for s in shapes]
+    short, axis_title = _short_labels(shapes)
+    plot_points = [(lab, vals) for lab, (_, vals) in zip(short, points, strict=True)] if short else points
+    for row, status in zip(rows, statuses, strict=True):
+        if status == "skipped":
+            row[1] = '<span class="muted">skipped</span>'
+        elif status == "failed":
+            row[1] = '<span class="bad">failed</span>'
     return (
         "<h2>Shapes</h2><div class='card'>"
-        + _shape_plot_svg(points)
+        + _shape_plot_svg(plot_points, statuses, _common_atol(r), axis_title)
         + "</div>"
         + _table(["dims", "status", "kind", "input shapes", "max abs per output", "error"], rows)
+        + _shape_histograms(shapes, points, r)
+    )
+
+
+def _short_labels(shapes: list[dict[str, Any]]) -> tuple[list[str] | None, str | None]:
+    """``2×10`` per shape with ``batch × seq`` as the axis title, when every shape has the same named dims."""
+    dims = [s.get("dims") for s in shapes]
+    if not dims or not all(isinstance(d, dict) and d for d in dims):
+        return None, None
+    keys = list(dims[0])
+    if any(list(d) != keys for d in dims):
+        return None, None
+    return ["×".join(str(d[k]) for k in keys) for d in dims], " × ".join(keys)
+
+
+def _tolerances(r: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for o in r.get("outputs") or []:
+        tol = o.get("tolerance") if isinstance(o, dict) else None
+        if isinstance(tol, dict) and isinstance(tol.get("atol"), (int, float)):
+            out[str(o.get("name"))] = float(tol["atol"])
+    return out
+
+
+def _common_atol(r: dict[str, Any]) -> float | None:
+    """The atol the shape plot draws: the one every output shares, else the smallest (the strictest)."""
+    tols = _tolerances(r)
+    return min(tols.values()) if tols else None
+
+
+_MAX_SHAPE_CARDS = 12
+
+
+def _shape_histograms(shapes: list[dict[str, Any]], points: list[Any], r: dict[str, Any]) -> str:
+    """One error histogram per shape and output (when the report holds them), the atol dashed."""
+    tols = _tolerances(r)
+    cards = []
+    for s, (label, _) in zip(shapes, points, strict=True):
+        outs = s.get("outputs") or {}
+        if not isinstance(outs, dict):
+            continue
+        for name, entry in outs.items():
+            hist = entry.get("histogram") if isinstance(entry, dict) else None
+            if isinstance(hist, dict) and hist.get("counts"):
+                cards.append(
+                    f'<div class="card"><h3>{_e(label)} · {_e(name)} {_status(entry.get("passed"))}</h3>'
+                    f"{_histogram_svg(hist, tols.get(str(name)))}</div>"
+                )
+    if not cards:
+        return ""
+    more = len(cards) - _MAX_SHAPE_CARDS
+    return (
+        "<h3>Error histograms per shape</h3><div class='grid'>"
+        + "".join(cards[:_MAX_SHAPE_CARDS])
+        + "</div>"
+        + (f"<p class='muted'>{more} more in report.json</p>" if more > 0 else "")
     )
 
 
@@ -446,7 +638,7 @@ def _candidates_section(r: dict[str, Any]) -> str:
         for c in cands
     ]
     return "<h2>Export candidates</h2>" + _table(
-        ["strategy", "opset", "dims", "outcome", "export s", "verify s", "reason"], rows, {4, 5}
+        ["strategy", "opset asked", "dims", "outcome", "export s", "verify s", "reason"], rows, {4, 5}
     )
 
 
@@ -510,6 +702,7 @@ def render_html(report: dict[str, Any]) -> str:
         [
             f"<h1>{_e(title)}</h1>",
             _verdict(report),
+            _synthetic_warning(report),
             "<h2>Summary</h2>",
             _evidence_line(report),
             _summary(report),

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxship import _progress
 from onnxship.runtime._runners import Runner
 from onnxship.spec._inputs import TensorSpec, complete_point, dim_table, sample_feeds, sweep_points
 from onnxship.verify._compare import OutputStats, Tolerance, compare_outputs, nonfinite_finding
@@ -231,7 +232,9 @@ def check_parity(
         checks.append(check)
 
     base_feeds: dict[str, np.ndarray] | None = None
+    shown = _progress.begin("verifying shape", total=len(points))
     for i, point in enumerate(points):
+        shown.advance(detail=", ".join(f"{k}={v}" for k, v in point.items()))
         is_export = point == export_point
         feeds = (
             dict(export_feeds)
@@ -249,6 +252,7 @@ def check_parity(
             ),
             feeds,
         )
+    shown.close()
     # A point PyTorch cannot run moves several dims at once: move each of them alone as well, so a size rule on one
     # axis (a CNN's minimum height) does not leave the others (the batch) unverified.
     tried = [dict(p) for p in points]

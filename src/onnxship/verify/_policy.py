@@ -1,6 +1,6 @@
 """Tolerance policy: what "the candidate behaves like the reference" means at each precision.
 
-Defaults (seed 004 E-2 and DESIGN.md "Verification gate")::
+Defaults (the verification gate of docs/ARCHITECTURE.md)::
 
     fp32  elementwise |got-ref| <= 1e-4 + 1e-3*|ref|, MSE mean <= 1e-4, MSE p99 <= 5e-4, top-1 mismatch <= 1%
     fp16  MSE mean <= 5e-4, cosine >= 0.99, top-1 mismatch <= 2%    (elementwise error reported, not gated)
@@ -9,7 +9,7 @@ Defaults (seed 004 E-2 and DESIGN.md "Verification gate")::
     all   detection mAP@0.5 and mAP@0.5:0.95 deltas <= 0.01, p95 IoU delta <= 0.01 (int8 above);
           DeepLog decision mismatch <= 1% (fp16/int8: 2%)
 
-With ``task="classification"`` the MSE gates apply to the softmax probabilities of the task output, as in E-2
+With ``task="classification"`` the MSE gates apply to the softmax probabilities of the task output
 (``model(x).softmax(dim=1)``); other outputs and other tasks use raw values.
 """
 

@@ -1,7 +1,7 @@
 """The verification report: one schema-versioned record (report.json) and its human view (report.html).
 
-The JSON Schema is published next to this module as ``report.schema.json`` (package data); every field of seed 004
-E-3's ``export_report.json`` example is a top-level key here, and ``compare`` carries E-3's compare block.
+The JSON Schema is published next to this module as ``report.schema.json`` (package data); the model fields (name, checkpoint,
+ONNX path, opset, ...) are top-level keys, and ``compare`` carries the comparison settings and numbers.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ class VerifyReport:
     failure_reason: str | None
     hint: str | None
     worst_output: dict[str, Any] | None  # {name, max_abs, min_passing_atol, ...} of the worst failing output
-    model: dict[str, Any]  # E-3 model fields (model_name, backbone, ckpt_path, onnx_path, opset, ...)
-    compare: dict[str, Any]  # E-3 compare block
+    model: dict[str, Any]  # model fields (model_name, backbone, ckpt_path, onnx_path, opset, ...)
+    compare: dict[str, Any]  # comparison settings and numbers
     precision: str
     task: str | None
     reference: str  # torch | golden

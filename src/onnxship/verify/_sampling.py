@@ -1,4 +1,4 @@
-"""Sampling modes (seed 004 E-2): smoke (N random), coverage (stratified by class), full (everything, streamed),
+"""Sampling modes: smoke (N random), coverage (stratified by class), full (everything, streamed),
 plus optional hardness bins that add samples near the decision boundary (by the reference's softmax margin)."""
 
 from __future__ import annotations

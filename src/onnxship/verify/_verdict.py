@@ -39,6 +39,7 @@ def judge_groups(engine: _Engine, policy: GatePolicy, no_mse: GatePolicy) -> lis
                         "cosine_min": s.cosine_min,
                         "min_passing_atol": s.min_passing_atol,
                         "passed": s.passed,
+                        "histogram": s.histogram,  # per-shape error histogram in report.html
                     }
                     for o, s in outs.items()
                     if s.samples

@@ -1,4 +1,4 @@
-"""DeepLog log anomaly detection on real logs, built on onnxship's public verbs (issue 8, seeds 000 and 001).
+"""DeepLog log anomaly detection on real logs, built on onnxship's public verbs (parse -> build -> train -> ship -> detect).
 
 ::
 

@@ -1,7 +1,7 @@
 """``build``: parsed lines -> a vocabulary keyed by template strings + sliding windows -> ``sequences.parquet``.
 
-The vocabulary is ``{"template string": id}`` with the strings sorted and ids 0..N-1. Seed 000 keyed it by the
-Drain3 template id (``{"1": 0}``) and the C engine could never find a template: such vocabularies are refused here
+The vocabulary is ``{"template string": id}`` with the strings sorted and ids 0..N-1. A vocabulary keyed by the
+Drain3 template id (``{"1": 0}``) leaves an inference engine unable to find any template: such vocabularies are refused here
 (through the same check the release bundle applies), with the fix.
 
 DO NOT import pandas at module level (the ``logs`` extra).
@@ -39,7 +39,7 @@ WINDOW_COL = "input_sequence"
 NEXT_COL = "next_event"
 UNKNOWN_ID = -1  # a template the vocabulary does not know (detect flags such windows)
 _ID_KEY_FIX = (
-    "build the vocabulary from the template strings: --template-col template (seed 000: keying by "
+    "build the vocabulary from the template strings: --template-col template (keying by "
     "template_id breaks the inference engine), then retrain"
 )
 

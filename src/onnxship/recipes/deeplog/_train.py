@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxship import _progress
 from onnxship._errors import ConfigError, ModelLoadError, require
 from onnxship._util import atomic_write
 
@@ -226,7 +227,9 @@ def _train(
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     cfg.log.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
     with open(cfg.log, "w", encoding="utf-8") as log:  # type: ignore[arg-type]
+        shown = _progress.begin("deeplog: training epoch", total=cfg.epochs)
         for epoch in range(cfg.epochs):
+            shown.advance(detail=f"loss {epoch_loss:.4f}" if epochs_done else "")
             perm = torch.randperm(len(xt), generator=gen)
             total, batches = 0.0, 0
             for b in range(0, len(perm), cfg.batch_size):
@@ -240,6 +243,7 @@ def _train(
                 value = float(loss.detach())
                 first_loss = value if step == 1 else first_loss
                 total, batches = total + value, batches + 1
+                shown.note(f"step {step}  loss {value:.4f}")
                 log.write(
                     json.dumps(
                         {
@@ -257,6 +261,8 @@ def _train(
             epochs_done, epoch_loss = epoch + 1, total / max(batches, 1)
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
+        shown.note(f"loss {epoch_loss:.4f}")
+        shown.close()
     model.eval()
     with torch.inference_mode():
         logits = torch.cat([model(xt[b : b + 512]) for b in range(0, len(xt), 512)])

@@ -1,4 +1,4 @@
-"""MSCRED (multi-scale convolutional recurrent encoder-decoder) beside DeepLog, on the same parsed logs (seed 000).
+"""MSCRED (multi-scale convolutional recurrent encoder-decoder) beside DeepLog, on the same parsed logs.
 
 ::
 

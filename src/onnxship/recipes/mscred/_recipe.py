@@ -1,4 +1,4 @@
-"""MSCRED beside DeepLog (seed 000): train on signature matrices from the parsed log, ship through ``onnxship.ship``.
+"""MSCRED beside DeepLog: train on signature matrices from the parsed log, ship through ``onnxship.ship``.
 
 ``train_mscred`` writes ``mscred.pt`` (state_dict + factory kwargs + signature settings + channel scaling + score
 threshold) and ``mscred_windows.npz`` (the real windows, the verification data). ``ship_mscred`` exports, verifies
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxship import _progress
 from onnxship._errors import ConfigError
 from onnxship._util import atomic_write, check_name
 from onnxship.recipes.mscred._model import INPUT_NAME, OUTPUT_NAMES
@@ -101,6 +102,7 @@ def train_mscred(config: MscredTrainConfig) -> MscredTrainResult:
     gen = torch.Generator().manual_seed(cfg.seed)
     losses = []
     model.train()
+    shown = _progress.begin("mscred: training step", total=cfg.steps)
     for _ in range(cfg.steps):
         idx = torch.randint(0, x.shape[0], (min(cfg.batch_size, x.shape[0]),), generator=gen)
         _, score = model(x[idx])
@@ -109,6 +111,8 @@ def train_mscred(config: MscredTrainConfig) -> MscredTrainResult:
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+        shown.advance(detail=f"loss {losses[-1]:.4f}")
+    shown.close()
     model.eval()
     with torch.no_grad():
         scores = model(x_all)[1].numpy()

@@ -1,4 +1,4 @@
-"""Two-stage detect -> crop -> classify pipeline (issue 8, seed 004), built on onnxship's public verbs.
+"""Two-stage detect -> crop -> classify pipeline, built on onnxship's public verbs.
 
 ::
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxship import _progress
 from onnxship.recipes.two_stage._data import Scene, crop_resize, make_scenes
 
 __all__ = ["calibrate_batchnorm", "crops_of", "train_classifier", "train_detector"]
@@ -45,6 +46,7 @@ def train_detector(
     model.train()
     gen = torch.Generator().manual_seed(seed)
     loss = torch.zeros(())
+    shown = _progress.begin("two-stage: detector training step", total=steps)
     for _ in range(steps):
         idx = torch.randint(0, images, (batch,), generator=gen)
         p = model.raw(x[idx])
@@ -56,6 +58,8 @@ def train_detector(
         opt.zero_grad()
         loss.backward()
         opt.step()
+        shown.advance(detail=f"loss {float(loss.detach()):.4f}")
+    shown.close()
     model.eval()
     return float(loss.detach())
 
@@ -88,12 +92,15 @@ def train_classifier(
     model.train()
     gen = torch.Generator().manual_seed(seed)
     loss = torch.zeros(())
+    shown = _progress.begin("two-stage: classifier training step", total=steps)
     for _ in range(steps):
         idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
         loss = F.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
+        shown.advance(detail=f"loss {float(loss.detach()):.4f}")
+    shown.close()
     model.eval()
     return float(loss.detach())
 

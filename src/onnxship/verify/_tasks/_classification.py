@@ -20,7 +20,7 @@ __all__ = ["ClassificationAgreement", "ClassificationMetric", "classification_ag
 
 @dataclass
 class ClassificationAgreement:
-    """Do both engines pick the same class? Plus probability MSE per sample (seed E-3's mse_mean / mse_p99)."""
+    """Do both engines pick the same class? Plus probability MSE per sample (mse_mean / mse_p99)."""
 
     samples: int
     top1_mismatch_count: int
@@ -33,12 +33,26 @@ class ClassificationAgreement:
         dict[str, Any]
     ]  # classes with the most mismatches: {"class", "mismatches", "samples", "rate"}
     label_accuracy: dict[str, float] | None = None  # {"reference", "candidate"} when labels were given
+    # (reference class, ONNX class) counts among the samples with the largest probability error
+    worst_confusion: list[dict[str, Any]] = field(default_factory=list)
     passed: bool = True
     reason: str | None = None
     gate: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": "classification", **asdict(self)}
+
+
+def _worst_confusion(mse: np.ndarray, top1: list[np.ndarray], worst: int = 50) -> list[dict[str, Any]]:
+    """How the ``worst`` samples by probability MSE were classified by each engine, as counted pairs."""
+    if not top1 or not mse.size:
+        return []
+    pairs = np.concatenate(top1)[np.argsort(-mse, kind="stable")[:worst]]
+    keys, counts = np.unique(pairs, axis=0, return_counts=True)
+    rows = [
+        {"reference": int(r), "onnx": int(g), "count": int(c)} for (r, g), c in zip(keys, counts, strict=True)
+    ]
+    return sorted(rows, key=lambda d: (d["reference"] == d["onnx"], -d["count"], d["reference"]))
 
 
 class ClassificationMetric:
@@ -49,6 +63,7 @@ class ClassificationMetric:
         self._count: dict[int, int] = {}
         self._miss: dict[int, int] = {}
         self._mse: list[np.ndarray] = []
+        self._top1: list[np.ndarray] = []  # (reference, candidate) top-1 per sample
         self._correct = [0, 0]
         self._labelled = 0
         self.samples = 0
@@ -61,6 +76,7 @@ class ClassificationMetric:
         miss = rt != gt
         pr, pg = _as_probs(r), _as_probs(g)
         self._mse.append(((pr - pg) ** 2).mean(axis=1).astype(np.float32))
+        self._top1.append(np.stack([rt, gt], axis=1).astype(np.int64))
         keys = rt
         if labels is not None:
             lab = np.asarray(labels).reshape(-1).astype(np.int64)
@@ -103,6 +119,7 @@ class ClassificationMetric:
             prob_mse_p99=float(np.percentile(mse, 99)) if mse.size else 0.0,
             classes_seen=len(self._count),
             per_class_top10=per_class,
+            worst_confusion=_worst_confusion(mse, self._top1),
             gate={
                 k: v
                 for k, v in self.gate.to_dict().items()

@@ -14,7 +14,7 @@ __all__ = ["TaskGate", "softmax", "softmax_margin"]
 
 @dataclass(frozen=True)
 class TaskGate:
-    """Task-level pass thresholds (seed 004 E-2)."""
+    """Task-level pass thresholds."""
 
     top1_mismatch_rate: float = 0.01  # classification: at most this fraction of top-1 decisions may differ
     map_delta: float = 0.01  # detection: |mAP@0.5 delta| and |mAP@0.5:0.95 delta| at most this

@@ -32,7 +32,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class NmsConfig:
-    """The one post-processing applied to both engines' raw detections (seed E-3 ``postprocess.nms``)."""
+    """The one post-processing applied to both engines' raw detections (the ``postprocess.nms`` settings)."""
 
     conf_threshold: float = 0.3  # drop candidates scoring below this
     iou_threshold: float = 0.5  # suppress a box overlapping a better one by more than this
