@@ -3,6 +3,17 @@
 The public verbs are imported lazily so that ``import onnxship`` stays fast and never imports torch or
 onnxruntime (a test pins this).
 
+Layers, lowest first; a module imports only its own package or a lower layer (``tests/test_layers.py`` checks
+every import, function-level ones included)::
+
+    0  spec, _errors, _util, _version, _secrets   1  onnxfile, inspect   2  runtime   3  verify   4  export
+    5  optimize, package   6  ship   7  publish, serve   8  recipes, doctor, testing   9  cli
+
+Where a change goes: reading/checking an ONNX file -> ``onnxfile``; running a model, data sources, preprocess,
+golden files, timing -> ``runtime``; the parity gate -> ``verify``; a new exporter -> ``export``; flags -> ``cli``
+only. When a lower layer needs a higher one, pass the piece in as an argument (``runtime.bench(build_variants=...)``)
+or move the shared code down.
+
 Example:
     >>> import onnxship
     >>> result = onnxship.export(model, {"x": x}, dynamic={"x": {0: "batch"}}, out="out")  # doctest: +SKIP

@@ -77,7 +77,7 @@ def inspect_model(path: str | Path) -> InspectResult:
     """
     import numpy as np
 
-    from onnxship.export._onnxfile import declared_io, external_data_files, file_sha256, read_metadata
+    from onnxship.onnxfile import declared_io, external_data_files, file_sha256, read_metadata
 
     path = Path(path)
     model = load_onnx_checked(path)

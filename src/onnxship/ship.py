@@ -5,6 +5,9 @@ bundle is complete and verified; ``latest`` moves after that. A failure at any s
 releases and ``latest`` untouched.
 
 DO NOT import torch at module level.
+
+Size: over 400 lines on purpose: the ship verb is one transaction (staging folder, export, verify, variants,
+bundle, rename); its steps read top to bottom.
 """
 
 from __future__ import annotations
@@ -190,11 +193,11 @@ def ship(
         'deeplog-20261123-120000-ab12cd3'
     """
     from onnxship.export import ExportConfig, export
+    from onnxship.runtime._runners import TorchRunner
     from onnxship.spec._binding import bind_inputs
     from onnxship.spec._inputs import sample_feeds
     from onnxship.verify import VerifyConfig, verify, write_golden
     from onnxship.verify._compare import PRECISION_TOLERANCES, Tolerance
-    from onnxship.verify._runners import TorchRunner
 
     start = time.perf_counter()
     cfg = config or ShipConfig()
@@ -214,7 +217,7 @@ def ship(
         for v in cfg.optimize.variants:
             normalize_variant(v)  # an unknown variant fails before the export
     module, name, inputs, metadata, output_names = _load_model(model, spec, inputs, cfg)
-    from onnxship.publish._config import check_no_secrets
+    from onnxship._secrets import check_no_secrets
 
     check_no_secrets(
         metadata, "metadata keys"
@@ -267,7 +270,7 @@ def ship(
         for a in prepared:
             for fname, data in a.files.items():
                 writer.write_bytes(f"assets/{fname}", data)
-        from onnxship.export._onnxfile import file_sha256
+        from onnxship.onnxfile import file_sha256
         from onnxship.package._limits import SERVING_KEY, serving_limits
 
         release_meta = {

@@ -242,7 +242,7 @@ def test_bad_sample_inputs(tmp_path):
     ],
 )
 def test_metadata_values_round_trip(value):
-    from onnxship.export._onnxfile import decode_meta_value, encode_meta_value
+    from onnxship.onnxfile import decode_meta_value, encode_meta_value
 
     assert decode_meta_value(encode_meta_value(value)) == value
     if isinstance(value, str) and value in ("deeplog", "[abc"):

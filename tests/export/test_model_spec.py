@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import onnxship
-from onnxship import ConfigError, ModelLoadError
-from onnxship.export import _onnxfile
+from onnxship import ConfigError, ModelLoadError, onnxfile
 from onnxship.spec import parse_model_spec
 from onnxship.testing import TupleOutputModel
 from onnxship.verify import OnnxRuntimeRunner
@@ -106,7 +105,7 @@ def test_python_api_restores_training_mode(tmp_path):
 
 
 def test_large_models_use_external_data(tmp_path, monkeypatch):
-    monkeypatch.setattr(_onnxfile, "PROTO_LIMIT", 1000)  # treat anything above 1 kB as "above 2 GB"
+    monkeypatch.setattr(onnxfile, "PROTO_LIMIT", 1000)  # treat anything above 1 kB as "above 2 GB"
     torch.manual_seed(0)
     model = torch.nn.Linear(64, 64)
     result = onnxship.export(model, torch.randn(2, 64), out=tmp_path, name="big", strategy="torchscript")

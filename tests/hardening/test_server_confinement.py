@@ -191,7 +191,7 @@ def _model_with_external(where: str, location: str) -> onnx.ModelProto:
 @pytest.mark.parametrize("where", ["graph", "if", "function"])
 def test_external_data_locations_cover_subgraphs_and_functions(where, tmp_path):
     from onnxship._errors import CheckError
-    from onnxship.export._onnxfile import external_data_files, external_data_locations
+    from onnxship.onnxfile import external_data_files, external_data_locations
 
     model = _model_with_external(where, "../secret.bin")
     with pytest.raises(CheckError, match="leaves the model folder"):

@@ -13,7 +13,7 @@ import pytest
 
 from onnxship import ConfigError, PackagingError
 from onnxship._errors import UsageError
-from onnxship.export._onnxfile import read_metadata
+from onnxship.onnxfile import read_metadata
 from onnxship.package import (
     AssetSpec,
     ReleaseWriter,

@@ -137,7 +137,8 @@ def declared(tmp_path_factory):
 
 def _served(release_path: Path, max_batch: int | None = None):
     from onnxship.serve import ServeConfig
-    from onnxship.serve._model import load_model, locate
+    from onnxship.serve._locate import locate
+    from onnxship.serve._model import load_model
 
     return load_model(locate(release_path), ServeConfig(model_path=str(release_path), max_batch=max_batch))
 
@@ -238,8 +239,8 @@ def test_every_consumer_reads_the_release_limit(which, top, request, tmp_path):
         assert status == 200 and meta["parameters"]["max_batch"] == top
         assert server.infer(which, top) == 200 and server.infer(which, top + 1) == 400
     # MLflow's parameters of the release
-    from onnxship.publish._api import PARAM_PREFIX, _params
     from onnxship.publish._bundle import open_bundle
+    from onnxship.publish._record import PARAM_PREFIX, _params
 
     view = open_bundle(shipped.path)
     assert _params(view, {"inputs": [], "outputs": []})[PARAM_PREFIX + "max_batch"] == str(top)
@@ -291,7 +292,7 @@ def test_mlflow_model_carries_the_limit(undeclared, tmp_path):
         info = mlflow.models.get_model_info(result.model_uri)
         assert info.metadata["onnxship_serving"]["max_batch"] == 5
         run = mlflow.MlflowClient().get_run(result.run_id)
-        from onnxship.publish._api import PARAM_PREFIX
+        from onnxship.publish._record import PARAM_PREFIX
 
         assert run.data.params[PARAM_PREFIX + "max_batch"] == "5"
     finally:

@@ -49,7 +49,7 @@ def synthetic_release(
     when: datetime | None = None,
 ) -> Path:
     """A release of an Identity/Cast graph written by ReleaseWriter, with the sidecar an export would write."""
-    from onnxship.export._onnxfile import file_sha256
+    from onnxship.onnxfile import file_sha256
 
     s = parse_input_spec(spec)
     shape = [d.name if d.name else d.value for d in s.dims]

@@ -263,7 +263,7 @@ def test_bad_arguments_fail_when_the_decorator_is_applied(kwargs, match, tmp_pat
 
 
 def test_dynamic_axes_list_form_is_accepted(tmp_path):
-    from onnxship.publish._trace import _validate_sample
+    from onnxship.publish._sample import _validate_sample
 
     dyn = _validate_sample({"tokens": torch.ones(1, 9, dtype=torch.int64)}, {"tokens": [0, 1]}, 8)
     assert dyn == {"tokens": {0: "batch..8", 1: "tokens_dim1"}}
@@ -343,7 +343,7 @@ def test_error_after_training_carries_the_model(store):
 
 def test_cpu_copy_for_export_leaves_the_model_alone():
     """The copy made for a model on an accelerator (forced here on the CPU): tensor by tensor, ties kept."""
-    from onnxship.publish._trace import _cpu_model
+    from onnxship.publish._sample import _cpu_model
 
     class Tied(nn.Module):
         def __init__(self) -> None:

@@ -24,8 +24,11 @@ def bench_dir(deeplog_export, tmp_path_factory):
 
 
 def test_bench_torch_and_onnx_with_int8_variant(bench_dir, deeplog_export):
+    from onnxship.optimize import build_variants
+
     model, _ = deeplog_export
-    res = bench(bench_dir, BenchConfig(batch_sizes=(1, 4), variants=("int8",), **FAST), model=model)
+    cfg = BenchConfig(batch_sizes=(1, 4), variants=("int8",), **FAST)
+    res = bench(bench_dir, cfg, model=model, build_variants=build_variants)
     keys = {(r.engine, r.variant, r.batch) for r in res.rows}
     assert keys == {
         (e, v, b) for e, v in [("onnx", "fp32"), ("onnx", "int8-dynamic"), ("torch", "fp32")] for b in (1, 4)
@@ -44,6 +47,19 @@ def test_bench_torch_and_onnx_with_int8_variant(bench_dir, deeplog_export):
     data = json.loads(json.dumps(res.to_dict()))
     assert "onnx/int8-dynamic/b4" in data["speedup_vs_onnx_fp32_p50"]
     assert data["environment"]["threads"] == 1
+
+
+def test_missing_variant_without_a_builder_is_skipped_with_the_fix(deeplog_export, tmp_path):
+    """The runtime layer never imports the optimizer: with no ``build_variants`` a missing variant is skipped."""
+    import shutil
+
+    _, result = deeplog_export
+    path = tmp_path / "deeplog.onnx"
+    shutil.copy(result.path, path)
+    res = bench(path, BenchConfig(batch_sizes=(2,), engines=("onnx",), variants=("fp16",), **FAST))
+    assert "onnxship optimize" in res.variants["fp16"]["skipped"]
+    assert res.row("onnx", "fp16", 2).skipped and find_variant(path, "fp16") is None
+    assert res.row("onnx", "fp32", 2).runs == 5
 
 
 def test_existing_variant_is_used_not_rebuilt(bench_dir):

@@ -75,8 +75,8 @@ def test_image_glob_goes_through_the_shared_preprocessing(tmp_path):
     import torch
 
     import onnxship
+    from onnxship.runtime._preprocess import PreprocessConfig, preprocess_images
     from onnxship.testing import SmallCNN
-    from onnxship.verify._preprocess import PreprocessConfig, preprocess_images
 
     torch.manual_seed(0)
     model = SmallCNN().eval()

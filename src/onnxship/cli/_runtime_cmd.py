@@ -177,8 +177,8 @@ def _infer_pipeline(
     as_json: bool,
 ) -> None:
     from onnxship._util import atomic_write_json
+    from onnxship.recipes.two_stage import infer_pipeline
     from onnxship.runtime import InferConfig
-    from onnxship.runtime._infer import infer_pipeline
 
     try:
         config = InferConfig(engine=engine, inputs=inputs, batch=batch, samples=samples, limit=limit)
@@ -255,7 +255,7 @@ def bench_command(
             threads=threads,
             session=session_config(providers, threads, trt_fp16, trt_cache),
         )
-        from onnxship.optimize import normalize_variant
+        from onnxship.optimize import build_variants, normalize_variant
 
         for v in config.variants:
             normalize_variant(v)
@@ -268,7 +268,7 @@ def bench_command(
         )
     spec = model_argument(model, checkpoint, trust_checkpoint, model_args)
     err_console.print(f"benchmarking {onnx_path} (batch {list(config.batch_sizes)}) ...")
-    result = bench(onnx_path, config, model=spec)
+    result = bench(onnx_path, config, model=spec, build_variants=build_variants)
     _render_bench(result)
     if json_out:
         atomic_write_json(json_out, result.to_dict())

@@ -26,12 +26,12 @@ from onnxship.export._diagnostics import (
     merge_diagnostics,
     root_cause,
 )
-from onnxship.export._onnxfile import specialized_dims
 from onnxship.export._strategies import STRATEGIES, TORCHSCRIPT_MAX_OPSET, ExportCall
+from onnxship.onnxfile import specialized_dims
+from onnxship.runtime._runners import OnnxRuntimeRunner, TorchRunner
 from onnxship.spec._binding import Binding
 from onnxship.spec._inputs import TensorSpec
 from onnxship.verify._parity import ParityResult, check_parity
-from onnxship.verify._runners import OnnxRuntimeRunner, TorchRunner
 
 if TYPE_CHECKING:
     import torch

@@ -3,6 +3,9 @@
 One classifier serves the exporter (live capture) and ``onnxship doctor export-log`` (saved logs).
 The rules reflect what was measured on torch 2.13 (see EXPORTER-NOTES.md): most exporter warnings are noise or
 "verify at other shapes" signals; the dangerous behaviours are silent and are caught by the shape sweep instead.
+
+Size: over 400 lines on purpose: most of it is the classifier's rule table (pattern, code, severity, advice):
+data, read rule by rule.
 """
 
 from __future__ import annotations

@@ -25,15 +25,15 @@ from onnxship.export._candidates import CandidateJob
 from onnxship.export._concurrent import run_group
 from onnxship.export._config import PREFERENCE, CandidateRecord, ExportConfig
 from onnxship.export._diagnostics import Diagnostic
-from onnxship.export._onnxfile import declared_io, file_sha256, finalize_model
 from onnxship.export._refusal import no_candidate_error
+from onnxship.onnxfile import declared_io, file_sha256, finalize_model
+from onnxship.runtime._runners import TorchRunner
 from onnxship.spec._binding import Binding
 from onnxship.spec._inputs import TensorSpec, dim_table
 from onnxship.spec._model import LoadedModel
 from onnxship.spec._probe import plan_sweep
 from onnxship.verify._compare import PRECISION_TOLERANCES
 from onnxship.verify._parity import ParityResult
-from onnxship.verify._runners import TorchRunner
 
 if TYPE_CHECKING:
     import torch

@@ -5,6 +5,7 @@ from onnxship.optimize._api import (
     OptimizeConfig,
     OptimizeResult,
     VariantResult,
+    build_variants,
     normalize_variant,
     optimize,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "PassSequence",
     "SimplifyPass",
     "VariantResult",
+    "build_variants",
     "calibration_batches",
     "calibration_reader",
     "detect_task",

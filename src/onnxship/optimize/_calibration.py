@@ -28,7 +28,7 @@ def calibration_batches(
     seed: int = 0,
 ) -> list[dict[str, np.ndarray]]:
     """Up to ``samples`` samples in batches: read from ``source`` (first samples) or generated from the specs."""
-    from onnxship.verify._data import SyntheticSource, open_source
+    from onnxship.runtime._data import SyntheticSource, open_source
 
     if samples < 1 or batch < 1:
         raise ConfigError(

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from onnxship._errors import ConfigError
+from onnxship.runtime._runners import Runner
 from onnxship.spec._inputs import TensorSpec
 from onnxship.verify._compare import PRECISION_TOLERANCES
 from onnxship.verify._metrics import OutputAccumulator
 from onnxship.verify._parity import ParityResult, check_parity
 from onnxship.verify._policy import GatePolicy, resolve_policy
-from onnxship.verify._runners import Runner
 from onnxship.verify._tasks import ClassificationMetric, SequenceMetric
 
 __all__ = ["TASKS", "GateConfig", "GateResult", "detect_task", "run_gate"]
@@ -109,7 +109,7 @@ def detect_task(metadata: dict[str, Any], outputs: dict[str, np.ndarray], output
 
 
 def _task_batches(specs: Sequence[TensorSpec], config: GateConfig) -> list[Any]:
-    from onnxship.verify._data import SyntheticSource, open_source
+    from onnxship.runtime._data import SyntheticSource, open_source
 
     src = (
         open_source(config.data, list(specs))

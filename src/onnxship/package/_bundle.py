@@ -57,7 +57,7 @@ def embed_metadata(model_path: Path, extra: dict[str, Any]) -> str:
     """
     import onnx
 
-    from onnxship.export._onnxfile import file_sha256, set_metadata
+    from onnxship.onnxfile import file_sha256, set_metadata
 
     model = onnx.load(str(model_path), load_external_data=False)
     set_metadata(model, extra)
@@ -174,7 +174,7 @@ class ReleaseWriter:
             raise PackagingError(
                 f"the bundle has no {model_file}", hint="export into ReleaseWriter.path first"
             )
-        from onnxship.export._onnxfile import file_sha256
+        from onnxship.onnxfile import file_sha256
 
         files = {}
         size = 0

@@ -117,7 +117,7 @@ class ReleaseInfo:
 
 
 def _sha256(path: Path) -> str:
-    from onnxship.export._onnxfile import file_sha256
+    from onnxship.onnxfile import file_sha256
 
     return file_sha256(path)
 

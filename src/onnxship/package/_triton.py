@@ -167,7 +167,7 @@ def triton_signature(
     """Inputs/outputs and max_batch_size for a release, from its verified io signature."""
     import onnx
 
-    from onnxship.export._onnxfile import declared_io
+    from onnxship.onnxfile import declared_io
     from onnxship.spec._inputs import TensorSpec
 
     graph = declared_io(onnx.load(str(release.model_path), load_external_data=False))
@@ -182,7 +182,7 @@ def triton_signature(
     notes: list[str] = []
     golden_shapes: dict[str, tuple[int, ...]] = {}
     if release.golden_path is not None:
-        from onnxship.verify._golden import read_golden
+        from onnxship.runtime._golden import read_golden
 
         golden_shapes = {k: v.shape for k, v in read_golden(release.golden_path).outputs.items()}
     # The batch dim: axis 0 of every input shares one dynamic name, and every output follows it.
@@ -505,7 +505,7 @@ def _warmup(
     """One golden sample per input as Triton warmup data: name -> ((data type, dims, file), raw bytes)."""
     if release.golden_path is None:
         return None
-    from onnxship.verify._golden import read_golden
+    from onnxship.runtime._golden import read_golden
 
     golden = read_golden(release.golden_path).inputs
     out: dict[str, tuple[tuple[str, list[int], str], bytes]] = {}

@@ -12,8 +12,9 @@ from onnxship.publish._config import (
     TrackingTarget,
     resolve_tracking,
 )
+from onnxship.publish._log_model import log_onnx_model
 from onnxship.publish._notify import NOTIFICATION_SCHEMA, notification_schema, notify
-from onnxship.publish._trace import last_result, log_onnx_model, trace_pytorch
+from onnxship.publish._trace import last_result, trace_pytorch
 
 __all__ = [
     "NOTIFICATION_SCHEMA",

@@ -16,9 +16,10 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from onnxship._errors import ConfigError
+from onnxship._secrets import check_no_secrets, looks_secret, mask_url
 
 __all__ = [
     "REMOTE_VARIABLES",
@@ -38,9 +39,6 @@ __all__ = [
 ]
 
 STORE_SUBDIR = Path(".onnxship") / "mlflow"
-_SECRET_KEY = re.compile(
-    r"(password|passwd|secret|token|credential|access[_-]?key|api[_-]?key|private[_-]?key)", re.IGNORECASE
-)
 _REMOTE_SCHEMES = ("http", "https", "databricks")
 _TRUE = ("1", "true", "yes", "on")
 # What a production environment sets (listed by the ONNXSHIP_REQUIRE_REMOTE error).
@@ -51,43 +49,6 @@ REMOTE_VARIABLES = (
     "AWS_SECRET_ACCESS_KEY",
 )
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe to print)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def looks_secret(key: str) -> bool:
-    """Whether a key names a credential (password, token, access key, ...)."""
-    return bool(_SECRET_KEY.search(str(key)))
-
-
-def check_no_secrets(values: dict[str, Any], what: str) -> None:
-    """Refuse keys that name secrets: they would end up readable by anyone with access to the tracking server."""
-    bad = sorted(str(k) for k in values if looks_secret(k))
-    if bad:
-        raise ConfigError(
-            f"{what} {bad} look like secrets; onnxship does not log secrets to MLflow",
-            hint="pass credentials through the environment (AWS_ACCESS_KEY_ID, ...), not as metadata",
-        )
-    urls = sorted(str(k) for k, v in values.items() if isinstance(v, str) and "@" in v and mask_url(v) != v)
-    if urls:
-        raise ConfigError(
-            f"{what} {urls} hold URLs with a password; onnxship does not write secrets into "
-            "metadata or MLflow",
-            hint="drop the password from the URL (user@host) or leave it out",
-        )
 
 
 def _project_root() -> Path:

@@ -1,6 +1,9 @@
 """Gateway to MLflow: tracking store selection, fail-fast reachability, experiments, runs, model logging.
 
 DO NOT import mlflow at module level: every function imports it (``import onnxship.publish`` must stay light).
+
+Size: over 400 lines on purpose: the one gateway to MLflow: every mlflow call stays in this file, so an MLflow
+API change is fixed in one place.
 """
 
 from __future__ import annotations
@@ -329,7 +332,7 @@ def log_onnx(
     mlflow_module()
     import mlflow.onnx
 
-    from onnxship.export._onnxfile import external_data_files
+    from onnxship.onnxfile import external_data_files
 
     proto = onnx.load(str(model_path))  # with external data
     return mlflow.onnx.log_model(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,13 +20,17 @@ import numpy as np
 
 from onnxship._errors import ConfigError
 from onnxship.runtime._engines import ENGINES
+from onnxship.runtime._variants import normalize_variant
 from onnxship.spec._inputs import TensorSpec, sample_feeds
 
 if TYPE_CHECKING:
+    from onnxship.runtime._runners import Runner
     from onnxship.runtime._session import SessionConfig
-    from onnxship.verify._runners import Runner
 
-__all__ = ["BenchConfig", "BenchResult", "BenchRow", "bench", "find_variant", "time_runner"]
+__all__ = ["BenchConfig", "BenchResult", "BenchRow", "VariantBuilder", "bench", "find_variant", "time_runner"]
+
+# (model path, missing variant names, torch model or None, input specs) -> {variant: info} as BenchResult.variants
+VariantBuilder = Callable[[Path, tuple[str, ...], Any, Sequence[TensorSpec]], dict[str, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,7 @@ class BenchConfig:
     threads: int = 0  # intra-op threads for both engines (0: each engine's default)
     seed: int = 0
     session: SessionConfig | None = None  # providers etc. for ONNX Runtime (threads above win)
-    build_missing: bool = (
-        True  # variants without a file next to the model are built (and gated) by optimize()
-    )
+    build_missing: bool = True  # variants without a file are built by bench()'s ``build_variants`` (if given)
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or min(self.batch_sizes) < 1:
@@ -197,10 +199,13 @@ def _environment(threads: int) -> dict[str, Any]:
 
 
 def _resolve_variants(
-    onnx_path: Path, config: BenchConfig, model: Any, specs: Sequence[TensorSpec]
+    onnx_path: Path,
+    config: BenchConfig,
+    model: Any,
+    specs: Sequence[TensorSpec],
+    build_variants: VariantBuilder | None,
 ) -> dict[str, dict[str, Any]]:
     from onnxship.inspect import load_onnx_checked
-    from onnxship.optimize._api import OptimizeConfig, normalize_variant, optimize
     from onnxship.runtime._io import model_metadata
 
     found: dict[str, dict[str, Any]] = {}
@@ -215,23 +220,12 @@ def _resolve_variants(
                 "source": "existing file",
                 "gate_passed": gate.get("passed") if isinstance(gate, dict) else None,
             }
-        elif config.build_missing:
+        elif config.build_missing and build_variants is not None:
             missing.append(v)
         else:
             found[v] = {"path": None, "skipped": "no variant file (build it with `onnxship optimize`)"}
     if missing:
-        res = optimize(onnx_path, OptimizeConfig(variants=tuple(missing)), model=model, specs=specs)
-        for vr in res.variants:
-            found[vr.variant] = {
-                "path": str(vr.path) if vr.passed else None,
-                "size_bytes": vr.size_bytes,
-                "source": "built by optimize()",
-                "gate_passed": vr.passed,
-                "reason": vr.reason,
-                "excluded_nodes": vr.excluded_nodes,
-            }
-            if not vr.passed:
-                found[vr.variant]["skipped"] = f"rejected by its gate: {vr.reason}"
+        found.update(build_variants(onnx_path, tuple(missing), model, specs))
     return found
 
 
@@ -241,11 +235,17 @@ def bench(
     *,
     model: Any = None,
     specs: Sequence[TensorSpec] | None = None,
+    build_variants: VariantBuilder | None = None,
 ) -> BenchResult:
     """Measure the FP32 ONNX model, its variants and (with ``model``) PyTorch at each batch size.
 
+    A variant without a file next to the model is built (and gated) by ``build_variants`` when one is given
+    (the CLI passes :func:`onnxship.optimize.build_variants`); otherwise its rows say how to build it.
+
     Example:
-        >>> res = bench("out/deeplog.onnx", BenchConfig(batch_sizes=(1, 32), variants=("int8",)))  # doctest: +SKIP
+        >>> from onnxship.optimize import build_variants
+        >>> cfg = BenchConfig(batch_sizes=(1, 32), variants=("int8",))
+        >>> res = bench("out/deeplog.onnx", cfg, build_variants=build_variants)  # doctest: +SKIP
         >>> res.speedup("int8-dynamic", 32)  # doctest: +SKIP
         1.3
     """
@@ -262,7 +262,7 @@ def bench(
     if config.threads:
         session = replace(session, intra_op_threads=config.threads)
     variants = {"fp32": {"path": str(path), "size_bytes": path.stat().st_size, "source": "the model"}}
-    variants.update(_resolve_variants(path, config, model, specs))
+    variants.update(_resolve_variants(path, config, model, specs, build_variants))
     runners: list[tuple[str, str, Runner | None, str | None]] = []
     for v, info in variants.items():
         if "onnx" in config.engines:

@@ -15,8 +15,8 @@ from onnxship.spec._inputs import TensorSpec
 if TYPE_CHECKING:
     import torch
 
+    from onnxship.runtime._runners import OnnxRuntimeRunner, TorchRunner
     from onnxship.runtime._session import SessionConfig
-    from onnxship.verify._runners import OnnxRuntimeRunner, TorchRunner
 
 __all__ = ["ENGINES", "check_engine", "load_module", "onnx_runner", "torch_runner"]
 
@@ -36,8 +36,8 @@ def load_module(model: Any) -> torch.nn.Module:
 
 def torch_runner(model: Any, specs: Sequence[TensorSpec], output_names: Sequence[str] | None) -> TorchRunner:
     """A TorchRunner with inputs bound to forward() by name, outputs named like the ONNX model's."""
+    from onnxship.runtime._runners import TorchRunner
     from onnxship.spec._binding import bind_inputs
-    from onnxship.verify._runners import TorchRunner
 
     module = load_module(model)
     binding = bind_inputs(module, [s.name for s in specs])
@@ -45,7 +45,7 @@ def torch_runner(model: Any, specs: Sequence[TensorSpec], output_names: Sequence
 
 
 def onnx_runner(path: str | Path, session: SessionConfig | None = None) -> OnnxRuntimeRunner:
-    from onnxship.verify._runners import OnnxRuntimeRunner
+    from onnxship.runtime._runners import OnnxRuntimeRunner
 
     return OnnxRuntimeRunner(path, session)
 

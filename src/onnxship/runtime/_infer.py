@@ -1,7 +1,7 @@
 """``onnxship infer``: predictions from PyTorch or ONNX Runtime on real data, through the verification data sources.
 
 Inputs are whatever ``onnxship verify --data`` reads (image folder, .npz, parquet/CSV), a glob of image files
-(``"data/val/**/*.jpg"``, preprocessed by the one shared :func:`onnxship.verify._preprocess.preprocess_images`), or
+(``"data/val/**/*.jpg"``, preprocessed by the one shared :func:`onnxship.runtime._preprocess.preprocess_images`), or
 nothing: then samples are generated from the input specs.
 DO NOT import torch or onnxruntime at module level.
 """
@@ -21,7 +21,7 @@ from onnxship._errors import ConfigError
 from onnxship.runtime._engines import check_engine
 from onnxship.spec._inputs import DTYPES, TensorSpec
 
-__all__ = ["InferConfig", "InferResult", "infer", "infer_pipeline", "iter_batches"]
+__all__ = ["InferConfig", "InferResult", "infer", "iter_batches"]
 
 _GLOB_CHARS = ("*", "?", "[")
 
@@ -80,7 +80,7 @@ class InferResult:
 def _image_glob(
     pattern: str, specs: Sequence[TensorSpec], batch: int, limit: int | None
 ) -> tuple[str, Iterator[tuple[dict[str, np.ndarray], list[str], Any]]]:
-    from onnxship.verify._preprocess import IMAGE_SUFFIXES, PreprocessConfig, preprocess_images
+    from onnxship.runtime._preprocess import IMAGE_SUFFIXES, PreprocessConfig, preprocess_images
 
     files = sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -117,7 +117,7 @@ def iter_batches(
     seed: int = 0,
 ) -> tuple[str, Iterator[tuple[dict[str, np.ndarray], list[str], Any]]]:
     """(description, batches of (feeds, sample ids, labels)) from a data path, an image glob or the specs."""
-    from onnxship.verify._data import SyntheticSource, open_source
+    from onnxship.runtime._data import SyntheticSource, open_source
 
     if inputs is not None and any(c in inputs for c in _GLOB_CHARS) and not Path(inputs).exists():
         return _image_glob(inputs, specs, batch, limit)
@@ -215,16 +215,3 @@ def infer(
         providers=providers,
         seconds=seconds,
     )
-
-
-def infer_pipeline(manifest: str | Path, config: InferConfig | None = None) -> Any:
-    """Run a two-stage pipeline manifest (detect -> shared NMS -> crop -> classify -> label map) with
-    ``config.engine``; inputs: a .npz, an image glob/folder, or generated scenes. Returns a PipelineResult."""
-    from onnxship.recipes.two_stage._pipeline import pipeline_images, run_pipeline
-
-    config = config or InferConfig()
-    check_engine(config.engine, True)
-    source, images = pipeline_images(manifest, config.inputs, config.samples, config.limit, config.seed)
-    result = run_pipeline(manifest, images, engine=config.engine, batch=config.batch)
-    result.source = source
-    return result

@@ -33,7 +33,7 @@ _ELEM = {
 
 def model_metadata(model: onnx.ModelProto) -> dict[str, Any]:
     """metadata_props with JSON values decoded."""
-    from onnxship.export._onnxfile import read_metadata
+    from onnxship.onnxfile import read_metadata
 
     return read_metadata(model)
 

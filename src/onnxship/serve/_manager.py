@@ -20,8 +20,9 @@ from onnxship._errors import MissingDependencyError, OnnxshipError, ServeError
 from onnxship.serve._batcher import Batcher
 from onnxship.serve._config import ServeConfig
 from onnxship.serve._files import ModelRoot, redact_paths
+from onnxship.serve._locate import _error, latest_release, locate
 from onnxship.serve._metrics import Metrics
-from onnxship.serve._model import ServedModel, _error, latest_release, load_model, load_torch_model, locate
+from onnxship.serve._model import ServedModel, load_model, load_torch_model
 
 DEFAULT_MERGE_ROWS = 32  # merged batch when neither the release nor --max-batch bounds the batch dim
 

@@ -14,6 +14,9 @@ pipe each:
 - a worker that dies is restarted with the model currently served.
 
 DO NOT import onnxruntime or torch at module level.
+
+Size: over 400 lines: the supervisor and its workers speak one pipe protocol (startup, reload, metrics,
+restart); both sides live together so the protocol changes in one place.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from typing import Any
 
 from onnxship._errors import OnnxshipError, ServeError
 from onnxship.serve._config import ServeConfig
+from onnxship.serve._locate import _error
 from onnxship.serve._manager import ModelManager
 from onnxship.serve._metrics import Metrics
-from onnxship.serve._model import ServedModel, _error, load_torch_model
+from onnxship.serve._model import ServedModel, load_torch_model
 
 __all__ = ["Cluster", "WorkerLink", "default_workers", "run_cluster"]
 

@@ -1,5 +1,18 @@
 """Verification: runners, comparison and the shape-sweep parity gate."""
 
+from onnxship.runtime._data import (
+    Batch,
+    DataSource,
+    GoldenSource,
+    ImageFolderSource,
+    NpzSource,
+    SyntheticSource,
+    open_source,
+)
+from onnxship.runtime._golden import GOLDEN_SCHEMA, Golden, GoldenRunner, read_golden, write_golden
+from onnxship.runtime._preprocess import PreprocessConfig, preprocess_images
+from onnxship.runtime._runners import OnnxRuntimeRunner, Runner, TorchRunner, flatten_outputs
+from onnxship.runtime._table import TableSource
 from onnxship.verify._compare import (
     PRECISION_TOLERANCES,
     OutputStats,
@@ -7,23 +20,10 @@ from onnxship.verify._compare import (
     compare_arrays,
     compare_outputs,
 )
-from onnxship.verify._data import (
-    Batch,
-    DataSource,
-    GoldenSource,
-    ImageFolderSource,
-    NpzSource,
-    SyntheticSource,
-    TableSource,
-    open_source,
-)
-from onnxship.verify._golden import GOLDEN_SCHEMA, Golden, GoldenRunner, read_golden, write_golden
 from onnxship.verify._metrics import OutputAccumulator, OutputSummary
 from onnxship.verify._parity import ParityResult, ShapeCheck, check_parity
 from onnxship.verify._policy import PRECISIONS, TASKS, GatePolicy, resolve_policy
-from onnxship.verify._preprocess import PreprocessConfig, preprocess_images
 from onnxship.verify._report import REPORT_SCHEMA, VerifyReport, load_report_schema
-from onnxship.verify._runners import OnnxRuntimeRunner, Runner, TorchRunner, flatten_outputs
 from onnxship.verify._sampling import MODES, SampleConfig, SamplePlan, add_hard_samples, plan_samples
 from onnxship.verify._tasks import (
     ClassificationAgreement,

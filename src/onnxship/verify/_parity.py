@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from onnxship import _progress
+from onnxship.runtime._runners import Runner
 from onnxship.spec._inputs import TensorSpec, complete_point, dim_table, sample_feeds, sweep_points
 from onnxship.verify._compare import OutputStats, Tolerance, compare_outputs, nonfinite_finding
-from onnxship.verify._runners import Runner
 from onnxship.verify._values import value_variants
 
 __all__ = ["ParityResult", "ShapeCheck", "check_parity", "sweep_summary"]

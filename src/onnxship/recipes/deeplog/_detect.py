@@ -142,9 +142,9 @@ def _infer(runner: Any, x: np.ndarray, batch: int) -> np.ndarray:
 
 def _torch_logits(meta: dict[str, Any], checkpoint: Path, x: np.ndarray, batch: int) -> np.ndarray:
     """PyTorch logits on the same windows (the only place detect imports torch)."""
+    from onnxship.runtime._runners import TorchRunner
     from onnxship.spec._binding import bind_inputs
     from onnxship.spec._model import parse_model_spec
-    from onnxship.verify._runners import TorchRunner
 
     loaded = parse_model_spec(str(meta["model_spec"]), checkpoint=checkpoint).load()
     if meta.get("weights_sha256") and loaded.weights_sha256 != meta["weights_sha256"]:
@@ -221,7 +221,7 @@ def detect_anomalies(config: DetectConfig) -> DetectResult:
     from onnxship.package._release import read_release
     from onnxship.recipes.deeplog._build import NEXT_COL, UNKNOWN_ID, WINDOW_COL, session_windows
     from onnxship.recipes.deeplog._parse import _write_parquet, read_parsed
-    from onnxship.verify._runners import OnnxRuntimeRunner
+    from onnxship.runtime._runners import OnnxRuntimeRunner
     from onnxship.verify._tasks import sequence_agreement
 
     start = time.perf_counter()

@@ -144,7 +144,7 @@ def _sequence_check(
 ) -> dict[str, Any]:
     """The real windows' top-g agreement: from the bundle's own report when ship used the same g, else a
     separate ``onnxship.verify`` run with the sequence task on the same windows."""
-    from onnxship.verify._verify import VerifyConfig, verify
+    from onnxship.verify import VerifyConfig, verify
 
     metrics = dict(getattr(result.report, "task_metrics", None) or {})
     if metrics.get("task") == "sequence" and metrics.get("top_g") == cfg.top_g:

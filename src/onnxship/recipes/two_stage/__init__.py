@@ -13,13 +13,12 @@ Imports nothing heavy: torch and onnxruntime are imported inside the verbs.
 
 from __future__ import annotations
 
+from onnxship.recipes.two_stage._build import TwoStageBuildConfig, TwoStageBuildResult, build_two_stage
 from onnxship.recipes.two_stage._data import COLOURS, Scene, crop_resize, make_scenes
+from onnxship.recipes.two_stage._infer import infer_pipeline
 from onnxship.recipes.two_stage._pipeline import (
     MANIFEST_FORMAT,
     PipelineResult,
-    TwoStageBuildConfig,
-    TwoStageBuildResult,
-    build_two_stage,
     compare_pipelines,
     load_manifest,
     pipeline_images,
@@ -36,6 +35,7 @@ __all__ = [
     "build_two_stage",
     "compare_pipelines",
     "crop_resize",
+    "infer_pipeline",
     "load_manifest",
     "make_scenes",
     "pipeline_images",
