@@ -196,7 +196,7 @@ def test_mnist_script(production):
     assert event["model"]["pytorch_uri"] and event["model"]["mlflow_uri"]
     triton = client.download_artifacts(result.run_id, event["model"]["triton_config"], os.getcwd())
     try:
-        assert "dims: [ 28, 28 ]" in Path(triton).read_text()
+        assert "dims: [28, 28]" in Path(triton).read_text()
     finally:
         Path(triton).unlink()
 
