@@ -52,6 +52,16 @@ def model_families():
             "torchvision does not import beside this torch build, even with the operator schemas declared"
         )
     os.environ.setdefault("YOLO_OFFLINE", "1")  # Ultralytics: never reach out for anything
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")  # ... and never pip-install a missing package
+    # Importing Ultralytics replaces PIL.Image.open for the whole process (a HEIF fallback that imports, or
+    # installs, pi-heif on any unreadable file). The rest of the suite checks how onnxship reports unreadable
+    # images, so the session keeps Pillow's own function.
+    import PIL.Image
+
+    original_open = PIL.Image.open
+    import ultralytics.utils.patches  # noqa: F401
+
+    PIL.Image.open = original_open
     return shim
 
 

@@ -121,6 +121,7 @@ def test_core_install_has_no_torch_and_works(core_venv, bundle, tmp_path):
         cwd=tmp_path,
     )
     assert json.loads(verified.stdout)["passed"] is True
+    (tmp_path / "x.py").write_text("def build():\n    raise AssertionError('never imported without torch')\n")
     broken = subprocess.run(
         [exe, "verify", bundle / "deeplog.onnx", "--model", "x.py:build"],
         capture_output=True,

@@ -84,7 +84,9 @@ def preprocess_images(
                 left, top = (nw - config.size) // 2, (nh - config.size) // 2
                 im = im.crop((left, top, left + config.size, top + config.size))
                 arr = np.asarray(im, dtype=np.float32)
-        except (OSError, ValueError) as exc:
+        except (
+            Exception
+        ) as exc:  # any reader failure (Pillow, or a plugin another library installed) is a bad file
             raise ConfigError(
                 f"cannot read image {str(p)!r} ({type(exc).__name__}: {exc})",
                 hint="remove or fix the file; the data folder must hold only images",
