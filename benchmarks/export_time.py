@@ -204,6 +204,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         os.environ["ONNXSHIP_CACHE_DIR"] = str(tmp / "cache")
+        os.environ.setdefault(
+            "ONNXSHIP_EXPORT_CONCURRENCY", "1"
+        )  # auto/fastest are measured with concurrent candidates
         _warm_up(tmp)
         for arch in args.archs.split(","):
             build, specs = ARCHS[arch]

@@ -18,6 +18,12 @@ import onnxship
 from onnxship import ExportError
 from onnxship.testing import SmallCNN
 
+
+@pytest.fixture(autouse=True)
+def _concurrency_on(monkeypatch):
+    monkeypatch.setenv("ONNXSHIP_EXPORT_CONCURRENCY", "1")  # opt-in (export/_concurrent.py says why)
+
+
 pytestmark = pytest.mark.slow
 
 SPEC = ["x:batch=2 x 4:float32"]

@@ -10,7 +10,7 @@ process at once, each through the full gate (export/_candidates.py), and the par
 
 Workers start with ``fork`` where the platform has it (nothing to pickle, no torch import to pay); with
 ``ONNXSHIP_EXPORT_START_METHOD=spawn`` or ``forkserver`` the job is pickled, and a job that cannot be pickled (a model
-class defined inside a function) runs in-process instead. ``ONNXSHIP_EXPORT_CONCURRENCY=0`` runs candidates one after
+class defined inside a function) runs in-process instead. Concurrency is opt-in (``ONNXSHIP_EXPORT_CONCURRENCY=1``): by default candidates run one after
 another in the parent (preference order, stopping at the first verified one), as does an export inside a daemonic
 process (a multiprocessing Pool worker), which may not start children.
 
@@ -64,7 +64,10 @@ def start_method() -> str:
 def _concurrent_enabled() -> bool:
     if multiprocessing.current_process().daemon:  # a daemonic process (a Pool worker) may not start children
         return False
-    return os.environ.get("ONNXSHIP_EXPORT_CONCURRENCY", "1").strip() not in ("0", "false", "no", "off")
+    # Off by default: a forked worker of a parent whose torch thread pools already ran (a recipe that trained the
+    # model in-process, then ships it) can deadlock in its first parallel region. Opt in with
+    # ONNXSHIP_EXPORT_CONCURRENCY=1 until workers start without inheriting those pools.
+    return os.environ.get("ONNXSHIP_EXPORT_CONCURRENCY", "0").strip() in ("1", "true", "yes", "on")
 
 
 def run_group(jobs: list[CandidateJob], policy: str = "preference") -> GroupResult:
