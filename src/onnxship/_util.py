@@ -256,6 +256,16 @@ def work_dir(parent: str | Path, label: str, *, what: str = "to the output folde
         raise _write_error(exc, parent, what) from None
 
 
+def replace_dir(staged: Path, final: Path) -> None:
+    """Put the finished folder ``staged`` at ``final`` (same filesystem): an existing ``final`` is moved aside to a
+    hidden name first and removed only after the rename, so ``final`` is never half-written."""
+    old = final.parent / f".{final.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
+    if final.exists():
+        os.rename(final, old)
+    os.rename(staged, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def git_sha(cwd: str | Path | None = None, length: int = 7) -> str:
     """Short sha of HEAD of the git project at ``cwd`` (the user's project), or "nogit"."""
     if shutil.which("git") is None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxship._errors import ConfigError, PackagingError
+from onnxship._util import replace_dir
 from onnxship._version import __version__
 from onnxship.package._limits import serving_limits
 from onnxship.package._release import Release, read_release
@@ -274,11 +275,7 @@ def package_kserve(release_path: str | Path, cfg: KServeConfig) -> KServeResult:
             notes.append(f"upload the release folder {release.path}/ to {cfg.storage_uri}")
         manifest = kserve_manifest(release, cfg, max_batch or None)
         (tmp / "inferenceservice.yaml").write_text(_dump(manifest), encoding="utf-8")
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-        if out.exists():
-            os.rename(out, old)
-        os.rename(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 
 from onnxship._errors import PackagingError
-from onnxship._util import check_name
+from onnxship._util import check_name, replace_dir
 from onnxship.package._release import MANIFEST, Release, list_releases, read_release
 from onnxship.package._triton_config import (
     MODEL_FILENAME,
@@ -227,11 +227,7 @@ def _write_repo(
             encoding="utf-8",
         )
         final = repo / name
-        old = repo / f".{name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-        if final.exists():
-            os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
