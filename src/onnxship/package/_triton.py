@@ -85,17 +85,7 @@ def check_triton(release: Release, config: TritonConfig) -> str:
     mbs, ins, outs, _ = triton_signature(release, config.max_batch_size)
     name = config.model_name or release.name
     warm = _warmup(release, mbs, ins) if config.warmup else None
-    text = render_config(
-        name,
-        mbs,
-        ins,
-        outs,
-        config,
-        (outs[0].name, "labels.txt") if _labels(release, outs) else None,
-        {k: v[0] for k, v in warm.items()} if warm else None,
-    )
-    _check_parsed(parse_triton_config(text), name, mbs, ins, outs, config)
-    return text
+    return _checked_text(name, mbs, ins, outs, config, _labels(release, outs), warm)
 
 
 def package_triton(releases: list[str | Path] | str | Path, config: TritonConfig) -> TritonResult:
@@ -135,6 +125,21 @@ def package_triton(releases: list[str | Path] | str | Path, config: TritonConfig
     warm = _warmup(items[-1], mbs, ins) if config.warmup else None
     if config.warmup and not warm:
         notes.append(f"no warmup: release {items[-1].version} has no golden.npz")
+    text = _checked_text(name, mbs, ins, outs, config, labels, warm)
+    files = {v[0][2]: v[1] for v in warm.values()} if warm else {}
+    return _write_repo(config.repo, name, text, items, labels, mbs, ins, outs, notes, files)
+
+
+def _checked_text(
+    name: str,
+    mbs: int,
+    ins: list[TritonTensor],
+    outs: list[TritonTensor],
+    config: TritonConfig,
+    labels: list[str] | None,
+    warm: dict[str, tuple[tuple[str, list[int], str], bytes]] | None,
+) -> str:
+    """config.pbtxt text for one signature, parsed back and checked against what was asked."""
     text = render_config(
         name,
         mbs,
@@ -145,8 +150,7 @@ def package_triton(releases: list[str | Path] | str | Path, config: TritonConfig
         {k: v[0] for k, v in warm.items()} if warm else None,
     )
     _check_parsed(parse_triton_config(text), name, mbs, ins, outs, config)
-    files = {v[0][2]: v[1] for v in warm.values()} if warm else {}
-    return _write_repo(config.repo, name, text, items, labels, mbs, ins, outs, notes, files)
+    return text
 
 
 def _warmup(
