@@ -21,7 +21,7 @@ from onnxship.testing import SmallCNN
 
 @pytest.fixture(autouse=True)
 def _concurrency_on(monkeypatch):
-    monkeypatch.setenv("ONNXSHIP_EXPORT_CONCURRENCY", "1")  # opt-in (export/_concurrent.py says why)
+    monkeypatch.delenv("ONNXSHIP_EXPORT_CONCURRENCY", raising=False)  # the default: concurrent candidates
 
 
 pytestmark = pytest.mark.slow
@@ -197,3 +197,33 @@ def test_the_verdict_waits_for_the_preferred_candidate_only_under_auto(tmp_path)
     assert _decide([bad, bad], "preference", [0, 1]) is None
     assert _decide([None, ok], "fastest", [1]) == 1  # fastest does not wait
     assert _decide([ok, ok], "fastest", [1, 0]) == 1  # the first to finish, not the preferred
+
+
+_TRAINED_IN_PROCESS = """
+import sys, tempfile, torch, onnxship
+from onnxship.testing import SmallCNN
+
+torch.set_num_threads(2)
+model = SmallCNN()
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+for _ in range(3):  # training runs OpenMP parallel regions in this process before the workers are forked
+    loss = model(torch.randn(16, 3, 32, 32)).square().mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+model.eval()
+result = onnxship.export(
+    model, inputs=["image:batch=2 x 3 x 16 x 16:float32"], out=tempfile.mkdtemp(), name="m", use_cache=False
+)
+print("exported", result.strategy, [c.outcome for c in result.candidates])
+"""
+
+
+def test_workers_of_a_process_that_trained_the_model_do_not_hang():
+    """GNU OpenMP's pool does not survive fork(): the workers must not enter a parallel region with its threads."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    r = subprocess.run(
+        [sys.executable, "-c", _TRAINED_IN_PROCESS], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "exported dynamo ['accepted', 'skipped']" in r.stdout

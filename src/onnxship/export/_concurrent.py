@@ -10,9 +10,12 @@ process at once, each through the full gate (export/_candidates.py), and the par
 
 Workers start with ``fork`` where the platform has it (nothing to pickle, no torch import to pay); with
 ``ONNXSHIP_EXPORT_START_METHOD=spawn`` or ``forkserver`` the job is pickled, and a job that cannot be pickled (a model
-class defined inside a function) runs in-process instead. Concurrency is opt-in (``ONNXSHIP_EXPORT_CONCURRENCY=1``): by default candidates run one after
-another in the parent (preference order, stopping at the first verified one), as does an export inside a daemonic
-process (a multiprocessing Pool worker), which may not start children.
+class defined inside a function) runs in-process instead. Every worker runs torch with one intra-op thread: the
+candidates share the cores, and GNU OpenMP's thread pool does not survive ``fork()`` (a worker of a parent that
+already ran a parallel region, e.g. one that trained the model, would hang in its first parallel region with more
+threads). ``ONNXSHIP_EXPORT_CONCURRENCY=0`` runs the candidates one after another in the parent (preference order,
+stopping at the first verified one), as does an export inside a daemonic process (a multiprocessing Pool worker),
+which may not start children.
 
 User code runs in the worker, inside the same error boundary as in-process: anything it raises, ``sys.exit()``
 included, becomes that candidate's "failed" record, and a worker that dies without answering is recorded as such;
@@ -64,10 +67,8 @@ def start_method() -> str:
 def _concurrent_enabled() -> bool:
     if multiprocessing.current_process().daemon:  # a daemonic process (a Pool worker) may not start children
         return False
-    # Off by default: a forked worker of a parent whose torch thread pools already ran (a recipe that trained the
-    # model in-process, then ships it) can deadlock in its first parallel region. Opt in with
-    # ONNXSHIP_EXPORT_CONCURRENCY=1 until workers start without inheriting those pools.
-    return os.environ.get("ONNXSHIP_EXPORT_CONCURRENCY", "0").strip() in ("1", "true", "yes", "on")
+    # ONNXSHIP_EXPORT_CONCURRENCY=0 opts out (one candidate at a time, in this process)
+    return os.environ.get("ONNXSHIP_EXPORT_CONCURRENCY", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def run_group(jobs: list[CandidateJob], policy: str = "preference") -> GroupResult:
@@ -148,11 +149,10 @@ def _crashed_outcome(job: CandidateJob, reason: str, started: float) -> Candidat
 
 
 def _concurrent(jobs: list[CandidateJob], policy: str, ctx: Any) -> GroupResult:
-    cores = os.cpu_count() or 1
-    share = max(1, cores // len(jobs))
-    # auto waits for the preferred candidate, which usually outlives the others: it keeps every core's worth of
-    # threads; the rest share the cores (fastest: all share)
-    threads = [cores if i == 0 and policy == "preference" else share for i in range(len(jobs))]
+    # One intra-op thread per worker. The candidates share the cores, and a forked child must not enter a parallel
+    # region: GNU OpenMP's thread pool does not survive fork(), so a worker of a parent that already ran a parallel
+    # region (it trained the model, or ran a convolution) hangs in its first one with more than one thread.
+    threads = [1] * len(jobs)
     procs: list[Any] = []
     conns: list[Connection] = []
     started: list[float] = []
