@@ -29,6 +29,7 @@ from onnxship.export._diagnostics import (
 from onnxship.export._strategies import STRATEGIES, TORCHSCRIPT_MAX_OPSET, ExportCall
 from onnxship.onnxfile import specialized_dims
 from onnxship.runtime._runners import OnnxRuntimeRunner, TorchRunner
+from onnxship.runtime._session import SessionConfig
 from onnxship.spec._binding import Binding
 from onnxship.spec._inputs import TensorSpec
 from onnxship.verify._parity import ParityResult, check_parity
@@ -191,7 +192,9 @@ def _try_strategy(
                 return None
         t1 = time.perf_counter()
         try:
-            ort_runner = OnnxRuntimeRunner(path)
+            # no spinning: PyTorch and onnxruntime take turns in the gate, and a spinning pool idles on the cores
+            # the other one needs (a concurrent candidate shares them too)
+            ort_runner = OnnxRuntimeRunner(path, SessionConfig(allow_spinning=False))
         except OnnxshipError as exc:
             rec.reason = f"onnxruntime cannot load it: {exc.message}"
             rec.verify_seconds = time.perf_counter() - t1

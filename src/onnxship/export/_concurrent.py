@@ -68,7 +68,12 @@ def _concurrent_enabled() -> bool:
     if multiprocessing.current_process().daemon:  # a daemonic process (a Pool worker) may not start children
         return False
     # ONNXSHIP_EXPORT_CONCURRENCY=0 opts out (one candidate at a time, in this process)
-    return os.environ.get("ONNXSHIP_EXPORT_CONCURRENCY", "1").strip().lower() not in ("0", "false", "no", "off")
+    return os.environ.get("ONNXSHIP_EXPORT_CONCURRENCY", "1").strip().lower() not in (
+        "0",
+        "false",
+        "no",
+        "off",
+    )
 
 
 def run_group(jobs: list[CandidateJob], policy: str = "preference") -> GroupResult:

@@ -57,28 +57,18 @@ def _dynamic_shapes(call: ExportCall) -> dict[str, Any] | None:
     return shapes
 
 
-# The onnxscript optimizer (optimize=True) is the slowest stage of a dynamo export; optimize=False followed by onnxslim
-# was faster and verified the same on every architecture in benchmarks/results/export_time.json ("dynamo_stages"),
-# with as few or fewer nodes. onnxslim works on an in-memory proto (< 2 GB), so big models keep optimize=True.
-SLIM_MAX_PARAM_BYTES = 1 << 30
-
-
-def _slim_instead(model: torch.nn.Module) -> bool:
-    import importlib.util
-
-    if importlib.util.find_spec("onnxslim") is None:
-        return False
-    size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
-    return size < SLIM_MAX_PARAM_BYTES
+# Dynamo's own stages were measured side by side (benchmarks/export_time.py, "dynamo_stages"): optimize=True (the
+# onnxscript optimizer, torch's default), optimize=False, and optimize=False followed by onnxslim. On a quiet machine
+# onnxslim afterwards cost more than the optimizer it replaced on two of three architectures (and the same on the
+# third), and optimize=False alone ships up to 4x the nodes; all three verified the same. So the export keeps
+# optimize=True: `onnxship optimize` simplifies with onnxslim where a smaller graph is wanted.
 
 
 def export_dynamo(call: ExportCall) -> None:
-    """torch.onnx.export(dynamo=True) with dynamic_shapes from the named dims, then onnxslim where it fits."""
+    """torch.onnx.export(dynamo=True) with dynamic_shapes from the named dims, saved with external data."""
     import torch
 
     args, kwargs = call.binding.call_args(call.values)
-    ds = _dynamic_shapes(call)
-    slim = _slim_instead(call.model)
     program = torch.onnx.export(
         call.model,
         args,
@@ -88,29 +78,14 @@ def export_dynamo(call: ExportCall) -> None:
         output_names=call.output_names,
         opset_version=call.opset,
         dynamo=True,
-        dynamic_shapes=ds,
-        optimize=not slim,
+        dynamic_shapes=_dynamic_shapes(call),
+        optimize=True,
         verify=False,
         report=False,
     )
     if program is None:
         raise RuntimeError("torch.onnx.export(dynamo=True) returned no program")
-    if not slim:
-        program.save(str(call.path), external_data=True)
-        return
-    import onnx
-    import onnxslim
-
-    slimmed = onnxslim.slim(program.model_proto)
-    if slimmed is None:
-        raise RuntimeError("onnxslim returned no model for the dynamo export")
-    onnx.save_model(
-        slimmed,
-        str(call.path),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=call.path.name + ".data",
-    )
+    program.save(str(call.path), external_data=True)
 
 
 def export_torchscript(call: ExportCall) -> None:
