@@ -399,6 +399,11 @@ def main() -> None:
     ap.add_argument("--no-mlflow", action="store_true", help="skip `mlflow models serve`")
     ap.add_argument("--no-triton", action="store_true", help="skip Triton")
     ap.add_argument(
+        "--only",
+        choices=["onnxship"],
+        help="onnxship: only the REST and gRPC points of the default `onnxship serve` (a quick ratio check)",
+    )
+    ap.add_argument(
         "--readme", help="rewrite the ratio table between the serve-ratios markers of this README"
     )
     ap.add_argument("--readme-only", action="store_true", help="only rewrite --readme from an existing --out")
@@ -423,16 +428,22 @@ def main() -> None:
             onnxship_base = base
             targets["onnxship_rest"] = ("wrk", base + "/v2/models/deeplog/infer")
             targets["onnxship_grpc"] = ("h2load", gaddr or "")
-            proc, base, _ = _onnxship(release, work, ["--workers", "1"], grpc=False)
-            procs.append(proc)
-            targets["onnxship_rest_1_worker"] = ("wrk", base + "/v2/models/deeplog/infer")
-            try:
-                proc, base = _fastapi(release, work)
+            if args.only:
+                for name in ("onnxship_rest_1_worker", "fastapi_onnxruntime"):
+                    skipped[name] = f"--only {args.only}"
+            else:
+                proc, base, _ = _onnxship(release, work, ["--workers", "1"], grpc=False)
                 procs.append(proc)
-                targets["fastapi_onnxruntime"] = ("wrk", base + "/v2/models/deeplog/infer")
-            except (ImportError, RuntimeError) as exc:
-                skipped["fastapi_onnxruntime"] = str(exc)
-            if args.no_mlflow:
+                targets["onnxship_rest_1_worker"] = ("wrk", base + "/v2/models/deeplog/infer")
+                try:
+                    proc, base = _fastapi(release, work)
+                    procs.append(proc)
+                    targets["fastapi_onnxruntime"] = ("wrk", base + "/v2/models/deeplog/infer")
+                except (ImportError, RuntimeError) as exc:
+                    skipped["fastapi_onnxruntime"] = str(exc)
+            if args.only:
+                skipped["mlflow_models_serve"] = skipped["triton_dynamic_batching"] = f"--only {args.only}"
+            elif args.no_mlflow:
                 skipped["mlflow_models_serve"] = "--no-mlflow"
             else:
                 try:
@@ -441,7 +452,9 @@ def main() -> None:
                     targets["mlflow_models_serve"] = ("wrk-mlflow", base + "/invocations")
                 except (ImportError, RuntimeError) as exc:
                     skipped["mlflow_models_serve"] = str(exc)
-            if args.no_triton:
+            if args.only:
+                pass
+            elif args.no_triton:
                 skipped["triton_dynamic_batching"] = "--no-triton"
             else:
                 try:
