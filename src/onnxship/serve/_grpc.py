@@ -142,6 +142,7 @@ class GrpcService:
         name, label, fn, request_type = entry
         start = time.perf_counter()
         status = 200
+        model_label = ""
         try:
             if name not in _OPEN and not self._authorized(head.authorization):
                 raise RequestError(
@@ -152,6 +153,7 @@ class GrpcService:
             except Exception:  # google.protobuf.message.DecodeError
                 raise RequestError(400, f"the request is not a valid {name}Request message") from None
             if fn is None:
+                model_label = request.model_name
                 self._accept_infer(call, request, start)
                 return
             call.respond(fn(request).SerializeToString())
@@ -162,7 +164,9 @@ class GrpcService:
             log.exception("unhandled error in gRPC %s", name)
             status = 500
             call.fail(_h2.INTERNAL, "internal server error (see the server log)")
-        self.metrics.request("", label, status, time.perf_counter() - start)
+        current = self.manager.current
+        model_label = model_label if current is not None and model_label == current[0].name else ""
+        self.metrics.request(model_label, label, status, time.perf_counter() - start)
 
     def _authorized(self, value: bytes | None) -> bool:
         if self._token is None:

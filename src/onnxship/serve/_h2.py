@@ -5,8 +5,9 @@ round trips; on this server's budget a bare grpcio echo handler cost more CPU pe
 path, so gRPC was 4x slower than REST. This module speaks just what a gRPC client needs for unary calls (cleartext
 HTTP/2 with prior knowledge, RFC 9113) and nothing more:
 
-- frames: SETTINGS (+ACK), PING (+ACK), HEADERS/CONTINUATION (header blocks decoded with ``hpack``; a block made of
-  indexed fields only, the steady state of a keep-alive client, is decoded once and cached), DATA with padding,
+- frames: SETTINGS (+ACK), PING (+ACK), HEADERS/CONTINUATION (header blocks decoded with ``hpack``; a block whose
+  decoding leaves the dynamic table unchanged, the steady state of a keep-alive client, is decoded once and
+  cached until a block changes the table), DATA with padding,
   WINDOW_UPDATE, RST_STREAM, GOAWAY; PRIORITY and unknown frame types are ignored, as the RFC asks;
 - flow control both ways: the receive windows are opened wide (a request up to the size limit never waits for a
   window update) and replenished as data arrives; sends respect the peer's connection and stream windows and its
@@ -376,14 +377,20 @@ class H2Connection(asyncio.Protocol):
         if head is None:
             from hpack import HPACKError
 
+            table = self.decoder.header_table
+            entries = table.dynamic_entries
+            before = (len(entries), entries[0] if entries else None, table.maxsize)
             try:
                 headers = self.decoder.decode(block, raw=True)
             except HPACKError as exc:
                 raise _ConnectionError(COMPRESSION_ERROR, f"header block: {exc}") from None
             head = Head(headers)
-            # indexed fields only (no literal, no table size update): decoding did not change the dynamic
-            # table, so the same bytes mean the same headers until a block that does change it arrives
-            if block and min(block) > 0x80 and max(block) < 0xFF:
+            entries = table.dynamic_entries
+            if (len(entries), entries[0] if entries else None, table.maxsize) == before and (
+                not entries or entries[0] is before[1]
+            ):
+                # decoding left the dynamic table as it was (indexed fields, literals without indexing): the same
+                # bytes mean the same headers until a block that changes the table arrives
                 if len(self.heads) < 64:
                     self.heads[block] = head
             elif self.heads:
