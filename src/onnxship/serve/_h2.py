@@ -253,7 +253,6 @@ class H2Connection(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.server.connections.add(self)
-        transport.write(self.server.preface)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -277,6 +276,9 @@ class H2Connection(asyncio.Protocol):
             elif data.startswith(PREFACE):
                 self.started = True
                 i = len(PREFACE)
+                self.transport.write(
+                    self.server.preface
+                )  # after the client's: an HTTP/1.1 client gets text only
             if not self.started:
                 self._not_http2()
                 return
