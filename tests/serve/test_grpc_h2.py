@@ -78,7 +78,7 @@ def test_raw_contents_with_several_inputs_in_any_order(two_input_server):
         resp = stub.ModelInfer(req, timeout=30)
         got = {
             o.name: np.frombuffer(raw, np.float32).reshape(list(o.shape))
-            for o, raw in zip(resp.outputs, resp.raw_output_contents)
+            for o, raw in zip(resp.outputs, resp.raw_output_contents, strict=True)
         }
         assert set(got) == {"sum", "scaled"}
         np.testing.assert_allclose(got["sum"], a + b, rtol=1e-6)
@@ -113,7 +113,7 @@ def test_concurrent_grpc_calls_share_batches(one_worker, bundles):
             req.raw_input_contents.append(x.tobytes())
             calls.append(stub.ModelInfer.future(req, timeout=30))
         answers = [c.result() for c in calls]
-    for i, (x, resp) in enumerate(zip(xs, answers)):
+    for i, (x, resp) in enumerate(zip(xs, answers, strict=True)):
         assert resp.id == f"call-{i}"
         got = np.frombuffer(resp.raw_output_contents[0], np.float32).reshape(1, 30)
         np.testing.assert_allclose(got, bundles.expected(bundles.v1.name, {"input_sequence": x}), atol=1e-5)
