@@ -415,6 +415,9 @@ def main() -> None:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (scripts/components.sh installs it: wrk, nghttp2-client)")
     levels = [1, 32]
+    # before any server starts: what other jobs put on the machine (the run itself loads every core)
+    load_start = os.getloadavg()
+    busy = load_start[0] >= 0.5 * (os.cpu_count() or 1)
     skipped: dict[str, str] = {}
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -505,9 +508,10 @@ def main() -> None:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
+            "load_average_at_start": load_start,
             "load_average_at_end": os.getloadavg(),
-            "note": "shared with other jobs, busy while measured: absolute numbers move between runs; compare "
-            "the ratios of one run (every peer measured in the same interleaved rounds)",
+            "busy": busy,
+            "note": _machine_note(load_start, os.getloadavg(), os.cpu_count() or 1),
         },
         "seconds_per_point": args.seconds,
         "rounds": args.rounds,
@@ -527,6 +531,17 @@ def main() -> None:
     print(json.dumps({"ratios": ratios, "goals": goals, "skipped": skipped}, indent=2))
     if args.readme:
         _write_readme(Path(args.readme), results)
+
+
+def _machine_note(start: tuple[float, ...], end: tuple[float, ...], cpus: int) -> str:
+    """Busy or quiet, from the 1-minute load average measured before the run started (other jobs' load)."""
+    state = "busy" if start[0] >= 0.5 * cpus else "quiet"
+    return (
+        f"{state} when the run started: 1-minute load average {start[0]:.2f} on {cpus} cores before any server "
+        f"started (busy = at least half the cores' worth of other work); {end[0]:.2f} at the end counts this "
+        f"benchmark's own servers and load generators. Absolute numbers move with the machine's load between "
+        f"runs: compare the ratios of one run (every peer measured in the same interleaved rounds)"
+    )
 
 
 MARK_BEGIN, MARK_END = "<!-- serve-ratios:begin -->", "<!-- serve-ratios:end -->"
@@ -580,12 +595,16 @@ def _write_readme(readme: Path, results: dict) -> None:
             goal("c1_added_latency_at_most_0.25ms_p50", "<= 0.25 ms"),
         ),
     ]
-    load = results["machine"].get("load_average_at_end")
+    machine = results["machine"]
+    start = machine.get("load_average_at_start")
+    if start is not None:
+        load = f"{'busy' if machine.get('busy') else 'quiet'}: load average {start[0]:.1f} before the run"
+    else:
+        load = f"load average {machine['load_average_at_end'][0]:.1f} at the end, the run included"
     lines = [
         MARK_BEGIN,
-        f"Last run: {results['measured_at_utc']}, {results['machine']['cpus']} cores shared with other jobs "
-        f"(load average {load[0]:.1f} at the end), {results['rounds']} interleaved rounds of "
-        f"{results['seconds_per_point']} s per point; medians over rounds.",
+        f"Last run: {results['measured_at_utc']}, {machine['cpus']} cores ({load}), {results['rounds']} "
+        f"interleaved rounds of {results['seconds_per_point']} s per point; medians over rounds.",
         "",
         "| measured in the same run | ratio | goal |",
         "|---|---|---|",

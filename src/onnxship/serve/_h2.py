@@ -199,7 +199,6 @@ class H2Server:
         settings = b"".join(
             _SETTING.pack(k, v)
             for k, v in (
-                (0x2, 0),  # ENABLE_PUSH: off
                 (0x3, max_streams),  # MAX_CONCURRENT_STREAMS
                 (0x4, self.stream_window),  # INITIAL_WINDOW_SIZE
             )
@@ -532,6 +531,8 @@ class H2Connection(asyncio.Protocol):
     # -- sending -----------------------------------------------------------------------------------------------
     def send_response(self, call: Call, data: bytes) -> None:
         self._answered(call)
+        if self.closed:
+            return
         sid = call.sid
         size = len(data)
         if (
@@ -556,11 +557,15 @@ class H2Connection(asyncio.Protocol):
 
     def send_trailers_only(self, call: Call, block: bytes) -> None:
         self._answered(call)
+        if self.closed:
+            return
         self.transport.write(frame(HEADERS, END_STREAM | END_HEADERS, call.sid, block))
         self._done(call)
 
     def _http_refusal(self, call: Call, status: bytes) -> None:
         self._answered(call)
+        if self.closed:
+            return
         block = b"\x08" + _hpack_int(len(status), 7) + status  # ':status' (static name 8), literal value
         self.transport.write(frame(HEADERS, END_STREAM | END_HEADERS, call.sid, block))
         self._done(call)
