@@ -11,13 +11,14 @@ peer once per round, so a change in the machine's load hits all of them alike):
 - FastAPI + onnxruntime (one uvicorn process, uvloop + httptools, an async handler calling the session);
 - Triton 2.51 (scripts/components.sh) with dynamic batching and a Python-backend model that concatenates the
   batch Triton hands it, runs onnxruntime once and splits the outputs back (Triton's CPU wheel has no onnxruntime
-  backend). Skipped with the reason when the component is not installed.
+  backend), over REST and over its own gRPC port. Skipped with the reason when the component is not installed.
 
 Load: `wrk` (REST, a Lua script for the POST body) and `h2load` (gRPC: a unary call is an HTTP/2 POST; the body is
 a ModelInferRequest built with the protocol's generated message, behind gRPC's 5-byte frame). Both are Debian
 packages that scripts/components.sh installs (wrk, nghttp2-client).
 
 Usage: python benchmarks/serve_throughput.py [--seconds 5] [--rounds 2] [--out ...] [--no-mlflow] [--no-triton]
+       [--only onnxship]   (only the REST and gRPC points of the default `onnxship serve`: a quick ratio check)
 The JSON holds every point of every round and RATIOS to peers of the same run: quote those, not absolute numbers
 (a shared machine's load moves absolute numbers between runs).
 """
@@ -331,7 +332,7 @@ def _mlflow(release: Path, work: Path) -> tuple[subprocess.Popen, str]:
     return proc, base
 
 
-def _triton(release: Path, work: Path) -> tuple[subprocess.Popen, str]:
+def _triton(release: Path, work: Path) -> tuple[subprocess.Popen, str, str]:
     from onnxship.package import TritonConfig, package_triton
 
     if not ((TRITON_HOME / ".ok").is_file() and os.access(TRITON_HOME / "server/bin/tritonserver", os.X_OK)):
@@ -367,7 +368,7 @@ def _triton(release: Path, work: Path) -> tuple[subprocess.Popen, str]:
     proc = _popen(cmd, work, env, "triton.log")
     base = f"http://127.0.0.1:{port}"
     _wait(base + "/v2/models/deeplog/ready", proc)
-    return proc, base
+    return proc, base, f"127.0.0.1:{gport}"
 
 
 def _requests_per_run(base: str) -> float | None:
@@ -445,7 +446,8 @@ def main() -> None:
                 except (ImportError, RuntimeError) as exc:
                     skipped["fastapi_onnxruntime"] = str(exc)
             if args.only:
-                skipped["mlflow_models_serve"] = skipped["triton_dynamic_batching"] = f"--only {args.only}"
+                for name in ("mlflow_models_serve", "triton_dynamic_batching", "triton_grpc"):
+                    skipped[name] = f"--only {args.only}"
             elif args.no_mlflow:
                 skipped["mlflow_models_serve"] = "--no-mlflow"
             else:
@@ -458,14 +460,15 @@ def main() -> None:
             if args.only:
                 pass
             elif args.no_triton:
-                skipped["triton_dynamic_batching"] = "--no-triton"
+                skipped["triton_dynamic_batching"] = skipped["triton_grpc"] = "--no-triton"
             else:
                 try:
-                    proc, base = _triton(release, work)
+                    proc, base, tgrpc = _triton(release, work)
                     procs.append(proc)
                     targets["triton_dynamic_batching"] = ("wrk", base + "/v2/models/deeplog/infer")
+                    targets["triton_grpc"] = ("h2load", tgrpc)  # the same Triton server, its gRPC port
                 except (FileNotFoundError, RuntimeError) as exc:
-                    skipped["triton_dynamic_batching"] = str(exc)
+                    skipped["triton_dynamic_batching"] = skipped["triton_grpc"] = str(exc)
             # a check that every peer answers the request (not only with a 2xx) before loading it
             _check_answers(targets)
 
@@ -585,6 +588,11 @@ def _write_readme(readme: Path, results: dict) -> None:
         ),
         ("c=1: onnxship gRPC / REST", x(r["c1_onnxship_grpc_over_rest"]), ""),
         (
+            "c=32: onnxship gRPC / Triton 2.51 gRPC, dynamic batching",
+            x(r.get("c32_onnxship_grpc_over_triton_grpc")),
+            "",
+        ),
+        (
             "c=32: p99 latency, onnxship REST",
             ms(r["c32_onnxship_rest_p99_ms"]),
             goal("c32_p99_at_most_12ms", "<= 12 ms"),
@@ -651,6 +659,8 @@ def _ratios(peers: dict, floor: dict) -> tuple[dict, dict]:
         "c32_onnxship_rest_over_one_worker": ratio(rest32, rps("onnxship_rest_1_worker", 32)),
         "c32_onnxship_grpc_over_rest": ratio(rps("onnxship_grpc", 32), rest32),
         "c1_onnxship_grpc_over_rest": ratio(rps("onnxship_grpc", 1), rest1),
+        "c32_onnxship_grpc_over_triton_grpc": ratio(rps("onnxship_grpc", 32), rps("triton_grpc", 32)),
+        "c1_onnxship_grpc_over_triton_grpc": ratio(rps("onnxship_grpc", 1), rps("triton_grpc", 1)),
         "c32_onnxship_rest_over_in_process_onnxruntime_calls": ratio(rest32, floor["calls_per_s"]),
     }
     p99 = peers.get("onnxship_rest", {}).get("c32", {}).get("p99_ms")
