@@ -302,6 +302,11 @@ def test_unknown_method_and_undecodable_message(one_worker):
         with pytest.raises(grpc.RpcError) as exc:
             channel.unary_unary("/inference.GRPCInferenceService/RepositoryIndex")(b"", timeout=10)
         assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        # a streaming RPC is refused at once, not left waiting for a unary answer
+        stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+        with pytest.raises(grpc.RpcError) as exc:
+            list(stream(iter([_deeplog_request(np.zeros((1, 10), np.int64))] * 3), timeout=10))
+        assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
         with pytest.raises(grpc.RpcError) as exc:
             channel.unary_unary(MODEL_INFER)(b"\xff\xff\xff", timeout=10)
         assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -326,3 +331,18 @@ def test_http1_client_on_the_grpc_port_gets_one_line(one_worker):
             data += chunk
     assert data.startswith(b"HTTP/1.1 400 ")
     assert b"this port serves gRPC" in data and b"--port" in data
+
+
+def test_grpc_timeout_gives_deadline_exceeded(one_worker):
+    """A call whose message does not arrive before its grpc-timeout is answered DEADLINE_EXCEEDED."""
+    peer = Peer(grpc_address(one_worker), {})
+    try:
+        block = peer.encoder.encode(
+            [(":method", "POST"), (":scheme", "http"), (":path", MODEL_INFER), (":authority", "t")]
+            + [("content-type", "application/grpc"), ("grpc-timeout", "20m")]
+        )
+        peer.send(_frame(1, 0x4, 1, block))  # headers only: the message never comes
+        headers = dict(peer.decoder.decode(peer.stream_frames(1)[-1][2]))
+        assert headers["grpc-status"] == "4" and "deadline" in headers["grpc-message"], headers
+    finally:
+        peer.close()

@@ -137,7 +137,7 @@ class GrpcService:
         entry = self._methods.get(head.path or b"")
         if entry is None:
             path = (head.path or b"").decode("latin-1")
-            call.fail(_h2.UNIMPLEMENTED, f"method {path!r} is not served; see {SERVICE} (ModelInfer, ...)")
+            call.fail(_h2.UNIMPLEMENTED, f"method {path!r} is not served")
             return
         name, label, fn, request_type = entry
         start = time.perf_counter()
@@ -411,6 +411,7 @@ def attach_grpc(app: ServeApp, host: str, port: int) -> str:
         service = GrpcService(app)
         server = _h2.H2Server(
             service.dispatch,
+            frozenset(service._methods),
             max_message=app.manager.config.max_body_bytes,
             max_streams=max(1, app.manager.config.max_inflight),
         )

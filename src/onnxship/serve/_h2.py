@@ -186,10 +186,21 @@ class Call:
 
 
 class H2Server:
-    """Listening socket -> H2Connection per client; ``dispatch(call, message)`` handles each complete request."""
+    """Listening socket -> H2Connection per client; ``dispatch(call, message)`` handles each complete request.
 
-    def __init__(self, dispatch: Callable[[Call, bytes], None], max_message: int, max_streams: int) -> None:
+    A call to any other path than ``methods`` (e.g. a streaming RPC) is answered UNIMPLEMENTED as soon as its
+    headers arrive, so a streaming client is not left waiting for a unary answer.
+    """
+
+    def __init__(
+        self,
+        dispatch: Callable[[Call, bytes], None],
+        methods: frozenset[bytes],
+        max_message: int,
+        max_streams: int,
+    ) -> None:
         self.dispatch = dispatch
+        self.methods = methods  # the :path of every unary method served: others are refused at their headers
         self.max_message = max_message
         self.max_streams = max_streams
         self.connections: set[H2Connection] = set()
@@ -408,6 +419,11 @@ class H2Connection(asyncio.Protocol):
             self._http_refusal(call, b"405")
         elif head.content_type is None or not head.content_type.startswith(b"application/grpc"):
             self._http_refusal(call, b"415")
+        elif head.path not in self.server.methods:
+            path = (head.path or b"").decode("latin-1")
+            call.fail(
+                UNIMPLEMENTED, f"method {path!r} is not served (served: unary calls of the inference service)"
+            )
         elif head.encoding not in (None, b"identity", b"gzip", b"deflate"):
             call.fail(
                 UNIMPLEMENTED,
