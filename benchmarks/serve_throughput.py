@@ -371,6 +371,16 @@ def _triton(release: Path, work: Path) -> tuple[subprocess.Popen, str, str]:
     return proc, base, f"127.0.0.1:{gport}"
 
 
+def _grpc_codes(base: str) -> dict[str, int]:
+    """ModelInfer calls the onnxship server answered over gRPC, by (REST-equivalent) status."""
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = re.findall(
+        r'^onnxship_requests_total\{[^}]*endpoint="grpc_model_infer",code="(\d+)"\} (\d+)', text, re.M
+    )
+    return {code: int(n) for code, n in found}
+
+
 def _requests_per_run(base: str) -> float | None:
     with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
         text = r.read().decode()
@@ -493,6 +503,7 @@ def main() -> None:
                             flush=True,
                         )
             per_run = _requests_per_run(onnxship_base)
+            grpc_codes = _grpc_codes(onnxship_base)
         finally:
             for proc in procs:
                 _stop(proc)
@@ -527,6 +538,8 @@ def main() -> None:
         "in_process_onnxruntime_batch1": floor,
         "peers": peers,
         "onnxship_mean_requests_per_model_run": per_run,
+        # h2load counts HTTP statuses only: the server's own count of gRPC answers by status (all "200" = OK)
+        "onnxship_grpc_model_infer_by_status": grpc_codes,
         "skipped": skipped,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
