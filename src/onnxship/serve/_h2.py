@@ -257,7 +257,7 @@ class H2Connection(asyncio.Protocol):
         from hpack import Decoder
 
         self.decoder = Decoder()
-        self.heads: dict[bytes, Head] = {}  # header blocks of indexed fields only -> their Head
+        self.heads: dict[bytes, Head] = {}  # header blocks that leave the HPACK table as it is -> their Head
 
     # -- asyncio.Protocol --------------------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -286,14 +286,13 @@ class H2Connection(asyncio.Protocol):
             elif data.startswith(PREFACE):
                 self.started = True
                 i = len(PREFACE)
-                self.transport.write(
-                    self.server.preface
-                )  # after the client's: an HTTP/1.1 client gets text only
+                # ours goes after the client's: an HTTP/1.1 client gets plain text only
+                self.transport.write(self.server.preface)
             if not self.started:
                 self._not_http2()
                 return
         try:
-            while n - i >= 9:
+            while n - i >= 9 and not self.closed:
                 word, flags, sid = _FRAME.unpack_from(data, i)
                 length = word >> 8
                 if length > MAX_FRAME:
