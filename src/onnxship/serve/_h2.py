@@ -254,6 +254,7 @@ class H2Connection(asyncio.Protocol):
         self.blocked: list[Call] = []  # calls with response data waiting for the peer's window
         self.going_away = False
         self.closed = False
+        self.out: list[bytes] | None = None  # writes held until the end of this loop iteration (see _write)
         from hpack import Decoder
 
         self.decoder = Decoder()
@@ -320,7 +321,7 @@ class H2Connection(asyncio.Protocol):
                     if sid or length != 8:
                         raise _ConnectionError(PROTOCOL_ERROR, "bad PING")
                     if not flags & ACK:
-                        self.transport.write(frame(PING, ACK, 0, payload))
+                        self._write(frame(PING, ACK, 0, payload))
                 elif ftype == RST_STREAM:
                     call = self.streams.pop(sid, None)
                     if call is not None:
@@ -362,7 +363,7 @@ class H2Connection(asyncio.Protocol):
                 call = Call(self, sid, self.peer_window)
                 if self.going_away or len(self.streams) >= self.server.max_streams:
                     call.answered = True
-                    self.transport.write(frame(RST_STREAM, 0, sid, _U32.pack(REFUSED_STREAM)))
+                    self._write(frame(RST_STREAM, 0, sid, _U32.pack(REFUSED_STREAM)))
                 else:
                     self.streams[sid] = call
         if flags & END_HEADERS:
@@ -436,7 +437,7 @@ class H2Connection(asyncio.Protocol):
             raise _ConnectionError(PROTOCOL_ERROR, "DATA on stream 0")
         self.received += len(payload)  # the whole frame payload (padding included) counts
         if self.received >= CONN_WINDOW // 2:
-            self.transport.write(frame(WINDOW_UPDATE, 0, 0, _U32.pack(self.received)))
+            self._write(frame(WINDOW_UPDATE, 0, 0, _U32.pack(self.received)))
             self.received = 0
         call = self.streams.get(sid)
         if call is None:
@@ -523,7 +524,7 @@ class H2Connection(asyncio.Protocol):
                 if not 16384 <= value <= 16777215:
                     raise _ConnectionError(PROTOCOL_ERROR, "bad MAX_FRAME_SIZE")
                 self.peer_frame = value
-        self.transport.write(frame(SETTINGS, ACK, 0))
+        self._write(frame(SETTINGS, ACK, 0))
         if self.blocked:
             self._flush_blocked()
 
@@ -558,14 +559,14 @@ class H2Connection(asyncio.Protocol):
         ):
             self.send_window -= size
             call.send_window -= size
-            self.transport.write(
+            self._write(
                 frame(HEADERS, END_HEADERS, sid, RESPONSE_HEAD)
                 + frame(DATA, 0, sid, data)
                 + frame(HEADERS, END_STREAM | END_HEADERS, sid, TRAILERS_OK)
             )
             self._done(call)
             return
-        self.transport.write(frame(HEADERS, END_HEADERS, sid, RESPONSE_HEAD))
+        self._write(frame(HEADERS, END_HEADERS, sid, RESPONSE_HEAD))
         call.pending = [memoryview(data), TRAILERS_OK]
         self.blocked.append(call)
         self._flush_blocked()
@@ -574,7 +575,7 @@ class H2Connection(asyncio.Protocol):
         self._answered(call)
         if self.closed:
             return
-        self.transport.write(frame(HEADERS, END_STREAM | END_HEADERS, call.sid, block))
+        self._write(frame(HEADERS, END_STREAM | END_HEADERS, call.sid, block))
         self._done(call)
 
     def _http_refusal(self, call: Call, status: bytes) -> None:
@@ -582,7 +583,7 @@ class H2Connection(asyncio.Protocol):
         if self.closed:
             return
         block = b"\x08" + _hpack_int(len(status), 7) + status  # ':status' (static name 8), literal value
-        self.transport.write(frame(HEADERS, END_STREAM | END_HEADERS, call.sid, block))
+        self._write(frame(HEADERS, END_STREAM | END_HEADERS, call.sid, block))
         self._done(call)
 
     def _flush_blocked(self) -> None:
@@ -607,7 +608,7 @@ class H2Connection(asyncio.Protocol):
                 self._done(call, out)
         self.blocked = still
         if out and not self.closed:
-            self.transport.write(b"".join(out))
+            self._write(b"".join(out))
 
     def _answered(self, call: Call) -> None:
         call.answered = True
@@ -625,7 +626,7 @@ class H2Connection(asyncio.Protocol):
             if out is not None:
                 out.append(rst)
             else:
-                self.transport.write(rst)
+                self._write(rst)
         self.streams.pop(call.sid, None)
         if self.going_away and not self.busy:
             self.close()
@@ -653,14 +654,32 @@ class H2Connection(asyncio.Protocol):
         if self.closed:
             return
         self.going_away = True
-        self.transport.write(
-            frame(GOAWAY, 0, 0, _U32.pack(self.last_sid) + _U32.pack(code) + detail.encode()[:200])
-        )
+        self._write(frame(GOAWAY, 0, 0, _U32.pack(self.last_sid) + _U32.pack(code) + detail.encode()[:200]))
 
     def close(self) -> None:
         if not self.closed:
+            self._flush_out()
             self.closed = True
             self.transport.close()
+
+    def _write(self, data: bytes) -> None:
+        """Write now, or, while other calls of this connection are in flight (their answers are likely to come
+        in this same loop iteration, from one batch), hold the bytes and write them all at once when the
+        iteration's callbacks are done: one send() for many responses. Every write goes through here, so frames
+        keep their order."""
+        out = self.out
+        if out is not None:
+            out.append(data)
+        elif len(self.streams) > 1:
+            self.out = [data]
+            asyncio.get_running_loop().call_soon(self._flush_out)
+        else:
+            self.transport.write(data)
+
+    def _flush_out(self) -> None:
+        out, self.out = self.out, None
+        if out and not self.closed:
+            self.transport.write(b"".join(out))
 
     def _not_http2(self) -> None:
         msg = b"this port serves gRPC (HTTP/2 with prior knowledge); send REST requests to the server's --port\n"
