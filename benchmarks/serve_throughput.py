@@ -206,7 +206,7 @@ def _grpc_body(work: Path) -> Path:
     return path
 
 
-def _h2load(address: str, body: Path, connections: int, seconds: int, work: Path) -> dict:
+def _h2load(address: str, body: Path, connections: int, seconds: int, work: Path, streams: int = 1) -> dict:
     log = work / "h2load.log"
     log.unlink(missing_ok=True)
     out = subprocess.run(
@@ -214,7 +214,7 @@ def _h2load(address: str, body: Path, connections: int, seconds: int, work: Path
             "h2load",
             "-t1",
             f"-c{connections}",
-            "-m1",
+            f"-m{streams}",
             "-D",
             str(seconds),
             "-d",
@@ -442,6 +442,8 @@ def main() -> None:
             onnxship_base = base
             targets["onnxship_rest"] = ("wrk", base + "/v2/models/deeplog/infer")
             targets["onnxship_grpc"] = ("h2load", gaddr or "")
+            # what one gRPC client channel does: every call multiplexed on one connection (so one worker)
+            targets["onnxship_grpc_one_connection"] = ("h2load-mux", gaddr or "")
             if args.only:
                 for name in ("onnxship_rest_1_worker", "fastapi_onnxruntime"):
                     skipped[name] = f"--only {args.only}"
@@ -482,14 +484,18 @@ def main() -> None:
             # a check that every peer answers the request (not only with a 2xx) before loading it
             _check_answers(targets)
 
-            points: dict[str, dict[int, list[dict]]] = {n: {c: [] for c in levels} for n in targets}
+            points: dict[str, dict[int, list[dict]]] = {
+                n: {c: [] for c in levels if c > 1 or targets[n][0] != "h2load-mux"} for n in targets
+            }
             in_process: list[dict] = []
             for r in range(args.rounds):
                 in_process.append(_in_process(release / "deeplog.onnx", args.seconds))
                 for name, (kind, address) in targets.items():
-                    for c in levels:
+                    for c in points[name]:
                         if kind == "h2load":
                             row = _h2load(address, grpc_body, c, args.seconds, work)
+                        elif kind == "h2load-mux":  # c=1 would repeat the plain gRPC point
+                            row = _h2load(address, grpc_body, 1, args.seconds, work, streams=c)
                         else:
                             body = (
                                 json.dumps({"inputs": {"input_sequence": SAMPLE}})
@@ -531,7 +537,8 @@ def main() -> None:
         "rounds": args.rounds,
         "model": "examples/deeplog/model.py (2-layer LSTM, hidden 64)",
         "request": "one [1,10] int64 sample per request; REST: JSON (wrk -t1 -cN keep-alive); gRPC: ModelInfer "
-        "with raw_input_contents (h2load -t1 -cN -m1)",
+        "with raw_input_contents (h2load -t1 -cN -m1; one_connection: h2load -t1 -c1 -mN, N calls multiplexed on "
+        "one connection as a gRPC client channel does)",
         "onnxship_settings": "defaults: --workers = cores, --max-batch 32, --batch-timeout-ms 0",
         "ratios": ratios,
         "goals": goals,
@@ -601,6 +608,11 @@ def _write_readme(readme: Path, results: dict) -> None:
         ),
         ("c=1: onnxship gRPC / REST", x(r["c1_onnxship_grpc_over_rest"]), ""),
         (
+            "c=32 on one connection (32 streams): onnxship gRPC / REST",
+            x(r.get("c32_onnxship_grpc_one_connection_over_rest")),
+            "",
+        ),
+        (
             "c=32: onnxship gRPC / Triton 2.51 gRPC, dynamic batching",
             x(r.get("c32_onnxship_grpc_over_triton_grpc")),
             "",
@@ -639,7 +651,7 @@ def _write_readme(readme: Path, results: dict) -> None:
 
 def _check_answers(targets: dict[str, tuple[str, str]]) -> None:
     for name, (kind, address) in targets.items():
-        if kind == "h2load":
+        if kind.startswith("h2load"):
             import tritonclient.grpc as grpcclient
 
             client = grpcclient.InferenceServerClient(address)
@@ -672,6 +684,7 @@ def _ratios(peers: dict, floor: dict) -> tuple[dict, dict]:
         "c32_onnxship_rest_over_one_worker": ratio(rest32, rps("onnxship_rest_1_worker", 32)),
         "c32_onnxship_grpc_over_rest": ratio(rps("onnxship_grpc", 32), rest32),
         "c1_onnxship_grpc_over_rest": ratio(rps("onnxship_grpc", 1), rest1),
+        "c32_onnxship_grpc_one_connection_over_rest": ratio(rps("onnxship_grpc_one_connection", 32), rest32),
         "c32_onnxship_grpc_over_triton_grpc": ratio(rps("onnxship_grpc", 32), rps("triton_grpc", 32)),
         "c1_onnxship_grpc_over_triton_grpc": ratio(rps("onnxship_grpc", 1), rps("triton_grpc", 1)),
         "c32_onnxship_rest_over_in_process_onnxruntime_calls": ratio(rest32, floor["calls_per_s"]),
