@@ -256,6 +256,9 @@ class GrpcService:
                 out.add_done_callback(functools.partial(self._resolved, job, model))
 
     def _resolved(self, job: _Infer, model: ServedModel, future: asyncio.Future[dict[str, Any]]) -> None:
+        if future.cancelled():  # the batcher went away under the call (shutdown)
+            self._finish(job, 503, "the server is shutting down; retry on another instance")
+            return
         exc = future.exception()
         if exc is None:
             self._answer(job, model, future.result())
