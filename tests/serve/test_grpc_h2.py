@@ -346,3 +346,30 @@ def test_grpc_timeout_gives_deadline_exceeded(one_worker):
         assert headers["grpc-status"] == "4" and "deadline" in headers["grpc-message"], headers
     finally:
         peer.close()
+
+
+def test_cached_header_blocks_follow_the_hpack_table(one_worker):
+    """The same header block bytes mean other headers once the peer's HPACK table changed: never a stale method."""
+    content_type = b"\x0f\x10\x10application/grpc"  # literal without indexing: leaves the table as it is
+
+    def path_indexed(path: str) -> bytes:  # ':path' (static name 4), literal with incremental indexing
+        return b"\x44" + bytes([len(path)]) + path.encode()
+
+    live = "/inference.GRPCInferenceService/ServerLive"
+    metadata = "/inference.GRPCInferenceService/ServerMetadata"
+    by_index = b"\x83\x86\xbe" + content_type  # POST, http, dynamic entry 62 (the newest)
+    peer = Peer(grpc_address(one_worker), {})
+
+    def call(sid: int, block: bytes) -> bytes:
+        peer.send(_frame(1, 0x4, sid, block) + _frame(0, 0x1, sid, b"\0\0\0\0\0"))
+        frames = peer.stream_frames(sid)
+        assert ("grpc-status", "0") in peer.decoder.decode(frames[-1][2]), frames
+        return b"".join(p for t, _, p in frames if t == 0)[5:]
+
+    try:
+        assert call(1, b"\x83\x86" + path_indexed(live) + content_type) == b"\x08\x01"  # live: true
+        assert call(3, by_index) == b"\x08\x01"  # entry 62 is ServerLive's path (now cached)
+        assert b"onnxship" in call(5, b"\x83\x86" + path_indexed(metadata) + content_type)
+        assert b"onnxship" in call(7, by_index)  # the same bytes: entry 62 is ServerMetadata's path now
+    finally:
+        peer.close()
