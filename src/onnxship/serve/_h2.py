@@ -609,6 +609,8 @@ class H2Connection(asyncio.Protocol):
         self.blocked = still
         if out and not self.closed:
             self._write(b"".join(out))
+        if self.going_away and not self.busy:
+            self.close()
 
     def _answered(self, call: Call) -> None:
         call.answered = True
