@@ -1,6 +1,7 @@
 """The gRPC server's own HTTP/2 layer against real clients and a raw-socket peer: several raw inputs, concurrent
 calls merged by the batcher (seen in /metrics), the peer's flow-control window and frame limits, PING, compressed
-requests, unknown methods, undecodable messages, and an HTTP/1.1 client on the gRPC port."""
+requests, unknown and streaming methods, undecodable messages, deadlines, the HPACK table, protocol errors (GOAWAY
+with the right code, the worker keeps serving), and an HTTP/1.1 client on the gRPC port."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc  # noqa: E402
 from .test_grpc import _infer, grpc_address  # noqa: E402
 
 RNG = np.random.default_rng(11)
+X1 = np.zeros((1, 10), np.int64)
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
@@ -373,3 +375,59 @@ def test_cached_header_blocks_follow_the_hpack_table(one_worker):
         assert b"onnxship" in call(7, by_index)  # the same bytes: entry 62 is ServerMetadata's path now
     finally:
         peer.close()
+
+
+def _goaway_code(peer: Peer) -> int | None:
+    """The error code of the server's GOAWAY (None if it closed without one)."""
+    try:
+        for _ in range(20):
+            ftype, _, _, payload = peer.frame()
+            if ftype == 7:
+                return struct.unpack(">I", payload[4:8])[0]
+    except (AssertionError, OSError):
+        return None
+    return None
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        (_frame(0, 0, 1, b"x" * 20000), 6),  # a frame over the 16 KiB maximum: FRAME_SIZE_ERROR
+        (_frame(1, 0x4, 1, b"\xff\xff\xff\xff\xff"), 9),  # an undecodable header block: COMPRESSION_ERROR
+        (_frame(0, 0, 0, b"abc"), 1),  # DATA on stream 0: PROTOCOL_ERROR
+        (_frame(1, 0x4, 2, b"\x83"), 1),  # a client stream with an even id
+        (_frame(9, 0x4, 1, b"\x83"), 1),  # CONTINUATION without HEADERS
+        (_frame(1, 0, 1, b"\x83") + _frame(0, 0, 1, b"x"), 1),  # DATA where CONTINUATION must come
+        (_frame(6, 0, 0, b"short"), 1),  # PING that is not 8 bytes
+    ],
+)
+def test_protocol_errors_end_the_connection_with_goaway(one_worker, frames, code):
+    peer = Peer(grpc_address(one_worker), {})
+    try:
+        peer.send(frames)
+        assert _goaway_code(peer) == code
+    finally:
+        peer.close()
+
+
+def test_random_frames_never_take_the_worker_down(one_worker):
+    rng = np.random.default_rng(5)
+    for _ in range(25):
+        peer = Peer(grpc_address(one_worker), {})
+        try:
+            for _ in range(8):
+                ftype = int(rng.integers(0, 12))
+                flags = int(rng.integers(0, 256))
+                sid = int(rng.integers(0, 8))
+                payload = rng.bytes(int(rng.integers(0, 64)))
+                peer.send(_frame(ftype, flags, sid, payload))
+        except OSError:
+            pass  # the server already closed this connection
+        finally:
+            peer.close()
+    # the worker still serves, on a fresh connection
+    with grpc.insecure_channel(grpc_address(one_worker)) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        resp = stub.ModelInfer(service_pb2.ModelInferRequest.FromString(_deeplog_request(X1)), timeout=30)
+        assert resp.outputs[0].name == "output_0"
+    assert "Traceback" not in one_worker.output()
