@@ -10,8 +10,8 @@ Served RPCs: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata,
 ``raw_input_contents``; outputs always come back as ``raw_output_contents``, as Triton does); any other method is
 UNIMPLEMENTED. Refusals carry the REST message with a matching status code: INVALID_ARGUMENT (400/422),
 UNAUTHENTICATED (401), PERMISSION_DENIED (403), NOT_FOUND (404), RESOURCE_EXHAUSTED (413: a message over
---max-body-bytes), UNAVAILABLE (503: no model yet, or --max-inflight calls in flight), DEADLINE_EXCEEDED
-(grpc-timeout).
+--max-body-bytes), UNAVAILABLE (503: no model yet, or --max-inflight ModelInfer calls in flight in this worker
+process; each worker also caps a connection's concurrent streams at that number), DEADLINE_EXCEEDED (grpc-timeout).
 
 DO NOT import onnxruntime, torch or tritonclient at module level.
 """
