@@ -11,13 +11,14 @@ peer once per round, so a change in the machine's load hits all of them alike):
 - FastAPI + onnxruntime (one uvicorn process, uvloop + httptools, an async handler calling the session);
 - Triton 2.51 (scripts/components.sh) with dynamic batching and a Python-backend model that concatenates the
   batch Triton hands it, runs onnxruntime once and splits the outputs back (Triton's CPU wheel has no onnxruntime
-  backend). Skipped with the reason when the component is not installed.
+  backend), over REST and over its own gRPC port. Skipped with the reason when the component is not installed.
 
 Load: `wrk` (REST, a Lua script for the POST body) and `h2load` (gRPC: a unary call is an HTTP/2 POST; the body is
 a ModelInferRequest built with the protocol's generated message, behind gRPC's 5-byte frame). Both are Debian
 packages that scripts/components.sh installs (wrk, nghttp2-client).
 
 Usage: python benchmarks/serve_throughput.py [--seconds 5] [--rounds 2] [--out ...] [--no-mlflow] [--no-triton]
+       [--only onnxship]   (only the REST and gRPC points of the default `onnxship serve`: a quick ratio check)
 The JSON holds every point of every round and RATIOS to peers of the same run: quote those, not absolute numbers
 (a shared machine's load moves absolute numbers between runs).
 """
@@ -205,7 +206,7 @@ def _grpc_body(work: Path) -> Path:
     return path
 
 
-def _h2load(address: str, body: Path, connections: int, seconds: int, work: Path) -> dict:
+def _h2load(address: str, body: Path, connections: int, seconds: int, work: Path, streams: int = 1) -> dict:
     log = work / "h2load.log"
     log.unlink(missing_ok=True)
     out = subprocess.run(
@@ -213,7 +214,7 @@ def _h2load(address: str, body: Path, connections: int, seconds: int, work: Path
             "h2load",
             "-t1",
             f"-c{connections}",
-            "-m1",
+            f"-m{streams}",
             "-D",
             str(seconds),
             "-d",
@@ -331,7 +332,7 @@ def _mlflow(release: Path, work: Path) -> tuple[subprocess.Popen, str]:
     return proc, base
 
 
-def _triton(release: Path, work: Path) -> tuple[subprocess.Popen, str]:
+def _triton(release: Path, work: Path) -> tuple[subprocess.Popen, str, str]:
     from onnxship.package import TritonConfig, package_triton
 
     if not ((TRITON_HOME / ".ok").is_file() and os.access(TRITON_HOME / "server/bin/tritonserver", os.X_OK)):
@@ -367,7 +368,17 @@ def _triton(release: Path, work: Path) -> tuple[subprocess.Popen, str]:
     proc = _popen(cmd, work, env, "triton.log")
     base = f"http://127.0.0.1:{port}"
     _wait(base + "/v2/models/deeplog/ready", proc)
-    return proc, base
+    return proc, base, f"127.0.0.1:{gport}"
+
+
+def _grpc_codes(base: str) -> dict[str, int]:
+    """ModelInfer calls the onnxship server answered over gRPC, by (REST-equivalent) status."""
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = re.findall(
+        r'^onnxship_requests_total\{[^}]*endpoint="grpc_model_infer",code="(\d+)"\} (\d+)', text, re.M
+    )
+    return {code: int(n) for code, n in found}
 
 
 def _requests_per_run(base: str) -> float | None:
@@ -399,6 +410,11 @@ def main() -> None:
     ap.add_argument("--no-mlflow", action="store_true", help="skip `mlflow models serve`")
     ap.add_argument("--no-triton", action="store_true", help="skip Triton")
     ap.add_argument(
+        "--only",
+        choices=["onnxship"],
+        help="onnxship: only the REST and gRPC points of the default `onnxship serve` (a quick ratio check)",
+    )
+    ap.add_argument(
         "--readme", help="rewrite the ratio table between the serve-ratios markers of this README"
     )
     ap.add_argument("--readme-only", action="store_true", help="only rewrite --readme from an existing --out")
@@ -410,6 +426,9 @@ def main() -> None:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (scripts/components.sh installs it: wrk, nghttp2-client)")
     levels = [1, 32]
+    # before any server starts: what other jobs put on the machine (the run itself loads every core)
+    load_start = os.getloadavg()
+    busy = load_start[0] >= 0.5 * (os.cpu_count() or 1)
     skipped: dict[str, str] = {}
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -423,16 +442,25 @@ def main() -> None:
             onnxship_base = base
             targets["onnxship_rest"] = ("wrk", base + "/v2/models/deeplog/infer")
             targets["onnxship_grpc"] = ("h2load", gaddr or "")
-            proc, base, _ = _onnxship(release, work, ["--workers", "1"], grpc=False)
-            procs.append(proc)
-            targets["onnxship_rest_1_worker"] = ("wrk", base + "/v2/models/deeplog/infer")
-            try:
-                proc, base = _fastapi(release, work)
+            # what one gRPC client channel does: every call multiplexed on one connection (so one worker)
+            targets["onnxship_grpc_one_connection"] = ("h2load-mux", gaddr or "")
+            if args.only:
+                for name in ("onnxship_rest_1_worker", "fastapi_onnxruntime"):
+                    skipped[name] = f"--only {args.only}"
+            else:
+                proc, base, _ = _onnxship(release, work, ["--workers", "1"], grpc=False)
                 procs.append(proc)
-                targets["fastapi_onnxruntime"] = ("wrk", base + "/v2/models/deeplog/infer")
-            except (ImportError, RuntimeError) as exc:
-                skipped["fastapi_onnxruntime"] = str(exc)
-            if args.no_mlflow:
+                targets["onnxship_rest_1_worker"] = ("wrk", base + "/v2/models/deeplog/infer")
+                try:
+                    proc, base = _fastapi(release, work)
+                    procs.append(proc)
+                    targets["fastapi_onnxruntime"] = ("wrk", base + "/v2/models/deeplog/infer")
+                except (ImportError, RuntimeError) as exc:
+                    skipped["fastapi_onnxruntime"] = str(exc)
+            if args.only:
+                for name in ("mlflow_models_serve", "triton_dynamic_batching", "triton_grpc"):
+                    skipped[name] = f"--only {args.only}"
+            elif args.no_mlflow:
                 skipped["mlflow_models_serve"] = "--no-mlflow"
             else:
                 try:
@@ -441,26 +469,33 @@ def main() -> None:
                     targets["mlflow_models_serve"] = ("wrk-mlflow", base + "/invocations")
                 except (ImportError, RuntimeError) as exc:
                     skipped["mlflow_models_serve"] = str(exc)
-            if args.no_triton:
-                skipped["triton_dynamic_batching"] = "--no-triton"
+            if args.only:
+                pass
+            elif args.no_triton:
+                skipped["triton_dynamic_batching"] = skipped["triton_grpc"] = "--no-triton"
             else:
                 try:
-                    proc, base = _triton(release, work)
+                    proc, base, tgrpc = _triton(release, work)
                     procs.append(proc)
                     targets["triton_dynamic_batching"] = ("wrk", base + "/v2/models/deeplog/infer")
+                    targets["triton_grpc"] = ("h2load", tgrpc)  # the same Triton server, its gRPC port
                 except (FileNotFoundError, RuntimeError) as exc:
-                    skipped["triton_dynamic_batching"] = str(exc)
+                    skipped["triton_dynamic_batching"] = skipped["triton_grpc"] = str(exc)
             # a check that every peer answers the request (not only with a 2xx) before loading it
             _check_answers(targets)
 
-            points: dict[str, dict[int, list[dict]]] = {n: {c: [] for c in levels} for n in targets}
+            points: dict[str, dict[int, list[dict]]] = {
+                n: {c: [] for c in levels if c > 1 or targets[n][0] != "h2load-mux"} for n in targets
+            }
             in_process: list[dict] = []
             for r in range(args.rounds):
                 in_process.append(_in_process(release / "deeplog.onnx", args.seconds))
                 for name, (kind, address) in targets.items():
-                    for c in levels:
+                    for c in points[name]:
                         if kind == "h2load":
                             row = _h2load(address, grpc_body, c, args.seconds, work)
+                        elif kind == "h2load-mux":  # c=1 would repeat the plain gRPC point
+                            row = _h2load(address, grpc_body, 1, args.seconds, work, streams=c)
                         else:
                             body = (
                                 json.dumps({"inputs": {"input_sequence": SAMPLE}})
@@ -474,6 +509,7 @@ def main() -> None:
                             flush=True,
                         )
             per_run = _requests_per_run(onnxship_base)
+            grpc_codes = _grpc_codes(onnxship_base)
         finally:
             for proc in procs:
                 _stop(proc)
@@ -492,21 +528,25 @@ def main() -> None:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
+            "load_average_at_start": load_start,
             "load_average_at_end": os.getloadavg(),
-            "note": "shared with other jobs, busy while measured: absolute numbers move between runs; compare "
-            "the ratios of one run (every peer measured in the same interleaved rounds)",
+            "busy": busy,
+            "note": _machine_note(load_start, os.getloadavg(), os.cpu_count() or 1),
         },
         "seconds_per_point": args.seconds,
         "rounds": args.rounds,
         "model": "examples/deeplog/model.py (2-layer LSTM, hidden 64)",
         "request": "one [1,10] int64 sample per request; REST: JSON (wrk -t1 -cN keep-alive); gRPC: ModelInfer "
-        "with raw_input_contents (h2load -t1 -cN -m1)",
+        "with raw_input_contents (h2load -t1 -cN -m1; one_connection: h2load -t1 -c1 -mN, N calls multiplexed on "
+        "one connection as a gRPC client channel does)",
         "onnxship_settings": "defaults: --workers = cores, --max-batch 32, --batch-timeout-ms 0",
         "ratios": ratios,
         "goals": goals,
         "in_process_onnxruntime_batch1": floor,
         "peers": peers,
         "onnxship_mean_requests_per_model_run": per_run,
+        # h2load counts HTTP statuses only: the server's own count of gRPC answers by status (all "200" = OK)
+        "onnxship_grpc_model_infer_by_status": grpc_codes,
         "skipped": skipped,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -514,6 +554,17 @@ def main() -> None:
     print(json.dumps({"ratios": ratios, "goals": goals, "skipped": skipped}, indent=2))
     if args.readme:
         _write_readme(Path(args.readme), results)
+
+
+def _machine_note(start: tuple[float, ...], end: tuple[float, ...], cpus: int) -> str:
+    """Busy or quiet, from the 1-minute load average measured before the run started (other jobs' load)."""
+    state = "busy" if start[0] >= 0.5 * cpus else "quiet"
+    return (
+        f"{state} when the run started: 1-minute load average {start[0]:.2f} on {cpus} cores before any server "
+        f"started (busy = at least half the cores' worth of other work); {end[0]:.2f} at the end counts this "
+        f"benchmark's own servers and load generators. Absolute numbers move with the machine's load between "
+        f"runs: compare the ratios of one run (every peer measured in the same interleaved rounds)"
+    )
 
 
 MARK_BEGIN, MARK_END = "<!-- serve-ratios:begin -->", "<!-- serve-ratios:end -->"
@@ -557,6 +608,16 @@ def _write_readme(readme: Path, results: dict) -> None:
         ),
         ("c=1: onnxship gRPC / REST", x(r["c1_onnxship_grpc_over_rest"]), ""),
         (
+            "c=32 on one connection (32 streams): onnxship gRPC / REST",
+            x(r.get("c32_onnxship_grpc_one_connection_over_rest")),
+            "",
+        ),
+        (
+            "c=32: onnxship gRPC / Triton 2.51 gRPC, dynamic batching",
+            x(r.get("c32_onnxship_grpc_over_triton_grpc")),
+            "",
+        ),
+        (
             "c=32: p99 latency, onnxship REST",
             ms(r["c32_onnxship_rest_p99_ms"]),
             goal("c32_p99_at_most_12ms", "<= 12 ms"),
@@ -567,12 +628,16 @@ def _write_readme(readme: Path, results: dict) -> None:
             goal("c1_added_latency_at_most_0.25ms_p50", "<= 0.25 ms"),
         ),
     ]
-    load = results["machine"].get("load_average_at_end")
+    machine = results["machine"]
+    start = machine.get("load_average_at_start")
+    if start is not None:
+        load = f"{'busy' if machine.get('busy') else 'quiet'}: load average {start[0]:.1f} before the run"
+    else:
+        load = f"load average {machine['load_average_at_end'][0]:.1f} at the end, the run included"
     lines = [
         MARK_BEGIN,
-        f"Last run: {results['measured_at_utc']}, {results['machine']['cpus']} cores shared with other jobs "
-        f"(load average {load[0]:.1f} at the end), {results['rounds']} interleaved rounds of "
-        f"{results['seconds_per_point']} s per point; medians over rounds.",
+        f"Last run: {results['measured_at_utc']}, {machine['cpus']} cores ({load}), {results['rounds']} "
+        f"interleaved rounds of {results['seconds_per_point']} s per point; medians over rounds.",
         "",
         "| measured in the same run | ratio | goal |",
         "|---|---|---|",
@@ -586,7 +651,7 @@ def _write_readme(readme: Path, results: dict) -> None:
 
 def _check_answers(targets: dict[str, tuple[str, str]]) -> None:
     for name, (kind, address) in targets.items():
-        if kind == "h2load":
+        if kind.startswith("h2load"):
             import tritonclient.grpc as grpcclient
 
             client = grpcclient.InferenceServerClient(address)
@@ -619,6 +684,9 @@ def _ratios(peers: dict, floor: dict) -> tuple[dict, dict]:
         "c32_onnxship_rest_over_one_worker": ratio(rest32, rps("onnxship_rest_1_worker", 32)),
         "c32_onnxship_grpc_over_rest": ratio(rps("onnxship_grpc", 32), rest32),
         "c1_onnxship_grpc_over_rest": ratio(rps("onnxship_grpc", 1), rest1),
+        "c32_onnxship_grpc_one_connection_over_rest": ratio(rps("onnxship_grpc_one_connection", 32), rest32),
+        "c32_onnxship_grpc_over_triton_grpc": ratio(rps("onnxship_grpc", 32), rps("triton_grpc", 32)),
+        "c1_onnxship_grpc_over_triton_grpc": ratio(rps("onnxship_grpc", 1), rps("triton_grpc", 1)),
         "c32_onnxship_rest_over_in_process_onnxruntime_calls": ratio(rest32, floor["calls_per_s"]),
     }
     p99 = peers.get("onnxship_rest", {}).get("c32", {}).get("p99_ms")

@@ -11,6 +11,7 @@ purpose: every layer of indirection costs on the 2-core request budget.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -31,7 +32,7 @@ from onnxship.serve._signature import RequestError
 if TYPE_CHECKING:
     from onnxship.serve._workers import Cluster
 
-__all__ = ["ServeApp", "create_app", "submit_checked"]
+__all__ = ["ServeApp", "create_app", "queue_checked", "submit_checked"]
 
 log = logging.getLogger("onnxship.serve")
 
@@ -452,6 +453,20 @@ async def submit_checked(
     Raises:
         RequestError: 400 when the tensors do not fit the verified signature or name unknown outputs.
     """
+    out = queue_checked(manager, model, feeds, declared, outputs, solo)
+    return out if isinstance(out, dict) else await out
+
+
+def queue_checked(
+    manager: ModelManager,
+    model: ServedModel,
+    feeds: dict[str, Any],
+    declared: dict[str, str],
+    outputs: list[tuple[str, bool]] | None,
+    solo: bool = False,
+) -> dict[str, Any] | asyncio.Future[dict[str, Any]]:
+    """:func:`submit_checked` without the await: the outputs (``solo`` and run in place) or the batcher's future
+    (for callers that answer from a done-callback instead of a task, like the gRPC server)."""
     sig = model.signature
     sig.check(feeds, declared, ids=False)  # ids: once per batch, by the batcher (Batcher.validate)
     if outputs is not None:
@@ -469,7 +484,7 @@ async def submit_checked(
         out = current[1].run_now(feeds, rows)
         if out is not None:
             return out
-    return await current[1].submit(feeds, rows)
+    return current[1].submit(feeds, rows)
 
 
 class _Headers:

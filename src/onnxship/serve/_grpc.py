@@ -2,19 +2,24 @@
 
 The messages and the service are the protocol's published definitions, as generated modules shipped by
 ``tritonclient[grpc]`` (``inference.GRPCInferenceService``, a superset of KServe's ``grpc_predict_v2.proto`` with
-the same package, service and message names); the server is grpcio's asyncio server on the same event loop as the
-REST server, so a gRPC request and a REST request can share one batch.
+the same package, service and message names). The transport is ``_h2``: HTTP/2 for unary gRPC calls on the same
+event loop as the REST server (grpcio's own server cost more per call than the whole REST path), so a gRPC request
+and a REST request can share one batch.
 
 Served RPCs: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer (tensor contents or
-``raw_input_contents``; outputs always come back as ``raw_output_contents``, as Triton does). Refusals carry the
-REST message with a matching status code: INVALID_ARGUMENT (400/422), UNAUTHENTICATED (401), PERMISSION_DENIED
-(403), NOT_FOUND (404), RESOURCE_EXHAUSTED (413, and grpcio's own message-size limit), UNAVAILABLE (503).
+``raw_input_contents``; outputs always come back as ``raw_output_contents``, as Triton does); any other method is
+UNIMPLEMENTED. Refusals carry the REST message with a matching status code: INVALID_ARGUMENT (400/422),
+UNAUTHENTICATED (401), PERMISSION_DENIED (403), NOT_FOUND (404), RESOURCE_EXHAUSTED (413: a message over
+--max-body-bytes), UNAVAILABLE (503: no model yet, or --max-inflight ModelInfer calls in flight in this worker
+process; each worker also caps a connection's concurrent streams at that number), DEADLINE_EXCEEDED (grpc-timeout).
 
 DO NOT import onnxruntime, torch or tritonclient at module level.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
 import logging
 import math
@@ -25,10 +30,13 @@ import numpy as np
 
 from onnxship._errors import MissingDependencyError, ServeError, require
 from onnxship._version import __version__
+from onnxship.serve import _h2
+from onnxship.serve._h2 import Call
 from onnxship.serve._signature import RequestError, datatype_of, numpy_dtype
 
 if TYPE_CHECKING:
     from onnxship.serve._app import ServeApp
+    from onnxship.serve._model import ServedModel
 
 __all__ = ["GrpcService", "attach_grpc", "protocol_modules"]
 
@@ -57,9 +65,10 @@ def protocol_modules() -> Any:
     """The generated ``service_pb2`` module of the KServe v2 / Triton gRPC protocol.
 
     Raises:
-        MissingDependencyError: grpcio or tritonclient[grpc] is not installed.
+        MissingDependencyError: grpcio, hpack or tritonclient[grpc] is not installed.
     """
     require("grpc", "serve")
+    require("hpack", "serve")
     try:
         from tritonclient.grpc import service_pb2
     except (ImportError, RuntimeError) as exc:  # tritonclient.grpc raises RuntimeError without its grpc extra
@@ -70,117 +79,121 @@ def protocol_modules() -> Any:
     return service_pb2
 
 
-def _status_code(grpc: Any, status: int) -> Any:
-    codes = grpc.StatusCode
-    return {
-        400: codes.INVALID_ARGUMENT,
-        401: codes.UNAUTHENTICATED,
-        403: codes.PERMISSION_DENIED,
-        404: codes.NOT_FOUND,
-        405: codes.UNIMPLEMENTED,
-        413: codes.RESOURCE_EXHAUSTED,
-        422: codes.INVALID_ARGUMENT,
-        503: codes.UNAVAILABLE,
-    }.get(status, codes.INVALID_ARGUMENT if 400 <= status < 500 else codes.INTERNAL)
+def _status_code(status: int) -> int:
+    """The gRPC status code for a REST status."""
+    code = {
+        400: _h2.INVALID_ARGUMENT,
+        401: _h2.UNAUTHENTICATED,
+        403: _h2.PERMISSION_DENIED,
+        404: _h2.NOT_FOUND,
+        405: _h2.UNIMPLEMENTED,
+        413: _h2.RESOURCE_EXHAUSTED,
+        422: _h2.INVALID_ARGUMENT,
+        503: _h2.UNAVAILABLE,
+    }.get(status)
+    if code is None:
+        code = _h2.INVALID_ARGUMENT if 400 <= status < 500 else _h2.INTERNAL
+    return code
 
 
 class GrpcService:
-    """The RPC handlers, bound to a ServeApp (its manager, metrics, token and model lookup)."""
+    """The RPC handlers, bound to a ServeApp (its manager, metrics, token and model lookup).
+
+    ``dispatch`` is called by the HTTP/2 layer with each complete request message. Health and metadata calls are
+    answered at once. ModelInfer calls are parsed and checked at once, then queued on the model's batcher together
+    with every other call that arrived in the same event-loop iteration (REST and gRPC alike share the batcher): a
+    lone call with nothing else in flight runs in place, as on REST. Their answers are written from the batcher
+    future's done-callback, so a call costs no task of its own.
+    """
 
     def __init__(self, app: ServeApp) -> None:
         self.app = app
         self.manager = app.manager
         self.metrics = app.metrics
         self.pb = protocol_modules()
-        import grpc
-
-        self.grpc = grpc
         token = self.manager.config.token
         self._token = token.encode("utf-8") if token else None
+        self.max_inflight = self.manager.config.max_inflight
+        self.pending = 0  # ModelInfer calls accepted and not answered yet
+        self._incoming: list[_Infer] = []
+        self._flush_scheduled = False
+        pb = self.pb
+        self._methods: dict[bytes, tuple[str, str, Any, Any]] = {}
+        for name, fn in (
+            ("ServerLive", self.server_live),
+            ("ServerReady", self.server_ready),
+            ("ModelReady", self.model_ready),
+            ("ServerMetadata", self.server_metadata),
+            ("ModelMetadata", self.model_metadata),
+            ("ModelInfer", None),
+        ):
+            path = f"/{SERVICE}/{name}".encode()
+            self._methods[path] = (name, f"grpc_{_snake(name)}", fn, getattr(pb, f"{name}Request"))
 
-    def handler(self) -> Any:
-        grpc, pb = self.grpc, self.pb
-
-        def unary(name: str, fn: Any) -> Any:
-            req = getattr(pb, f"{name}Request")
-            resp = getattr(pb, f"{name}Response")
-
-            async def call(request: Any, context: Any) -> Any:
-                return await self._guarded(name, fn, request, context)
-
-            return grpc.unary_unary_rpc_method_handler(
-                call, request_deserializer=req.FromString, response_serializer=resp.SerializeToString
-            )
-
-        return grpc.method_handlers_generic_handler(
-            SERVICE,
-            {
-                "ServerLive": unary("ServerLive", self.server_live),
-                "ServerReady": unary("ServerReady", self.server_ready),
-                "ModelReady": unary("ModelReady", self.model_ready),
-                "ServerMetadata": unary("ServerMetadata", self.server_metadata),
-                "ModelMetadata": unary("ModelMetadata", self.model_metadata),
-                "ModelInfer": unary("ModelInfer", self.model_infer),
-            },
-        )
-
-    async def _guarded(self, name: str, fn: Any, request: Any, context: Any) -> Any:
+    # -- dispatch ----------------------------------------------------------------------------------------------
+    def dispatch(self, call: Call, message: bytes) -> None:
+        head = call.head
+        assert head is not None
+        entry = self._methods.get(head.path or b"")
+        if entry is None:
+            path = (head.path or b"").decode("latin-1")
+            call.fail(_h2.UNIMPLEMENTED, f"method {path!r} is not served")
+            return
+        name, label, fn, request_type = entry
         start = time.perf_counter()
         status = 200
         model_label = ""
         try:
-            if name not in _OPEN and not self._authorized(context):
+            if name not in _OPEN and not self._authorized(head.authorization):
                 raise RequestError(
                     401, "missing or wrong bearer token (send metadata 'authorization: Bearer <token>')"
                 )
-            if name == "ModelInfer":
+            try:
+                request = request_type.FromString(message)
+            except Exception:  # google.protobuf.message.DecodeError
+                raise RequestError(400, f"the request is not a valid {name}Request message") from None
+            if fn is None:
                 model_label = request.model_name
-            return await fn(request)
+                self._accept_infer(call, request, start)
+                return
+            call.respond(fn(request).SerializeToString())
         except RequestError as exc:
             status = exc.status
-            await context.abort(_status_code(self.grpc, status), exc.message)
-        except Exception as exc:
-            if isinstance(exc, self.grpc.aio.AbortError):
-                raise
+            call.fail(_status_code(status), exc.message)
+        except Exception:
             log.exception("unhandled error in gRPC %s", name)
             status = 500
-            await context.abort(self.grpc.StatusCode.INTERNAL, "internal server error (see the server log)")
-        finally:
-            current = self.manager.current
-            label = model_label if current is not None and model_label == current[0].name else ""
-            self.metrics.request(label, f"grpc_{_snake(name)}", status, time.perf_counter() - start)
+            call.fail(_h2.INTERNAL, "internal server error (see the server log)")
+        current = self.manager.current
+        model_label = model_label if current is not None and model_label == current[0].name else ""
+        self.metrics.request(model_label, label, status, time.perf_counter() - start)
 
-    def _authorized(self, context: Any) -> bool:
+    def _authorized(self, value: bytes | None) -> bool:
         if self._token is None:
             return True
-        value = b""
-        for key, val in context.invocation_metadata() or ():
-            if key == "authorization":
-                value = val.encode("utf-8") if isinstance(val, str) else bytes(val)
-                break
-        scheme, _, given = value.partition(b" ")
+        scheme, _, given = (value or b"").partition(b" ")
         return hmac.compare_digest(given.strip(), self._token) and scheme.lower() == b"bearer"
 
     # -- health and metadata -----------------------------------------------------------------------------
-    async def server_live(self, request: Any) -> Any:
+    def server_live(self, request: Any) -> Any:
         return self.pb.ServerLiveResponse(live=True)
 
-    async def server_ready(self, request: Any) -> Any:
+    def server_ready(self, request: Any) -> Any:
         return self.pb.ServerReadyResponse(ready=self.manager.ready)
 
-    async def model_ready(self, request: Any) -> Any:
+    def model_ready(self, request: Any) -> Any:
         try:
             self.app._model(request.name, request.version or None)
         except RequestError:
             return self.pb.ModelReadyResponse(ready=False)  # as Triton: not ready rather than an error
         return self.pb.ModelReadyResponse(ready=True)
 
-    async def server_metadata(self, request: Any) -> Any:
+    def server_metadata(self, request: Any) -> Any:
         return self.pb.ServerMetadataResponse(
             name="onnxship", version=__version__, extensions=["binary_tensor_data"]
         )
 
-    async def model_metadata(self, request: Any) -> Any:
+    def model_metadata(self, request: Any) -> Any:
         model = self.app._model(request.name, request.version or None)
         doc = self.app._metadata(model)
         meta = self.pb.ModelMetadataResponse
@@ -199,31 +212,119 @@ class GrpcService:
         )
 
     # -- infer -------------------------------------------------------------------------------------------
-    async def model_infer(self, request: Any) -> Any:
-        from onnxship.serve._app import submit_checked
-
-        app = self.app
-        app._model(request.model_name, request.model_version or None)
+    def _accept_infer(self, call: Call, request: Any, start: float) -> None:
+        """Check a ModelInferRequest now; queue it for this loop iteration's flush (raises RequestError)."""
+        if self.pending >= self.max_inflight:
+            raise RequestError(
+                503,
+                f"the server is busy ({self.max_inflight} requests in flight, --max-inflight); retry shortly",
+            )
+        self.app._model(request.model_name, request.model_version or None)  # 404/503 before decoding tensors
         feeds, declared = _tensors(request)
         wanted = [(o.name, True) for o in request.outputs] or None
-        metrics = self.metrics
-        metrics.inflight += 1
+        self.pending += 1
+        self.metrics.inflight += 1
+        self._incoming.append(_Infer(call, request, feeds, declared, wanted, start))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Queue every call that arrived in this loop iteration (so they can share a batch)."""
+        from onnxship.serve._app import queue_checked
+
+        self._flush_scheduled = False
+        batch, self._incoming = self._incoming, []
+        # nothing else in flight (no other gRPC call, no REST request): an idle batcher may run it in place
+        solo = len(batch) == 1 and self.pending == 1 and self.app.in_flight() == 0
+        for job in batch:
+            request = job.request
+            try:
+                # the model that answers (a reload may have landed since the call was checked)
+                model = self.app._model(request.model_name, request.model_version or None)
+                out = queue_checked(self.manager, model, job.feeds, job.declared, job.wanted, solo)
+            except RequestError as exc:
+                self._finish(job, exc.status, exc.message)
+                continue
+            except Exception:
+                log.exception("unhandled error in gRPC ModelInfer")
+                self._finish(job, 500, "internal server error (see the server log)")
+                continue
+            if isinstance(out, dict):
+                self._answer(job, model, out)
+            else:
+                out.add_done_callback(functools.partial(self._resolved, job, model))
+
+    def _resolved(self, job: _Infer, model: ServedModel, future: asyncio.Future[dict[str, Any]]) -> None:
+        if future.cancelled():  # the batcher went away under the call (shutdown)
+            self._finish(job, 503, "the server is shutting down; retry on another instance")
+            return
+        exc = future.exception()
+        if exc is None:
+            self._answer(job, model, future.result())
+        elif isinstance(exc, RequestError):
+            self._finish(job, exc.status, exc.message)
+        else:
+            log.error("unhandled error in gRPC ModelInfer", exc_info=exc)
+            self._finish(job, 500, "internal server error (see the server log)")
+
+    def _answer(self, job: _Infer, model: ServedModel, outputs: dict[str, Any]) -> None:
         try:
-            model = app._model(request.model_name, request.model_version or None)
-            outputs = await submit_checked(self.manager, model, feeds, declared, wanted)
-        finally:
-            metrics.inflight -= 1
-        names = [n for n, _ in wanted] if wanted else list(outputs)
-        resp = self.pb.ModelInferResponse(
-            model_name=model.name, model_version=str(model.version), id=request.id
-        )
-        for name in names:
-            arr = outputs[name]
-            resp.outputs.add(name=name, datatype=datatype_of(arr.dtype), shape=list(arr.shape))
-            resp.raw_output_contents.append(
-                np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+            names = [n for n, _ in job.wanted] if job.wanted else list(outputs)
+            resp = self.pb.ModelInferResponse(
+                model_name=model.name, model_version=str(model.version), id=job.request.id
             )
-        return resp
+            add, raw = resp.outputs.add, resp.raw_output_contents.append
+            for name in names:
+                arr = outputs[name]
+                dtype = arr.dtype
+                add(name=name, datatype=datatype_of(dtype), shape=arr.shape)
+                if dtype.byteorder == ">":
+                    arr = arr.astype(dtype.newbyteorder("<"))
+                raw(arr.tobytes())
+            message = resp.SerializeToString()
+        except Exception:
+            log.exception("unhandled error in gRPC ModelInfer")
+            self._finish(job, 500, "internal server error (see the server log)")
+            return
+        self._finish(job, 200, message=message, model=model.name)
+
+    def _finish(
+        self, job: _Infer, status: int, error: str = "", message: bytes = b"", model: str | None = None
+    ) -> None:
+        self.pending -= 1
+        self.metrics.inflight -= 1
+        call = job.call
+        if not call.live:
+            status = 499  # the client reset the stream, went away, or its deadline passed
+        elif status == 200:
+            call.respond(message)
+        else:
+            call.fail(_status_code(status), error)
+        name = job.request.model_name if model is None else model
+        current = self.manager.current
+        label = name if current is not None and name == current[0].name else ""
+        self.metrics.request(label, "grpc_model_infer", status, time.perf_counter() - job.start)
+
+
+class _Infer:
+    __slots__ = ("call", "declared", "feeds", "request", "start", "wanted")
+
+    def __init__(
+        self,
+        call: Call,
+        request: Any,
+        feeds: dict[str, np.ndarray],
+        declared: dict[str, str],
+        wanted: list[tuple[str, bool]] | None,
+        start: float,
+    ) -> None:
+        self.call = call
+        self.request = request
+        self.feeds = feeds
+        self.declared = declared
+        self.wanted = wanted
+        self.start = start
 
 
 def _snake(name: str) -> str:
@@ -301,26 +402,29 @@ def attach_grpc(app: ServeApp, host: str, port: int) -> str:
     The port is shared with SO_REUSEPORT (reserved by the caller), so every worker process can serve it.
 
     Raises:
-        MissingDependencyError: grpcio or the protocol definitions are missing (raised here, before serving).
+        MissingDependencyError: the protocol definitions or hpack are missing (raised here, before serving).
     """
     protocol_modules()  # fail before the server starts, with the install hint
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     state: dict[str, Any] = {}
 
     async def start() -> None:
-        import grpc
+        from onnxship.serve._api import listen_reuseport
 
-        server = grpc.aio.server(
-            options=[
-                ("grpc.so_reuseport", 1),
-                ("grpc.max_receive_message_length", app.manager.config.max_body_bytes),
-                ("grpc.max_send_message_length", -1),
-            ]
+        service = GrpcService(app)
+        server = _h2.H2Server(
+            service.dispatch,
+            frozenset(service._methods),
+            max_message=app.manager.config.max_body_bytes,
+            max_streams=max(1, app.manager.config.max_inflight),
         )
-        server.add_generic_rpc_handlers((GrpcService(app).handler(),))
-        if not server.add_insecure_port(address):
-            raise ServeError(f"cannot listen for gRPC on {address}", hint="pick another --grpc-port")
-        await server.start()
+        try:
+            sock = listen_reuseport(host, port)
+        except OSError as exc:
+            raise ServeError(
+                f"cannot listen for gRPC on {address}: {exc.strerror or exc}", hint="pick another --grpc-port"
+            ) from None
+        await server.start(sock)
         state["server"] = server
 
     async def stop() -> None:
