@@ -84,26 +84,44 @@ def test_auto_falls_back_to_torchscript_without_paying_in_sequence(tmp_path):
     )
 
 
-def test_fastest_takes_the_first_verified_candidate(tmp_path):
+def test_fastest_tries_the_cheaper_exporter_first_and_stops_there(tmp_path):
     torch.manual_seed(0)
     result = onnxship.export(Plain().eval(), inputs=SPEC, out=tmp_path, name="plain", strategy="fastest")
-    won = result.accepted
-    others = [c for c in result.candidates if c is not won]
     assert [c.strategy for c in result.candidates] == ["dynamo", "torchscript"]  # preference order kept
-    assert len(others) == 1 and others[0].outcome == "skipped"
-    assert "fastest" in others[0].reason
-    assert won.finished_at <= others[0].finished_at
-    assert _overlap(won, others[0])
+    dyn, ts = result.candidates
+    assert result.accepted is ts and ts.outcome == "accepted"
+    assert (
+        dyn.outcome == "skipped"
+        and dyn.reason.startswith("not run: torchscript/opset")
+        and "fastest" in dyn.reason
+    )
 
 
-def test_fastest_with_a_forkserver_worker(tmp_path, monkeypatch):
+def test_fastest_runs_the_expensive_exporter_only_when_the_cheap_one_fails(tmp_path):
+    class ScriptOnlyFails(Plain):
+        """Tracing (TorchScript) freezes the branch and is refused; dynamo keeps it as a graph condition."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.lin(x)
+            return torch.cond(y.sum() > 0, lambda t: t.relu(), lambda t: -t, (y,))
+
+    torch.manual_seed(0)
+    result = onnxship.export(
+        ScriptOnlyFails().eval(), inputs=SPEC, out=tmp_path, name="c", strategy="fastest", use_cache=False
+    )
+    dyn, ts = result.candidates
+    assert result.accepted is dyn and dyn.outcome == "accepted"
+    assert ts.outcome in ("failed", "rejected")
+    assert ts.finished_at <= dyn.started_at  # one after another, cheapest first
+
+
+def test_auto_with_a_forkserver_worker(tmp_path, monkeypatch):
     """The spawn-safe path: the job is pickled to a fresh interpreter (the model class must be importable)."""
     monkeypatch.setenv("ONNXSHIP_EXPORT_START_METHOD", "forkserver")
     torch.manual_seed(0)
-    result = onnxship.export(
-        SmallCNN().eval(), inputs=["image:batch=2 x 3 x 16 x 16:float32"], out=tmp_path, strategy="fastest"
-    )
+    result = onnxship.export(SmallCNN().eval(), inputs=["image:batch=2 x 3 x 16 x 16:float32"], out=tmp_path)
     assert result.accepted.outcome == "accepted" and len(result.candidates) == 2
+    assert _overlap(*result.candidates)
 
 
 _MODELS = """
@@ -172,8 +190,7 @@ def test_a_worker_that_dies_gives_one_clear_error(tmp_path):
             inputs=SPEC,
             out=tmp_path / "api",
             name="dies",
-            strategy="fastest",
-            use_cache=False,  # the CLI run above cached dynamo's failure: TorchScript alone runs in-process
+            use_cache=False,  # the CLI run above cached dynamo's failure: TorchScript alone would run in-process
         )
 
 

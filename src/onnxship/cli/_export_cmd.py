@@ -47,8 +47,8 @@ def export_command(
     strategy: str = typer.Option(
         "auto",
         "--strategy",
-        help="auto (dynamo and TorchScript concurrently, dynamo preferred) | fastest (the first verified one) "
-        "| dynamo | torchscript",
+        help="auto (dynamo and TorchScript concurrently, dynamo preferred) | fastest (the cheaper exporter "
+        "first, the first verified one wins) | dynamo | torchscript",
     ),
     opsets: list[int] = typer.Option(
         None,

@@ -1,12 +1,16 @@
-"""Export candidates side by side: a worker process per candidate, the verdict by policy.
+"""Export candidates by policy: side by side in worker processes (``auto``), or cheapest first (``fastest``).
 
-``auto`` used to pay for the dynamo attempt before TorchScript could start, so a fallback cost both exporters in
-sequence. Here every candidate of a group (dynamo and TorchScript at one dynamic/static mode) runs in its own worker
-process at once, each through the full gate (export/_candidates.py), and the parent decides:
-
-- ``preference`` (``auto``): the first candidate in preference order that verifies, decided as soon as every
-  candidate before it has failed; the others are stopped.
-- ``fastest``: the first candidate to pass the full gate, whichever it is; the others are stopped.
+- ``preference`` (``auto``): ``auto`` used to pay for the dynamo attempt before TorchScript could start, so a
+  fallback cost both exporters in sequence. Here every candidate of a group (dynamo and TorchScript at one
+  dynamic/static mode) runs in its own worker process at once, each through the full gate
+  (export/_candidates.py), and the parent takes the first candidate in preference order that verifies, decided as
+  soon as every candidate before it has failed; the others are stopped.
+- ``fastest``: the first candidate to pass the full gate. The exporters' costs are far apart (TorchScript's call
+  took 1/20 to 1/70 of dynamo's on every architecture of benchmarks/export_time.py and wherever both were correct
+  in the zoo), so the candidates run one after another in this process, cheapest first (``EXPECTED_COST``), with
+  every core: a concurrent pair would split the cores and pay for worker processes on every export, while the
+  cheap candidate failing first costs a few percent of the expensive one. Like a single ``--strategy``, user code
+  that ends the process here ends the export.
 
 Workers start with ``fork`` where the platform has it (nothing to pickle, no torch import to pay); with
 ``ONNXSHIP_EXPORT_START_METHOD=spawn`` or ``forkserver`` the job is pickled, and a job that cannot be pickled (a model
@@ -45,6 +49,8 @@ from onnxship.export._config import CandidateRecord
 __all__ = ["GroupResult", "run_group", "start_method"]
 
 POLICIES = ("preference", "fastest")
+# fastest runs the cheaper exporters first (lower first; unlisted ones last, in preference order)
+EXPECTED_COST = {"torchscript": 0, "dynamo": 1}
 
 
 @dataclass
@@ -80,6 +86,8 @@ def run_group(jobs: list[CandidateJob], policy: str = "preference") -> GroupResu
     """Run the jobs (in preference order) and choose one by ``policy``; a single job runs in-process."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}")
+    if policy == "fastest" and len(jobs) > 1:
+        return _cheapest_first(jobs)
     if len(jobs) <= 1 or not _concurrent_enabled():
         return _sequential(jobs)
     method = start_method()
@@ -116,6 +124,17 @@ def _sequential(jobs: list[CandidateJob]) -> GroupResult:
         if outcome.path is not None:
             return GroupResult(outcomes, i)
     return GroupResult(outcomes, None)
+
+
+def _cheapest_first(jobs: list[CandidateJob]) -> GroupResult:
+    """fastest: one candidate at a time in this process, cheapest first; the rest are skipped once one verifies."""
+    order = sorted(range(len(jobs)), key=lambda i: EXPECTED_COST.get(jobs[i].strategy, len(EXPECTED_COST)))
+    ran = _sequential([jobs[i] for i in order])
+    results: list[CandidateOutcome | None] = [None] * len(jobs)
+    for i, outcome in zip(order, ran.outcomes, strict=False):
+        results[i] = outcome
+    chosen = None if ran.chosen is None else order[ran.chosen]
+    return GroupResult(_settle(results, jobs, chosen, "fastest", [time.time()] * len(jobs)), chosen)
 
 
 def _worker(conn: Connection, job: CandidateJob, threads: int) -> None:
@@ -158,18 +177,17 @@ def _concurrent(jobs: list[CandidateJob], policy: str, ctx: Any) -> GroupResult:
     # region: GNU OpenMP's thread pool does not survive fork(), so a worker of a parent that already ran a parallel
     # region (it trained the model, or ran a convolution) hangs in its first one with more than one thread.
     threads = [1] * len(jobs)
-    procs: list[Any] = []
-    conns: list[Connection] = []
-    started: list[float] = []
+    procs: list[Any] = [None] * len(jobs)
+    conns: list[Any] = [None] * len(jobs)
+    started: list[float] = [0.0] * len(jobs)
     try:
-        for job, n_threads in zip(jobs, threads, strict=True):
+        for i in range(len(jobs)):  # the preferred candidate, the one the verdict waits for, starts first
             parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker, args=(child, job, n_threads), daemon=True)
-            started.append(time.time())
+            proc = ctx.Process(target=_worker, args=(child, jobs[i], threads[i]), daemon=True)
+            started[i] = time.time()
             proc.start()
             child.close()
-            procs.append(proc)
-            conns.append(parent)
+            procs[i], conns[i] = proc, parent
         results: list[CandidateOutcome | None] = [None] * len(jobs)
         finish_order: list[int] = []
         label = " + ".join(job.strategy for job in jobs) + " (concurrently)"
@@ -177,16 +195,22 @@ def _concurrent(jobs: list[CandidateJob], policy: str, ctx: Any) -> GroupResult:
             chosen = _wait(jobs, procs, conns, started, results, policy, finish_order)
         return GroupResult(_settle(results, jobs, chosen, policy, started), chosen)
     finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-        for proc in procs:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        _stop([p for p in procs if p is not None])
         for conn in conns:
-            conn.close()
+            if conn is not None:
+                conn.close()
+
+
+def _stop(procs: list[Any]) -> None:
+    """End the workers still running (candidates the policy no longer needs) without waiting for them to exit."""
+    running = [p for p in procs if p.is_alive()]
+    for proc in running:
+        proc.kill()  # nothing of theirs is kept: their files are in the export's scratch folder
+    for proc in procs:
+        if proc not in running:
+            proc.join(timeout=10)
+    if running:  # reaped in the background: the verdict does not wait for the kernel to tear them down
+        threading.Thread(target=lambda: [p.join() for p in running], daemon=True).start()
 
 
 def _wait(
@@ -256,6 +280,10 @@ def _settle(
     """Every job gets an outcome: candidates stopped or passed over are recorded as skipped, with why."""
     winner = results[chosen].accepted.label if chosen is not None else ""  # type: ignore[union-attr]
     why = "auto prefers it" if policy == "preference" else "it verified first (fastest)"
+    if policy == "preference":
+        unfinished = f"stopped: {winner} verified and auto prefers it"
+    else:
+        unfinished = f"not run: {winner} verified first (fastest tries the cheaper exporter first)"
     out: list[CandidateOutcome] = []
     for i, r in enumerate(results):
         if r is None:
@@ -265,7 +293,7 @@ def _settle(
                 opset=job.config.opsets_for(job.strategy)[0],
                 outcome="skipped",
                 dynamic=job.dynamic,
-                reason=f"stopped: {winner} verified and {why}",
+                reason=unfinished,
             )
             rec.started_at, rec.finished_at = started[i], time.time()
             r = CandidateOutcome([rec])

@@ -18,7 +18,8 @@ __all__ = ["DEFAULT_OPSETS", "MIN_OPSET", "PREFERENCE", "CandidateRecord", "Expo
 
 MIN_OPSET = 7
 STRATEGY_CHOICES = ("auto", "fastest", "dynamo", "torchscript")
-# auto and fastest run these candidates concurrently (a worker process each), in this order of preference
+# auto runs these candidates concurrently (a worker process each) in this order of preference; fastest runs them one
+# after another, cheapest first (export/_concurrent.py)
 PREFERENCE = ("dynamo", "torchscript")
 # Each exporter's own opsets first: dynamo implements opset 18 and converts down (a conversion that can fail or
 # write files onnxruntime refuses); TorchScript's mature opset is 17. The later ones are retries.
@@ -29,7 +30,8 @@ DEFAULT_OPSETS: dict[str, tuple[int, ...]] = {"dynamo": (18, 20), "torchscript":
 class ExportConfig:
     """How to export."""
 
-    # auto: dynamo and TorchScript run concurrently, dynamo preferred | fastest: the first verified one wins |
+    # auto: dynamo and TorchScript run concurrently, dynamo preferred | fastest: cheapest exporter first, the first
+    # verified one wins |
     # dynamo | torchscript
     strategy: str = "auto"
     opsets: tuple[int, ...] | None = None  # tried in order on failure; None: each exporter's DEFAULT_OPSETS

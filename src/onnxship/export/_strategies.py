@@ -59,9 +59,9 @@ def _dynamic_shapes(call: ExportCall) -> dict[str, Any] | None:
 
 # Dynamo's own stages were measured side by side (benchmarks/export_time.py, "dynamo_stages"): optimize=True (the
 # onnxscript optimizer, torch's default), optimize=False, and optimize=False followed by onnxslim. On a quiet machine
-# onnxslim afterwards cost more than the optimizer it replaced on two of three architectures (and the same on the
-# third), and optimize=False alone ships up to 4x the nodes; all three verified the same. So the export keeps
-# optimize=True: `onnxship optimize` simplifies with onnxslim where a smaller graph is wanted.
+# neither alternative was clearly faster (0.9-1.2x per architecture), optimize=False alone ships 2-4x the nodes, and
+# all three verified the same. So the export keeps optimize=True: `onnxship optimize` simplifies with onnxslim where
+# a smaller graph is wanted.
 
 
 def export_dynamo(call: ExportCall) -> None:
