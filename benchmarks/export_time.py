@@ -96,7 +96,7 @@ def _ort_matches(path: Path, model, binding, tspecs) -> bool:
 
 
 def _dynamo_stages(model, tspecs, binding, values, tmp: Path, repeat: int) -> dict:
-    """optimize=True (what onnxship ships) against optimize=False, with and without onnxslim afterwards."""
+    """optimize=True (torch's default) against optimize=False, with and without onnxslim afterwards (what onnxship runs)."""
     import onnxslim
 
     from onnxship.export._strategies import ExportCall, _dynamic_shapes
@@ -182,7 +182,7 @@ def _stage_finding(results: list[dict]) -> str:
             nodes = ", ".join(f"{k} {st[k]['nodes']}" for k in timed)
             parts.append(f"{r['arch']}: {rel} of optimize=True (nodes: {nodes})")
     return (
-        "dynamo stages, seconds relative to optimize=True (torch's default, what export_dynamo runs): "
+        "dynamo stages, seconds relative to optimize=True (torch's default; export_dynamo runs optimize=False + onnxslim): "
         + "; ".join(parts)
         + f"; {'every variant matched' if same else 'NOT every variant matched'} PyTorch in onnxruntime. "
         "Decomposition settings were not measured: torch.onnx.export takes no decomposition table in this torch"

@@ -57,18 +57,28 @@ def _dynamic_shapes(call: ExportCall) -> dict[str, Any] | None:
     return shapes
 
 
-# Dynamo's own stages were measured side by side (benchmarks/export_time.py, "dynamo_stages"): optimize=True (the
-# onnxscript optimizer, torch's default), optimize=False, and optimize=False followed by onnxslim. On a quiet machine
-# neither alternative was clearly faster (0.9-1.2x per architecture), optimize=False alone ships 2-4x the nodes, and
-# all three verified the same. So the export keeps optimize=True: `onnxship optimize` simplifies with onnxslim where
-# a smaller graph is wanted.
+# The onnxscript optimizer (optimize=True) is the slowest stage of a dynamo export; optimize=False followed by onnxslim
+# was faster and verified the same on every architecture in benchmarks/results/export_time.json ("dynamo_stages"),
+# with as few or fewer nodes. onnxslim works on an in-memory proto (< 2 GB), so big models keep optimize=True.
+SLIM_MAX_PARAM_BYTES = 1 << 30
+
+
+def _slim_instead(model: torch.nn.Module) -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("onnxslim") is None:
+        return False
+    size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    return size < SLIM_MAX_PARAM_BYTES
 
 
 def export_dynamo(call: ExportCall) -> None:
-    """torch.onnx.export(dynamo=True) with dynamic_shapes from the named dims, saved with external data."""
+    """torch.onnx.export(dynamo=True) with dynamic_shapes from the named dims, then onnxslim where it fits."""
     import torch
 
     args, kwargs = call.binding.call_args(call.values)
+    ds = _dynamic_shapes(call)
+    slim = _slim_instead(call.model)
     program = torch.onnx.export(
         call.model,
         args,
@@ -78,14 +88,29 @@ def export_dynamo(call: ExportCall) -> None:
         output_names=call.output_names,
         opset_version=call.opset,
         dynamo=True,
-        dynamic_shapes=_dynamic_shapes(call),
-        optimize=True,
+        dynamic_shapes=ds,
+        optimize=not slim,
         verify=False,
         report=False,
     )
     if program is None:
         raise RuntimeError("torch.onnx.export(dynamo=True) returned no program")
-    program.save(str(call.path), external_data=True)
+    if not slim:
+        program.save(str(call.path), external_data=True)
+        return
+    import onnx
+    import onnxslim
+
+    slimmed = onnxslim.slim(program.model_proto)
+    if slimmed is None:
+        raise RuntimeError("onnxslim returned no model for the dynamo export")
+    onnx.save_model(
+        slimmed,
+        str(call.path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=call.path.name + ".data",
+    )
 
 
 def export_torchscript(call: ExportCall) -> None:
