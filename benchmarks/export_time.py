@@ -11,7 +11,7 @@ Per architecture (built from code, random weights):
   checked in ONNX Runtime against PyTorch at two shapes.
 
 Usage: python benchmarks/export_time.py [--out benchmarks/results/export_time.json] [--repeat 1]
-       [--archs lstm,cnn,transformer] [--readme README.md]
+       [--archs lstm,cnn,transformer,resnet] [--readme README.md]
 Timings on a shared 2-core machine are noisy: each point is the minimum of --repeat runs, and only ratios within
 one run are meaningful.
 """
@@ -34,6 +34,52 @@ from onnxship.export._diagnostics import capture_diagnostics
 from onnxship.testing import DeepLogLSTM, GRUTagger, SmallCNN, SmallTransformer, randomize_constant_init
 
 GOAL = 1.3
+
+
+class _Residual(torch.nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.body(x) + self.skip(x)).relu()
+
+
+class ResNetish(torch.nn.Module):
+    """A ResNet-18-shaped classifier (about 2.8M parameters): a mid-sized model beside the small ones."""
+
+    def __init__(self, classes: int = 100) -> None:
+        super().__init__()
+        nn = torch.nn
+        layers = [nn.Conv2d(3, 32, 7, 2, 3, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+        for cin, cout, stride in (
+            (32, 64, 1),
+            (64, 64, 1),
+            (64, 128, 2),
+            (128, 128, 1),
+            (128, 256, 2),
+            (256, 256, 1),
+        ):
+            layers.append(_Residual(cin, cout, stride))
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(256, classes)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(image).mean(dim=(2, 3)))
+
+
 ARCHS = {
     "lstm": (
         lambda: DeepLogLSTM(vocab=30, embed=32, hidden=64),
@@ -42,6 +88,7 @@ ARCHS = {
     "cnn": (lambda: randomize_constant_init(SmallCNN()), ["image:batch=2 x 3 x 32 x 32:float32"]),
     "gru": (lambda: GRUTagger(), ["tokens:batch=2 x seq=10..64:int64:0..20"]),
     "transformer": (lambda: SmallTransformer(), ["tokens:batch=2 x seq=16..64:int64:0..100"]),
+    "resnet": (lambda: randomize_constant_init(ResNetish()), ["image:batch=2 x 3 x 128 x 128:float32:image"]),
 }
 
 
@@ -245,7 +292,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="benchmarks/results/export_time.json")
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--archs", default="lstm,cnn,transformer")
+    ap.add_argument("--archs", default="lstm,cnn,transformer,resnet")
     ap.add_argument(
         "--readme", help="rewrite the ratio table between the export-ratios markers of this README"
     )

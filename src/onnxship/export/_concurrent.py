@@ -1,10 +1,11 @@
 """Export candidates by policy: side by side in worker processes (``auto``), or cheapest first (``fastest``).
 
 - ``preference`` (``auto``): ``auto`` used to pay for the dynamo attempt before TorchScript could start, so a
-  fallback cost both exporters in sequence. Here every candidate of a group (dynamo and TorchScript at one
-  dynamic/static mode) runs in its own worker process at once, each through the full gate
-  (export/_candidates.py), and the parent takes the first candidate in preference order that verifies, decided as
-  soon as every candidate before it has failed; the others are stopped.
+  fallback cost both exporters in sequence. Here the candidates of a group (dynamo and TorchScript at one
+  dynamic/static mode) run at once, each through the full gate (export/_candidates.py): the preferred one in this
+  process with every core (the verdict waits for it in any case), the fallbacks in a worker process each beside it.
+  The first candidate in preference order that verifies wins, decided as soon as every candidate before it has
+  failed; the others are stopped.
 - ``fastest``: the first candidate to pass the full gate. The exporters' costs are far apart (TorchScript's call
   took 1/20 to 1/70 of dynamo's on every architecture of benchmarks/export_time.py and wherever both were correct
   in the zoo), so the candidates run one after another in this process, cheapest first (``EXPECTED_COST``), with
@@ -21,7 +22,7 @@ threads). ``ONNXSHIP_EXPORT_CONCURRENCY=0`` runs the candidates one after anothe
 stopping at the first verified one), as does an export inside a daemonic process (a multiprocessing Pool worker),
 which may not start children.
 
-User code runs in the worker, inside the same error boundary as in-process: anything it raises, ``sys.exit()``
+User code runs inside the same error boundary in a worker as in this process: anything it raises, ``sys.exit()``
 included, becomes that candidate's "failed" record, and a worker that dies without answering is recorded as such;
 what it prints goes to stderr, never into a ``--json`` result on stdout.
 
@@ -91,7 +92,7 @@ def run_group(jobs: list[CandidateJob], policy: str = "preference") -> GroupResu
     if len(jobs) <= 1 or not _concurrent_enabled():
         return _sequential(jobs)
     method = start_method()
-    if method != "fork" and not _picklable(jobs):
+    if method != "fork" and not _picklable(jobs[1:]):  # the preferred job runs here
         return _sequential(jobs)
     return _concurrent(jobs, policy, multiprocessing.get_context(method))
 
@@ -173,25 +174,29 @@ def _crashed_outcome(job: CandidateJob, reason: str, started: float) -> Candidat
 
 
 def _concurrent(jobs: list[CandidateJob], policy: str, ctx: Any) -> GroupResult:
-    # One intra-op thread per worker. The candidates share the cores, and a forked child must not enter a parallel
-    # region: GNU OpenMP's thread pool does not survive fork(), so a worker of a parent that already ran a parallel
-    # region (it trained the model, or ran a convolution) hangs in its first one with more than one thread.
-    threads = [1] * len(jobs)
+    """The preferred job here with every core, the others in forked workers; answers collected as they come."""
     procs: list[Any] = [None] * len(jobs)
     conns: list[Any] = [None] * len(jobs)
     started: list[float] = [0.0] * len(jobs)
+    results: list[CandidateOutcome | None] = [None] * len(jobs)
+    finish_order: list[int] = []
     try:
-        for i in range(len(jobs)):  # the preferred candidate, the one the verdict waits for, starts first
+        for i in range(1, len(jobs)):
+            # One intra-op thread per worker: the fallbacks are the cheap exporters, and a forked child must not
+            # enter a parallel region: GNU OpenMP's thread pool does not survive fork(), so a worker of a parent
+            # that already ran a parallel region (it trained the model, or ran a convolution) hangs in its first one
+            # with more than one thread.
             parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker, args=(child, jobs[i], threads[i]), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, jobs[i], 1), daemon=True)
             started[i] = time.time()
             proc.start()
             child.close()
             procs[i], conns[i] = proc, parent
-        results: list[CandidateOutcome | None] = [None] * len(jobs)
-        finish_order: list[int] = []
         label = " + ".join(job.strategy for job in jobs) + " (concurrently)"
         with _progress.stage(label):
+            started[0] = time.time()
+            results[0] = _sequential(jobs[:1]).outcomes[0]
+            finish_order.append(0)
             chosen = _wait(jobs, procs, conns, started, results, policy, finish_order)
         return GroupResult(_settle(results, jobs, chosen, policy, started), chosen)
     finally:
