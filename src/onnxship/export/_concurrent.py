@@ -197,6 +197,10 @@ def _concurrent(jobs: list[CandidateJob], policy: str, ctx: Any) -> GroupResult:
             started[0] = time.time()
             results[0] = _sequential(jobs[:1]).outcomes[0]
             finish_order.append(0)
+            for i in range(1, len(jobs)):  # answers already waiting are recorded (verified too, or failed)
+                if conns[i].poll(0):
+                    results[i] = _receive(conns[i], procs[i], jobs[i], started[i])
+                    finish_order.append(i)
             chosen = _wait(jobs, procs, conns, started, results, policy, finish_order)
         return GroupResult(_settle(results, jobs, chosen, policy, started), chosen)
     finally:
