@@ -245,7 +245,9 @@ def _write_readme(readme: Path, doc: dict) -> None:
     for r in doc["results"]:
         winner = r["auto"].get("winner", "none")
         if "auto_over_preferred_call" in r:
-            auto = f"{r['auto_over_preferred_call']:.2f}x the raw dynamo call (dynamo won)"
+            auto = f"{r['auto_over_preferred_call']:.2f}x the raw dynamo call (dynamo won"
+            alone = r.get("dynamo_only", {}).get("total_s")
+            auto += f"; dynamo alone with the gate: {alone / r['raw_s']['dynamo']:.2f}x)" if alone else ")"
         elif "auto_over_slower_call" in r:
             auto = f"{r['auto_over_slower_call']:.2f}x the slower raw call ({winner} won, dynamo fell back)"
         else:
