@@ -31,6 +31,7 @@ DO NOT import torch at module level.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -50,6 +51,7 @@ from onnxship.export._config import CandidateRecord
 __all__ = ["GroupResult", "run_group", "start_method"]
 
 POLICIES = ("preference", "fastest")
+_FALLBACK_NICENESS = 10
 # fastest runs the cheaper exporters first (lower first; unlisted ones last, in preference order)
 EXPECTED_COST = {"torchscript": 0, "dynamo": 1}
 
@@ -150,6 +152,10 @@ def _worker(conn: Connection, job: CandidateJob, threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)  # the candidates share the cores instead of oversubscribing them
+        with contextlib.suppress(OSError):
+            # a fallback uses the cores the preferred candidate (which the verdict waits for) leaves idle: dynamo's
+            # export is mostly one Python thread, its gate's PyTorch runs take every core
+            os.nice(_FALLBACK_NICENESS)
         message: tuple[Any, ...] = ("done", try_candidate(job))
     except ExportError as exc:  # a full disk: no candidate would fit
         message = ("export_error", exc.message, exc.hint)
