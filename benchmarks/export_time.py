@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _readme import write_between  # benchmarks/ is the script's folder: on sys.path
 
 import onnxship
 from onnxship.export._diagnostics import capture_diagnostics
@@ -291,7 +292,6 @@ def _write_readme(readme: Path, doc: dict) -> None:
         rows.append(f"| {r['arch']} | {raw['dynamo'] / raw['torchscript']:.0f}x | {auto} | {fast} |")
     met = doc["summary"]["met"]
     lines = [
-        README_BEGIN,
         f"Last run: {doc['measured_at_utc']}, {doc['machine']['cpus']} cores (load average "
         f"{doc['machine']['load_average_at_end'][0]:.1f} at the end), each point its best over {doc['repeat']} "
         "interleaved rounds; goals "
@@ -300,11 +300,8 @@ def _write_readme(readme: Path, doc: dict) -> None:
         "| model | raw dynamo / raw TorchScript call | `auto` | `fastest` |",
         "|---|---|---|---|",
         *rows,
-        README_END,
     ]
-    text = readme.read_text()
-    start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
-    readme.write_text(text[:start] + "\n".join(lines) + text[end:])
+    write_between(readme, README_BEGIN, README_END, lines)
 
 
 def _warm_up(tmp: Path) -> None:

@@ -43,6 +43,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from _readme import write_between  # benchmarks/ is the script's folder: on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = [[3, 7, 1, 0, 12, 29, 5, 5, 8, 2]]
@@ -635,18 +636,14 @@ def _write_readme(readme: Path, results: dict) -> None:
     else:
         load = f"load average {machine['load_average_at_end'][0]:.1f} at the end, the run included"
     lines = [
-        MARK_BEGIN,
         f"Last run: {results['measured_at_utc']}, {machine['cpus']} cores ({load}), {results['rounds']} "
         f"interleaved rounds of {results['seconds_per_point']} s per point; medians over rounds.",
         "",
         "| measured in the same run | ratio | goal |",
         "|---|---|---|",
         *[f"| {a} | {b} | {c} |" for a, b, c in rows],
-        MARK_END,
     ]
-    text = readme.read_text()
-    start, end = text.index(MARK_BEGIN), text.index(MARK_END) + len(MARK_END)
-    readme.write_text(text[:start] + "\n".join(lines) + text[end:])
+    write_between(readme, MARK_BEGIN, MARK_END, lines)
 
 
 def _check_answers(targets: dict[str, tuple[str, str]]) -> None:
