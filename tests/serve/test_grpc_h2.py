@@ -431,3 +431,67 @@ def test_random_frames_never_take_the_worker_down(one_worker):
         resp = stub.ModelInfer(service_pb2.ModelInferRequest.FromString(_deeplog_request(X1)), timeout=30)
         assert resp.outputs[0].name == "output_0"
     assert "Traceback" not in one_worker.output()
+
+
+# -- the gRPC port's connection limits (the same flags as the REST port's) ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def short_timeouts(bundles, start_server):
+    flags = ["--header-timeout", "0.5", "--body-timeout", "0.5", "--keep-alive", "0.8"]
+    return start_server(["--releases", str(bundles.root), "--grpc-port", "0", "--workers", "1", *flags])
+
+
+def test_a_connection_without_the_preface_is_closed_after_the_header_timeout(short_timeouts):
+    host, port = grpc_address(short_timeouts).rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(PREFACE[:10])  # a slow client: part of the preface, then nothing
+        assert sock.recv(100) == b""  # closed by the server, well before the socket's own 10 s timeout
+
+
+def test_a_request_message_that_never_arrives_gets_deadline_exceeded(short_timeouts):
+    peer = Peer(grpc_address(short_timeouts), {})
+    try:
+        block = peer.encoder.encode(
+            [(":method", "POST"), (":scheme", "http"), (":path", MODEL_INFER), (":authority", "t")]
+            + [("content-type", "application/grpc")]
+        )
+        peer.send(_frame(1, 0x4, 1, block))  # headers without grpc-timeout; the message never comes
+        headers = dict(peer.decoder.decode(peer.stream_frames(1)[-1][2]))
+        assert headers["grpc-status"] == "4" and "--body-timeout" in headers["grpc-message"], headers
+    finally:
+        peer.close()
+
+
+def test_an_idle_connection_gets_goaway_after_the_keep_alive(short_timeouts):
+    peer = Peer(grpc_address(short_timeouts), {})
+    try:
+        peer.request(1, _deeplog_request(X1))
+        assert ("grpc-status", "0") in peer.decoder.decode(peer.stream_frames(1)[-1][2])
+        assert _goaway_code(peer) == 0  # NO_ERROR, then the server closes the connection
+        with pytest.raises(AssertionError, match="closed"):
+            peer.frame()
+    finally:
+        peer.close()
+
+
+def test_past_max_connections_the_oldest_idle_connection_makes_room(bundles, start_server):
+    server = start_server(
+        ["--releases", str(bundles.root), "--grpc-port", "0", "--workers", "1", "--max-connections", "2"]
+    )
+    first, second = Peer(grpc_address(server), {}), Peer(grpc_address(server), {})
+    third = None
+    try:
+        for peer in (first, second):  # both established (a call answered on each)
+            peer.request(1, _deeplog_request(X1))
+            assert ("grpc-status", "0") in peer.decoder.decode(peer.stream_frames(1)[-1][2])
+        third = Peer(grpc_address(server), {})
+        third.request(1, _deeplog_request(X1))
+        assert ("grpc-status", "0") in third.decoder.decode(third.stream_frames(1)[-1][2])
+        assert _goaway_code(first) == 0  # the oldest idle one went away
+        second.request(3, _deeplog_request(X1))  # the newer one still serves
+        assert ("grpc-status", "0") in second.decoder.decode(second.stream_frames(3)[-1][2])
+    finally:
+        for peer in (first, second, third):
+            if peer is not None:
+                peer.close()

@@ -32,6 +32,7 @@ from onnxship._errors import MissingDependencyError, ServeError, require
 from onnxship._version import __version__
 from onnxship.serve import _h2
 from onnxship.serve._h2 import Call
+from onnxship.serve._limits import connection_budget
 from onnxship.serve._signature import RequestError, datatype_of, numpy_dtype
 
 if TYPE_CHECKING:
@@ -412,11 +413,16 @@ def attach_grpc(app: ServeApp, host: str, port: int) -> str:
         from onnxship.serve._api import listen_reuseport
 
         service = GrpcService(app)
+        config = app.manager.config
         server = _h2.H2Server(
             service.dispatch,
             frozenset(service._methods),
-            max_message=app.manager.config.max_body_bytes,
-            max_streams=max(1, app.manager.config.max_inflight),
+            max_message=config.max_body_bytes,
+            max_streams=max(1, config.max_inflight),
+            head_timeout=config.header_timeout_s,
+            body_timeout=config.body_timeout_s,
+            idle_timeout=config.keep_alive_s,
+            max_connections=min(config.max_connections, connection_budget()),
         )
         try:
             sock = listen_reuseport(host, port)

@@ -15,7 +15,11 @@ HTTP/2 with prior knowledge, RFC 9113) and nothing more:
 - gRPC framing: one length-prefixed request message (``identity``, ``gzip`` or ``deflate`` compressed), responses
   as HEADERS + DATA + trailers in one write, refusals as trailers-only responses with ``grpc-status`` and a
   percent-encoded ``grpc-message``; ``grpc-timeout`` gives DEADLINE_EXCEEDED; an HTTP/1.1 client gets a one-line
-  400 that names the REST port.
+  400 that names the REST port;
+- the same connection limits as the REST port: a new connection must send the client preface within
+  ``--header-timeout``, a request message must arrive within ``--body-timeout`` of its headers (else
+  DEADLINE_EXCEEDED), a connection idle for ``--keep-alive`` gets GOAWAY and is closed, and past
+  ``--max-connections`` (per worker) the oldest idle connection is closed to make room (none idle: the new one is).
 
 The calls themselves (protobuf messages, auth, validation, batching, metrics) are ``_grpc.GrpcService``'s.
 """
@@ -149,6 +153,7 @@ class Call:
         "remote_closed",
         "send_window",
         "sid",
+        "t0",
         "timer",
     )
 
@@ -166,6 +171,7 @@ class Call:
             None  # [data left to send, trailer block] while the peer's window is shut
         )
         self.timer: asyncio.TimerHandle | None = None
+        self.t0 = conn.last_active  # when its headers arrived (the body timeout counts from here)
 
     # -- answering (used by the service) ---------------------------------------------------------------------
     def respond(self, message: bytes) -> None:
@@ -198,12 +204,24 @@ class H2Server:
         methods: frozenset[bytes],
         max_message: int,
         max_streams: int,
+        head_timeout: float = 10.0,
+        body_timeout: float = 60.0,
+        idle_timeout: float = 30.0,
+        max_connections: int = 1024,
     ) -> None:
         self.dispatch = dispatch
+        self.head_timeout = head_timeout  # the client preface must arrive within this
+        self.body_timeout = body_timeout  # a call's request message must arrive within this of its headers
+        self.idle_timeout = (
+            idle_timeout  # a connection without calls and without bytes for this long is closed
+        )
+        self.max_connections = max(1, max_connections)
+        # how often an established connection checks its timeouts: one timer per connection, none per call
+        self.tick = max(0.05, min(body_timeout, idle_timeout) / 4)
         self.methods = methods  # the :path of every unary method served: others are refused at their headers
         self.max_message = max_message
         self.max_streams = max_streams
-        self.connections: set[H2Connection] = set()
+        self.connections: dict[H2Connection, None] = {}  # insertion order: oldest first
         self._server: asyncio.AbstractServer | None = None
         # stream window: a request up to the size limit (plus framing) never waits for a window update
         self.stream_window = min(MAX_WINDOW, max(65535, max_message + 5 + MAX_FRAME))
@@ -259,21 +277,44 @@ class H2Connection(asyncio.Protocol):
 
         self.decoder = Decoder()
         self.heads: dict[bytes, Head] = {}  # header blocks that leave the HPACK table as it is -> their Head
+        self.timer: asyncio.TimerHandle | None = None  # the connection's timeout check (see _check_timeouts)
+        self.last_active = 0.0  # loop time of the last bytes received
+        self._clock: Callable[[], float] = lambda: 0.0
 
     # -- asyncio.Protocol --------------------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        self.server.connections.add(self)
+        server = self.server
+        if len(server.connections) >= server.max_connections:
+            idle = next((c for c in server.connections if not c.busy), None)
+            if idle is None:  # every connection has calls in flight: this one cannot be served
+                log.warning(
+                    "gRPC: --max-connections (%d) reached, none idle: refusing one", server.max_connections
+                )
+                self.closed = True
+                transport.close()
+                return
+            idle.go_away(NO_ERROR, "making room for a new connection (--max-connections)")
+            idle.close()
+        server.connections[self] = None
+        loop = asyncio.get_running_loop()
+        self._clock = loop.time
+        self.last_active = loop.time()
+        self.timer = loop.call_later(server.head_timeout, self._check_timeouts)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.server.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.server.connections.pop(self, None)
         for call in self.streams.values():
             self._forget(call)
         self.streams.clear()
         self.blocked.clear()
 
     def data_received(self, data: bytes) -> None:
+        self.last_active = self._clock()
         if self.buf:
             data = self.buf + data
             self.buf = b""
@@ -648,6 +689,29 @@ class H2Connection(asyncio.Protocol):
             call.timer = None
 
     # -- connection ------------------------------------------------------------------------------------------
+    def _check_timeouts(self) -> None:
+        """The connection's one timer: the preface deadline, then every ``tick`` the body and idle timeouts."""
+        self.timer = None
+        if self.closed:
+            return
+        server = self.server
+        if not self.started:  # no client preface within --header-timeout
+            self.close()
+            return
+        now = self._clock()
+        for call in list(self.streams.values()):
+            if not call.remote_closed and not call.answered and now - call.t0 > server.body_timeout:
+                call.fail(
+                    DEADLINE_EXCEEDED,
+                    f"the request message did not arrive within {server.body_timeout:g} s of its headers "
+                    "(--body-timeout)",
+                )
+        if not self.busy and now - self.last_active >= server.idle_timeout:
+            self.go_away(NO_ERROR, "idle (--keep-alive)")
+            self.close()
+            return
+        self.timer = asyncio.get_running_loop().call_later(server.tick, self._check_timeouts)
+
     @property
     def busy(self) -> bool:
         return bool(self.streams) or bool(self.blocked)
