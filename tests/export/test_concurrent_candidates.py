@@ -203,20 +203,16 @@ def _load(tmp_path, factory: str):
     return parse_model_spec(f"{tmp_path / 'models.py'}:{factory}")
 
 
-def test_the_verdict_waits_for_the_preferred_candidate_only_under_auto(tmp_path):
+def test_the_verdict_waits_for_the_preferred_candidate(tmp_path):
     from onnxship.export._candidates import CandidateOutcome
     from onnxship.export._concurrent import _decide
 
     ok = CandidateOutcome([], path=tmp_path / "ok.onnx")
     bad = CandidateOutcome([])
-    assert (
-        _decide([None, ok], "preference", [1]) is None
-    )  # dynamo still running: TorchScript's pass must wait
-    assert _decide([bad, ok], "preference", [1, 0]) == 1  # dynamo failed: the fallback, already verified
-    assert _decide([ok, ok], "preference", [1, 0]) == 0  # both verified: the preferred one
-    assert _decide([bad, bad], "preference", [0, 1]) is None
-    assert _decide([None, ok], "fastest", [1]) == 1  # fastest does not wait
-    assert _decide([ok, ok], "fastest", [1, 0]) == 1  # the first to finish, not the preferred
+    assert _decide([None, ok]) is None  # dynamo still running: TorchScript's pass must wait
+    assert _decide([bad, ok]) == 1  # dynamo failed: the fallback, already verified
+    assert _decide([ok, ok]) == 0  # both verified: the preferred one
+    assert _decide([bad, bad]) is None
 
 
 _TRAINED_IN_PROCESS = """

@@ -1,4 +1,4 @@
-"""Export candidates by policy: side by side in worker processes (``auto``), or cheapest first (``fastest``).
+"""Export candidates by policy: at once, fallbacks in worker processes (``auto``), or cheapest first (``fastest``).
 
 - ``preference`` (``auto``): ``auto`` used to pay for the dynamo attempt before TorchScript could start, so a
   fallback cost both exporters in sequence. Here the candidates of a group (dynamo and TorchScript at one
@@ -96,7 +96,7 @@ def run_group(jobs: list[CandidateJob], policy: str = "preference") -> GroupResu
     method = start_method()
     if method != "fork" and not _picklable(jobs[1:]):  # the preferred job runs here
         return _sequential(jobs)
-    return _concurrent(jobs, policy, multiprocessing.get_context(method))
+    return _concurrent(jobs, multiprocessing.get_context(method))
 
 
 def _picklable(jobs: list[CandidateJob]) -> bool:
@@ -179,13 +179,12 @@ def _crashed_outcome(job: CandidateJob, reason: str, started: float) -> Candidat
     return CandidateOutcome([rec])
 
 
-def _concurrent(jobs: list[CandidateJob], policy: str, ctx: Any) -> GroupResult:
+def _concurrent(jobs: list[CandidateJob], ctx: Any) -> GroupResult:
     """The preferred job here with every core, the others in forked workers; answers collected as they come."""
     procs: list[Any] = [None] * len(jobs)
     conns: list[Any] = [None] * len(jobs)
     started: list[float] = [0.0] * len(jobs)
     results: list[CandidateOutcome | None] = [None] * len(jobs)
-    finish_order: list[int] = []
     try:
         for i in range(1, len(jobs)):
             # One intra-op thread per worker: the fallbacks are the cheap exporters, and a forked child must not
@@ -202,13 +201,11 @@ def _concurrent(jobs: list[CandidateJob], policy: str, ctx: Any) -> GroupResult:
         with _progress.stage(label):
             started[0] = time.time()
             results[0] = _sequential(jobs[:1]).outcomes[0]
-            finish_order.append(0)
             for i in range(1, len(jobs)):  # answers already waiting are recorded (verified too, or failed)
                 if conns[i].poll(0):
                     results[i] = _receive(conns[i], procs[i], jobs[i], started[i])
-                    finish_order.append(i)
-            chosen = _wait(jobs, procs, conns, started, results, policy, finish_order)
-        return GroupResult(_settle(results, jobs, chosen, policy, started), chosen)
+            chosen = _wait(jobs, procs, conns, started, results)
+        return GroupResult(_settle(results, jobs, chosen, "preference", started), chosen)
     finally:
         _stop([p for p in procs if p is not None])
         for conn in conns:
@@ -234,11 +231,9 @@ def _wait(
     conns: list[Connection],
     started: list[float],
     results: list[CandidateOutcome | None],
-    policy: str,
-    finish_order: list[int],
 ) -> int | None:
-    """Collect answers as they come until the policy can decide (or every candidate has answered)."""
-    chosen = _decide(results, policy, finish_order)
+    """Collect answers as they come until the verdict is decided (or every candidate has answered)."""
+    chosen = _decide(results)
     while chosen is None and any(r is None for r in results):
         waiting = {c: i for i, c in enumerate(conns) if results[i] is None}
         sentinels = {procs[i].sentinel: i for i in waiting.values()}
@@ -247,8 +242,7 @@ def _wait(
             if i is None or results[i] is not None:
                 continue
             results[i] = _receive(conns[i], procs[i], jobs[i], started[i])
-            finish_order.append(i)
-        chosen = _decide(results, policy, finish_order)
+        chosen = _decide(results)
     return chosen
 
 
@@ -274,9 +268,8 @@ def _receive(conn: Connection, proc: Any, job: CandidateJob, started: float) -> 
     return _crashed_outcome(job, f"export failed: {message[1]}", started)
 
 
-def _decide(results: list[CandidateOutcome | None], policy: str, finish_order: list[int]) -> int | None:
-    if policy == "fastest":
-        return next((i for i in finish_order if results[i] is not None and results[i].path is not None), None)
+def _decide(results: list[CandidateOutcome | None]) -> int | None:
+    """The first verified candidate in preference order, once every candidate before it has answered."""
     for i, r in enumerate(results):
         if r is None:
             return None  # a preferred candidate is still running
