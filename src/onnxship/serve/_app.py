@@ -32,7 +32,7 @@ from onnxship.serve._signature import RequestError
 if TYPE_CHECKING:
     from onnxship.serve._workers import Cluster
 
-__all__ = ["ServeApp", "create_app", "queue_checked", "submit_checked"]
+__all__ = ["ServeApp", "bearer_token_matches", "create_app", "queue_checked", "submit_checked"]
 
 log = logging.getLogger("onnxship.serve")
 
@@ -48,6 +48,22 @@ _OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")  # probes stay reachable w
 
 class _Disconnected(Exception):
     pass
+
+
+def bearer_token_matches(value: bytes, token: bytes) -> bool:
+    """``Authorization: Bearer <token>`` (REST header or gRPC metadata) names ``token``.
+
+    compare_digest on every path: the time taken does not depend on how much of the token matched.
+    """
+    scheme, _, given = value.partition(b" ")
+    return hmac.compare_digest(given.strip(), token) and scheme.lower() == b"bearer"
+
+
+def _int_header(value: bytes, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise RequestError(400, f"{name} {value.decode('latin-1')!r} is not a number") from None
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -154,12 +170,7 @@ class ServeApp:
         h = headers or _Headers(scope)
         length = h.content_length
         if length is not None:
-            try:
-                n = int(length)
-            except ValueError:
-                raise RequestError(
-                    400, f"Content-Length {length.decode('latin-1')!r} is not a number"
-                ) from None
+            n = _int_header(length, "Content-Length")
             if n > self._limit:
                 raise RequestError(
                     413,
@@ -207,9 +218,7 @@ class ServeApp:
             return True
         if value is None:
             value = _header(scope, b"authorization") or b""
-        scheme, _, given = value.partition(b" ")
-        # compare_digest on every path: the time taken does not depend on how much of the token matched
-        return hmac.compare_digest(given.strip(), self._token) and scheme.lower() == b"bearer"
+        return bearer_token_matches(value, self._token)
 
     def _model(self, name: str, version: str | None) -> ServedModel:
         current = self.manager.current
@@ -293,14 +302,7 @@ class ServeApp:
         try:
             body = await self._body(scope, receive, headers)
             header = headers.inference_header
-            header_len = None
-            if header is not None:
-                try:
-                    header_len = int(header)
-                except ValueError:
-                    raise RequestError(
-                        400, f"Inference-Header-Content-Length {header!r} is not a number"
-                    ) from None
+            header_len = None if header is None else _int_header(header, "Inference-Header-Content-Length")
             model = self._model(name, version)  # the model that answers (a reload may have happened)
             # shapes are checked against the signature before any array is built
             request = parse_infer_request(body, header_len, model.signature)

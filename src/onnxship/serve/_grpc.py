@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import logging
 import math
 import time
@@ -31,6 +30,7 @@ import numpy as np
 from onnxship._errors import MissingDependencyError, ServeError, require
 from onnxship._version import __version__
 from onnxship.serve import _h2
+from onnxship.serve._app import bearer_token_matches, queue_checked
 from onnxship.serve._h2 import Call
 from onnxship.serve._limits import connection_budget
 from onnxship.serve._signature import RequestError, datatype_of, numpy_dtype
@@ -172,8 +172,7 @@ class GrpcService:
     def _authorized(self, value: bytes | None) -> bool:
         if self._token is None:
             return True
-        scheme, _, given = (value or b"").partition(b" ")
-        return hmac.compare_digest(given.strip(), self._token) and scheme.lower() == b"bearer"
+        return bearer_token_matches(value or b"", self._token)
 
     # -- health and metadata -----------------------------------------------------------------------------
     def server_live(self, request: Any) -> Any:
@@ -232,8 +231,6 @@ class GrpcService:
 
     def _flush(self) -> None:
         """Queue every call that arrived in this loop iteration (so they can share a batch)."""
-        from onnxship.serve._app import queue_checked
-
         self._flush_scheduled = False
         batch, self._incoming = self._incoming, []
         # nothing else in flight (no other gRPC call, no REST request): an idle batcher may run it in place
