@@ -140,7 +140,7 @@ def _cheapest_first(jobs: list[CandidateJob]) -> GroupResult:
     return GroupResult(_settle(results, jobs, chosen, "fastest", [time.time()] * len(jobs)), chosen)
 
 
-def _worker(conn: Connection, job: CandidateJob, threads: int) -> None:
+def _worker(conn: Connection, job: CandidateJob) -> None:
     """A candidate in its own process: user code inside the boundary, one message back, stdout kept clean."""
     try:
         os.dup2(2, 1)  # the model's prints go to stderr: stdout may carry the parent's --json result
@@ -151,7 +151,10 @@ def _worker(conn: Connection, job: CandidateJob, threads: int) -> None:
         _progress._reporter = None
         import torch
 
-        torch.set_num_threads(threads)  # the candidates share the cores instead of oversubscribing them
+        # One intra-op thread: the fallbacks are the cheap exporters, and a forked child must not enter a parallel
+        # region: GNU OpenMP's thread pool does not survive fork(), so a worker of a parent that already ran a
+        # parallel region (it trained the model, or ran a convolution) hangs in its first one with more threads.
+        torch.set_num_threads(1)
         with contextlib.suppress(OSError):
             # a fallback uses the cores the preferred candidate (which the verdict waits for) leaves idle: dynamo's
             # export is mostly one Python thread, its gate's PyTorch runs take every core
@@ -187,12 +190,8 @@ def _concurrent(jobs: list[CandidateJob], ctx: Any) -> GroupResult:
     results: list[CandidateOutcome | None] = [None] * len(jobs)
     try:
         for i in range(1, len(jobs)):
-            # One intra-op thread per worker: the fallbacks are the cheap exporters, and a forked child must not
-            # enter a parallel region: GNU OpenMP's thread pool does not survive fork(), so a worker of a parent
-            # that already ran a parallel region (it trained the model, or ran a convolution) hangs in its first one
-            # with more than one thread.
             parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker, args=(child, jobs[i], 1), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, jobs[i]), daemon=True)
             started[i] = time.time()
             proc.start()
             child.close()

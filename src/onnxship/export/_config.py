@@ -18,8 +18,8 @@ __all__ = ["DEFAULT_OPSETS", "MIN_OPSET", "PREFERENCE", "CandidateRecord", "Expo
 
 MIN_OPSET = 7
 STRATEGY_CHOICES = ("auto", "fastest", "dynamo", "torchscript")
-# auto runs these candidates concurrently (a worker process each) in this order of preference; fastest runs them one
-# after another, cheapest first (export/_concurrent.py)
+# auto runs these candidates concurrently in this order of preference (the first in the exporting process, the others
+# in a worker process each); fastest runs them one after another, cheapest first (export/_concurrent.py)
 PREFERENCE = ("dynamo", "torchscript")
 # Each exporter's own opsets first: dynamo implements opset 18 and converts down (a conversion that can fail or
 # write files onnxruntime refuses); TorchScript's mature opset is 17. The later ones are retries.
