@@ -51,7 +51,7 @@ class GateConfig:
         default_factory=dict
     )  # policy overrides, e.g. top1_mismatch_rate
     data: str | None = None  # verification data (anything `verify --data` takes) for the task metric
-    seed: int = 1000  # samples differ from the calibration samples (seed 0)
+    seed: int = 1000  # its samples differ from the calibration samples, which are drawn from RNG state 0
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
